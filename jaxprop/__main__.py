@@ -1,0 +1,5 @@
+import sys
+
+from jaxprop.cli import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""The ``jaxprop`` command line: one module per subcommand.
+
+Each subcommand module exposes ``add_parser(subparsers)`` and ``run(args) -> int``. Errors in
+the user's input (``ValueError``, unreadable files) print one line and exit 2; a training run
+that diverges exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module under jaxprop.cli (imported lazily so `jaxprop --help` stays fast)
+SUBCOMMANDS = {
+    "check": "Check hand-written gradients against jax.grad and finite differences.",
+    "explain": "Trace gradient descent step by step on your own small network (JSON spec).",
+    "train": "Train a network on a dataset with a JIT-compiled loop.",
+    "bench": "Benchmark hand-written backprop against NumPy and jax.grad.",
+}
+
+
+class UsageError(Exception):
+    """Bad command-line arguments (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jaxprop",
+        description="Hand-written backpropagation for feedforward networks, compiled with JAX.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, help_text in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(f"jaxprop.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"jaxprop.cli.{name}":
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_parser(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _version() -> str:
+    from jaxprop import __version__
+
+    return f"jaxprop {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args._run(args) or 0)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:
+        print(f"jaxprop: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxprop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
