@@ -1,0 +1,119 @@
+"""Datasets for training: generated (XOR, spirals, moons), bundled (digits), downloaded by you
+(MNIST, Fashion-MNIST as IDX files) and your own CSV files. Nothing is ever downloaded.
+
+``load(name, ...)`` returns a :class:`Dataset` split into train and test, float32, with targets
+``(n, 1)`` in {0, 1} for two classes and one-hot ``(n, k)`` otherwise. The building blocks it uses
+are exported too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jaxprop.data import preprocessing as _preprocessing
+from jaxprop.data.csv import Table, read_csv
+from jaxprop.data.dataset import Dataset
+from jaxprop.data.idx import find_mnist_files, mnist, read_idx, write_idx
+from jaxprop.data.preprocessing import (
+    check_finite,
+    check_seed,
+    check_test_fraction,
+    decode_targets,
+    encode_targets,
+    one_hot,
+    standardize,
+    train_test_split,
+)
+from jaxprop.data.sklearn import digits
+from jaxprop.data.synthetic import DEFAULT_N_SAMPLES, DEFAULT_NOISE, moons, two_spirals, xor
+
+DATASETS = ("xor", "spirals", "moons", "digits", "mnist", "fashion-mnist", "csv")
+
+__all__ = [
+    "DATASETS", "Dataset", "Table", "check_finite", "decode_targets", "digits", "encode_targets",
+    "find_mnist_files", "load", "mnist", "moons", "one_hot", "read_csv", "read_idx", "standardize",
+    "train_test_split", "two_spirals", "write_idx", "xor",
+]
+
+_SYNTHETIC = {"spirals": two_spirals, "moons": moons}
+
+
+def load(
+    name: str,
+    *,
+    data_dir=None,
+    path=None,
+    label_column: int | str = -1,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    standardize: bool = True,
+    n_samples: int | None = None,
+    noise: float | None = None,
+) -> Dataset:
+    """Load dataset ``name`` (one of :data:`DATASETS`) as a train/test :class:`Dataset`.
+
+    - ``xor``: the 4 patterns; test set = training set; never standardised.
+    - ``spirals``, ``moons``: ``n_samples`` points (default 400) with Gaussian ``noise``
+      (defaults 0.05 and 0.1), generated from ``seed``; stratified split.
+    - ``digits``: scikit-learn's 8x8 digits, stratified split.
+    - ``mnist``, ``fashion-mnist``: IDX files in ``data_dir``; the official split
+      (``test_fraction`` and ``seed`` do not apply).
+    - ``csv``: the file at ``path`` with labels in ``label_column``; stratified split.
+
+    ``standardize`` rescales features with the training set's mean and std (test set uses the
+    same). ``seed`` makes generation and splitting deterministic. Raises ``ValueError`` for bad
+    arguments or data (naming the file/column/row), ``FileNotFoundError`` for missing files.
+    """
+    key = str(name).lower().replace("_", "-")
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    test_fraction = check_test_fraction(test_fraction)
+    seed = check_seed(seed)
+    _only_for(key, "n_samples", n_samples, ("spirals", "moons"))
+    _only_for(key, "noise", noise, ("spirals", "moons"))
+    _only_for(key, "path", path, ("csv",))
+    _only_for(key, "data_dir", data_dir, ("mnist", "fashion-mnist"))
+
+    if key == "xor":
+        x, y = xor()
+        return Dataset("xor", x, y, x.copy(), y.copy(), 2, ("x1", "x2"), ("0", "1"))
+
+    if key in _SYNTHETIC:
+        n = DEFAULT_N_SAMPLES if n_samples is None else n_samples
+        nz = DEFAULT_NOISE[key] if noise is None else noise
+        x, y = _SYNTHETIC[key](n, nz, seed)
+        x_train, x_test, y_train, y_test = train_test_split(x, y, test_fraction, seed)
+        ds = Dataset(key, x_train, y_train, x_test, y_test, 2, ("x1", "x2"), ("0", "1"))
+    elif key == "digits":
+        ds = digits(seed=seed, test_fraction=test_fraction)
+    elif key in ("mnist", "fashion-mnist"):
+        if data_dir is None:
+            raise ValueError(
+                f"dataset {key!r} needs data_dir: a folder with the four IDX files "
+                "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                "t10k-labels-idx1-ubyte, each raw or .gz); jaxprop never downloads"
+            )
+        ds = mnist(data_dir, kind=key)
+    else:  # csv
+        if path is None:
+            raise ValueError("dataset 'csv' needs path: the CSV file to read")
+        table = read_csv(path, label_column=label_column)
+        x_train, x_test, y_train, y_test = train_test_split(
+            table.x, table.y, test_fraction, seed
+        )
+        ds = Dataset("csv", x_train, y_train, x_test, y_test, table.num_classes,
+                     table.feature_names, table.class_names)
+
+    where = f"dataset {key!r}" + (f" ({Path(path)})" if key == "csv" else "")
+    for field in ("x_train", "y_train", "x_test", "y_test"):
+        check_finite(getattr(ds, field), f"{where}: {field}", columns=(
+            ds.feature_names if field.startswith("x") else None))
+    if standardize:
+        x_train, x_test = _preprocessing.standardize(ds.x_train, ds.x_test)
+        ds = ds._replace(x_train=x_train, x_test=x_test)
+    return ds
+
+
+def _only_for(key, arg, value, names):
+    if value is not None and key not in names:
+        raise ValueError(f"{arg} applies only to dataset(s) {', '.join(names)}, not {key!r}")

@@ -1,0 +1,33 @@
+"""The :class:`Dataset` record every loader returns."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Dataset(NamedTuple):
+    """A train/test split ready for training.
+
+    ``x_*: (n, d)`` float32; ``y_*: (n, 1)`` float32 in {0, 1} when ``num_classes == 2`` (one
+    sigmoid/logit output), else ``(n, num_classes)`` float32 one-hot.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    feature_names: tuple[str, ...] | None = None
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the network's output layer: 1 for two classes, else ``num_classes``."""
+        return int(self.y_train.shape[1])

@@ -1,0 +1,145 @@
+"""Preprocessing shared by every dataset: targets, splitting, standardisation, finiteness checks.
+
+Conventions: features ``x: (n, d) float32``; integer class ``labels: (n,)`` in ``0..k-1``;
+training targets ``y: (n, 1)`` in ``{0, 1}`` for two classes (one sigmoid/logit output) and
+``y: (n, k)`` one-hot for ``k > 2`` classes, both float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def one_hot(labels, k: int) -> np.ndarray:
+    """``labels: (n,)`` integers in ``0..k-1`` -> ``(n, k)`` float32 one-hot rows."""
+    labels = _as_labels(labels)
+    k = _check_int("k", k, minimum=1)
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels must lie in 0..{k - 1}; found {labels.min()}..{labels.max()}")
+    out = np.zeros((labels.shape[0], k), np.float32)
+    out[np.arange(labels.shape[0]), labels] = 1.0
+    return out
+
+
+def encode_targets(labels, num_classes: int) -> np.ndarray:
+    """Training targets for ``labels: (n,)``: ``(n, 1)`` in {0, 1} when ``num_classes == 2``,
+    else ``(n, num_classes)`` one-hot. float32."""
+    num_classes = _check_int("num_classes", num_classes, minimum=2)
+    if num_classes == 2:
+        labels = _as_labels(labels)
+        if labels.size and (labels.min() < 0 or labels.max() > 1):
+            raise ValueError(f"binary labels must be 0 or 1; found {labels.min()}..{labels.max()}")
+        return labels.astype(np.float32)[:, None]
+    return one_hot(labels, num_classes)
+
+
+def decode_targets(y) -> np.ndarray:
+    """Inverse of :func:`encode_targets` (also for predictions): ``(n, 1)`` -> ``y > 0.5``
+    (probabilities; threshold logits at 0 yourself), ``(n, k)`` -> ``argmax``. Returns ``(n,)`` int64.
+    """
+    y = np.asarray(y)
+    if y.ndim != 2:
+        raise ValueError(f"targets must be 2-D (n, 1) or (n, k); got shape {y.shape}")
+    if y.shape[1] == 1:
+        return (y[:, 0] > 0.5).astype(np.int64)
+    return np.argmax(y, axis=1).astype(np.int64)
+
+
+def train_test_split(x, y, test_fraction: float = 0.2, seed: int = 0, stratify: bool = True):
+    """Shuffle and split ``x: (n, d)`` and ``y`` (labels ``(n,)`` or targets ``(n, 1)``/``(n, k)``)
+    into ``(x_train, x_test, y_train, y_test)`` -- scikit-learn's order.
+
+    Deterministic in ``seed``. With ``stratify`` every class keeps its proportion in both parts
+    (to within one example).
+    """
+    from sklearn.model_selection import train_test_split as sk_split
+
+    test_fraction = check_test_fraction(test_fraction)
+    seed = check_seed(seed)
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"cannot split {n} example(s) into a training and a test set")
+    strata = None
+    if stratify:
+        strata = y if y.ndim == 1 else decode_targets(y)
+    try:
+        return tuple(sk_split(x, y, test_size=test_fraction, random_state=seed, stratify=strata))
+    except ValueError as e:
+        raise ValueError(
+            f"cannot split {n} examples with test_fraction={test_fraction}"
+            f"{' (stratified by class)' if stratify else ''}: {e}"
+        ) from None
+
+
+def standardize(x_train, x_test):
+    """Shift and scale every column to zero mean, unit variance using the *training* statistics
+    only; the same transform is applied to ``x_test``. Constant columns are only centred.
+    Returns ``(x_train, x_test)`` as float32."""
+    x_train = np.asarray(x_train, np.float64)
+    x_test = np.asarray(x_test, np.float64)
+    if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
+        raise ValueError(
+            f"standardize needs (n, d) arrays with the same d; got {x_train.shape} and {x_test.shape}"
+        )
+    if x_train.shape[0] == 0:
+        raise ValueError("standardize needs at least one training example")
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # zero-variance safe
+    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def check_finite(a, where: str, *, columns=None, row_offset: int = 0, row_word: str = "row"):
+    """Raise ``ValueError`` naming ``where``, the first bad row and column if ``a`` has NaN/Inf.
+
+    ``columns``: optional column names; rows are reported as ``row_offset + index``.
+    """
+    a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.floating):
+        return
+    bad = ~np.isfinite(a)
+    if not bad.any():
+        return
+    first = np.argwhere(bad)[0]
+    row = int(first[0]) + row_offset
+    col = int(first[1]) if a.ndim > 1 else 0
+    col_name = f"'{columns[col]}'" if columns is not None else str(col)
+    raise ValueError(
+        f"{where}: {int(bad.sum())} NaN/Inf value(s); first is {a[tuple(first)]} at {row_word} {row}, "
+        f"column {col_name}"
+    )
+
+
+def check_test_fraction(test_fraction) -> float:
+    try:
+        f = float(test_fraction)
+    except (TypeError, ValueError):
+        raise ValueError(f"test_fraction must be a number in (0, 1); got {test_fraction!r}") from None
+    if not 0.0 < f < 1.0:
+        raise ValueError(f"test_fraction must be strictly between 0 and 1; got {test_fraction!r}")
+    return f
+
+
+def check_seed(seed) -> int:
+    return _check_int("seed", seed, minimum=0)
+
+
+def _check_int(name, value, *, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+    return int(value)
+
+
+def _as_labels(labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (n,); got shape {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not np.issubdtype(labels.dtype, np.floating) or not np.all(labels == np.round(labels)):
+            raise ValueError(f"labels must be integers; got dtype {labels.dtype}")
+    return labels.astype(np.int64)
