@@ -5,6 +5,7 @@ the chain rule, layer by layer, and is proven equal to ``jax.grad`` and to finit
 """
 
 from jaxprop.backprop import loss_and_grad_fn, validate_data, value_and_grad
+from jaxprop.gradcheck import GradCheckReport, LeafCheck, check_gradients
 from jaxprop.layers import (
     ACTIVATIONS,
     Dense,
@@ -28,5 +29,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "LOSSES", "Dense", "Gelu", "Identity", "Layer", "LeakyRelu", "Loss", "Model",
     "Relu", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation", "get_initializer",
+    "GradCheckReport", "LeafCheck", "check_gradients",
     "get_loss", "loss_and_grad_fn", "mlp", "serial", "validate_data", "value_and_grad",
 ]
