@@ -45,7 +45,7 @@ class LayerSpec(NamedTuple):
 
 
 class Spec(NamedTuple):
-    """A validated spec; arrays are float64 NumPy, ``input: (batch, in)``, ``target: (batch, out)``."""
+    """A validated spec: float64 NumPy arrays, ``input: (batch, in)``, ``target: (batch, out)``."""
 
     layers: tuple[LayerSpec, ...]
     input: np.ndarray
@@ -73,7 +73,9 @@ def load_spec(source: str | os.PathLike | Mapping | Spec) -> Spec:
     if isinstance(source, Mapping):
         return _validate(source, where="spec")
     if not isinstance(source, (str, os.PathLike)):
-        raise ValueError(f"a spec is a JSON file path or a dict, got {type(source).__name__}")
+        raise ValueError(
+            f"a spec must be a JSON object (a dict) or a JSON file path, got {_kind(source)}"
+        )
     path = os.fspath(source)
     try:
         with open(path, encoding="utf-8") as f:
@@ -123,18 +125,24 @@ def _validate(d: Any, where: str) -> Spec:
 
     raw_layers = d["layers"]
     if not isinstance(raw_layers, list) or not raw_layers:
-        raise ValueError(f"'layers' must be a non-empty list of layer objects, got {_kind(raw_layers)}")
+        raise ValueError(
+            f"'layers' must be a non-empty list of layer objects, got {_kind(raw_layers)}"
+        )
     layers, width, prev = [], x.shape[1], f"the input (shape {x.shape})"
     for i, raw in enumerate(raw_layers):
         name = f"layers[{i}]"
         if not isinstance(raw, Mapping):
-            raise ValueError(f"{name} must be an object with 'W' (and optional 'b', 'activation'), got {_kind(raw)}")
+            raise ValueError(
+                f"{name} must be an object with 'W' (and optional 'b', 'activation'), "
+                f"got {_kind(raw)}"
+            )
         if "W" not in raw:
             raise ValueError(f"{name} is missing required key 'W' (shape (in, out))")
         bad = sorted(set(raw) - set(LAYER_KEYS))
         if bad:
             raise ValueError(
-                f"{name}: unknown key(s) {', '.join(map(repr, bad))} (allowed: {', '.join(LAYER_KEYS)})"
+                f"{name}: unknown key(s) {', '.join(map(repr, bad))} "
+                f"(allowed: {', '.join(LAYER_KEYS)})"
             )
         W = _matrix(raw["W"], f"{name}.W")
         if W.shape[0] != width:
@@ -240,9 +248,11 @@ def _matrix(m: Any, name: str, allow_vector: bool = False) -> np.ndarray:
 def list_examples() -> dict[str, str]:
     """``{name: description}`` of the examples bundled in ``jaxprop/examples``."""
     out = {}
-    for entry in sorted(resources.files("jaxprop").joinpath("examples").iterdir(), key=lambda p: p.name):
+    folder = resources.files("jaxprop").joinpath("examples")
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".json"):
-            out[entry.name[:-5]] = json.loads(entry.read_text(encoding="utf-8")).get("description", "")
+            text = entry.read_text(encoding="utf-8")
+            out[entry.name[:-5]] = json.loads(text).get("description", "")
     return out
 
 
@@ -251,7 +261,8 @@ def load_example(name: str) -> Spec:
     names = list_examples()
     if name not in names:
         raise ValueError(f"unknown example {name!r}; known: {', '.join(names)}")
-    text = resources.files("jaxprop").joinpath("examples", f"{name}.json").read_text(encoding="utf-8")
+    entry = resources.files("jaxprop").joinpath("examples", f"{name}.json")
+    text = entry.read_text(encoding="utf-8")
     return _validate(_parse_json(text, f"example {name}"), where=f"example {name}")
 
 
@@ -298,14 +309,17 @@ def explain(spec: Spec | str | os.PathLike | Mapping, steps: int | None = None) 
     with jax.enable_x64(True):
         x = jnp.asarray(spec.input, dtype=jnp.float64)
         t = jnp.asarray(spec.target, dtype=jnp.float64)
-        params = [{k: jnp.asarray(v, jnp.float64) for k, v in p.items()} if p else () for p in params]
+        params = [jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), p) for p in params]
 
         def step(params):
             outputs, residuals = model.forward_trace(params, x)
             y = outputs[-1]
             dparams, dxs = model.backward_trace(params, residuals, loss.grad(y, t))
             new = [
-                {"W": p["W"] - lr * g["W"], "b": p["b"] - lr * g["b"] if spec.update_biases else p["b"]}
+                {
+                    "W": p["W"] - lr * g["W"],
+                    "b": p["b"] - lr * g["b"] if spec.update_biases else p["b"],
+                }
                 if p else ()
                 for p, g in zip(params, dparams)
             ]
@@ -347,7 +361,8 @@ def _check_finite(i: int, value: float, record: list[dict]) -> None:
     ]
     if not math.isfinite(value) or bad:
         raise ValueError(
-            f"step {i + 1}: non-finite values (loss {value}{'; ' + ', '.join(bad) if bad else ''}); "
+            f"step {i + 1}: non-finite values (loss {value}"
+            f"{'; ' + ', '.join(bad) if bad else ''}); "
             f"training diverged (learning_rate too large?)"
         )
 
@@ -369,10 +384,12 @@ def render(spec: Spec, result: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    sizes = " → ".join(str(n) for n in [spec.input.shape[1]] + [ls.W.shape[1] for ls in spec.layers])
-    head = f"[bold]Network[/] {sizes}  ·  activations {', '.join(ls.activation for ls in spec.layers)}"
+    widths = [spec.input.shape[1]] + [ls.W.shape[1] for ls in spec.layers]
+    acts = ", ".join(ls.activation for ls in spec.layers)
+    head = f"[bold]Network[/] {' → '.join(map(str, widths))}  ·  activations {acts}"
     head += f"\n[bold]Loss[/] {spec.loss}  ·  learning rate {spec.learning_rate:g}  ·  "
-    head += f"steps {len(result['steps'])}  ·  biases {'updated' if spec.update_biases else 'fixed'}"
+    biases = "updated" if spec.update_biases else "fixed"
+    head += f"steps {len(result['steps'])}  ·  biases {biases}"
     if spec.description:
         head = f"{escape(spec.description)}\n{head}"
     head += (

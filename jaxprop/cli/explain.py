@@ -27,8 +27,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="network, data and settings as JSON (see docs/explain.md)",
     )
     p.add_argument("--example", metavar="NAME", help="use a bundled example instead of SPEC.json")
-    p.add_argument("--list-examples", action="store_true", help="list the bundled examples and exit")
-    p.add_argument("--steps", type=_positive_int, metavar="N", help="number of steps (overrides the spec)")
+    p.add_argument(
+        "--list-examples", action="store_true", help="list the bundled examples and exit"
+    )
+    p.add_argument(
+        "--steps", type=_positive_int, metavar="N", help="number of steps (overrides the spec)"
+    )
     p.add_argument("--json", action="store_true", help="print the trace as JSON instead of tables")
 
 
