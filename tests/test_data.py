@@ -387,6 +387,14 @@ def test_csv_string_labels_and_label_column_in_the_middle(tmp_path):
     np.testing.assert_array_equal(t.y[:, 0], [0, 1, 0])
 
 
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_csv_semicolon_or_tab_delimited(tmp_path, sep):
+    text = "\ufeff" + "\n".join(sep.join(r) for r in [["a", "b", "y"], ["1", "2", "u"], ["3", "4", "v"]])
+    t = data.read_csv(_csv(tmp_path, text))  # a byte-order mark is ignored too
+    assert t.feature_names == ("a", "b") and t.class_names == ("u", "v")
+    np.testing.assert_array_equal(t.x, [[1, 2], [3, 4]])
+
+
 def test_csv_numeric_labels_are_sorted_by_value(tmp_path):
     t = data.read_csv(_csv(tmp_path, "1,10\n2,9\n3,10.0\n4,-1\n"))
     assert t.class_names == ("-1", "9", "10")

@@ -66,8 +66,27 @@ def read_csv(path, label_column: int | str = -1) -> Table:
     feature_names = tuple(header[i] for i in feature_idx) if header else tuple(
         f"x{j}" for j in range(len(feature_idx)))
 
+    raw_labels = [cells[label_idx].strip() for _, cells in rows]
+    try:  # fast path; on any problem the loop below finds the first bad cell and its line
+        x = np.array([[cells[i] for i in feature_idx] for _, cells in rows], np.float64)
+        ok = bool(np.isfinite(x).all()) and all(raw_labels)
+    except ValueError:
+        ok = False
+    if not ok:
+        x = _parse_rows(rows, feature_idx, feature_names, label_idx, path)
+
+    labels, class_names = _encode_labels(raw_labels, [line for line, _ in rows], path)
+    k = len(class_names)
+    if k < 2:
+        raise ValueError(f"{path}: every row has the label {class_names[0]!r}; a classifier needs "
+                         "at least two classes")
+    return Table(x.astype(np.float32), encode_targets(labels, k), labels, k, feature_names,
+                 class_names)
+
+
+def _parse_rows(rows, feature_idx, feature_names, label_idx, path):
+    """Cell-by-cell parse that names the line and column of the first bad value."""
     x = np.empty((len(rows), len(feature_idx)), np.float64)
-    raw_labels = []
     for r, (line, cells) in enumerate(rows):
         for j, i in enumerate(feature_idx):
             cell = cells[i].strip()
@@ -81,18 +100,9 @@ def read_csv(path, label_column: int | str = -1) -> Table:
                 raise ValueError(f"{path}:{line}: column {feature_names[j]!r} (column {i + 1}) "
                                  f"is {cell!r}; NaN/Inf values are not allowed")
             x[r, j] = value
-        label = cells[label_idx].strip()
-        if not label:
+        if not cells[label_idx].strip():
             raise ValueError(f"{path}:{line}: empty label (column {label_idx + 1})")
-        raw_labels.append(label)
-
-    labels, class_names = _encode_labels(raw_labels, [line for line, _ in rows], path)
-    k = len(class_names)
-    if k < 2:
-        raise ValueError(f"{path}: every row has the label {class_names[0]!r}; a classifier needs "
-                         "at least two classes")
-    return Table(x.astype(np.float32), encode_targets(labels, k), labels, k, feature_names,
-                 class_names)
+    return x
 
 
 def _read_rows(path):
@@ -107,9 +117,10 @@ def _read_rows(path):
         delimiter = "\t" if "\t" in first else (";" if ";" in first else ",")
     rows = []
     try:
-        for lineno, cells in enumerate(_csv.reader(lines, delimiter=delimiter), start=1):
+        reader = _csv.reader(lines, delimiter=delimiter)
+        for cells in reader:
             if cells and any(c.strip() for c in cells):
-                rows.append((lineno, cells))
+                rows.append((reader.line_num, cells))
     except _csv.Error as e:
         raise ValueError(f"{path}: malformed CSV ({e})") from None
     return rows
