@@ -1,0 +1,108 @@
+"""Every layer's hand-written backward against jax.vjp (float32/float64, with and without jit),
+against finite differences in float64, and stax-style shape agreement of init and forward."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from jax.test_util import check_vjp
+
+import jaxprop as jp
+
+# name -> constructor; every activation in ACTIVATIONS, Dense, and a LeakyRelu with its own slope
+LAYERS = {
+    "dense": lambda dtype: jp.Dense(5, dtype=dtype),
+    **{name: (lambda name: lambda dtype: jp.activation(name))(name) for name in jp.ACTIVATIONS},
+    "leaky_relu_0.2": lambda dtype: jp.LeakyRelu(0.2),
+}
+CASES = [(f"{name}_{dt.__name__}", name, dt) for name in LAYERS for dt in (np.float32, np.float64)]
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def away_from_kinks(key, shape, dtype):
+    """Standard-normal values pushed at least 0.1 away from 0 (relu/leaky_relu kinks)."""
+    n = jax.random.normal(key, shape, dtype)
+    return jnp.sign(n) * (0.1 + jnp.abs(n))
+
+
+def setup(name, dtype, batch=(3,)):
+    layer = LAYERS[name](dtype)
+    kp, kx, kd = jax.random.split(jax.random.key(0), 3)
+    params, out_shape = layer.init(kp, (4,))
+    x = away_from_kinks(kx, (*batch, 4), dtype)
+    dy = jax.random.normal(kd, (*batch, *out_shape), dtype)
+    return layer, params, x, dy
+
+
+class LayerBackwardTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*CASES)
+    def test_backward_matches_jax_vjp(self, name, dtype):
+        layer, params, x, dy = setup(name, dtype)
+
+        def hand(params, x, dy):
+            y, residuals = layer.forward(params, x)
+            return y, layer.backward(params, residuals, dy)
+
+        def reference(params, x, dy):
+            y, vjp = jax.vjp(lambda p, x: layer.forward(p, x)[0], params, x)
+            return y, vjp(dy)
+
+        with jax.default_matmul_precision("highest"):
+            y, (dparams, dx) = self.variant(hand)(params, x, dy)
+            y_ref, (dparams_ref, dx_ref) = jax.jit(reference)(params, x, dy)
+        chex.assert_trees_all_equal_shapes_and_dtypes(dparams, params)
+        chex.assert_trees_all_equal_shapes_and_dtypes(dx, x)
+        chex.assert_trees_all_close(y, y_ref, **TOL[dtype])
+        chex.assert_trees_all_close(dparams, dparams_ref, **TOL[dtype])
+        chex.assert_trees_all_close(dx, dx_ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_backward_matches_finite_differences(name):
+    layer, params, x, dy = setup(name, np.float64)
+
+    def f(params, x):
+        return layer.forward(params, x)[0]
+
+    def f_vjp(params, x):
+        y, residuals = layer.forward(params, x)
+        return y, lambda dy: layer.backward(params, residuals, dy)
+
+    with jax.default_matmul_precision("highest"):
+        check_vjp(f, f_vjp, (params, x), eps=1e-6, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("in_shape", [(4,), (2, 4)])
+@pytest.mark.parametrize("batch", [(), (3,), (2, 3)], ids=str)
+def test_init_out_shape_matches_forward(name, in_shape, batch):
+    layer = LAYERS[name](np.float32)
+    params, out_shape = layer.init(jax.random.key(1), in_shape)
+    x = away_from_kinks(jax.random.key(2), (*batch, *in_shape), np.float32)
+    y, residuals = layer.forward(params, x)
+    assert y.shape == (*batch, *out_shape)
+    dparams, dx = layer.backward(params, residuals, jnp.ones_like(y))
+    assert dx.shape == x.shape
+    chex.assert_trees_all_equal_shapes(dparams, params)
+
+
+def test_nested_model_is_a_layer_with_agreeing_shapes():
+    inner = jp.mlp([4, 6, 3], "tanh", "identity")
+    model = jp.serial(inner, jp.Dense(2), jp.activation("sigmoid"), in_shape=(4,))
+    params, out_shape = model.init_with_shape(jax.random.key(0), (4,))
+    assert out_shape == (2,)
+    for batch in [(), (5,)]:
+        x = jnp.ones((*batch, 4), jnp.float32)
+        assert model.apply(params, x).shape == (*batch, 2)
+
+
+def test_leaky_relu_custom_slope_is_used():
+    layer = jp.LeakyRelu(0.2)
+    x = jnp.array([-2.0, 3.0], jnp.float64)
+    y, r = layer.forward((), x)
+    chex.assert_trees_all_close(y, jnp.array([-0.4, 3.0]))
+    _, dx = layer.backward((), r, jnp.ones_like(x))
+    chex.assert_trees_all_close(dx, jnp.array([0.2, 1.0]))
