@@ -1,0 +1,139 @@
+"""Data parallel training on ``jax.sharding``: batch split over devices, parameters replicated.
+
+A 1-D :class:`~jax.sharding.Mesh` over every device (axis ``"data"``) holds the batch sharded
+along its first axis (``NamedSharding(mesh, P("data"))``) and the parameters and optimizer state
+replicated (``P()``). The step is the ordinary hand-written step under ``jax.jit`` with those
+shardings; XLA's sharding propagation runs each device's share of the forward and backward pass
+and inserts the all-reduce that sums the gradient over devices (``x.T @ dy`` contracts the
+sharded batch axis). We use propagation rather than ``shard_map`` + ``psum`` because the code is
+the single-device code unchanged, and every loss keeps its exact reduction (a per-shard ``mean``
+would need rescaling loss by loss before a ``psum``).
+
+The batch must divide evenly by the number of devices: anything else raises a ``ValueError``
+naming the sizes (drop or pad examples yourself; padding silently would change mean losses).
+
+Multi-host: call ``jax.distributed.initialize()`` first in each process (one per host);
+``jax.devices()`` then lists every host's devices, the same code builds the global mesh, and
+:func:`shard_batch` assembles each process's local batch into one global array.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxprop.backprop import loss_and_grad_fn
+from jaxprop.losses import Loss
+from jaxprop.network import Model
+
+AXIS = "data"
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices, every host)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.array(devices), (AXIS,))
+
+
+def as_optimizer(optimizer) -> optax.GradientTransformation:
+    """An optax optimizer; a number is the learning rate of plain gradient descent."""
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if isinstance(optimizer, (int, float)) and not isinstance(optimizer, bool) and optimizer > 0:
+        return optax.sgd(float(optimizer))
+    raise ValueError(
+        f"optimizer must be an optax GradientTransformation or a positive learning rate, "
+        f"got {optimizer!r}"
+    )
+
+
+def _check_divisible(n: int, devices: int, what: str = "batch") -> None:
+    if n % devices:
+        raise ValueError(
+            f"data parallel: the {what} has {n} examples, which does not divide evenly over "
+            f"{devices} devices; use a multiple of {devices} (e.g. "
+            f"{n - n % devices or devices}) or drop the remainder"
+        )
+
+
+def shard_batch(mesh: Mesh, *arrays):
+    """Put each array on ``mesh`` split along its first axis (this process's rows, multi-host)."""
+    sharding = NamedSharding(mesh, P(AXIS))
+    out = []
+    for a in arrays:
+        _check_divisible(a.shape[0], mesh.size // jax.process_count(), "local batch")
+        if jax.process_count() > 1:
+            out.append(jax.make_array_from_process_local_data(sharding, np.asarray(a)))
+        else:
+            out.append(jax.device_put(a, sharding))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def replicate(mesh: Mesh, tree, *, copy: bool = False):
+    """Put every leaf of ``tree`` on every device of ``mesh`` (always new buffers when ``copy``)."""
+    rep = NamedSharding(mesh, P())
+    if copy:  # a jitted identity never hands back its inputs' buffers
+        return jax.jit(lambda tree: tree, out_shardings=rep)(tree)
+    return jax.device_put(tree, rep)
+
+
+def data_parallel_grad_fn(model: Model, loss: str | Loss, mesh: Mesh | None = None) -> Callable:
+    """Jitted ``(params, x, t) -> (loss, grads)`` with the batch sharded over ``mesh``.
+
+    The result equals ``loss_and_grad_fn(model, loss)`` on one device (up to the order of
+    floating-point sums). ``loss`` and ``grads`` come back replicated.
+    """
+    mesh = data_mesh() if mesh is None else mesh
+    rep, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
+    fn = jax.jit(loss_and_grad_fn(model, loss), in_shardings=(rep, batch, batch),
+                 out_shardings=(rep, rep))
+
+    def grad(params, x, t):
+        _check_divisible(x.shape[0], mesh.size)
+        return fn(params, x, t)
+
+    return grad
+
+
+class DataParallelStep:
+    """``init(params) -> (params, opt_state)`` replicated; ``step(...)`` one data parallel update.
+
+    ``step(params, opt_state, x, t) -> (params, opt_state, loss)`` is compiled once, with the
+    batch sharded over the mesh and ``params``/``opt_state`` replicated and donated.
+    """
+
+    def __init__(self, model: Model, loss: str | Loss, optimizer, mesh: Mesh | None = None):
+        self.mesh = data_mesh() if mesh is None else mesh
+        self.optimizer = as_optimizer(optimizer)
+        loss_and_grad = loss_and_grad_fn(model, loss)
+        opt = self.optimizer
+
+        def step(params, opt_state, x, t):
+            value, grads = loss_and_grad(params, x, t)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, value
+
+        rep, batch = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P(AXIS))
+        self._step = jax.jit(step, in_shardings=(rep, rep, batch, batch),
+                             out_shardings=(rep, rep, rep), donate_argnums=(0, 1))
+
+    def init(self, params):
+        """Replicated copies of ``params`` and a fresh optimizer state (the step donates them)."""
+        params = replicate(self.mesh, params, copy=True)
+        return params, replicate(self.mesh, self.optimizer.init(params), copy=True)
+
+    def step(self, params, opt_state, x, t):
+        _check_divisible(x.shape[0], self.mesh.size)
+        return self._step(params, opt_state, x, t)
+
+    __call__ = step
+
+
+def make_data_parallel_step(model: Model, loss: str | Loss, optimizer, mesh: Mesh | None = None):
+    """A :class:`DataParallelStep` for ``model``/``loss``/``optimizer`` on ``mesh`` (all devices)."""
+    return DataParallelStep(model, loss, optimizer, mesh)

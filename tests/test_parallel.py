@@ -1,0 +1,107 @@
+"""Data parallel on jax.sharding: 4 simulated CPU devices (in one subprocess) equal one device."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxprop as jp
+from jaxprop.parallel import as_optimizer, data_mesh, make_data_parallel_step
+
+# Runs with XLA_FLAGS=--xla_force_host_platform_device_count=4 (must be set before jax starts).
+SCRIPT = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np, optax
+    import jaxprop as jp
+    from jaxprop.parallel import data_mesh, data_parallel_grad_fn, make_data_parallel_step, shard_batch
+
+    out = {"devices": len(jax.devices())}
+    model = jp.mlp([3, 16, 2], activation="tanh", output_activation="identity")
+    params = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (64, 3))
+    t = jax.random.normal(jax.random.key(2), (64, 2))
+    mesh = data_mesh()
+    for loss in ("mse", "sse_half"):
+        v1, g1 = jax.jit(jp.loss_and_grad_fn(model, loss))(params, x, t)
+        v4, g4 = data_parallel_grad_fn(model, loss, mesh)(params, x, t)
+        out[loss] = [float(abs(v1 - v4) / abs(v1))] + [
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(a))))
+            for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4))]
+    xs, ts = shard_batch(mesh, x, t)
+    out["x_shards"] = sorted({s.data.shape[0] for s in xs.addressable_shards})
+    hlo = jax.jit(jp.loss_and_grad_fn(model, "mse")).lower(
+        params, xs, ts).compile().as_text()
+    out["all_reduce"] = "all-reduce" in hlo
+
+    def train(mesh):
+        dp = make_data_parallel_step(model, "mse", optax.adam(0.01), mesh)
+        p, s = dp.init(params)
+        for _ in range(20):
+            p, s, v = dp.step(p, s, x, t)
+        return p, float(v)
+    p4, v4 = train(mesh)
+    p1, v1 = train(data_mesh(jax.devices()[:1]))
+    out["train_loss"] = [v1, v4]
+    out["train_param_diff"] = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)))
+    leaf = jax.tree.leaves(p4)[0]
+    out["param_replicated"] = leaf.is_fully_replicated and len(leaf.sharding.device_set) == 4
+    try:
+        make_data_parallel_step(model, "mse", 0.1, mesh).step(p4, None, x[:6], t[:6])
+    except ValueError as e:
+        out["indivisible"] = str(e)
+    print("RESULT " + json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def four_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def test_four_devices_give_the_one_device_gradient(four_devices):
+    assert four_devices["devices"] == 4
+    assert four_devices["x_shards"] == [16]  # 64 examples, 16 on each device
+    assert four_devices["all_reduce"]  # XLA sums the per-device gradients
+    for loss in ("mse", "sse_half"):
+        assert max(four_devices[loss]) < 1e-5, four_devices[loss]
+
+
+def test_four_device_training_matches_one_device(four_devices):
+    v1, v4 = four_devices["train_loss"]
+    assert abs(v1 - v4) <= 1e-5 * abs(v1)
+    assert four_devices["train_param_diff"] < 1e-5
+    assert four_devices["param_replicated"]
+
+
+def test_indivisible_batch_is_a_clear_error(four_devices):
+    msg = four_devices["indivisible"]
+    assert "6 examples" in msg and "4 devices" in msg
+
+
+def test_single_device_step_trains_and_bad_optimizer_is_reported():
+    model = jp.mlp([2, 8, 1], activation="tanh", output_activation="identity")
+    x = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]], jnp.float32)
+    t = jnp.array([[0], [1], [1], [0]], jnp.float32)
+    dp = make_data_parallel_step(model, "bce_with_logits", optax.adam(0.05), data_mesh())
+    p, s = dp.init(model.init(jax.random.key(0)))
+    for _ in range(300):
+        p, s, v = dp.step(p, s, x, t)
+    assert float(v) < 0.05
+    assert np.array_equal(model.apply(p, x) > 0, t > 0.5)
+    with pytest.raises(ValueError, match="learning rate"):
+        as_optimizer("fast")
