@@ -1,4 +1,4 @@
-"""Datasets: determinism, shapes and targets, splitting, standardisation, IDX, MNIST, CSV, errors."""
+"""Datasets: determinism, shapes, targets, splitting, standardisation, IDX, MNIST, CSV, errors."""
 
 from __future__ import annotations
 
@@ -309,8 +309,9 @@ def test_mnist_loader_reads_tiny_generated_files(mnist_dir, kind):
     np.testing.assert_allclose(
         ds.x_test, arrays["t10k-images-idx3-ubyte"].reshape(10, 784) / 255.0, rtol=1e-6
     )
-    np.testing.assert_array_equal(data.decode_targets(ds.y_train), arrays["train-labels-idx1-ubyte"])
-    np.testing.assert_array_equal(data.decode_targets(ds.y_test), arrays["t10k-labels-idx1-ubyte"])
+    labels = {split: data.decode_targets(getattr(ds, f"y_{split}")) for split in ("train", "test")}
+    np.testing.assert_array_equal(labels["train"], arrays["train-labels-idx1-ubyte"])
+    np.testing.assert_array_equal(labels["test"], arrays["t10k-labels-idx1-ubyte"])
     assert ds.x_train.min() >= 0.0 and ds.x_train.max() <= 1.0
     assert ds.class_names[0] == ("0" if kind == "mnist" else "T-shirt/top")
 
@@ -389,7 +390,8 @@ def test_csv_string_labels_and_label_column_in_the_middle(tmp_path):
 
 @pytest.mark.parametrize("sep", [";", "\t"])
 def test_csv_semicolon_or_tab_delimited(tmp_path, sep):
-    text = "\ufeff" + "\n".join(sep.join(r) for r in [["a", "b", "y"], ["1", "2", "u"], ["3", "4", "v"]])
+    rows = [["a", "b", "y"], ["1", "2", "u"], ["3", "4", "v"]]
+    text = "\ufeff" + "\n".join(sep.join(r) for r in rows)
     t = data.read_csv(_csv(tmp_path, text))  # a byte-order mark is ignored too
     assert t.feature_names == ("a", "b") and t.class_names == ("u", "v")
     np.testing.assert_array_equal(t.x, [[1, 2], [3, 4]])

@@ -105,8 +105,8 @@ def write_idx(path, array) -> Path:
     if not 1 <= array.ndim <= 255:
         raise ValueError(f"IDX needs 1 to 255 dimensions; got {array.ndim}")
     code = codes[key]
-    payload = (struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-               + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes())
+    header = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
     path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
     return path
 

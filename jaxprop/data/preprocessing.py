@@ -35,7 +35,8 @@ def encode_targets(labels, num_classes: int) -> np.ndarray:
 
 def decode_targets(y) -> np.ndarray:
     """Inverse of :func:`encode_targets` (also for predictions): ``(n, 1)`` -> ``y > 0.5``
-    (probabilities; threshold logits at 0 yourself), ``(n, k)`` -> ``argmax``. Returns ``(n,)`` int64.
+    (probabilities; threshold logits at 0 yourself), ``(n, k)`` -> ``argmax``.
+    Returns ``(n,)`` int64.
     """
     y = np.asarray(y)
     if y.ndim != 2:
@@ -82,7 +83,8 @@ def standardize(x_train, x_test):
     x_test = np.asarray(x_test, np.float64)
     if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
         raise ValueError(
-            f"standardize needs (n, d) arrays with the same d; got {x_train.shape} and {x_test.shape}"
+            "standardize needs (n, d) arrays with the same d; "
+            f"got {x_train.shape} and {x_test.shape}"
         )
     if x_train.shape[0] == 0:
         raise ValueError("standardize needs at least one training example")
@@ -108,8 +110,8 @@ def check_finite(a, where: str, *, columns=None, row_offset: int = 0, row_word: 
     col = int(first[1]) if a.ndim > 1 else 0
     col_name = f"'{columns[col]}'" if columns is not None else str(col)
     raise ValueError(
-        f"{where}: {int(bad.sum())} NaN/Inf value(s); first is {a[tuple(first)]} at {row_word} {row}, "
-        f"column {col_name}"
+        f"{where}: {int(bad.sum())} NaN/Inf value(s); first is {a[tuple(first)]} "
+        f"at {row_word} {row}, column {col_name}"
     )
 
 
@@ -117,7 +119,9 @@ def check_test_fraction(test_fraction) -> float:
     try:
         f = float(test_fraction)
     except (TypeError, ValueError):
-        raise ValueError(f"test_fraction must be a number in (0, 1); got {test_fraction!r}") from None
+        raise ValueError(
+            f"test_fraction must be a number in (0, 1); got {test_fraction!r}"
+        ) from None
     if not 0.0 < f < 1.0:
         raise ValueError(f"test_fraction must be strictly between 0 and 1; got {test_fraction!r}")
     return f

@@ -24,7 +24,7 @@ def xor():
 def two_spirals(n: int = DEFAULT_N_SAMPLES, noise: float = DEFAULT_NOISE["spirals"], seed: int = 0):
     """Two interleaved spirals of ``n`` points in total, 1.5 turns each, radius up to 1.
 
-    Spiral 0 is ``r (cos th, sin th)`` with ``th = 3 pi u``, ``r = 0.1 + 0.9 u`` for ``u ~ U(0, 1)``;
+    Spiral 0 is ``r (cos th, sin th)``, ``th = 3 pi u``, ``r = 0.1 + 0.9 u`` for ``u ~ U(0, 1)``;
     spiral 1 is the same curve rotated by pi. Gaussian noise of std ``noise`` is added to both
     coordinates. Deterministic in ``seed`` (numpy ``Generator``).
     """
