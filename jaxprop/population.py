@@ -1,0 +1,230 @@
+"""Populations: many networks trained at once, in one compiled call, by ``jax.vmap``.
+
+Every member has its own parameters (a leading ``n`` axis on each leaf), its own optimizer state
+and, optionally, its own learning rate; all see the same data. One member's training is a
+``lax.scan`` over epochs of the hand-written full-batch step; ``vmap`` of that scan trains the
+whole population and ``jit`` compiles it once.
+
+>>> model = jp.mlp([2, 4, 1])                                  # 2-4-1 sigmoid
+>>> res = jp.fit_population(model, "sse_half", 0.1, (x, t), n=1000, epochs=10_000)
+>>> int(res.solved.sum()), res.final_loss.shape                # XOR: how many got it
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxprop.backprop import loss_and_grad_fn, validate_data
+from jaxprop.losses import Loss, get_loss
+from jaxprop.network import Model
+from jaxprop.parallel import as_optimizer
+
+
+class PopulationResult(NamedTuple):
+    """What ``fit_population`` returns; arrays have one row per member.
+
+    ``params``: the trained params, each leaf with a leading ``n`` axis. ``final_loss``: ``(n,)``
+    loss after training (NaN/Inf for a member that diverged). ``accuracy``: ``(n,)`` fraction of
+    correct predictions on the training data (see :func:`accuracy`). ``seeds``/``lrs``: ``(n,)``
+    or ``None`` when not given. ``losses``: ``(n, epochs)`` loss before each step, if recorded.
+    """
+
+    params: list
+    final_loss: np.ndarray
+    accuracy: np.ndarray
+    seeds: np.ndarray | None
+    lrs: np.ndarray | None
+    losses: np.ndarray | None
+
+    @property
+    def solved(self) -> np.ndarray:
+        """``(n,)`` bool: every training prediction right (XOR: all 4 outputs on the right side)."""
+        return self.accuracy == 1.0
+
+
+def init_population(model: Model, key: jax.Array, n: int) -> list:
+    """``n`` independent initialisations from ``jax.random.split(key, n)``; leaves get an ``n`` axis."""
+    _check_n(n)
+    return jax.vmap(model.init)(jax.random.split(key, n))
+
+
+def accuracy(loss: str | Loss, y: jax.Array, t: jax.Array) -> jax.Array:
+    """Fraction of examples predicted right: one output is thresholded, several use argmax.
+
+    The threshold is 0 for ``bce_with_logits`` (logits) and 0.5 otherwise (probabilities, or
+    targets in {0, 1}); a target counts as positive above 0.5.
+    """
+    if y.shape[-1] == 1:
+        threshold = 0.0 if get_loss(loss).name == "bce_with_logits" else 0.5
+        return jnp.mean((y > threshold) == (t > 0.5))
+    return jnp.mean(jnp.argmax(y, -1) == jnp.argmax(t, -1))
+
+
+def population_train_fn(model: Model, loss: str | Loss, optimizer: optax.GradientTransformation,
+                        epochs: int) -> Callable:
+    """Jitted ``(params, opt_state, x, t) -> (params, opt_state, losses (n, epochs))``.
+
+    ``params`` and ``opt_state`` carry a leading member axis; ``x``, ``t`` are shared.
+    """
+    loss_and_grad = loss_and_grad_fn(model, loss)
+
+    def train_member(params, opt_state, x, t):
+        def step(carry, _):
+            params, opt_state = carry
+            value, grads = loss_and_grad(params, x, t)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), value
+
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), length=epochs)
+        return params, opt_state, losses
+
+    return jax.jit(jax.vmap(train_member, in_axes=(0, 0, None, None)), donate_argnums=(0, 1))
+
+
+def fit_population(
+    model: Model,
+    loss: str | Loss,
+    optimizer=0.1,
+    data=None,
+    *,
+    n: int | None = None,
+    key: jax.Array | None = None,
+    keys: jax.Array | None = None,
+    seeds=None,
+    lrs=None,
+    epochs: int = 1000,
+    params=None,
+    record_losses: bool = False,
+) -> PopulationResult:
+    """Train a population on ``data = (x, t)`` (full batch, ``epochs`` steps) in one compiled call.
+
+    Members: ``n`` (initialised from ``key``, default ``jax.random.key(0)``), or one per entry of
+    ``keys`` (PRNG keys), ``seeds`` (ints; member ``i`` starts from ``model.init(jax.random.key(
+    seeds[i]))``, exactly as a single network with that seed), ``lrs`` or ``params`` (already
+    stacked). ``optimizer``: a learning rate (plain gradient descent), an optax
+    ``GradientTransformation``, or with ``lrs`` an optax alias such as ``optax.adam`` that is
+    called with each member's ``learning_rate`` (default ``optax.sgd``). ``lrs``: one learning
+    rate per member (an ``(n,)`` array), or one scalar for all.
+    """
+    loss = get_loss(loss)
+    if data is None or len(data) != 2:
+        raise ValueError("fit_population: data must be a pair (x, t)")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"fit_population: epochs must be a positive int, got {epochs!r}")
+    seeds = None if seeds is None else np.asarray(seeds, dtype=np.int64).reshape(-1)
+    lrs = None if lrs is None else np.asarray(lrs, dtype=np.float64)
+    n = _population_size(n, keys, seeds, lrs, params)
+    if params is None:
+        if seeds is not None:
+            keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+        elif keys is None:
+            keys = jax.random.split(jax.random.key(0) if key is None else key, n)
+        params = jax.vmap(model.init)(keys)
+    else:
+        params = jax.tree.map(jnp.array, params)  # our own copy: the training call donates it
+    x, t = validate_data(jax.tree.map(lambda a: a[0], params), *data)
+
+    if lrs is not None:
+        lrs = np.broadcast_to(lrs, (n,)).copy()
+        if not np.all(np.isfinite(lrs) & (lrs > 0)):
+            raise ValueError(f"fit_population: learning rates must be positive, got {lrs}")
+        factory = optax.sgd if not callable(optimizer) else optimizer
+        if isinstance(optimizer, optax.GradientTransformation):
+            raise ValueError("fit_population: with lrs, pass an optax alias such as optax.adam "
+                             "(the function), not an optimizer instance")
+        opt = optax.inject_hyperparams(factory)(learning_rate=float(lrs[0]))
+        dtype = jax.tree.leaves(params)[0].dtype
+        opt_state = jax.vmap(lambda p, lr: optax.inject_hyperparams(factory)(
+            learning_rate=lr).init(p))(params, jnp.asarray(lrs, dtype))
+    else:
+        opt = as_optimizer(optimizer)
+        opt_state = jax.vmap(opt.init)(params)
+
+    train = population_train_fn(model, loss, opt, epochs)
+    params, _, losses = train(params, opt_state, x, t)
+    final_loss, acc = _evaluate(model, loss, params, x, t)
+    return PopulationResult(params, np.asarray(final_loss), np.asarray(acc), seeds, lrs,
+                            np.asarray(losses) if record_losses else None)
+
+
+def _evaluate(model, loss, params, x, t):
+    @jax.jit
+    def evaluate(params):
+        def one(p):
+            y = model.apply(p, x)
+            return loss.value(y, t), accuracy(loss, y, t)
+
+        return jax.vmap(one)(params)
+
+    return evaluate(params)
+
+
+def plot_population(result: PopulationResult, path, *, title: str | None = None) -> None:
+    """Save a histogram of the members' final losses (log-spaced bins) to ``path``.
+
+    Diverged members (NaN/Inf loss) are left out of the bars and counted in the title.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+    losses = np.asarray(result.final_loss, dtype=np.float64)
+    finite = losses[np.isfinite(losses)]
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    if finite.size:
+        lo, hi = max(finite.min(), 1e-12), max(finite.max(), 1e-12)
+        bins = np.geomspace(lo, hi * (1 + 1e-9), 40) if hi > lo * 1.01 else 40
+        ax.hist(np.clip(finite, 1e-12, None), bins=bins, color="tab:blue")
+        if not isinstance(bins, int):
+            ax.set_xscale("log")
+    ax.set_xlabel("final training loss")
+    ax.set_ylabel("members")
+    n, bad = losses.size, losses.size - finite.size
+    solved = int(result.solved.sum())
+    ax.set_title(title or f"{n} networks: {solved} solved"
+                 + (f", {bad} diverged" if bad else ""))
+    fig.savefig(path)
+
+
+def population_records(result: PopulationResult) -> list[dict]:
+    """``[{"seed", "lr", "final_loss", "accuracy"}, ...]`` for JSON (NaN/Inf become ``None``)."""
+
+    def num(v):
+        v = float(v)
+        return v if np.isfinite(v) else None
+
+    seeds = result.seeds if result.seeds is not None else [None] * len(result.final_loss)
+    lrs = result.lrs if result.lrs is not None else [None] * len(result.final_loss)
+    return [
+        {"seed": None if s is None else int(s), "lr": None if lr is None else float(lr),
+         "final_loss": num(f), "accuracy": num(a)}
+        for s, lr, f, a in zip(seeds, lrs, result.final_loss, result.accuracy)
+    ]
+
+
+def _check_n(n) -> None:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"population size must be a positive int, got {n!r}")
+
+
+def _population_size(n, keys, seeds, lrs, params) -> int:
+    sizes = {}
+    if n is not None:
+        _check_n(n)
+        sizes["n"] = int(n)
+    for name, value in (("keys", keys), ("seeds", seeds)):
+        if value is not None:
+            sizes[name] = len(value)
+    if lrs is not None and lrs.ndim == 1:
+        sizes["lrs"] = len(lrs)
+    if params is not None:
+        sizes["params"] = jax.tree.leaves(params)[0].shape[0]
+    if not sizes:
+        raise ValueError("fit_population: give n, keys, seeds, lrs or params")
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"fit_population: population sizes disagree: {sizes}")
+    return next(iter(sizes.values()))
