@@ -23,6 +23,10 @@ from jaxprop.layers import (
 )
 from jaxprop.losses import LOSSES, Loss, get_loss
 from jaxprop.network import Model, mlp, serial
+from jaxprop.bridge import as_jax_function
+from jaxprop.parallel import data_mesh, data_parallel_grad_fn, make_data_parallel_step, shard_batch
+from jaxprop.per_example import clip_per_example, per_example_grads, per_example_norms
+from jaxprop.population import PopulationResult, fit_population, init_population
 
 __version__ = "0.1.0"
 
@@ -30,5 +34,8 @@ __all__ = [
     "ACTIVATIONS", "LOSSES", "Dense", "Gelu", "Identity", "Layer", "LeakyRelu", "Loss", "Model",
     "Relu", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation", "get_initializer",
     "GradCheckReport", "LeafCheck", "check_gradients",
+    "PopulationResult", "as_jax_function", "clip_per_example", "data_mesh",
+    "data_parallel_grad_fn", "fit_population", "init_population", "make_data_parallel_step",
+    "per_example_grads", "per_example_norms", "shard_batch",
     "get_loss", "loss_and_grad_fn", "mlp", "serial", "validate_data", "value_and_grad",
 ]
