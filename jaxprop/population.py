@@ -66,7 +66,7 @@ def accuracy(loss: str | Loss, y: jax.Array, t: jax.Array) -> jax.Array:
 
 
 def population_train_fn(model: Model, loss: str | Loss, optimizer: optax.GradientTransformation,
-                        epochs: int) -> Callable:
+                        epochs: int, *, unroll: int = 1) -> Callable:
     """Jitted ``(params, opt_state, x, t) -> (params, opt_state, losses (n, epochs))``.
 
     ``params`` and ``opt_state`` carry a leading member axis; ``x``, ``t`` are shared.
@@ -80,7 +80,8 @@ def population_train_fn(model: Model, loss: str | Loss, optimizer: optax.Gradien
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), value
 
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), length=epochs)
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), length=epochs,
+                                                   unroll=unroll)
         return params, opt_state, losses
 
     return jax.jit(jax.vmap(train_member, in_axes=(0, 0, None, None)), donate_argnums=(0, 1))
