@@ -27,6 +27,19 @@ from jaxprop.bridge import as_jax_function
 from jaxprop.parallel import data_mesh, data_parallel_grad_fn, make_data_parallel_step, shard_batch
 from jaxprop.per_example import clip_per_example, per_example_grads, per_example_norms
 from jaxprop.population import PopulationResult, fit_population, init_population
+from jaxprop.train import (
+    History,
+    TrainingDiverged,
+    TrainState,
+    fit,
+    fit_state,
+    init_state,
+    make_epoch_fn,
+    make_eval_fn,
+    make_train_epochs,
+    make_train_step,
+    masked_loss_and_grad_fn,
+)
 
 __version__ = "0.1.0"
 
@@ -38,4 +51,7 @@ __all__ = [
     "data_parallel_grad_fn", "fit_population", "init_population", "make_data_parallel_step",
     "per_example_grads", "per_example_norms", "shard_batch",
     "get_loss", "loss_and_grad_fn", "mlp", "serial", "validate_data", "value_and_grad",
+    "History", "TrainState", "TrainingDiverged", "fit", "fit_state", "init_state",
+    "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
+    "masked_loss_and_grad_fn",
 ]

@@ -1,0 +1,72 @@
+"""Plots for training runs (matplotlib, Agg backend; no display needed, no pyplot state)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _figure(size=(6, 4)) -> Figure:
+    fig = Figure(figsize=size, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def loss_curve(losses, path, *, records=None, title: str = "training loss") -> Path:
+    """Per-epoch training loss (log scale when positive) and, from ``records`` (the history's
+    host-sync dicts), the test loss at each logged epoch. Saved as PNG to ``path``."""
+    losses = np.asarray(losses, dtype=float)
+    fig = _figure()
+    ax = fig.add_subplot()
+    epochs = np.arange(1, losses.size + 1)
+    ax.plot(epochs, losses, lw=1, label="train (per epoch)")
+    if records and any("test_loss" in r for r in records):
+        rs = [r for r in records if "test_loss" in r]
+        ax.plot([r["epoch"] for r in rs], [r["test_loss"] for r in rs], "o-", ms=3,
+                label="test")
+    if losses.size and np.all(losses[np.isfinite(losses)] > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def decision_boundary(predict: Callable, x, labels, path, *, x_test=None, labels_test=None,
+                      title: str = "decision boundary", resolution: int = 200) -> Path:
+    """Colour the plane by ``predict(points) -> class index (n,)`` and scatter the data.
+
+    ``x``: ``(n, 2)`` inputs, ``labels``: ``(n,)`` class indices (test points as crosses).
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"decision_boundary needs 2-D inputs, got shape {x.shape}")
+    pts = x if x_test is None else np.concatenate([x, np.asarray(x_test)])
+    lo, hi = pts.min(0), pts.max(0)
+    pad = 0.1 * np.maximum(hi - lo, 1e-6)
+    g0 = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
+    g1 = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
+    xx, yy = np.meshgrid(g0, g1)
+    grid = np.stack([xx.ravel(), yy.ravel()], 1).astype(x.dtype)
+    zz = np.asarray(predict(grid)).reshape(xx.shape)
+    fig = _figure((5.5, 5))
+    ax = fig.add_subplot()
+    ax.contourf(xx, yy, zz, alpha=0.3, cmap="coolwarm", levels=np.arange(zz.max() + 2) - 0.5)
+    ax.scatter(x[:, 0], x[:, 1], c=labels, cmap="coolwarm", s=12, edgecolors="k", lw=0.3,
+               label="train")
+    if x_test is not None:
+        ax.scatter(x_test[:, 0], x_test[:, 1], c=labels_test, cmap="coolwarm", s=20,
+                   marker="x", label="test")
+    ax.set_title(title)
+    ax.legend(loc="best", framealpha=0.6)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
