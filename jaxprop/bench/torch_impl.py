@@ -1,0 +1,93 @@
+"""The same MLP in PyTorch (autograd), for the optional ``torch`` implementation.
+
+Import this module only when torch is installed (``pip install 'jaxprop[bench]'``).
+"""
+
+from __future__ import annotations
+
+import os
+
+# PyTorch's OpenMP threads spin-wait between parallel regions; sharing the cores with XLA's
+# thread pool, that made small torch calls ~100x slower (0.2 ms -> 20 ms on 2 cores). Let them
+# sleep instead. Read once, when torch loads its OpenMP runtime: set it before importing torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+_ACTS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def devices() -> list[tuple[str, str]]:
+    """``[(name, torch_device)]``: the CPU, and the first CUDA GPU when there is one."""
+    out = [("cpu:0", "cpu")]
+    if torch.cuda.is_available():
+        out.append(("gpu:0", "cuda:0"))
+    return out
+
+
+def sync(device: str):
+    """A function that waits for the work queued on ``device``."""
+    if device.startswith("cuda"):
+        return lambda _: torch.cuda.synchronize()
+    return lambda _: None
+
+
+def peak_bytes(device: str) -> int | None:
+    return torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+
+
+def reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+class TorchMLP:
+    """``params``: ``[W1, b1, W2, b2, ...]`` leaf tensors with ``requires_grad``."""
+
+    def __init__(self, np_params, acts, loss, *, device, dtype):
+        self.acts = [_ACTS[a] for a in acts]
+        self.loss = loss
+        self.params = [
+            torch.tensor(np.asarray(a, np.float32), device=device, dtype=_DTYPES[dtype],
+                         requires_grad=True)
+            for pair in np_params for a in pair
+        ]
+
+    def to_tensor(self, a):
+        p = self.params[0]
+        return torch.tensor(np.asarray(a, np.float32), device=p.device, dtype=p.dtype)
+
+    def value(self, x, t):
+        for i, act in enumerate(self.acts):
+            x = act(x @ self.params[2 * i] + self.params[2 * i + 1])
+        if self.loss == "sse_half":
+            return 0.5 * ((x - t) ** 2).sum()
+        if self.loss == "mse":
+            return ((x - t) ** 2).mean()
+        return -(t * torch.log_softmax(x, dim=-1)).sum() / x.shape[0]
+
+    def loss_and_grad(self, x, t):
+        value = self.value(x, t)
+        return value, torch.autograd.grad(value, self.params)
+
+    def sgd_train(self, x, t, *, lr, epochs):
+        """Classic full-batch gradient descent, in place."""
+        for _ in range(epochs):
+            _, grads = self.loss_and_grad(x, t)
+            with torch.no_grad():
+                for p, g in zip(self.params, grads):
+                    p -= lr * g
+
+    def adam_step_fn(self, x, t, lr=1e-3):
+        opt = torch.optim.Adam(self.params, lr=lr)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            value = self.value(x, t)
+            value.backward()
+            opt.step()
+            return value
+
+        return step

@@ -1,0 +1,356 @@
+"""The workloads: each measures every selected implementation on every device and dtype.
+
+A cell is one (workload, impl, device, dtype, batch, width) and becomes one record (see
+``RECORD_KEYS``). Implementations:
+
+* ``numpy``: :class:`~jaxprop.bench.numpy_baseline.NumpyMLP` (CPU, float32; Python loops);
+* ``jaxprop``: the hand-written gradient, :func:`jaxprop.loss_and_grad_fn`;
+* ``jax.grad``: ``jax.value_and_grad`` of ``loss.value(model.apply(p, x), t)``, the same forward;
+* ``torch``: the same MLP with PyTorch autograd (CPU, and CUDA when available), when installed;
+* ``matmul``: the roofline, a ``(batch, width) @ (width, width)`` JAX matmul of the same dtype on
+  the same device (bfloat16 inputs accumulate in float32 via ``preferred_element_type``).
+
+JAX cells are compiled once with ``jax.jit(...).lower(...).compile()`` (timed apart), warmed
+up, then timed call by call with ``block_until_ready``. Whole XOR training loops run inside
+``lax.scan``; Adam steps donate their params and optimiser state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxprop as jp
+from jaxprop.bench import numpy_baseline as nb
+from jaxprop.bench.timing import (
+    Timing, compile_jax, peak_bytes, summarize, time_calls, time_chained,
+)
+
+WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep")
+IMPLS = ("numpy", "jaxprop", "jax.grad", "torch")
+DTYPES = ("float32", "bfloat16")
+RECORD_KEYS = (
+    "workload", "impl", "device", "dtype", "batch", "width", "median_s", "min_s", "max_s",
+    "compile_s", "samples_per_s", "gflops", "roofline_ratio", "peak_bytes",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """What to run, and how big. ``quick()`` gives the tiny smoke-test sizes."""
+
+    workloads: tuple[str, ...] = WORKLOADS
+    impls: tuple[str, ...] = IMPLS
+    dtypes: tuple[str, ...] = DTYPES
+    backends: tuple[str, ...] | None = None  # None: every JAX backend present
+    repeats: int = 7
+    warmup: int = 2
+    matmul_precision: str = "highest"  # float32 matmuls on GPU/TPU are true float32
+    xor_epochs: int = 10_000
+    population: int = 1000
+    mlp_sizes: tuple[int, ...] = (784, 1024, 1024, 10)
+    mlp_batch: int = 512
+    widths: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096)
+    batches: tuple[int, ...] = (1, 4, 16, 64, 256, 1024, 4096)
+
+    def quick(self) -> "Config":
+        return dataclasses.replace(
+            self, repeats=min(self.repeats, 3), warmup=1, xor_epochs=200, population=16,
+            mlp_sizes=(64, 128, 128, 10), mlp_batch=32, widths=(32, 64), batches=(1, 16),
+        )
+
+
+def jax_devices(backends=None) -> dict[str, jax.Device]:
+    """``{"cpu:0": device, "gpu:0": device, ...}``: the first device of every backend present."""
+    out = {}
+    for backend in backends or ("cpu", "gpu", "tpu"):
+        try:
+            devices = jax.devices(backend)
+        except RuntimeError:
+            continue
+        if devices:
+            out[f"{backend}:0"] = devices[0]
+    return out
+
+
+def n_weights(sizes) -> int:
+    """Number of weights (not biases) of an MLP with layer sizes ``sizes``."""
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def _gd_train(grad_fn, *, lr, epochs):
+    """Full-batch gradient descent for ``epochs`` epochs inside one ``lax.scan``."""
+
+    def train(params, x, t):
+        def epoch(p, _):
+            value, g = grad_fn(p, x, t)
+            return jax.tree.map(lambda w, d: w - lr * d, p, g), value
+
+        params, values = jax.lax.scan(epoch, params, length=epochs)
+        return params, values[-1]
+
+    return train
+
+
+def _adam_step(grad_fn, lr=1e-3):
+    opt = optax.adam(lr)
+
+    def step(params, opt_state, x, t):
+        value, g = grad_fn(params, x, t)
+        updates, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return opt, step
+
+
+class Bench:
+    """Runs the workloads of ``config`` and collects ``records``; ``log(str)`` reports progress."""
+
+    def __init__(self, config: Config, log: Callable[[str], None] = lambda _: None):
+        self.config, self.log = config, log
+        self.devices = jax_devices(config.backends)
+        self.records: list[dict] = []
+        self.notes: list[str] = []
+        self._roofline: dict[tuple, float | None] = {}
+        self._numpy_xor: Timing | None = None
+        self.torch = None
+        if "torch" in config.impls:
+            from jaxprop.bench import torch_impl  # raises ImportError when torch is missing
+
+            self.torch = torch_impl
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _has(self, impl):
+        return impl in self.config.impls
+
+    def _precision(self, dtype):
+        return jax.default_matmul_precision(
+            self.config.matmul_precision if dtype == "float32" else "default"
+        )
+
+    def _record(self, workload, impl, device, dtype, batch, width, timing: Timing, *,
+                samples, flops, roofline=None, peak=None):
+        gflops = flops / timing.median / 1e9 if flops else None
+        rec = dict(
+            workload=workload, impl=impl, device=device, dtype=dtype, batch=batch, width=width,
+            median_s=timing.median, min_s=timing.min, max_s=timing.max,
+            compile_s=timing.compile_s,
+            samples_per_s=samples / timing.median if samples else None,
+            gflops=gflops,
+            roofline_ratio=gflops / roofline if gflops and roofline else None,
+            peak_bytes=peak,
+        )
+        self.records.append(rec)
+        self.log(f"{workload} {impl} {device} {dtype} batch {batch} width {width}: "
+                 f"{timing.median * 1e3:.3f} ms")
+        return rec
+
+    def _supports(self, dev, dtype) -> bool:
+        """Whether ``dev`` runs a matmul in ``dtype`` (False, with a note, where it cannot)."""
+        key = ("supports", dev.platform, dtype)
+        if key not in self._roofline:
+            try:
+                a = jnp.ones((8, 8), dtype)
+                jax.block_until_ready(jax.jit(jnp.matmul)(jax.device_put(a, dev), a))
+                self._roofline[key] = True
+            except Exception as e:  # noqa: BLE001 - any failure means "not supported here"
+                self.notes.append(f"{dtype} skipped on {dev.platform}: {type(e).__name__}")
+                self._roofline[key] = False
+        return self._roofline[key]
+
+    def roofline(self, workload, device_name, dtype, batch, width) -> float | None:
+        """GFLOP/s of a ``(batch, width) @ (width, width)`` matmul on ``device_name`` (cached)."""
+        key = (device_name, dtype, batch, width)
+        if key in self._roofline:
+            return self._roofline[key]
+        dev = self.devices.get(device_name)
+        if dev is None or not self._supports(dev, dtype):
+            self._roofline[key] = None
+            return None
+        jdt = jnp.dtype(dtype)
+        ka, kb = jax.random.split(jax.random.key(7))
+        a = jax.device_put(jax.random.normal(ka, (batch, width), jdt), dev)
+        b = jax.device_put(jax.random.normal(kb, (width, width), jdt), dev)
+        with self._precision(dtype):
+            mm, c = compile_jax(
+                lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32), a, b
+            )
+        cfg = self.config
+        timing = summarize(time_calls(lambda: mm(a, b), repeats=cfg.repeats, warmup=cfg.warmup), c)
+        flops = 2 * batch * width * width
+        self._roofline[key] = flops / timing.median / 1e9
+        self._record(workload, "matmul", device_name, dtype, batch, width, timing,
+                     samples=None, flops=flops, roofline=self._roofline[key],
+                     peak=peak_bytes(dev))
+        return self._roofline[key]
+
+    # -- XOR --------------------------------------------------------------------------------
+
+    def _xor_setup(self):
+        model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
+        x, t = nb.XOR_X.astype(np.float32), nb.XOR_T.astype(np.float32)
+        return model, x, t
+
+    def _grad_fn(self, impl, model, loss):
+        if impl == "jaxprop":
+            return jp.loss_and_grad_fn(model, loss)
+        loss = jp.get_loss(loss)
+        return jax.value_and_grad(lambda p, x, t: loss.value(model.apply(p, x), t))
+
+    def numpy_xor(self) -> Timing:
+        """One NumPy network trained on XOR (measured once, shared by both XOR workloads)."""
+        if self._numpy_xor is None:
+            model, x, t = self._xor_setup()
+            params = nb.from_jaxprop(model.init(jax.random.key(0)))
+            net = nb.NumpyMLP([2, 4, 1], "sigmoid", "sigmoid", "sse_half")
+            cfg = self.config
+            times = time_calls(
+                lambda: net.train(params, x, t, lr=0.1, epochs=cfg.xor_epochs),
+                repeats=cfg.repeats, warmup=1, sync=lambda _: None,
+            )
+            self._numpy_xor = summarize(times)
+        return self._numpy_xor
+
+    def xor(self, population: int | None = None):
+        """2-4-1 sigmoid, sum-of-squares, lr 0.1, full-batch GD for ``xor_epochs`` epochs.
+
+        With ``population``: that many networks trained at once (``jax.vmap`` over the whole
+        compiled training loop), compared with one NumPy network.
+        """
+        cfg = self.config
+        name = "xor-population" if population else "xor"
+        n = population or 1
+        epochs, nw = cfg.xor_epochs, n_weights([2, 4, 1])
+        model, x, t = self._xor_setup()
+        if self._has("numpy"):
+            self._record(name, "numpy", "cpu:0", "float32", 4, 4, self.numpy_xor(),
+                         samples=4 * epochs, flops=6 * 4 * nw * epochs)
+        for impl in ("jaxprop", "jax.grad"):
+            if not self._has(impl):
+                continue
+            train = _gd_train(self._grad_fn(impl, model, "sse_half"), lr=0.1, epochs=epochs)
+            for dname, dev in self.devices.items():
+                keys = jax.random.split(jax.random.key(0), n)
+                if population:
+                    params, train_fn = jax.vmap(model.init)(keys), jax.vmap(train, (0, None, None))
+                else:
+                    params, train_fn = model.init(keys[0]), train
+                params, xd, td = jax.device_put((params, x, t), dev)
+                with self._precision("float32"):
+                    compiled, c = compile_jax(train_fn, params, xd, td)
+                times = time_calls(lambda: compiled(params, xd, td),
+                                   repeats=cfg.repeats, warmup=cfg.warmup)
+                self._record(name, impl, dname, "float32", 4 * n, 4, summarize(times, c),
+                             samples=4 * n * epochs, flops=6 * 4 * n * nw * epochs,
+                             peak=peak_bytes(dev))
+        if self.torch is not None and not population:
+            for dname, tdev in self.torch.devices():
+                params = nb.from_jaxprop(model.init(jax.random.key(0)))
+                net = self.torch.TorchMLP(params, ["sigmoid", "sigmoid"], "sse_half",
+                                          device=tdev, dtype="float32")
+                xt, tt = net.to_tensor(x), net.to_tensor(t)
+                times = time_calls(lambda: net.sgd_train(xt, tt, lr=0.1, epochs=epochs),
+                                   repeats=cfg.repeats, warmup=1, sync=self.torch.sync(tdev))
+                self._record(name, "torch", dname, "float32", 4, 4, summarize(times),
+                             samples=4 * epochs, flops=6 * 4 * nw * epochs)
+
+    # -- MLP: 784-width-width-10 relu, softmax cross-entropy ---------------------------------
+
+    def mlp_cell(self, workload, sizes, batch, dtype, *, step="grad"):
+        """Every implementation on one network size, batch and dtype (``step``: grad or adam)."""
+        cfg = self.config
+        width, nw = sizes[1], n_weights(sizes)
+        flops = 6 * batch * nw
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+        t = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], batch)]
+        model = jp.mlp(list(sizes), "relu", "identity", dtype=jnp.dtype(dtype))
+        params0 = model.init(jax.random.key(0))
+        common = dict(samples=batch, flops=flops)
+
+        if self._has("numpy") and dtype == "float32" and step == "grad":
+            net = nb.NumpyMLP(sizes, "relu", "identity", "softmax_cross_entropy")
+            p = nb.from_jaxprop(params0)
+            times = time_calls(lambda: net.loss_and_grad(p, x, t), repeats=cfg.repeats,
+                               warmup=cfg.warmup, sync=lambda _: None)
+            self._record(workload, "numpy", "cpu:0", dtype, batch, width, summarize(times),
+                         roofline=self.roofline(workload, "cpu:0", dtype, batch, width), **common)
+
+        for impl in ("jaxprop", "jax.grad"):
+            if not self._has(impl):
+                continue
+            grad_fn = self._grad_fn(impl, model, "softmax_cross_entropy")
+            for dname, dev in self.devices.items():
+                if not self._supports(dev, dtype):
+                    continue
+                params, xd, td = jax.device_put((params0, x.astype(dtype), t.astype(dtype)), dev)
+                with self._precision(dtype):
+                    if step == "grad":
+                        compiled, c = compile_jax(grad_fn, params, xd, td)
+                        times = time_calls(lambda: compiled(params, xd, td),
+                                           repeats=cfg.repeats, warmup=cfg.warmup)
+                    else:
+                        opt, adam = _adam_step(grad_fn)
+                        params = jax.tree.map(jnp.copy, params)  # donated: never params0
+                        state = jax.device_put(opt.init(params), dev)
+                        compiled, c = compile_jax(adam, params, state, xd, td,
+                                                  donate_argnums=(0, 1))
+                        times = time_chained(lambda s: compiled(s[0], s[1], xd, td),
+                                             (params, state), repeats=cfg.repeats,
+                                             warmup=cfg.warmup)
+                self._record(workload, impl, dname, dtype, batch, width, summarize(times, c),
+                             roofline=self.roofline(workload, dname, dtype, batch, width),
+                             peak=peak_bytes(dev), **common)
+
+        if self.torch is not None:
+            for dname, tdev in self.torch.devices():
+                acts = ["relu"] * (len(sizes) - 2) + ["identity"]
+                net = self.torch.TorchMLP(nb.from_jaxprop(params0), acts,
+                                          "softmax_cross_entropy", device=tdev, dtype=dtype)
+                xt, tt = net.to_tensor(x), net.to_tensor(t)
+                call = (lambda: net.loss_and_grad(xt, tt)) if step == "grad" else \
+                    net.adam_step_fn(xt, tt)
+                self.torch.reset_peak(tdev)
+                # torch's first calls per shape are slow (oneDNN kernel set-up): warm up longer
+                times = time_calls(call, repeats=cfg.repeats, warmup=max(cfg.warmup, 8),
+                                   sync=self.torch.sync(tdev))
+                self._record(workload, "torch", dname, dtype, batch, width, summarize(times),
+                             roofline=self.roofline(workload, dname, dtype, batch, width),
+                             peak=self.torch.peak_bytes(tdev), **common)
+
+    def mlp(self):
+        cfg = self.config
+        for dtype in cfg.dtypes:
+            self.mlp_cell("mlp-grad", cfg.mlp_sizes, cfg.mlp_batch, dtype, step="grad")
+            self.mlp_cell("mlp-adam", cfg.mlp_sizes, cfg.mlp_batch, dtype, step="adam")
+
+    def width_sweep(self):
+        cfg = self.config
+        d_in, d_out = cfg.mlp_sizes[0], cfg.mlp_sizes[-1]
+        for dtype in cfg.dtypes:
+            for w in cfg.widths:
+                self.mlp_cell("width-sweep", (d_in, w, w, d_out), cfg.mlp_batch, dtype)
+
+    def batch_sweep(self):
+        cfg = self.config
+        for dtype in cfg.dtypes:
+            for b in cfg.batches:
+                self.mlp_cell("batch-sweep", cfg.mlp_sizes, b, dtype)
+
+    def run(self) -> list[dict]:
+        steps = {
+            "xor": self.xor,
+            "xor-population": lambda: self.xor(population=self.config.population),
+            "mlp": self.mlp,
+            "width-sweep": self.width_sweep,
+            "batch-sweep": self.batch_sweep,
+        }
+        for name in self.config.workloads:
+            steps[name]()
+        return self.records
