@@ -22,7 +22,8 @@ import numpy as np
 import optax
 
 import jaxprop as jp
-from jaxprop.population import accuracy, population_train_fn
+from jaxprop.population import init_population_state, make_population_train
+from jaxprop.train import accuracy_fn
 
 X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
 T = np.array([[0], [1], [1], [0]], np.float32)
@@ -57,23 +58,22 @@ def main(argv=None):
     model = jp.mlp([2, 4, 1], init="normal")
     opt = optax.sgd(args.lr)
     x, t = jnp.asarray(X), jnp.asarray(T)
-    train = population_train_fn(model, "sse_half", opt, args.epochs)
+    train = make_population_train(model, "sse_half", opt, len(X), args.epochs)
 
     def fresh():
-        params = jax.vmap(model.init)(jax.vmap(jax.random.key)(jnp.arange(args.n)))
-        return params, jax.vmap(opt.init)(params)
+        return init_population_state(model, opt, jax.vmap(jax.random.key)(jnp.arange(args.n)))
 
     t0 = time.perf_counter()
-    compiled = train.lower(*fresh(), x, t).compile()
+    compiled = train.lower(fresh(), x, t).compile()
     compile_s = time.perf_counter() - t0
     jax_times = []
     for _ in range(args.repeats):
-        params, state = jax.block_until_ready(fresh())
+        state = jax.block_until_ready(fresh())
         t0 = time.perf_counter()
-        params, _, _ = jax.block_until_ready(compiled(params, state, x, t))
+        state, _ = jax.block_until_ready(compiled(state, x, t))
         jax_times.append(time.perf_counter() - t0)
-    y = jax.vmap(model.apply, in_axes=(0, None))(params, x)
-    acc = jax.vmap(lambda y: accuracy("sse_half", y, t))(y)
+    y = jax.vmap(model.apply, in_axes=(0, None))(state.params, x)
+    acc = jax.vmap(lambda y: accuracy_fn("sse_half")(y, t))(y)
     solved = int(np.sum(np.asarray(acc) == 1.0))
 
     np_times = []

@@ -1,9 +1,9 @@
 """Populations: many networks trained at once, in one compiled call, by ``jax.vmap``.
 
 Every member has its own parameters (a leading ``n`` axis on each leaf), its own optimizer state
-and, optionally, its own learning rate; all see the same data. One member's training is a
-``lax.scan`` over epochs of the hand-written full-batch step; ``vmap`` of that scan trains the
-whole population and ``jit`` compiles it once.
+and, optionally, its own learning rate; all see the same data. One member's training is
+``jaxprop.train.make_train_epochs`` (a ``lax.scan`` over epochs of the hand-written step);
+``vmap`` of it trains the whole population and ``jit`` compiles it once.
 
 >>> model = jp.mlp([2, 4, 1])                                  # 2-4-1 sigmoid
 >>> res = jp.fit_population(model, "sse_half", 0.1, (x, t), n=1000, epochs=10_000)
@@ -12,6 +12,7 @@ whole population and ``jit`` compiles it once.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
@@ -19,10 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprop.backprop import loss_and_grad_fn, validate_data
+from jaxprop.backprop import validate_data
 from jaxprop.losses import Loss, get_loss
 from jaxprop.network import Model
 from jaxprop.parallel import as_optimizer
+from jaxprop.train import TrainState, init_state, make_eval_fn, make_train_epochs
 
 
 class PopulationResult(NamedTuple):
@@ -30,7 +32,7 @@ class PopulationResult(NamedTuple):
 
     ``params``: the trained params, each leaf with a leading ``n`` axis. ``final_loss``: ``(n,)``
     loss after training (NaN/Inf for a member that diverged). ``accuracy``: ``(n,)`` fraction of
-    correct predictions on the training data (see :func:`accuracy`). ``seeds``/``lrs``: ``(n,)``
+    correct predictions on the training data (``jaxprop.train.accuracy_fn``). ``seeds``/``lrs``: ``(n,)``
     or ``None`` when not given. ``losses``: ``(n, epochs)`` loss before each step, if recorded.
     """
 
@@ -53,38 +55,40 @@ def init_population(model: Model, key: jax.Array, n: int) -> list:
     return jax.vmap(model.init)(jax.random.split(key, n))
 
 
-def accuracy(loss: str | Loss, y: jax.Array, t: jax.Array) -> jax.Array:
-    """Fraction of examples predicted right: one output is thresholded, several use argmax.
+def _optimizer_for(optimizer, lrs):
+    """``(optimizer, make)``: the shared optax optimizer, and ``make(lr)`` for a member's init."""
+    if lrs is None:
+        opt = as_optimizer(optimizer)
+        return opt, lambda lr: opt  # lr unused: the optimizer is fixed
+    if isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError("fit_population: with lrs, pass an optax alias such as optax.adam "
+                         "(the function), not an optimizer instance")
+    factory = optimizer if callable(optimizer) else optax.sgd
+    # The learning rate lives in each member's optimizer state, so one optimizer serves all.
+    make = lambda lr: optax.inject_hyperparams(factory)(learning_rate=lr)  # noqa: E731
+    return make(float(lrs[0])), make
 
-    The threshold is 0 for ``bce_with_logits`` (logits) and 0.5 otherwise (probabilities, or
-    targets in {0, 1}); a target counts as positive above 0.5.
+
+def init_population_state(model: Model, optimizer, keys: jax.Array, lrs=None,
+                          params=None) -> TrainState:
+    """A stacked :class:`~jaxprop.train.TrainState`: member ``i`` is ``init_state(model, opt,
+    keys[i])`` (so a member from ``jax.random.key(s)`` starts exactly like ``jaxprop train --seed
+    s``), with learning rate ``lrs[i]`` in its optimizer state when ``lrs`` is given, and
+    ``params[i]`` instead of fresh params when stacked ``params`` are given."""
+    _, make = _optimizer_for(optimizer, lrs)
+    lrs = jnp.zeros(len(keys)) if lrs is None else jnp.asarray(lrs, jnp.float32)
+    return jax.vmap(lambda k, lr, p: init_state(model, make(lr), k, p))(keys, lrs, params)
+
+
+def make_population_train(model: Model, loss: str | Loss, optimizer: optax.GradientTransformation,
+                          n_examples: int, epochs: int, batch_size: int | None = None) -> Callable:
+    """Jitted ``(states, x, t) -> (states, losses (n, epochs))``: ``jax.vmap`` over members of
+    ``jaxprop.train.make_train_epochs`` (a ``lax.scan`` of the hand-written step). ``states``
+    is a stacked ``TrainState`` (donated); ``x``, ``t`` are shared by every member.
     """
-    if y.shape[-1] == 1:
-        threshold = 0.0 if get_loss(loss).name == "bce_with_logits" else 0.5
-        return jnp.mean((y > threshold) == (t > 0.5))
-    return jnp.mean(jnp.argmax(y, -1) == jnp.argmax(t, -1))
-
-
-def population_train_fn(model: Model, loss: str | Loss, optimizer: optax.GradientTransformation,
-                        epochs: int, *, unroll: int = 1) -> Callable:
-    """Jitted ``(params, opt_state, x, t) -> (params, opt_state, losses (n, epochs))``.
-
-    ``params`` and ``opt_state`` carry a leading member axis; ``x``, ``t`` are shared.
-    """
-    loss_and_grad = loss_and_grad_fn(model, loss)
-
-    def train_member(params, opt_state, x, t):
-        def step(carry, _):
-            params, opt_state = carry
-            value, grads = loss_and_grad(params, x, t)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), value
-
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), length=epochs,
-                                                   unroll=unroll)
-        return params, opt_state, losses
-
-    return jax.jit(jax.vmap(train_member, in_axes=(0, 0, None, None)), donate_argnums=(0, 1))
+    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size)
+    members = jax.vmap(partial(train_epochs, n_epochs=epochs), in_axes=(0, None, None))
+    return jax.jit(members, donate_argnums=0)
 
 
 def fit_population(
@@ -99,18 +103,21 @@ def fit_population(
     seeds=None,
     lrs=None,
     epochs: int = 1000,
+    batch_size: int | None = None,
     params=None,
     record_losses: bool = False,
 ) -> PopulationResult:
-    """Train a population on ``data = (x, t)`` (full batch, ``epochs`` steps) in one compiled call.
+    """Train a population on ``data = (x, t)`` for ``epochs`` epochs in one compiled call.
 
-    Members: ``n`` (initialised from ``key``, default ``jax.random.key(0)``), or one per entry of
-    ``keys`` (PRNG keys), ``seeds`` (ints; member ``i`` starts from ``model.init(jax.random.key(
-    seeds[i]))``, exactly as a single network with that seed), ``lrs`` or ``params`` (already
-    stacked). ``optimizer``: a learning rate (plain gradient descent), an optax
-    ``GradientTransformation``, or with ``lrs`` an optax alias such as ``optax.adam`` that is
-    called with each member's ``learning_rate`` (default ``optax.sgd``). ``lrs``: one learning
-    rate per member (an ``(n,)`` array), or one scalar for all.
+    Members: ``n`` (keys from ``jax.random.split(key, n)``, default key ``jax.random.key(0)``),
+    or one per entry of ``keys`` (PRNG keys), ``seeds`` (ints: member ``i`` starts exactly like
+    ``jaxprop train --seed seeds[i]``, see :func:`init_population_state`), ``lrs`` or ``params``
+    (already stacked). ``optimizer``: a learning rate (plain gradient descent), an optax
+    ``GradientTransformation``, or with ``lrs`` an optax alias such as ``optax.adam`` called with
+    each member's ``learning_rate`` (default ``optax.sgd``). ``lrs``: one learning rate per
+    member (an ``(n,)`` array), or one scalar for all. ``batch_size``: full batch by default;
+    otherwise shuffled minibatches as in :func:`jaxprop.train.make_epoch_fn`, each member
+    shuffling with its own key.
     """
     loss = get_loss(loss)
     if data is None or len(data) != 2:
@@ -120,49 +127,26 @@ def fit_population(
     seeds = None if seeds is None else np.asarray(seeds, dtype=np.int64).reshape(-1)
     lrs = None if lrs is None else np.asarray(lrs, dtype=np.float64)
     n = _population_size(n, keys, seeds, lrs, params)
-    if params is None:
-        if seeds is not None:
-            keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-        elif keys is None:
-            keys = jax.random.split(jax.random.key(0) if key is None else key, n)
-        params = jax.vmap(model.init)(keys)
-    else:
-        params = jax.tree.map(jnp.array, params)  # our own copy: the training call donates it
-    x, t = validate_data(jax.tree.map(lambda a: a[0], params), *data)
-
     if lrs is not None:
         lrs = np.broadcast_to(lrs, (n,)).copy()
         if not np.all(np.isfinite(lrs) & (lrs > 0)):
             raise ValueError(f"fit_population: learning rates must be positive, got {lrs}")
-        factory = optax.sgd if not callable(optimizer) else optimizer
-        if isinstance(optimizer, optax.GradientTransformation):
-            raise ValueError("fit_population: with lrs, pass an optax alias such as optax.adam "
-                             "(the function), not an optimizer instance")
-        opt = optax.inject_hyperparams(factory)(learning_rate=float(lrs[0]))
-        dtype = jax.tree.leaves(params)[0].dtype
-        opt_state = jax.vmap(lambda p, lr: optax.inject_hyperparams(factory)(
-            learning_rate=lr).init(p))(params, jnp.asarray(lrs, dtype))
-    else:
-        opt = as_optimizer(optimizer)
-        opt_state = jax.vmap(opt.init)(params)
+    opt, _ = _optimizer_for(optimizer, lrs)
+    if seeds is not None:
+        keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    elif keys is None:
+        keys = jax.random.split(jax.random.key(0) if key is None else key, n)
+    if params is not None:  # our own copy: the training call donates its input
+        params = jax.tree.map(jnp.array, params)
+    state = init_population_state(model, optimizer, keys, lrs, params)
+    x, t = validate_data(jax.tree.map(lambda a: a[0], state.params), *data)
 
-    train = population_train_fn(model, loss, opt, epochs)
-    params, _, losses = train(params, opt_state, x, t)
-    final_loss, acc = _evaluate(model, loss, params, x, t)
-    return PopulationResult(params, np.asarray(final_loss), np.asarray(acc), seeds, lrs,
+    train = make_population_train(model, loss, opt, x.shape[0], epochs, batch_size)
+    state, losses = train(state, x, t)
+    final_loss, acc = jax.jit(jax.vmap(make_eval_fn(model, loss), in_axes=(0, None, None)))(
+        state.params, x, t)
+    return PopulationResult(state.params, np.asarray(final_loss), np.asarray(acc), seeds, lrs,
                             np.asarray(losses) if record_losses else None)
-
-
-def _evaluate(model, loss, params, x, t):
-    @jax.jit
-    def evaluate(params):
-        def one(p):
-            y = model.apply(p, x)
-            return loss.value(y, t), accuracy(loss, y, t)
-
-        return jax.vmap(one)(params)
-
-    return evaluate(params)
 
 
 def plot_population(result: PopulationResult, path, *, title: str | None = None) -> None:

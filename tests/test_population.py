@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import jaxprop as jp
+from jaxprop.train import init_state
 from jaxprop.population import (
     PopulationResult, fit_population, init_population, plot_population, population_records)
 
@@ -18,8 +19,12 @@ T = jnp.array([[0], [1], [1], [0]], jnp.float32)
 MODEL = jp.mlp([2, 4, 1], init="normal")  # the classic 2-4-1 sigmoid network
 
 
-def _train_one(params, opt, epochs, loss="sse_half"):
-    """One network, trained on its own: the reference for every member."""
+def _train_one(seed, opt, epochs, loss="sse_half"):
+    """One network, trained on its own: the reference for every member.
+
+    It starts like ``jaxprop train --seed SEED`` (``init_state``) and runs its own scan loop.
+    """
+    params = init_state(MODEL, opt, jax.random.key(seed)).params
     loss_and_grad = jp.loss_and_grad_fn(MODEL, loss)
 
     def step(carry, _):
@@ -46,7 +51,7 @@ def test_members_equal_separately_trained_networks():
     res = fit_population(MODEL, "sse_half", 0.5, (X, T), seeds=[3, 5, 11], epochs=300,
                          record_losses=True)
     for i, seed in enumerate([3, 5, 11]):
-        p, losses = _train_one(MODEL.init(jax.random.key(seed)), optax.sgd(0.5), 300)
+        p, losses = _train_one(seed, optax.sgd(0.5), 300)
         chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], res.params), p,
                                     rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(res.losses[i], losses, rtol=1e-5, atol=1e-7)
@@ -63,7 +68,7 @@ def test_lr_sweep_members_use_their_own_learning_rate(factory):
     np.testing.assert_array_equal(res.lrs, lrs)
     for i, lr in enumerate(lrs):
         opt = (factory or optax.sgd)(lr)
-        p, _ = _train_one(MODEL.init(jax.random.key(2)), opt, 200)
+        p, _ = _train_one(2, opt, 200)
         chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], res.params), p,
                                     rtol=2e-5, atol=2e-6)
     assert len(set(np.round(res.final_loss, 6))) == 3  # same start, different learning rates
