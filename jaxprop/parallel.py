@@ -137,3 +137,24 @@ class DataParallelStep:
 def make_data_parallel_step(model: Model, loss: str | Loss, optimizer, mesh: Mesh | None = None):
     """A :class:`DataParallelStep` for ``model``/``loss``/``optimizer`` on ``mesh`` (all devices)."""
     return DataParallelStep(model, loss, optimizer, mesh)
+
+
+def data_parallel_inputs(state, data, mesh: Mesh | None = None):
+    """``(state, data)`` placed for data parallel training with ``jaxprop.train.fit_state``.
+
+    ``state`` (any pytree, e.g. a ``TrainState``) is replicated (new buffers); ``data`` (a
+    ``jaxprop.data.Dataset``, ``(x, t)`` or ``(x, t, x_test, t_test)``) gets its training
+    arrays sharded along the batch axis (an error if they do not divide evenly over the
+    devices) and its test arrays replicated. ``fit_state`` then runs unchanged: ``jax.jit``
+    follows the shardings of its inputs, so every full-batch step is split over the devices and
+    XLA sums the gradient. With minibatches the shuffled gather from the sharded training set is
+    still correct, but how each minibatch is laid out is left to XLA.
+    """
+    mesh = data_mesh() if mesh is None else mesh
+    state = replicate(mesh, state, copy=True)
+    if hasattr(data, "x_train"):
+        x, t = shard_batch(mesh, data.x_train, data.y_train)
+        return state, data._replace(x_train=x, y_train=t, x_test=replicate(mesh, data.x_test),
+                                    y_test=replicate(mesh, data.y_test))
+    x, t = shard_batch(mesh, data[0], data[1])
+    return state, (x, t, *replicate(mesh, tuple(data[2:])))

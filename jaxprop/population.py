@@ -81,12 +81,13 @@ def init_population_state(model: Model, optimizer, keys: jax.Array, lrs=None,
 
 
 def make_population_train(model: Model, loss: str | Loss, optimizer: optax.GradientTransformation,
-                          n_examples: int, epochs: int, batch_size: int | None = None) -> Callable:
+                          n_examples: int, epochs: int, batch_size: int | None = None,
+                          drop_last: bool = False) -> Callable:
     """Jitted ``(states, x, t) -> (states, losses (n, epochs))``: ``jax.vmap`` over members of
     ``jaxprop.train.make_train_epochs`` (a ``lax.scan`` of the hand-written step). ``states``
     is a stacked ``TrainState`` (donated); ``x``, ``t`` are shared by every member.
     """
-    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size)
+    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last)
     members = jax.vmap(partial(train_epochs, n_epochs=epochs), in_axes=(0, None, None))
     return jax.jit(members, donate_argnums=0)
 
@@ -104,6 +105,7 @@ def fit_population(
     lrs=None,
     epochs: int = 1000,
     batch_size: int | None = None,
+    drop_last: bool = False,
     params=None,
     record_losses: bool = False,
 ) -> PopulationResult:
@@ -141,7 +143,7 @@ def fit_population(
     state = init_population_state(model, optimizer, keys, lrs, params)
     x, t = validate_data(jax.tree.map(lambda a: a[0], state.params), *data)
 
-    train = make_population_train(model, loss, opt, x.shape[0], epochs, batch_size)
+    train = make_population_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last)
     state, losses = train(state, x, t)
     final_loss, acc = jax.jit(jax.vmap(make_eval_fn(model, loss), in_axes=(0, None, None)))(
         state.params, x, t)
@@ -163,7 +165,14 @@ def plot_population(result: PopulationResult, path, *, title: str | None = None)
     if finite.size:
         lo, hi = max(finite.min(), 1e-12), max(finite.max(), 1e-12)
         bins = np.geomspace(lo, hi * (1 + 1e-9), 40) if hi > lo * 1.01 else 40
-        ax.hist(np.clip(finite, 1e-12, None), bins=bins, color="tab:blue")
+        lrs = None if result.lrs is None else np.asarray(result.lrs)
+        ok = np.isfinite(losses)
+        if lrs is not None and len(np.unique(lrs)) > 1:  # one stacked colour per learning rate
+            groups = [np.clip(losses[ok & (lrs == lr)], 1e-12, None) for lr in np.unique(lrs)]
+            ax.hist(groups, bins=bins, stacked=True, label=[f"lr {lr:g}" for lr in np.unique(lrs)])
+            ax.legend()
+        else:
+            ax.hist(np.clip(finite, 1e-12, None), bins=bins, color="tab:blue")
         if not isinstance(bins, int):
             ax.set_xscale("log")
     ax.set_xlabel("final training loss")
@@ -213,3 +222,82 @@ def _population_size(n, keys, seeds, lrs, params) -> int:
     if len(set(sizes.values())) > 1:
         raise ValueError(f"fit_population: population sizes disagree: {sizes}")
     return next(iter(sizes.values()))
+
+
+# --------------------------------------------------------------------------------------------
+# Command line support (``jaxprop train --population N --lr-sweep a,b,c``)
+
+OPTIMIZER_ALIASES = {  # the CLI's optimizer names as optax aliases taking ``learning_rate``
+    "sgd": optax.sgd,
+    "momentum": partial(optax.sgd, momentum=0.9),
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+}
+
+
+def parse_lr_sweep(text: str) -> list[float]:
+    """``"0.01,0.1,1"`` -> ``[0.01, 0.1, 1.0]``; every rate finite and positive."""
+    try:
+        lrs = [float(part) for part in str(text).split(",")]
+    except ValueError:
+        lrs = []
+    if not lrs or not all(np.isfinite(lr) and lr > 0 for lr in lrs):
+        raise ValueError(f"--lr-sweep must be comma-separated positive numbers like "
+                         f"0.01,0.1,1; got {text!r}")
+    return lrs
+
+
+def write_population_run(model: Model, loss: str | Loss, optimizer: str, data, out, *,
+                         population: int = 1, lrs, seed: int = 0, epochs: int,
+                         batch_size: int | None = None, drop_last: bool = False,
+                         config: dict | None = None, plots: bool = True) -> dict:
+    """Train ``population`` networks per learning rate in ``lrs`` and write the run to ``out``.
+
+    Members are the grid ``lrs x seeds``, seeds ``seed, seed + 1, ..., seed + population - 1``
+    (member with seed ``s`` starts exactly like ``jaxprop train --seed s``). ``optimizer`` is a
+    CLI name (``OPTIMIZER_ALIASES``). ``data``: a Dataset or ``(x, t)``; members train on the
+    training split. Writes ``metrics.json`` with ``"population": [{"seed", "lr", "final_loss",
+    "accuracy"}, ...]`` (plus ``"solved"`` for the XOR dataset) and ``population_losses.png``.
+    Returns the metrics.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    _check_n(population)
+    if optimizer not in OPTIMIZER_ALIASES:
+        raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZER_ALIASES)}")
+    lrs = [float(lr) for lr in lrs]
+    seeds = np.tile(seed + np.arange(population), len(lrs))
+    member_lrs = np.repeat(lrs, population)
+    x, t = (data.x_train, data.y_train) if hasattr(data, "x_train") else data
+    name = getattr(data, "name", None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    res = fit_population(model, loss, OPTIMIZER_ALIASES[optimizer], (x, t), seeds=seeds,
+                         lrs=member_lrs, epochs=epochs, batch_size=batch_size,
+                         drop_last=drop_last)
+    wall = time.perf_counter() - t0
+    finite = res.final_loss[np.isfinite(res.final_loss)]
+    metrics = {
+        "status": "finished",
+        "config": {**(config or {}), "population": population, "lr_sweep": lrs},
+        "epoch": epochs,
+        "members": len(seeds),
+        "diverged": int(len(seeds) - finite.size),
+        "median_final_loss": float(np.median(finite)) if finite.size else None,
+        "wall_time": wall,
+        "device": f"{jax.devices()[0].platform} (x{jax.device_count()})",
+    }
+    if name == "xor":
+        metrics["solved"] = int(res.solved.sum())
+        metrics["solved_by_lr"] = {str(lr): int(res.solved[member_lrs == lr].sum()) for lr in lrs}
+    metrics["population"] = population_records(res)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    if plots:
+        plot_population(res, out / "population_losses.png",
+                        title=f"{name or 'data'}: {len(seeds)} networks"
+                        + (f", {metrics['solved']} solved" if "solved" in metrics else ""))
+    return metrics

@@ -54,6 +54,17 @@ SCRIPT = textwrap.dedent("""
         for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)))
     leaf = jax.tree.leaves(p4)[0]
     out["param_replicated"] = leaf.is_fully_replicated and len(leaf.sharding.device_set) == 4
+    # the training helper's fit_state, unchanged, on data_parallel_inputs
+    from jaxprop.parallel import data_parallel_inputs
+    from jaxprop.train import fit_state, init_state
+    opt = optax.sgd(0.1)
+    s1, _ = fit_state(model, "mse", opt, (x, t), epochs=30, key=jax.random.key(4))
+    st, data = data_parallel_inputs(init_state(model, opt, jax.random.key(4)), (x, t))
+    s4, h4 = fit_state(model, "mse", opt, data, epochs=30, state=st)
+    out["fit_state_diff"] = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params)))
+    out["fit_state_sharded"] = len(jax.tree.leaves(s4.params)[0].sharding.device_set)
     try:
         make_data_parallel_step(model, "mse", 0.1, mesh).step(p4, None, x[:6], t[:6])
     except ValueError as e:
@@ -86,6 +97,11 @@ def test_four_device_training_matches_one_device(four_devices):
     assert abs(v1 - v4) <= 1e-5 * abs(v1)
     assert four_devices["train_param_diff"] < 1e-5
     assert four_devices["param_replicated"]
+
+
+def test_training_helper_runs_data_parallel_unchanged(four_devices):
+    assert four_devices["fit_state_sharded"] == 4
+    assert four_devices["fit_state_diff"] < 1e-5
 
 
 def test_indivisible_batch_is_a_clear_error(four_devices):
