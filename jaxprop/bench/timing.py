@@ -46,16 +46,19 @@ def time_calls(call: Callable[[], object], *, repeats: int, warmup: int, sync=No
     return times
 
 
-def time_chained(step: Callable, state, *, repeats: int, warmup: int, sync=None) -> list[float]:
-    """Time ``state = step(state)`` (for steps whose input buffers are donated)."""
-    sync = sync or jax.block_until_ready
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        state = step(state)
-        sync(state)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+def time_interleaved(calls, syncs, *, repeats: int, warmups) -> list[list[float]]:
+    """Warm each ``calls[i]`` up ``warmups[i]`` times, then time them in rounds: one call of each
+    per round, ``repeats`` rounds. A busy or throttling machine then slows every contender
+    alike, so ratios measured in one run stay fair."""
+    for call, sync, warmup in zip(calls, syncs, warmups):
+        for _ in range(warmup):
+            sync(call())
+    times = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, sync, out in zip(calls, syncs, times):
+            start = time.perf_counter()
+            sync(call())
+            out.append(time.perf_counter() - start)
     return times
 
 

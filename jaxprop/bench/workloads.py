@@ -28,7 +28,7 @@ import optax
 import jaxprop as jp
 from jaxprop.bench import numpy_baseline as nb
 from jaxprop.bench.timing import (
-    Timing, compile_jax, peak_bytes, summarize, time_calls, time_chained,
+    compile_jax, peak_bytes, summarize, time_interleaved,
 )
 
 WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep")
@@ -116,8 +116,7 @@ class Bench:
         self.devices = jax_devices(config.backends)
         self.records: list[dict] = []
         self.notes: list[str] = []
-        self._roofline: dict[tuple, float | None] = {}
-        self._numpy_xor: Timing | None = None
+        self._supported: dict[tuple, bool] = {}
         self.torch = None
         if "torch" in config.impls:
             from jaxprop.bench import torch_impl  # raises ImportError when torch is missing
@@ -134,7 +133,7 @@ class Bench:
             self.config.matmul_precision if dtype == "float32" else "default"
         )
 
-    def _record(self, workload, impl, device, dtype, batch, width, timing: Timing, *,
+    def _record(self, workload, impl, device, dtype, batch, width, timing, *,
                 samples, flops, roofline=None, peak=None):
         gflops = flops / timing.median / 1e9 if flops else None
         rec = dict(
@@ -153,84 +152,50 @@ class Bench:
 
     def _supports(self, dev, dtype) -> bool:
         """Whether ``dev`` runs a matmul in ``dtype`` (False, with a note, where it cannot)."""
-        key = ("supports", dev.platform, dtype)
-        if key not in self._roofline:
+        key = (dev.platform, dtype)
+        if key not in self._supported:
             try:
-                a = jnp.ones((8, 8), dtype)
-                jax.block_until_ready(jax.jit(jnp.matmul)(jax.device_put(a, dev), a))
-                self._roofline[key] = True
+                a = jax.device_put(jnp.ones((8, 8), dtype), dev)
+                jax.block_until_ready(jax.jit(jnp.matmul)(a, a))
+                self._supported[key] = True
             except Exception as e:  # noqa: BLE001 - any failure means "not supported here"
                 self.notes.append(f"{dtype} skipped on {dev.platform}: {type(e).__name__}")
-                self._roofline[key] = False
-        return self._roofline[key]
+                self._supported[key] = False
+        return self._supported[key]
 
-    def roofline(self, workload, device_name, dtype, batch, width) -> float | None:
-        """GFLOP/s of a ``(batch, width) @ (width, width)`` matmul on ``device_name`` (cached)."""
-        key = (device_name, dtype, batch, width)
-        if key in self._roofline:
-            return self._roofline[key]
-        dev = self.devices.get(device_name)
-        if dev is None or not self._supports(dev, dtype):
-            self._roofline[key] = None
-            return None
-        jdt = jnp.dtype(dtype)
+    def _matmul(self, dev, dtype, batch, width):
+        """The roofline: a ``(batch, width) @ (width, width)`` matmul, compiled for ``dev``."""
         ka, kb = jax.random.split(jax.random.key(7))
-        a = jax.device_put(jax.random.normal(ka, (batch, width), jdt), dev)
-        b = jax.device_put(jax.random.normal(kb, (width, width), jdt), dev)
+        a = jax.device_put(jax.random.normal(ka, (batch, width), jnp.dtype(dtype)), dev)
+        b = jax.device_put(jax.random.normal(kb, (width, width), jnp.dtype(dtype)), dev)
         with self._precision(dtype):
             mm, c = compile_jax(
                 lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32), a, b
             )
-        cfg = self.config
-        timing = summarize(time_calls(lambda: mm(a, b), repeats=cfg.repeats, warmup=cfg.warmup), c)
-        flops = 2 * batch * width * width
-        self._roofline[key] = flops / timing.median / 1e9
-        self._record(workload, "matmul", device_name, dtype, batch, width, timing,
-                     samples=None, flops=flops, roofline=self._roofline[key],
-                     peak=peak_bytes(dev))
-        return self._roofline[key]
+        return (lambda: mm(a, b)), c
 
     # -- XOR --------------------------------------------------------------------------------
-
-    def _xor_setup(self):
-        model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
-        x, t = nb.XOR_X.astype(np.float32), nb.XOR_T.astype(np.float32)
-        return model, x, t
-
-    def _grad_fn(self, impl, model, loss):
-        if impl == "jaxprop":
-            return jp.loss_and_grad_fn(model, loss)
-        loss = jp.get_loss(loss)
-        return jax.value_and_grad(lambda p, x, t: loss.value(model.apply(p, x), t))
-
-    def numpy_xor(self) -> Timing:
-        """One NumPy network trained on XOR (measured once, shared by both XOR workloads)."""
-        if self._numpy_xor is None:
-            model, x, t = self._xor_setup()
-            params = nb.from_jaxprop(model.init(jax.random.key(0)))
-            net = nb.NumpyMLP([2, 4, 1], "sigmoid", "sigmoid", "sse_half")
-            cfg = self.config
-            times = time_calls(
-                lambda: net.train(params, x, t, lr=0.1, epochs=cfg.xor_epochs),
-                repeats=cfg.repeats, warmup=1, sync=lambda _: None,
-            )
-            self._numpy_xor = summarize(times)
-        return self._numpy_xor
 
     def xor(self, population: int | None = None):
         """2-4-1 sigmoid, sum-of-squares, lr 0.1, full-batch GD for ``xor_epochs`` epochs.
 
         With ``population``: that many networks trained at once (``jax.vmap`` over the whole
-        compiled training loop), compared with one NumPy network.
+        compiled training loop), against one NumPy network timed in the same rounds.
         """
         cfg = self.config
         name = "xor-population" if population else "xor"
         n = population or 1
-        epochs, nw = cfg.xor_epochs, n_weights([2, 4, 1])
-        model, x, t = self._xor_setup()
+        epochs = cfg.xor_epochs
+        model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
+        x, t = nb.XOR_X.astype(np.float32), nb.XOR_T.astype(np.float32)
+        start = nb.from_jaxprop(model.init(jax.random.key(0)))
+        runs = []  # (impl, device name, networks, call, sync, warm-up calls, compile s, peak)
+
         if self._has("numpy"):
-            self._record(name, "numpy", "cpu:0", "float32", 4, 4, self.numpy_xor(),
-                         samples=4 * epochs, flops=6 * 4 * nw * epochs)
+            net = nb.NumpyMLP([2, 4, 1], "sigmoid", "sigmoid", "sse_half")
+            runs.append(("numpy", "cpu:0", 1, lambda: net.train(start, x, t, lr=0.1,
+                                                                epochs=epochs),
+                         lambda _: None, 1, None, lambda: None))
         for impl in ("jaxprop", "jax.grad"):
             if not self._has(impl):
                 continue
@@ -244,69 +209,66 @@ class Bench:
                 params, xd, td = jax.device_put((params, x, t), dev)
                 with self._precision("float32"):
                     compiled, c = compile_jax(train_fn, params, xd, td)
-                times = time_calls(lambda: compiled(params, xd, td),
-                                   repeats=cfg.repeats, warmup=cfg.warmup)
-                self._record(name, impl, dname, "float32", 4 * n, 4, summarize(times, c),
-                             samples=4 * n * epochs, flops=6 * 4 * n * nw * epochs,
-                             peak=peak_bytes(dev))
+                runs.append((impl, dname, n, lambda f=compiled, a=(params, xd, td): f(*a),
+                             jax.block_until_ready, cfg.warmup, c,
+                             lambda dev=dev: peak_bytes(dev)))
         if self.torch is not None and not population:
             for dname, tdev in self.torch.devices():
-                params = nb.from_jaxprop(model.init(jax.random.key(0)))
-                net = self.torch.TorchMLP(params, ["sigmoid", "sigmoid"], "sse_half",
-                                          device=tdev, dtype="float32")
-                xt, tt = net.to_tensor(x), net.to_tensor(t)
-                times = time_calls(lambda: net.sgd_train(xt, tt, lr=0.1, epochs=epochs),
-                                   repeats=cfg.repeats, warmup=1, sync=self.torch.sync(tdev))
-                self._record(name, "torch", dname, "float32", 4, 4, summarize(times),
-                             samples=4 * epochs, flops=6 * 4 * nw * epochs)
+                net_t = self.torch.TorchMLP(start, ["sigmoid", "sigmoid"], "sse_half",
+                                            device=tdev, dtype="float32")
+                xt, tt = net_t.to_tensor(x), net_t.to_tensor(t)
+                runs.append(("torch", dname, 1,
+                             lambda m=net_t, a=xt, b=tt: m.sgd_train(a, b, lr=0.1, epochs=epochs),
+                             self.torch.sync(tdev), 1, None, lambda: None))
+
+        times = time_interleaved([r[3] for r in runs], [r[4] for r in runs],
+                                 repeats=cfg.repeats, warmups=[r[5] for r in runs])
+        nw = n_weights([2, 4, 1])
+        for (impl, dname, nets, *_, c, peak), ts in zip(runs, times):
+            self._record(name, impl, dname, "float32", 4 * nets, 4, summarize(ts, c),
+                         samples=4 * nets * epochs, flops=6 * 4 * nets * nw * epochs,
+                         peak=peak())
+
+    def _grad_fn(self, impl, model, loss):
+        if impl == "jaxprop":
+            return jp.loss_and_grad_fn(model, loss)
+        loss = jp.get_loss(loss)
+        return jax.value_and_grad(lambda p, x, t: loss.value(model.apply(p, x), t))
 
     # -- MLP: 784-width-width-10 relu, softmax cross-entropy ---------------------------------
 
     def mlp_cell(self, workload, sizes, batch, dtype, *, step="grad"):
-        """Every implementation on one network size, batch and dtype (``step``: grad or adam)."""
+        """Every implementation, and each device's matmul roofline, on one network size, batch
+        and dtype (``step``: ``grad`` or ``adam``), timed in interleaved rounds."""
         cfg = self.config
-        width, nw = sizes[1], n_weights(sizes)
-        flops = 6 * batch * nw
+        width = sizes[1]
+        flops = 6 * batch * n_weights(sizes)
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
         t = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], batch)]
         model = jp.mlp(list(sizes), "relu", "identity", dtype=jnp.dtype(dtype))
         params0 = model.init(jax.random.key(0))
-        common = dict(samples=batch, flops=flops)
+        jax_sync = jax.block_until_ready
+        # (impl, device name, call, sync, warm-up calls, compile seconds, peak-bytes function)
+        runs = []
 
         if self._has("numpy") and dtype == "float32" and step == "grad":
             net = nb.NumpyMLP(sizes, "relu", "identity", "softmax_cross_entropy")
             p = nb.from_jaxprop(params0)
-            times = time_calls(lambda: net.loss_and_grad(p, x, t), repeats=cfg.repeats,
-                               warmup=cfg.warmup, sync=lambda _: None)
-            self._record(workload, "numpy", "cpu:0", dtype, batch, width, summarize(times),
-                         roofline=self.roofline(workload, "cpu:0", dtype, batch, width), **common)
+            runs.append(("numpy", "cpu:0", lambda: net.loss_and_grad(p, x, t), lambda _: None,
+                         cfg.warmup, None, lambda: None))
 
-        for impl in ("jaxprop", "jax.grad"):
-            if not self._has(impl):
+        for dname, dev in self.devices.items():
+            if not self._supports(dev, dtype):
                 continue
-            grad_fn = self._grad_fn(impl, model, "softmax_cross_entropy")
-            for dname, dev in self.devices.items():
-                if not self._supports(dev, dtype):
-                    continue
-                params, xd, td = jax.device_put((params0, x.astype(dtype), t.astype(dtype)), dev)
-                with self._precision(dtype):
-                    if step == "grad":
-                        compiled, c = compile_jax(grad_fn, params, xd, td)
-                        times = time_calls(lambda: compiled(params, xd, td),
-                                           repeats=cfg.repeats, warmup=cfg.warmup)
-                    else:
-                        opt, adam = _adam_step(grad_fn)
-                        params = jax.tree.map(jnp.copy, params)  # donated: never params0
-                        state = jax.device_put(opt.init(params), dev)
-                        compiled, c = compile_jax(adam, params, state, xd, td,
-                                                  donate_argnums=(0, 1))
-                        times = time_chained(lambda s: compiled(s[0], s[1], xd, td),
-                                             (params, state), repeats=cfg.repeats,
-                                             warmup=cfg.warmup)
-                self._record(workload, impl, dname, dtype, batch, width, summarize(times, c),
-                             roofline=self.roofline(workload, dname, dtype, batch, width),
-                             peak=peak_bytes(dev), **common)
+            call, c = self._matmul(dev, dtype, batch, width)
+            runs.append(("matmul", dname, call, jax_sync, cfg.warmup, c,
+                         lambda dev=dev: peak_bytes(dev)))
+            for impl in ("jaxprop", "jax.grad"):
+                if self._has(impl):
+                    call, c = self._jax_step(impl, model, params0, x, t, dtype, dev, step)
+                    runs.append((impl, dname, call, jax_sync, cfg.warmup, c,
+                                 lambda dev=dev: peak_bytes(dev)))
 
         if self.torch is not None:
             for dname, tdev in self.torch.devices():
@@ -314,15 +276,45 @@ class Bench:
                 net = self.torch.TorchMLP(nb.from_jaxprop(params0), acts,
                                           "softmax_cross_entropy", device=tdev, dtype=dtype)
                 xt, tt = net.to_tensor(x), net.to_tensor(t)
-                call = (lambda: net.loss_and_grad(xt, tt)) if step == "grad" else \
-                    net.adam_step_fn(xt, tt)
+                call = (lambda net=net, xt=xt, tt=tt: net.loss_and_grad(xt, tt)) \
+                    if step == "grad" else net.adam_step_fn(xt, tt)
                 self.torch.reset_peak(tdev)
                 # torch's first calls per shape are slow (oneDNN kernel set-up): warm up longer
-                times = time_calls(call, repeats=cfg.repeats, warmup=max(cfg.warmup, 8),
-                                   sync=self.torch.sync(tdev))
-                self._record(workload, "torch", dname, dtype, batch, width, summarize(times),
-                             roofline=self.roofline(workload, dname, dtype, batch, width),
-                             peak=self.torch.peak_bytes(tdev), **common)
+                runs.append(("torch", dname, call, self.torch.sync(tdev), max(cfg.warmup, 8),
+                             None, lambda tdev=tdev: self.torch.peak_bytes(tdev)))
+
+        times = time_interleaved([r[2] for r in runs], [r[3] for r in runs],
+                                 repeats=cfg.repeats, warmups=[r[4] for r in runs])
+        timings = [summarize(ts, r[5]) for ts, r in zip(times, runs)]
+        roofline = {r[1]: 2 * batch * width * width / tm.median / 1e9
+                    for r, tm in zip(runs, timings) if r[0] == "matmul"}
+        for (impl, dname, *_, peak), timing in zip(runs, timings):
+            if impl == "matmul":
+                self._record(workload, impl, dname, dtype, batch, width, timing, samples=None,
+                             flops=2 * batch * width * width, roofline=roofline[dname],
+                             peak=peak())
+            else:
+                self._record(workload, impl, dname, dtype, batch, width, timing, samples=batch,
+                             flops=flops, roofline=roofline.get(dname), peak=peak())
+
+    def _jax_step(self, impl, model, params0, x, t, dtype, dev, step):
+        """A compiled gradient (or Adam step, params and state donated) as a no-argument call."""
+        grad_fn = self._grad_fn(impl, model, "softmax_cross_entropy")
+        params, xd, td = jax.device_put((params0, x.astype(dtype), t.astype(dtype)), dev)
+        with self._precision(dtype):
+            if step == "grad":
+                compiled, c = compile_jax(grad_fn, params, xd, td)
+                return (lambda: compiled(params, xd, td)), c
+            opt, adam = _adam_step(grad_fn)
+            params = jax.tree.map(jnp.copy, params)  # donated below: never params0's buffers
+            state = [params, jax.device_put(opt.init(params), dev)]
+            compiled, c = compile_jax(adam, *state, xd, td, donate_argnums=(0, 1))
+
+        def call():
+            state[0], state[1], value = compiled(state[0], state[1], xd, td)
+            return value, state
+
+        return call, c
 
     def mlp(self):
         cfg = self.config
