@@ -34,6 +34,7 @@ reduction of a loss is found once by scoring one example and the same example tw
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any, Callable, NamedTuple
@@ -96,8 +97,15 @@ class History(NamedTuple):
 def init_state(model: Model, optimizer: optax.GradientTransformation, key: Array, params=None):
     """A fresh :class:`TrainState`: params from ``model.init`` (unless given) and the optimizer
     state. ``key`` is split into an initialisation key and the shuffling key; when ``params``
-    are given, ``key`` itself becomes the shuffling key."""
+    are given, ``key`` itself becomes the shuffling key. Works under ``jax.vmap`` over keys."""
+    try:
+        init = _cached_init_fn(model, optimizer)
+    except TypeError:  # unhashable model or optimizer
+        init = _init_fn(model, optimizer)
+    return init(key, params)
 
+
+def _init_fn(model, optimizer):
     @jax.jit  # one compilation instead of one per eager op
     def init(key, params):
         if params is None:
@@ -105,9 +113,13 @@ def init_state(model: Model, optimizer: optax.GradientTransformation, key: Array
             params = model.init(k_init)
         return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
 
-    return init(key, params)
+    return init
 
 
+_cached_init_fn = functools.lru_cache(maxsize=16)(_init_fn)
+
+
+@functools.lru_cache(maxsize=64)
 def loss_reduction(loss: str | Loss) -> str:
     """``"sum"`` or ``"mean"``: how ``loss`` combines examples.
 
@@ -282,6 +294,27 @@ def _split_data(data):
     raise ValueError("data must be a Dataset, (x, t) or (x, t, x_test, t_test)")
 
 
+def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate):
+    """The jitted ``(state, x, t, test_data, n_epochs) -> (state, losses, metrics)``:
+    ``n_epochs`` epochs, then loss and accuracy on the training (and test) data."""
+    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last)
+    evaluate = make_eval_fn(model, loss, accuracy)
+
+    def chunk(state, x, t, test_data, n_epochs):
+        state, losses = train_epochs(state, x, t, n_epochs)
+        metrics = evaluate(state.params, x, t)
+        if test_data:
+            metrics += evaluate(state.params, *test_data)
+        return state, losses, jnp.stack([jnp.asarray(m, losses.dtype) for m in metrics])
+
+    return jax.jit(chunk, static_argnums=4, donate_argnums=(0,) if donate else ())
+
+
+# Reused across fit calls with the same model, loss and optimizer objects (e.g. a resumed run
+# in the same process), so jax's compilation cache applies.
+_cached_chunk_fn = functools.lru_cache(maxsize=16)(_chunk_fn)
+
+
 def _host_key(key):
     """A copy of ``key`` that owns its buffer (typed PRNG keys or raw uint32 keys)."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -346,17 +379,11 @@ def fit_state(
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
 
-    train_epochs = make_train_epochs(model, loss, optimizer, x.shape[0], batch_size, drop_last)
-    evaluate = make_eval_fn(model, loss, accuracy)
-
-    def chunk(state, x, t, test_data, n_epochs):
-        state, losses = train_epochs(state, x, t, n_epochs)
-        metrics = evaluate(state.params, x, t)
-        if test_data:
-            metrics += evaluate(state.params, *test_data)
-        return state, losses, jnp.stack([jnp.asarray(m, losses.dtype) for m in metrics])
-
-    jitted = jax.jit(chunk, static_argnums=4, donate_argnums=(0,) if donate else ())
+    args = (model, loss, optimizer, x.shape[0], batch_size, drop_last, accuracy, donate)
+    try:
+        jitted = _cached_chunk_fn(*args)
+    except TypeError:  # something unhashable: no reuse across calls
+        jitted = _chunk_fn(*args)
     compiled: dict[int, Any] = {}
     compile_time = 0.0
 

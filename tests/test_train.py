@@ -1,0 +1,200 @@
+"""Training loop: classic XOR equality, masking, minibatching, resume, divergence, real data."""
+
+from functools import partial
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxprop as jp
+from jaxprop import checkpoint, data
+from jaxprop.train import (
+    TrainingDiverged,
+    fit,
+    fit_state,
+    init_state,
+    loss_reduction,
+    make_train_epochs,
+    masked_loss_and_grad_fn,
+)
+
+XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float64)
+XOR_T = np.array([[0], [1], [1], [0]], np.float64)
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def numpy_xor(W1, b1, W2, b2, lr, epochs):
+    """The classic NumPy program: full-batch gradient descent on 1/2 sum of squared errors."""
+    W1, b1, W2, b2 = (a.copy() for a in (W1, b1, W2, b2))
+    for _ in range(epochs):
+        h = _sigmoid(XOR_X @ W1 + b1)
+        y = _sigmoid(h @ W2 + b2)
+        d2 = (y - XOR_T) * y * (1 - y)
+        d1 = (d2 @ W2.T) * h * (1 - h)
+        W2 -= lr * h.T @ d2
+        b2 -= lr * d2.sum(0)
+        W1 -= lr * XOR_X.T @ d1
+        b1 -= lr * d1.sum(0)
+    return W1, b1, W2, b2
+
+
+def test_xor_reproduces_the_classic_numpy_program_exactly():
+    rng = np.random.default_rng(42)
+    W1, W2 = rng.normal(size=(2, 4)), rng.normal(size=(4, 1))
+    b1, b2 = np.zeros(4), np.zeros(1)
+    model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal", dtype=jnp.float64)
+    params0 = [{"W": W1, "b": b1}, (), {"W": W2, "b": b2}, ()]
+    params, history = fit(model, "sse_half", optax.sgd(0.1), (XOR_X, XOR_T), epochs=10_000,
+                          key=jax.random.key(0), params=params0, log_every=4000)
+    ref = numpy_xor(W1, b1, W2, b2, 0.1, 10_000)
+    got = (params[0]["W"], params[0]["b"], params[2]["W"], params[2]["b"])
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(np.asarray(g), r, rtol=0, atol=1e-8)
+    assert [r["epoch"] for r in history.records] == [4000, 8000, 10_000]
+    assert history.losses.shape == (10_000,)
+    assert history.records[-1]["train_accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("loss", sorted(jp.LOSSES))
+def test_masked_gradient_equals_the_unpadded_batch(loss):
+    model = jp.mlp([3, 5, 4], "tanh", "sigmoid", dtype=jnp.float64)
+    params = model.init(jax.random.key(0))
+    kx, kt = jax.random.split(jax.random.key(1))
+    x = jax.random.normal(kx, (7, 3), jnp.float64)
+    t = jax.random.uniform(kt, (7, 4), jnp.float64)
+    if loss == "softmax_cross_entropy":
+        t = jax.nn.one_hot(jnp.arange(7) % 4, 4, dtype=jnp.float64)
+    ref_value, ref_grads = jax.jit(jp.loss_and_grad_fn(model, loss))(params, x, t)
+    # pad to 10 rows with copies of real rows (as the minibatcher does), mask them out
+    idx = jnp.array([3, 0, 6, 1, 5, 2, 4, 0, 1, 2])
+    mask = jnp.arange(10) < 7
+    order = jnp.argsort(idx[:7])
+    masked = jax.jit(masked_loss_and_grad_fn(model, loss))
+    value, grads = masked(params, x[idx], t[idx], mask)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    chex.assert_trees_all_close(grads, ref_grads, rtol=1e-12, atol=1e-14)
+    # the same rows in another order with no padding give the same gradient too
+    _, g2 = masked(params, x[order], t[order], jnp.ones(7, bool))
+    chex.assert_trees_all_close(g2, ref_grads, rtol=1e-12, atol=1e-14)
+
+
+def test_loss_reduction():
+    assert loss_reduction("sse_half") == "sum"
+    for name in ("mse", "bce", "bce_with_logits", "softmax_cross_entropy"):
+        assert loss_reduction(name) == "mean"
+
+
+_MODEL, _ADAM = jp.mlp([2, 3, 1], "tanh", "identity"), optax.adam(1e-2)
+
+
+def _count_steps(batch_size, drop_last, n=10):
+    x = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
+    t = x[:, :1] * 2
+    state, _ = fit_state(_MODEL, "mse", _ADAM, (x, t), epochs=2,
+                         batch_size=batch_size, drop_last=drop_last, key=jax.random.key(0))
+    return int(state.opt_state[0].count)
+
+
+def test_ragged_last_batch_is_kept_unless_drop_last():
+    assert _count_steps(4, drop_last=False) == 2 * 3  # 4 + 4 + 2 (padded, masked)
+    assert _count_steps(4, drop_last=True) == 2 * 2
+    assert _count_steps(5, drop_last=False) == 2 * 2
+    assert _count_steps(None, drop_last=False) == 2 * 1  # full batch
+
+
+def test_train_epochs_is_pure_and_vmaps_over_a_population():
+    model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
+    opt = optax.sgd(0.5)
+    x, t = jnp.asarray(XOR_X, jnp.float32), jnp.asarray(XOR_T, jnp.float32)
+    train_epochs = partial(make_train_epochs(model, "sse_half", opt, 4, batch_size=3),
+                           n_epochs=20)
+    keys = jax.random.split(jax.random.key(0), 3)
+    states = jax.vmap(lambda k: init_state(model, opt, k))(keys)
+    batched, losses = jax.jit(jax.vmap(train_epochs, in_axes=(0, None, None)))(states, x, t)
+    assert losses.shape == (3, 20)
+    for i in range(3):
+        single, single_losses = jax.jit(train_epochs)(init_state(model, opt, keys[i]), x, t)
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched.params), single.params,
+                                    rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(losses[i], single_losses, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stop", [6])  # not a multiple of log_every: the chunks differ
+def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path, stop):
+    ds = data.load("moons", n_samples=90, seed=1)  # 72 training rows: ragged batches of 10
+    model = jp.mlp([2, 8, 1], "tanh", "identity")
+    opt = optax.adam(1e-2)
+    kw = dict(batch_size=10, log_every=4)
+    full, _ = fit_state(model, "bce_with_logits", opt, ds, epochs=12, key=jax.random.key(3), **kw)
+
+    part, h1 = fit_state(model, "bce_with_logits", opt, ds, epochs=stop, key=jax.random.key(3),
+                         **kw)
+    checkpoint.save(tmp_path, part, {"note": "stopped"})
+    template = init_state(model, opt, jax.random.key(123))
+    restored = checkpoint.load(tmp_path).restore(template)
+    assert int(restored.epoch) == stop
+    resumed, h2 = fit_state(model, "bce_with_logits", opt, ds, epochs=12, state=restored, **kw)
+
+    chex.assert_trees_all_equal(resumed.params, full.params)
+    chex.assert_trees_all_equal(resumed.opt_state, full.opt_state)
+    assert int(resumed.epoch) == 12
+    assert h2.records[0]["epoch"] == min(stop + 4, 12)
+    assert h1.losses.size + h2.losses.size == 12
+
+
+def test_divergence_stops_and_keeps_the_last_good_params():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    t = x.sum(1, keepdims=True)
+    model = jp.mlp([3, 16, 1], "relu", "identity")
+    with pytest.raises(TrainingDiverged) as info:
+        fit(model, "mse", optax.sgd(0.3), (x, t), epochs=50, batch_size=8, log_every=1,
+            key=jax.random.key(0))
+    err = info.value
+    assert err.epoch >= 1
+    assert "smaller learning rate" in str(err) and f"epoch {err.epoch}" in str(err)
+    good = err.state
+    assert int(good.epoch) == err.epoch - 1  # log_every=1: every earlier epoch was checked
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(good.params))
+    assert err.history.losses.size == err.epoch - 1
+    assert np.all(np.isfinite(err.history.losses))
+
+
+def test_fit_rejects_bad_arguments():
+    model = jp.mlp([2, 4, 1])
+    with pytest.raises(ValueError, match="epochs"):
+        fit(model, "mse", optax.sgd(0.1), (XOR_X, XOR_T), epochs=-1, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="key"):
+        fit(model, "mse", optax.sgd(0.1), (XOR_X, XOR_T), epochs=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        fit(model, "mse", optax.sgd(0.1), (XOR_X.astype(np.float32), XOR_T.astype(np.float32)),
+            epochs=1, batch_size=0, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="NaN"):
+        bad = XOR_X.astype(np.float32).copy()
+        bad[1, 1] = np.nan
+        fit(model, "mse", optax.sgd(0.1), (bad, XOR_T), epochs=1, key=jax.random.key(0))
+
+
+@pytest.mark.slow
+def test_digits_mlp_reaches_95_percent():
+    ds = data.load("digits", seed=0)
+    model = jp.mlp([64, 64, 64, 10], "relu", "identity")
+    params, history = fit(model, "softmax_cross_entropy", optax.adam(3e-3), ds, epochs=10,
+                          batch_size=32, key=jax.random.key(0), log_every=10)
+    assert history.records[-1]["test_accuracy"] >= 0.95, history.records[-1]
+
+
+@pytest.mark.slow
+def test_spirals_reaches_95_percent():
+    ds = data.load("spirals", seed=0)
+    model = jp.mlp([2, 64, 64, 1], "tanh", "identity")
+    params, history = fit(model, "bce_with_logits", optax.adam(1e-2), ds, epochs=600,
+                          key=jax.random.key(0), log_every=600)
+    assert history.records[-1]["test_accuracy"] >= 0.95, history.records[-1]
+    assert history.records[-1]["train_accuracy"] >= 0.95, history.records[-1]
