@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxprop.backprop import loss_and_grad_fn
+from jaxprop.backprop import loss_and_grad_fn, validate_data
 from jaxprop.losses import Loss
 from jaxprop.network import Model
 
@@ -31,7 +31,7 @@ def per_example_grads_fn(model: Model, loss: str | Loss) -> Callable:
 
 def per_example_grads(model: Model, loss: str | Loss, params, x, t):
     """``(losses (B,), grads)``: each example's loss and gradient (see ``per_example_grads_fn``)."""
-    x, t = jnp.asarray(x), jnp.asarray(t)
+    x, t = validate_data(params, x, t)  # floating, the params' dtype, finite when concrete
     if x.ndim < 2 or t.ndim < 2 or x.shape[0] != t.shape[0]:
         raise ValueError(
             f"per_example_grads: x and t need a leading batch axis of the same length, got "

@@ -78,3 +78,5 @@ def test_zero_gradient_is_not_nan_and_bad_input_is_reported():
         clip_per_example(grads, -1.0)
     with pytest.raises(ValueError, match="batch axis"):
         per_example_grads(model, "mse", params, x[0], t[0])
+    with pytest.raises(ValueError, match="NaN"):
+        per_example_grads(model, "mse", params, x.at[2, 1].set(jnp.nan), t)
