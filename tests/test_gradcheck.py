@@ -1,0 +1,118 @@
+"""check_gradients and `jaxprop check`: honest gradients pass, a broken layer is caught."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxprop as jp
+from jaxprop.cli import main
+from jaxprop.cli import check as check_cli
+from jaxprop.layers import _activation
+
+
+def mixed_problem(dtype, batch=8, seed=0):
+    model, loss = check_cli.mixed_preset(dtype)
+    kp, kd = jax.random.split(jax.random.key(seed))
+    params, out_shape = model.init_with_shape(kp, model.in_shape)
+    x, t = check_cli.make_data(kd, loss, model.in_shape, out_shape, batch, dtype)
+    return model, loss, params, x, t
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
+def test_mixed_preset_is_ok(dtype):
+    model, loss, params, x, t = mixed_problem(dtype)
+    assert set(jp.ACTIVATIONS) <= {layer.name for layer in model.layers}
+    assert sum(layer.name.startswith("Dense") for layer in model.layers) == 5
+    report = jp.check_gradients(model, loss, params, x, t)
+    assert report.ok, str(report)
+    assert report.dtype == jnp.dtype(dtype).name
+    assert report.grad_rtol == (1e-5 if dtype == jnp.float32 else 1e-10)
+    assert [c.name for c in report.leaves[:2]] == ["layer 0 Dense(8) W", "layer 0 Dense(8) b"]
+    assert len(report.leaves) == 10 and not any(c.sampled for c in report.leaves)
+    for c in report.leaves:
+        assert c.grad_rel_err <= report.grad_rtol and c.fd_rel_err <= report.fd_rtol
+        assert c.fd_coords == c.size and c.dtype == jnp.dtype(dtype).name
+    assert report.verdict().startswith("OK: all 10 gradient leaves agree")
+
+
+def broken_tanh(factor=1.5):
+    """tanh whose backward is off by ``factor``: the kind of slip a hand derivation makes."""
+
+    def forward(x):
+        y = jnp.tanh(x)
+        return y, y
+
+    return _activation("broken_tanh", forward, lambda y, dy: factor * dy * (1 - y * y))
+
+
+@pytest.mark.parametrize("factor", [1.5, 1.0 + 1e-4])
+def test_broken_layer_is_reported(factor):
+    model = jp.serial(
+        jp.Dense(6, dtype=jnp.float64), broken_tanh(factor),
+        jp.Dense(2, dtype=jnp.float64), jp.activation("identity"),
+        in_shape=(3,),
+    )  # fmt: skip
+    params = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (5, 3), jnp.float64)
+    t = jax.random.normal(jax.random.key(2), (5, 2), jnp.float64)
+    report = jp.check_gradients(model, "mse", params, x, t)
+    assert not report.ok
+    bad = {c.name for c in report.failures}
+    # only the gradients that flow back through the broken layer are wrong
+    assert bad == {"layer 0 Dense(6) W", "layer 0 Dense(6) b"}
+    for c in report.failures:
+        assert not c.grad_ok and not c.fd_ok
+    assert report.verdict().startswith("FAILED: 2 of 4 gradient leaves disagree")
+
+
+def test_large_leaves_are_sampled_and_say_so():
+    model = jp.mlp([3, 40, 2], "relu", "identity", dtype=jnp.float64)
+    params = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (4, 3), jnp.float64)
+    t = jax.random.normal(jax.random.key(2), (4, 2), jnp.float64)
+    report = jp.check_gradients(model, "mse", params, x, t, max_fd_coords=30)
+    assert report.ok, str(report)
+    sizes = {c.name: (c.fd_coords, c.size, c.sampled) for c in report.leaves}
+    assert sizes["layer 0 Dense(40) W"] == (30, 120, True)
+    assert sizes["layer 2 Dense(2) b"] == (2, 2, False)
+    assert "random 30-coordinate subset of 3 large leaf(s)" in report.verdict()
+    assert "(FD on 30/120)" in str(report)
+
+
+def test_cli_check_default_preset_exits_0(capsys):
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "layer 0 Dense(8) W" in out and "OK: all 10 gradient leaves agree" in out
+
+
+def test_cli_check_sizes_float64(capsys):
+    argv = ["check", "--sizes", "3,5,4", "--activation", "softplus", "--output-activation",
+            "identity", "--loss", "softmax_cross_entropy", "--dtype", "float64", "--batch", "3"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "softplus" in out and "rtol 1e-10 in float64" in out and "OK:" in out
+
+
+def test_cli_check_exits_1_when_a_gradient_is_wrong(capsys, monkeypatch):
+    def broken_preset(dtype=jnp.float32):
+        model = jp.serial(jp.Dense(4, dtype=dtype), broken_tanh(), jp.Dense(2, dtype=dtype),
+                          in_shape=(3,))
+        return model, "mse"
+
+    monkeypatch.setattr(check_cli, "mixed_preset", broken_preset)
+    assert main(["check", "--dtype", "float64"]) == 1
+    out = capsys.readouterr().out
+    assert "NO" in out and "FAILED: 2 of 4" in out
+
+
+def test_report_errors_follow_the_documented_definition():
+    g, r = np.array([1.0, 0.0, -2.0]), np.array([1.0 + 1e-6, 1e-9, -2.0])
+    from jaxprop.gradcheck import ATOL_FRAC, _errors
+
+    abs_err, rel_err, ok = _errors(g, r, rtol=1e-5, scale=2.0)
+    assert abs_err == pytest.approx(1e-6)
+    atol = 1e-5 * ATOL_FRAC * 2.0
+    expected = max(1e-6 / (1 + 1e-6 + atol / 1e-5), 1e-9 / (1e-9 + atol / 1e-5))
+    assert rel_err == pytest.approx(expected) and ok == (rel_err <= 1e-5)
+    assert ok == np.allclose(g, r, rtol=1e-5, atol=atol)
