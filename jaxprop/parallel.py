@@ -61,6 +61,12 @@ def _check_divisible(n: int, devices: int, what: str = "batch") -> None:
         )
 
 
+def check_data_parallel(n_examples: int, mesh: Mesh | None = None) -> None:
+    """Raise ``ValueError`` unless ``n_examples`` (this process's) split evenly over the mesh."""
+    mesh = data_mesh() if mesh is None else mesh
+    _check_divisible(n_examples, mesh.size // jax.process_count(), "training set")
+
+
 def shard_batch(mesh: Mesh, *arrays):
     """Put each array on ``mesh`` split along its first axis (this process's rows, multi-host)."""
     sharding = NamedSharding(mesh, P(AXIS))

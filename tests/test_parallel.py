@@ -65,6 +65,22 @@ SCRIPT = textwrap.dedent("""
         float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
         for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params)))
     out["fit_state_sharded"] = len(jax.tree.leaves(s4.params)[0].sharding.device_set)
+    # the CLI: jaxprop train --data-parallel equals the one-device run; indivisible -> exit 2
+    import contextlib, io, tempfile
+    from jaxprop.cli import main
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        runs = {}
+        for flag in ([], ["--data-parallel"]):
+            rc = main(["train", "--epochs", "300", "--no-plots", "--out", f"{tmp}/r{len(flag)}",
+                       *flag])
+            m = json.load(open(f"{tmp}/r{len(flag)}/metrics.json"))
+            runs[len(flag)] = (rc, m["train_loss"], m["device"])
+        out["cli"] = runs
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            out["cli_indivisible_rc"] = main(["train", "--dataset", "digits", "--data-parallel",
+                                              "--epochs", "1", "--out", f"{tmp}/d"])
+        out["cli_indivisible_msg"] = err.getvalue()
     try:
         make_data_parallel_step(model, "mse", 0.1, mesh).step(p4, None, x[:6], t[:6])
     except ValueError as e:
@@ -102,6 +118,14 @@ def test_four_device_training_matches_one_device(four_devices):
 def test_training_helper_runs_data_parallel_unchanged(four_devices):
     assert four_devices["fit_state_sharded"] == 4
     assert four_devices["fit_state_diff"] < 1e-5
+
+
+def test_cli_data_parallel_matches_one_device(four_devices):
+    (rc1, loss1, _), (rc4, loss4, device4) = four_devices["cli"]["0"], four_devices["cli"]["1"]
+    assert rc1 == rc4 == 0 and "x4" in device4
+    assert abs(loss1 - loss4) <= 1e-5 * abs(loss1)
+    assert four_devices["cli_indivisible_rc"] == 2
+    assert "does not divide evenly over 4 devices" in four_devices["cli_indivisible_msg"]
 
 
 def test_indivisible_batch_is_a_clear_error(four_devices):

@@ -128,3 +128,20 @@ def test_write_population_run_for_the_cli(tmp_path):
     for bad in ("", "0.1,x", "0.1,-1", "nan"):
         with pytest.raises(ValueError, match="lr-sweep"):
             parse_lr_sweep(bad)
+
+
+def test_cli_population_and_lr_sweep(tmp_path, capsys):
+    from jaxprop.cli import main
+
+    out = tmp_path / "pop"
+    assert main(["train", "--population", "4", "--lr-sweep", "0.5,2", "--epochs", "300",
+                 "--seed", "3", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert [(r["seed"], r["lr"]) for r in m["population"]] == [
+        (s, lr) for lr in (0.5, 2.0) for s in (3, 4, 5, 6)]
+    assert m["solved"] == sum(r["accuracy"] == 1.0 for r in m["population"])
+    assert (out / "population_losses.png").exists()
+    for args in (["--population", "0"], ["--lr-sweep", "1,,2"], ["--population", "2",
+                                                                   "--data-parallel"]):
+        assert main(["train", *args, "--out", str(tmp_path / "bad")]) == 2
+        assert "error" in capsys.readouterr().err

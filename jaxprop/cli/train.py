@@ -77,6 +77,15 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run saved in DIR (its config; --epochs is the new total)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--population", type=int, default=None, metavar="N",
+                   help="train N networks (seeds SEED..SEED+N-1) at once in one compiled call; "
+                        "metrics.json lists each one (see docs/scale.md)")
+    p.add_argument("--lr-sweep", default=None, metavar="A,B,C",
+                   help="one population per learning rate, e.g. 0.01,0.1,1 (N networks each "
+                        "with --population N, else one)")
+    p.add_argument("--data-parallel", action="store_true",
+                   help="split the training set over all local devices (jax.sharding); its size "
+                        "must divide evenly over them")
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,6 +218,14 @@ def run(args) -> int:
     from rich.console import Console
 
     err = Console(stderr=True)
+    population = (getattr(args, "population", None) is not None
+                  or getattr(args, "lr_sweep", None) is not None)
+    if population and (args.resume or args.data_parallel):
+        raise ValueError("--population/--lr-sweep cannot be combined with --resume or "
+                         "--data-parallel")
+    if population:
+        return population_run(build_config(args), args.population, args.lr_sweep,
+                              plots=not args.no_plots)
     if args.resume:
         from jaxprop import checkpoint as ckpt
 
@@ -233,10 +250,36 @@ def run(args) -> int:
     else:
         saved = None
         cfg = build_config(args)
-    return train_run(cfg, saved, err, plots=not args.no_plots)
+    return train_run(cfg, saved, err, plots=not args.no_plots,
+                     data_parallel=getattr(args, "data_parallel", False))
 
 
-def train_run(cfg: dict, saved, err, *, plots: bool = True) -> int:
+def population_run(cfg: dict, population: int | None, lr_sweep: str | None, *,
+                   plots: bool = True) -> int:
+    """``--population N`` / ``--lr-sweep A,B,C``: every member in one compiled call."""
+    from rich.console import Console
+
+    from jaxprop.population import parse_lr_sweep, write_population_run
+
+    if population is not None and population < 1:
+        raise ValueError(f"--population must be a positive integer; got {population}")
+    lrs = parse_lr_sweep(lr_sweep) if lr_sweep is not None else [cfg["lr"]]
+    ds = load_dataset(cfg)
+    model, loss = build_model(cfg, ds)
+    m = write_population_run(model, loss, cfg["optimizer"], ds, cfg["out"],
+                             population=population or 1, lrs=lrs, seed=cfg["seed"],
+                             epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                             drop_last=cfg["drop_last"], config=dict(cfg), plots=plots)
+    solved = f", {m['solved']} solved" if "solved" in m else ""
+    median = m["median_final_loss"]
+    Console().print(f"{m['members']} networks x {m['epoch']} epochs in {m['wall_time']:.2f} s"
+                    f"{solved}; median final loss "
+                    f"{'n/a' if median is None else f'{median:.4g}'}, {m['diverged']} diverged; "
+                    f"saved to {cfg['out']}/")
+    return 0
+
+
+def train_run(cfg: dict, saved, err, *, plots: bool = True, data_parallel: bool = False) -> int:
     import jax
     import numpy as np
 
@@ -245,6 +288,10 @@ def train_run(cfg: dict, saved, err, *, plots: bool = True) -> int:
 
     ds = load_dataset(cfg)
     model, loss = build_model(cfg, ds)
+    if data_parallel:  # before anything on disk changes: the batch must split evenly
+        from jaxprop.parallel import check_data_parallel, data_parallel_inputs
+
+        check_data_parallel(len(ds.x_train))
     optimizer = make_optimizer(cfg["optimizer"], cfg["lr"])
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -258,6 +305,8 @@ def train_run(cfg: dict, saved, err, *, plots: bool = True) -> int:
         prev_losses = prev_losses[: saved.epoch]
     elif (out / "history.jsonl").exists():
         (out / "history.jsonl").unlink()  # a fresh run replaces an old one in the same folder
+    if data_parallel:
+        state, ds = data_parallel_inputs(state, ds)
     config = {k: v for k, v in cfg.items()}
     start_epoch = int(state.epoch)
 
