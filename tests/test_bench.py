@@ -115,3 +115,12 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_torch_cells_run_when_torch_is_installed():
+    pytest.importorskip("torch")
+    bench = Bench(Config(impls=("numpy", "torch"), repeats=1, warmup=1).quick())
+    bench.mlp_cell("mlp-grad", (8, 16, 4), 4, "float32")
+    bench.mlp_cell("mlp-adam", (8, 16, 4), 4, "float32", step="adam")
+    assert {(r["workload"], r["impl"]) for r in bench.records} >= {
+        ("mlp-grad", "numpy"), ("mlp-grad", "torch"), ("mlp-adam", "torch")}

@@ -273,11 +273,11 @@ class Bench:
         if self.torch is not None:
             for dname, tdev in self.torch.devices():
                 acts = ["relu"] * (len(sizes) - 2) + ["identity"]
-                net = self.torch.TorchMLP(nb.from_jaxprop(params0), acts,
-                                          "softmax_cross_entropy", device=tdev, dtype=dtype)
-                xt, tt = net.to_tensor(x), net.to_tensor(t)
-                call = (lambda net=net, xt=xt, tt=tt: net.loss_and_grad(xt, tt)) \
-                    if step == "grad" else net.adam_step_fn(xt, tt)
+                tnet = self.torch.TorchMLP(nb.from_jaxprop(params0), acts,
+                                           "softmax_cross_entropy", device=tdev, dtype=dtype)
+                xt, tt = tnet.to_tensor(x), tnet.to_tensor(t)
+                call = (lambda m=tnet, a=xt, b=tt: m.loss_and_grad(a, b)) \
+                    if step == "grad" else tnet.adam_step_fn(xt, tt)
                 self.torch.reset_peak(tdev)
                 # torch's first calls per shape are slow (oneDNN kernel set-up): warm up longer
                 runs.append(("torch", dname, call, self.torch.sync(tdev), max(cfg.warmup, 8),
