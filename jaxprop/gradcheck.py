@@ -31,13 +31,13 @@ scale) keeps entries that are zero up to rounding -- sums that cancel -- from fa
 ``fd_noise = FD_NOISE_ULPS * eps64 * (1 + |L|) / h`` bounds the rounding error of a central
 difference of a float64 loss of size ``|L|``. Defaults (:data:`TOLERANCES`):
 
-=====================  ========  ==========  ==========================================
+=====================  ========  ==========  ==============================================
 reference              rtol      atol_frac   notes
-=====================  ========  ==========  ==========================================
+=====================  ========  ==========  ==============================================
 jax.grad, float32      1e-5      1e-2        atol = 1e-7 * scale
 jax.grad, float64      1e-10     1e-2        atol = 1e-12 * scale
 finite differences     1e-6      1e-2        h = 1e-6, float64; fd_noise ~ 3.6e-9 (1+|L|)
-=====================  ========  ==========  ==========================================
+=====================  ========  ==========  ==============================================
 
 A leaf is ``ok`` when both checks pass; the report is ``ok`` when every leaf is.
 """
