@@ -61,7 +61,6 @@ def first_call() -> tuple[float, float]:
     """Seconds for a fresh process's first ``jaxprop.fit`` on XOR (tracing and compilation
     included), and for the NumPy loop run right after it in the same process."""
     import jax
-    import jax.numpy as jnp
     import optax
 
     import jaxprop as jp

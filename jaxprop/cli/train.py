@@ -104,7 +104,8 @@ def parse_hidden(text) -> list[int]:
     except ValueError:
         sizes = []
     if not sizes or any(h < 1 for h in sizes):
-        raise ValueError(f"--hidden must be comma-separated positive integers like 64,64; got {s!r}")
+        raise ValueError(
+            f"--hidden must be comma-separated positive integers like 64,64; got {s!r}")
     return sizes
 
 
@@ -432,8 +433,7 @@ def _table(cfg, metrics, out) -> None:
     from rich.table import Table
 
     table = Table(title=f"{cfg['dataset']}: {metrics['epoch']} epochs",
-                  caption=f"{metrics['wall_time']:.2f} s (compile {metrics['compile_time']:.2f} s)"
-                          f" on {metrics['device']}")
+                  caption=f"{metrics['wall_time']:.2f} s, compile {metrics['compile_time']:.2f} s")
     table.add_column("split")
     table.add_column("loss", justify="right")
     table.add_column("accuracy", justify="right")
@@ -442,4 +442,4 @@ def _table(cfg, metrics, out) -> None:
                       f"{100 * metrics[f'{split}_accuracy']:.2f}%")
     console = Console()
     console.print(table)
-    console.print(f"saved to {out}/")
+    console.print(f"device {metrics['device']}; saved to {out}/")
