@@ -27,9 +27,13 @@ and a 0/1 mask marks the real rows, so every step has the same shape and nothing
 protocol untouched: each padded batch is scored row by row (the loss applied to each row as a
 batch of one, via ``vmap``), the rows' values and output gradients are multiplied by the mask,
 and then summed (sum-reduced losses such as ``sse_half``) or divided by the number of real rows
-(mean-reduced losses). That is exactly the loss and the gradient of the un-padded batch; the
-reduction of a loss is found once by scoring one example and the same example twice
-(:func:`loss_reduction`). Batches that need no padding use ``loss_and_grad_fn`` unchanged.
+(mean-reduced losses). That is exactly the loss and the gradient of the un-padded batch
+(:func:`loss_reduction` knows the built-in losses and probes any other by scoring one example
+and the same example twice). Batches that need no padding use ``loss_and_grad_fn`` unchanged.
+
+**Divergence guard.** ``fit`` checks the chunk's per-epoch losses on the host after each chunk
+(never inside a step); the first non-finite one names the epoch in :class:`TrainingDiverged`,
+which carries the state from the end of the last all-finite chunk.
 """
 
 from __future__ import annotations
