@@ -22,7 +22,8 @@ def net():
 def test_input_width_mismatch(net, entry):
     model, params, _, t = net
     fn = getattr(jp, entry)
-    with pytest.raises(ValueError, match=r"Dense: input has shape \(5, 7\) but W has shape \(3, 4\)"):
+    msg = r"Dense: input has shape \(5, 7\) but W has shape \(3, 4\)"
+    with pytest.raises(ValueError, match=msg):
         fn(model, "mse", params, np.ones((5, 7), np.float32), t)
 
 

@@ -59,4 +59,5 @@ def test_jaxprop_matches_numpy_xor_and_solves_it():
 
     np.testing.assert_array_equal(np.round(predictions), Y)
     hidden = sigmoid(X @ reference[0] + reference[1])
-    np.testing.assert_allclose(predictions, sigmoid(hidden @ reference[2] + reference[3]), atol=1e-8)
+    numpy_predictions = sigmoid(hidden @ reference[2] + reference[3])
+    np.testing.assert_allclose(predictions, numpy_predictions, atol=1e-8)

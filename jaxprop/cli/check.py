@@ -68,7 +68,9 @@ def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",")]
     except ValueError:
-        raise ValueError(f"--sizes must be comma-separated ints like 4,16,8,3, got {text!r}") from None
+        raise ValueError(
+            f"--sizes must be comma-separated ints like 4,16,8,3, got {text!r}"
+        ) from None
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f"--sizes needs at least two positive ints, got {text!r}")
     return sizes
@@ -84,11 +86,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-activation", default="identity", help="output activation")
     p.add_argument("--loss", default=None,
                    help=f"loss (known: {', '.join(LOSSES)}; default: the preset's, else mse)")
-    p.add_argument("--batch", type=int, default=8, help="examples in the batch (default 8)")
+    p.add_argument("--batch", type=int, default=8,
+                   help="examples in the batch (default 8; --preset xor uses its 4 points)")
     p.add_argument("--seed", type=int, default=0, help="random seed for params and data")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--max-fd-coords", type=int, default=MAX_FD_COORDS,
-                   help="finite differences on at most this many random coordinates per leaf")  # fmt: skip
+                   help="finite differences on at most this many random coordinates per leaf")
 
 
 def build(args) -> tuple[Model, str]:
