@@ -89,8 +89,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def four_devices():
+def _run_on_four_devices() -> dict:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
@@ -100,37 +99,28 @@ def four_devices():
     return json.loads(line[len("RESULT "):])
 
 
-def test_four_devices_give_the_one_device_gradient(four_devices):
-    assert four_devices["devices"] == 4
-    assert four_devices["x_shards"] == [16]  # 64 examples, 16 on each device
-    assert four_devices["all_reduce"]  # XLA sums the per-device gradients
+def test_four_simulated_devices_equal_one_device():
+    """One test (one subprocess, even under pytest-xdist) for every multi-device check."""
+    r = _run_on_four_devices()
+    assert r["devices"] == 4
+    # the gradient: batch split 16 per device, XLA's all-reduce sums it, same as one device
+    assert r["x_shards"] == [16] and r["all_reduce"]
     for loss in ("mse", "sse_half"):
-        assert max(four_devices[loss]) < 1e-5, four_devices[loss]
-
-
-def test_four_device_training_matches_one_device(four_devices):
-    v1, v4 = four_devices["train_loss"]
+        assert max(r[loss]) < 1e-5, (loss, r[loss])
+    # 20 Adam steps of the data parallel step: same params, still replicated
+    v1, v4 = r["train_loss"]
     assert abs(v1 - v4) <= 1e-5 * abs(v1)
-    assert four_devices["train_param_diff"] < 1e-5
-    assert four_devices["param_replicated"]
-
-
-def test_training_helper_runs_data_parallel_unchanged(four_devices):
-    assert four_devices["fit_state_sharded"] == 4
-    assert four_devices["fit_state_diff"] < 1e-5
-
-
-def test_cli_data_parallel_matches_one_device(four_devices):
-    (rc1, loss1, _), (rc4, loss4, device4) = four_devices["cli"]["0"], four_devices["cli"]["1"]
+    assert r["train_param_diff"] < 1e-5 and r["param_replicated"]
+    # the training helper's fit_state, unchanged, on data_parallel_inputs
+    assert r["fit_state_sharded"] == 4 and r["fit_state_diff"] < 1e-5
+    # jaxprop train --data-parallel equals the one-device run
+    (rc1, loss1, _), (rc4, loss4, device4) = r["cli"]["0"], r["cli"]["1"]
     assert rc1 == rc4 == 0 and "x4" in device4
     assert abs(loss1 - loss4) <= 1e-5 * abs(loss1)
-    assert four_devices["cli_indivisible_rc"] == 2
-    assert "does not divide evenly over 4 devices" in four_devices["cli_indivisible_msg"]
-
-
-def test_indivisible_batch_is_a_clear_error(four_devices):
-    msg = four_devices["indivisible"]
-    assert "6 examples" in msg and "4 devices" in msg
+    # a batch that does not split evenly: one clear error, exit 2 at the CLI
+    assert "6 examples" in r["indivisible"] and "4 devices" in r["indivisible"]
+    assert r["cli_indivisible_rc"] == 2
+    assert "does not divide evenly over 4 devices" in r["cli_indivisible_msg"]
 
 
 def test_single_device_step_trains_and_bad_optimizer_is_reported():
