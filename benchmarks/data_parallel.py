@@ -23,7 +23,6 @@ import time
 
 def worker(batch: int, steps: int) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     import jaxprop as jp

@@ -89,7 +89,8 @@ def main(argv=None):
     jax_s, np_s = statistics.median(jax_times), statistics.median(np_times)
     res = {
         "device": str(jax.devices()[0]), "n": args.n, "epochs": args.epochs,
-        "population_s": jax_s, "compile_s": compile_s, "jax_startup_s": startup_s, "first_init_s": init_s, "numpy_one_network_s": np_s,
+        "population_s": jax_s, "compile_s": compile_s, "jax_startup_s": startup_s,
+        "first_init_s": init_s, "numpy_one_network_s": np_s,
         "ratio": jax_s / np_s, "ratio_with_compile": (jax_s + compile_s) / np_s,
         "solved": solved, "solved_fraction": solved / args.n,
     }

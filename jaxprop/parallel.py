@@ -141,7 +141,8 @@ class DataParallelStep:
 
 
 def make_data_parallel_step(model: Model, loss: str | Loss, optimizer, mesh: Mesh | None = None):
-    """A :class:`DataParallelStep` for ``model``/``loss``/``optimizer`` on ``mesh`` (all devices)."""
+    """A :class:`DataParallelStep` for ``model``, ``loss``, ``optimizer`` on ``mesh`` (default:
+    all devices)."""
     return DataParallelStep(model, loss, optimizer, mesh)
 
 

@@ -32,8 +32,9 @@ class PopulationResult(NamedTuple):
 
     ``params``: the trained params, each leaf with a leading ``n`` axis. ``final_loss``: ``(n,)``
     loss after training (NaN/Inf for a member that diverged). ``accuracy``: ``(n,)`` fraction of
-    correct predictions on the training data (``jaxprop.train.accuracy_fn``). ``seeds``/``lrs``: ``(n,)``
-    or ``None`` when not given. ``losses``: ``(n, epochs)`` loss before each step, if recorded.
+    correct predictions on the training data (``jaxprop.train.accuracy_fn``).
+    ``seeds``/``lrs``: ``(n,)`` or ``None`` when not given. ``losses``: ``(n, epochs)`` loss
+    before each step, if recorded.
     """
 
     params: list
@@ -50,7 +51,7 @@ class PopulationResult(NamedTuple):
 
 
 def init_population(model: Model, key: jax.Array, n: int) -> list:
-    """``n`` independent initialisations from ``jax.random.split(key, n)``; leaves get an ``n`` axis."""
+    """``n`` initialisations from ``jax.random.split(key, n)``; every leaf gets an ``n`` axis."""
     _check_n(n)
     return jax.vmap(model.init)(jax.random.split(key, n))
 

@@ -20,7 +20,8 @@ SCRIPT = textwrap.dedent("""
     import json
     import jax, jax.numpy as jnp, numpy as np, optax
     import jaxprop as jp
-    from jaxprop.parallel import data_mesh, data_parallel_grad_fn, make_data_parallel_step, shard_batch
+    from jaxprop.parallel import (
+        data_mesh, data_parallel_grad_fn, make_data_parallel_step, shard_batch)
 
     out = {"devices": len(jax.devices())}
     model = jp.mlp([3, 16, 2], activation="tanh", output_activation="identity")
