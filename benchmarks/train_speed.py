@@ -3,7 +3,7 @@
 1. XOR 2-4-1 sigmoid, sse_half, gradient descent lr 0.1, 10,000 full-batch epochs, float32,
    the same initial weights for both:
    - steady state: the whole 10,000-epoch ``lax.scan`` already compiled, against the classic
-     NumPy loop over epochs, run alternately (median of --repeats pairs, median ratio);
+     NumPy loop over epochs, run alternately (median ratio of --repeats pairs);
    - first call: ``jaxprop.fit`` in a fresh process, tracing + compilation included (JAX's
      backend is started before the clock), then the NumPy loop in the same process (median
      of --fresh processes).
@@ -11,7 +11,13 @@
    time of ``jaxprop.fit`` from the call until the test accuracy first reaches 95% (checked
    after every epoch; initialisation and compilation included, data loading not).
 
-    python benchmarks/train_speed.py [--repeats 7] [--fresh 3]
+    python benchmarks/train_speed.py [--repeats 9] [--fresh 5]
+
+The steady state is measured three times: compiled with XLA's defaults; with the options
+``fit`` picks for such a run (``jaxprop.train.auto_compiler_options``: fast compilation, and
+matmuls on the calling thread rather than Eigen's thread pool, whose hand-offs dominate a
+2-4-1 network's step); and with full optimisation but single-threaded matmuls (what to pass
+as ``fit(compiler_options=...)`` for long runs of tiny networks).
 
 Ratios are measured within one run on one machine; on a shared machine expect noise.
 """
@@ -78,9 +84,9 @@ def first_call() -> tuple[float, float]:
     return t_jax, time.perf_counter() - t0
 
 
-def steady_state(repeats: int):
+def steady_state(repeats: int, compiler_options):
     """Median seconds of the compiled 10,000-epoch loop and of the NumPy loop, run alternately
-    so that both see the same machine load; the median of the per-pair ratios."""
+    so that both see the same machine load, and the median of the per-pair ratios."""
     import jax
     import optax
 
@@ -91,18 +97,21 @@ def steady_state(repeats: int):
     state = jp.init_state(model, opt, jax.random.key(0), params=_params(*initial_weights()))
     train = jax.jit(jp.make_train_epochs(model, "sse_half", opt, 4), static_argnums=3)
     x, t = jax.numpy.asarray(X), jax.numpy.asarray(T)
-    out, _ = jax.block_until_ready(train(state, x, t, EPOCHS))
+    compiled = train.lower(state, x, t, EPOCHS).compile(compiler_options)
+    out, _ = jax.block_until_ready(compiled(state, x, t))
     w = initial_weights()
     t_jax, t_np = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(train(state, x, t, EPOCHS))
+        jax.block_until_ready(compiled(state, x, t))
         t_jax.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         ref = numpy_xor(*w)
         t_np.append(time.perf_counter() - t0)
     ratio = float(np.median(np.array(t_np) / np.array(t_jax)))
-    return float(np.median(t_jax)), float(np.median(t_np)), ratio, out.params, ref
+    diff = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(
+        (out.params[0]["W"], out.params[0]["b"], out.params[2]["W"], out.params[2]["b"]), ref))
+    return float(np.median(t_jax)), float(np.median(t_np)), ratio, diff
 
 
 def digits_to_95():
@@ -131,8 +140,8 @@ def digits_to_95():
 
 def main():
     parser = argparse.ArgumentParser(description="jaxprop training speed vs NumPy")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--fresh", type=int, default=3, help="fresh processes for first call")
+    parser.add_argument("--repeats", type=int, default=9, help="steady-state pairs")
+    parser.add_argument("--fresh", type=int, default=5, help="fresh processes for first call")
     parser.add_argument("--first-call-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.first_call_child:
@@ -142,27 +151,29 @@ def main():
 
     import jax
 
+    from jaxprop.train import auto_compiler_options
+
     print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), "
           f"{os.cpu_count()} CPU cores visible")
-    t_steady, t_np, ratio, params, ref = steady_state(args.repeats)
-    diff = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(
-        (params[0]["W"], params[0]["b"], params[2]["W"], params[2]["b"]), ref))
+    print(f"\nXOR 2-4-1, {EPOCHS:,} full-batch epochs, float32, the same initial weights")
+    auto = auto_compiler_options(17, 4, None)
+    single = {"xla_cpu_multi_thread_eigen": False}
+    for label, options in (("XLA defaults", None), (f"fit's auto options {auto}", auto),
+                           (f"{single}", single)):
+        t_jax, t_np, ratio, diff = steady_state(args.repeats, options)
+        print(f"  steady state, {label}:\n    jaxprop {t_jax * 1e3:6.1f} ms, numpy "
+              f"{t_np * 1e3:6.1f} ms -> {ratio:5.1f}x faster (median of {args.repeats} "
+              f"alternating pairs; max |jaxprop - numpy| = {diff:.1e})")
     firsts = []
     for _ in range(args.fresh):
         r = subprocess.run([sys.executable, __file__, "--first-call-child"], capture_output=True,
                            text=True, check=True)
         firsts.append(json.loads(r.stdout.strip().splitlines()[-1]))
-    t_first = float(np.median([f["jaxprop"] for f in firsts]))
-    t_np_first = float(np.median([f["numpy"] for f in firsts]))
-    first_ratio = float(np.median([f["numpy"] / f["jaxprop"] for f in firsts]))
-
-    print(f"\nXOR 2-4-1, {EPOCHS:,} full-batch epochs (float32, same initial weights; "
-          f"max |jaxprop - numpy| = {diff:.1e})")
-    print(f"  steady state: jaxprop {t_steady * 1e3:7.1f} ms, numpy {t_np * 1e3:7.1f} ms  "
-          f"-> {ratio:5.1f}x faster (median of {args.repeats} alternating pairs)")
-    print(f"  first call:   jaxprop {t_first * 1e3:7.1f} ms, numpy {t_np_first * 1e3:7.1f} ms  "
-          f"-> {first_ratio:5.2f}x numpy's speed, compile included "
-          f"(median of {args.fresh} fresh processes)")
+    ratio = float(np.median([f["numpy"] / f["jaxprop"] for f in firsts]))
+    print(f"  first call of jaxprop.fit in a fresh process (tracing + compilation included):\n"
+          f"    jaxprop {np.median([f['jaxprop'] for f in firsts]) * 1e3:6.1f} ms, numpy "
+          f"{np.median([f['numpy'] for f in firsts]) * 1e3:6.1f} ms -> {ratio:5.2f}x numpy's "
+          f"speed (median of {args.fresh} processes)")
 
     d = digits_to_95()
     if "seconds" in d:

@@ -198,3 +198,12 @@ def test_spirals_reaches_95_percent():
                           key=jax.random.key(0), log_every=600)
     assert history.records[-1]["test_accuracy"] >= 0.95, history.records[-1]
     assert history.records[-1]["train_accuracy"] >= 0.95, history.records[-1]
+
+
+def test_auto_compiler_options_depend_on_model_and_data_not_epochs():
+    from jaxprop.train import FAST_COMPILE, auto_compiler_options
+
+    xor = auto_compiler_options(17, 4, None)
+    assert xor == {**FAST_COMPILE, "xla_cpu_multi_thread_eigen": False}
+    assert auto_compiler_options(9034, 1437, 64) == FAST_COMPILE  # digits
+    assert auto_compiler_options(110_000, 60_000, 128) is None  # MNIST: XLA's defaults
