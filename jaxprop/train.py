@@ -502,11 +502,30 @@ def fit_state(
     return state, history
 
 
-def fit(model: Model, loss: str | Loss, optimizer: optax.GradientTransformation, data, *,
-        epochs: int, key: Array | None = None, **kwargs):
+def fit(
+    model: Model,
+    loss: str | Loss,
+    optimizer: optax.GradientTransformation,
+    data,
+    *,
+    epochs: int,
+    batch_size: int | None = None,
+    key: Array | None = None,
+    log_every: int | None = None,
+    callback: Callable | None = None,
+    drop_last: bool = False,
+    params=None,
+    state: TrainState | None = None,
+    accuracy: Callable | None = None,
+    donate: bool = True,
+    compiler_options: dict | str | None = "auto",
+):
     """Train ``model`` and return ``(params, history)``; see :func:`fit_state` for the options.
 
     Raises :class:`TrainingDiverged` when the loss turns NaN/Inf.
     """
-    state, history = fit_state(model, loss, optimizer, data, epochs=epochs, key=key, **kwargs)
+    state, history = fit_state(
+        model, loss, optimizer, data, epochs=epochs, batch_size=batch_size, key=key,
+        log_every=log_every, callback=callback, drop_last=drop_last, params=params, state=state,
+        accuracy=accuracy, donate=donate, compiler_options=compiler_options)
     return state.params, history
