@@ -57,14 +57,15 @@ def decision_boundary(predict: Callable, x, labels, path, *, x_test=None, labels
     xx, yy = np.meshgrid(g0, g1)
     grid = np.stack([xx.ravel(), yy.ravel()], 1).astype(x.dtype)
     zz = np.asarray(predict(grid)).reshape(xx.shape)
+    top = int(max(zz.max(), np.max(labels), 1 if labels_test is None else np.max(labels_test)))
+    color = dict(cmap="coolwarm", vmin=0, vmax=max(top, 1))  # the same colour for a class
     fig = _figure((5.5, 5))
     ax = fig.add_subplot()
-    ax.contourf(xx, yy, zz, alpha=0.3, cmap="coolwarm", levels=np.arange(zz.max() + 2) - 0.5)
-    ax.scatter(x[:, 0], x[:, 1], c=labels, cmap="coolwarm", s=12, edgecolors="k", lw=0.3,
-               label="train")
+    ax.contourf(xx, yy, zz, alpha=0.3, levels=np.arange(top + 2) - 0.5, **color)
+    ax.scatter(x[:, 0], x[:, 1], c=labels, s=12, edgecolors="k", lw=0.3, label="train", **color)
     if x_test is not None:
-        ax.scatter(x_test[:, 0], x_test[:, 1], c=labels_test, cmap="coolwarm", s=20,
-                   marker="x", label="test")
+        ax.scatter(x_test[:, 0], x_test[:, 1], c=labels_test, s=20, marker="x", label="test",
+                   **color)
     ax.set_title(title)
     ax.legend(loc="best", framealpha=0.6)
     fig.tight_layout()
