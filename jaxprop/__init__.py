@@ -1,13 +1,19 @@
-"""jaxprop: backpropagation written by hand for feedforward networks, compiled with JAX.
+"""jaxprop: backpropagation written by hand for feedforward neural networks, compiled with JAX.
 
 Networks are pure pytrees of parameters with pure functions around them; the backward pass is
 the chain rule, layer by layer, and is proven equal to ``jax.grad`` and to finite differences.
+
+Layout: ``jaxprop.core`` (layers, losses, networks, backprop), ``jaxprop.train`` (the training
+step, loops and ``fit``), ``jaxprop.scale`` (populations, per-example gradients, data parallel,
+the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples),
+``jaxprop.runs`` (run folders), ``jaxprop.data``, ``jaxprop.bench`` and ``jaxprop.cli``.
 """
 
-from jaxprop.backprop import loss_and_grad_fn, validate_data, value_and_grad
-from jaxprop.gradcheck import GradCheckReport, LeafCheck, check_gradients
-from jaxprop.layers import (
+from jaxprop.core.backprop import loss_and_grad_fn, loss_grad_state_fn, value_and_grad
+from jaxprop.core.checks import check_output_fits_loss, validate_data
+from jaxprop.core.layers import (
     ACTIVATIONS,
+    INITIALIZERS,
     Dense,
     Gelu,
     Identity,
@@ -19,15 +25,24 @@ from jaxprop.layers import (
     Softplus,
     Tanh,
     activation,
+    elementwise,
     get_initializer,
 )
-from jaxprop.losses import LOSSES, Loss, get_loss
-from jaxprop.network import Model, mlp, serial
-from jaxprop.bridge import as_jax_function
-from jaxprop.parallel import data_mesh, data_parallel_grad_fn, make_data_parallel_step, shard_batch
-from jaxprop.per_example import clip_per_example, per_example_grads, per_example_norms
-from jaxprop.population import PopulationResult, fit_population, init_population
+from jaxprop.core.losses import LOSSES, Loss, get_loss, make_loss
+from jaxprop.core.network import Model, mlp, serial
+from jaxprop.scale.bridge import as_jax_function
+from jaxprop.scale.parallel import (
+    data_mesh,
+    data_parallel_grad_fn,
+    data_parallel_inputs,
+    make_data_parallel_step,
+    shard_batch,
+)
+from jaxprop.scale.per_example import clip_per_example, per_example_grads, per_example_norms
+from jaxprop.scale.population import PopulationResult, fit_population, init_population
+from jaxprop.tools.gradcheck import GradCheckReport, LeafCheck, check_gradients
 from jaxprop.train import (
+    OPTIMIZERS,
     History,
     TrainingDiverged,
     TrainState,
@@ -44,13 +59,15 @@ from jaxprop.train import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "LOSSES", "Dense", "Gelu", "Identity", "Layer", "LeakyRelu", "Loss", "Model",
-    "Relu", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation", "get_initializer",
+    "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Dense", "Gelu", "Identity", "Layer",
+    "LeakyRelu", "Loss", "Model", "Relu", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation",
+    "elementwise", "get_initializer", "get_loss", "make_loss", "mlp", "serial",
+    "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn", "validate_data",
+    "value_and_grad",
     "GradCheckReport", "LeafCheck", "check_gradients",
     "PopulationResult", "as_jax_function", "clip_per_example", "data_mesh",
-    "data_parallel_grad_fn", "fit_population", "init_population", "make_data_parallel_step",
-    "per_example_grads", "per_example_norms", "shard_batch",
-    "get_loss", "loss_and_grad_fn", "mlp", "serial", "validate_data", "value_and_grad",
+    "data_parallel_grad_fn", "data_parallel_inputs", "fit_population", "init_population",
+    "make_data_parallel_step", "per_example_grads", "per_example_norms", "shard_batch",
     "History", "TrainState", "TrainingDiverged", "fit", "fit_state", "init_state",
     "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
     "masked_loss_and_grad_fn",

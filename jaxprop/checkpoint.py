@@ -1,13 +1,17 @@
 """Checkpoints: a :class:`~jaxprop.train.TrainState` and its config in one ``.npz`` file.
 
-Format (version 1): every leaf of ``params`` and ``opt_state`` is an array named ``params/0``,
-``opt_state/3``, ...; the PRNG key is stored as its raw ``key_data`` (``key``); ``__header__`` is
-a uint8 array holding UTF-8 JSON::
+Format (version 2): every leaf of ``params``, ``opt_state`` and ``model_state`` (the model's
+per-layer state, e.g. BatchNorm statistics) is an array named ``params/0``, ``opt_state/3``,
+``model_state/1``, ...; the PRNG key is stored as its raw ``key_data`` (``key``); ``__header__``
+is a uint8 array holding UTF-8 JSON::
 
-    {"format": "jaxprop-checkpoint", "version": 1, "epoch": int, "config": {...},
+    {"format": "jaxprop-checkpoint", "version": 2, "epoch": int, "config": {...},
      "key_impl": "threefry2x32",
      "trees": {"params": {"treedef": str, "leaves": [{"path", "name", "shape", "dtype"}]},
-               "opt_state": {...}}}
+               "opt_state": {...}, "model_state": {...}}}
+
+Version 1 (no ``model_state``) still loads for models without state; for a model with state
+it is refused with an error naming the version.
 
 ``path`` is ``jax.tree_util.keystr`` of each leaf, so a file can be read and checked against a
 template (fresh params and optimizer state built from the config) without pickling any code:
@@ -29,10 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprop.train import TrainState
+from jaxprop.train.step import TrainState
 
 FORMAT = "jaxprop-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+TREES = ("params", "opt_state", "model_state")
 FILENAME = "checkpoint.npz"
 
 
@@ -49,7 +55,7 @@ def _flatten(prefix: str, tree) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def save(path: str | os.PathLike, state: TrainState, config: dict | None = None) -> Path:
-    """Write ``state`` (params, optimizer state, key, epoch) and ``config`` to ``path``.
+    """Write ``state`` (params, optimizer and model state, key, epoch) and ``config`` to ``path``.
 
     ``path`` is a file, or a directory (then ``path/checkpoint.npz``). Atomic; returns the file.
     """
@@ -58,7 +64,7 @@ def save(path: str | os.PathLike, state: TrainState, config: dict | None = None)
         path = path / FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
     trees, arrays = {}, {}
-    for name in ("params", "opt_state"):
+    for name in TREES:
         trees[name], a = _flatten(name, getattr(state, name))
         arrays.update(a)
     key = state.key
@@ -131,10 +137,20 @@ class Checkpoint:
         """A :class:`TrainState` from the file, structured like ``template``."""
         params = self._tree("params", template.params)
         opt_state = self._tree("opt_state", template.opt_state)
+        if "model_state" in self.header["trees"]:
+            model_state = self._tree("model_state", template.model_state)
+        elif jax.tree.leaves(template.model_state):
+            raise ValueError(
+                f"{self.path}: checkpoint format version {self.header.get('version')} holds no "
+                "model state, but this model has state (e.g. BatchNorm statistics)"
+            )
+        else:
+            model_state = template.model_state
         key = jnp.asarray(self.arrays["key"])
         if self.header.get("key_impl"):
             key = jax.random.wrap_key_data(key, impl=self.header["key_impl"])
-        return TrainState(params, opt_state, key, jnp.asarray(self.epoch, jnp.int32))
+        return TrainState(params, opt_state, key, jnp.asarray(self.epoch, jnp.int32),
+                          model_state)
 
 
 def load(path: str | os.PathLike) -> Checkpoint:
@@ -164,10 +180,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path}: not a jaxprop checkpoint (format {header.get('format')!r})"
                          if isinstance(header, dict) else f"{path}: not a jaxprop checkpoint")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise ValueError(
             f"{path}: checkpoint format version {header.get('version')!r} is not supported "
-            f"(this jaxprop reads version {VERSION})"
+            f"(this jaxprop reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
     try:
         names = [leaf["name"] for tree in header["trees"].values() for leaf in tree["leaves"]]

@@ -71,3 +71,37 @@ def decision_boundary(predict: Callable, x, labels, path, *, x_test=None, labels
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)
+
+
+def population_histogram(result, path, *, title: str | None = None) -> Path:
+    """Histogram of a population's final losses (log-spaced bins; one stacked colour per
+    learning rate when several), from a :class:`~jaxprop.scale.population.PopulationResult`.
+
+    Diverged members (NaN/Inf loss) are left out of the bars and counted in the title.
+    """
+    losses = np.asarray(result.final_loss, dtype=np.float64)
+    finite = losses[np.isfinite(losses)]
+    fig = _figure()
+    ax = fig.add_subplot()
+    if finite.size:
+        lo, hi = max(finite.min(), 1e-12), max(finite.max(), 1e-12)
+        bins = np.geomspace(lo, hi * (1 + 1e-9), 40) if hi > lo * 1.01 else 40
+        lrs = None if result.lrs is None else np.asarray(result.lrs)
+        ok = np.isfinite(losses)
+        if lrs is not None and len(np.unique(lrs)) > 1:
+            groups = [np.clip(losses[ok & (lrs == lr)], 1e-12, None) for lr in np.unique(lrs)]
+            ax.hist(groups, bins=bins, stacked=True, label=[f"lr {lr:g}" for lr in np.unique(lrs)])
+            ax.legend()
+        else:
+            ax.hist(np.clip(finite, 1e-12, None), bins=bins, color="tab:blue")
+        if not isinstance(bins, int):
+            ax.set_xscale("log")
+    ax.set_xlabel("final training loss")
+    ax.set_ylabel("members")
+    n, bad = losses.size, losses.size - finite.size
+    solved = int(result.solved.sum())
+    ax.set_title(title or f"{n} networks: {solved} solved"
+                 + (f", {bad} diverged" if bad else ""))
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import jaxprop as jp
-from jaxprop.bridge import as_jax_function
+from jaxprop.scale.bridge import as_jax_function
 
 TOL = {jnp.float32: dict(rtol=2e-5, atol=2e-6), jnp.float64: dict(rtol=1e-10, atol=1e-12)}
 CASES = [  # (loss, output activation, target maker)
@@ -67,7 +67,7 @@ def test_under_jit_and_vmap():
 def test_custom_loss_gets_zero_target_gradient():
     model, params, x, t = _setup("identity", lambda z: z, jnp.float64)
     base = jp.get_loss("mse")
-    custom = jp.Loss(base.value, base.grad, "my_mse")
+    custom = jp.Loss(base.value, base.grad, "my_mse", reduction="mean_all", from_logits=False)
     gp, gt = jax.grad(as_jax_function(model, custom), argnums=(0, 2))(params, x, t)
     chex.assert_trees_all_close(gp, jax.grad(_plain(model, "mse"))(params, x, t), rtol=1e-10)
     assert not np.any(gt)

@@ -44,7 +44,7 @@ def test_header_records_the_tree_structure(tmp_path):
     checkpoint.save(tmp_path / "c.npz", _state(), {})
     with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
         header = json.loads(z["__header__"].tobytes())
-    assert header["format"] == "jaxprop-checkpoint" and header["version"] == 1
+    assert header["format"] == "jaxprop-checkpoint" and header["version"] == 2
     paths = [leaf["path"] for leaf in header["trees"]["params"]["leaves"]]
     assert paths == ["[0]['W']", "[0]['b']", "[2]['W']", "[2]['b']"]
     assert "mu" in json.dumps(header["trees"]["opt_state"])

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprop import explain as ex
+from jaxprop.tools import explain as ex
 from jaxprop.cli import main
 
 KEYS = ["z", "a", "delta", "dW", "db", "W_after", "b_after"]
@@ -297,7 +297,7 @@ def test_subprocess_json_float64_without_global_x64():
     close(r["steps"][0]["layers"][1]["W_after"], [[0.278948], [0.878631]])
 
     code = (
-        "import jax, jax.numpy as jnp; from jaxprop.explain import explain, load_example; "
+        "import jax, jax.numpy as jnp; from jaxprop.tools.explain import explain, load_example; "
         "explain(load_example('2-2-1')); print(jax.config.jax_enable_x64, jnp.ones(1).dtype)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

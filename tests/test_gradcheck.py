@@ -7,15 +7,14 @@ import pytest
 
 import jaxprop as jp
 from jaxprop.cli import main
-from jaxprop.cli import check as check_cli
-from jaxprop.layers import _activation
+from jaxprop.tools import presets
 
 
 def mixed_problem(dtype, batch=8, seed=0):
-    model, loss = check_cli.mixed_preset(dtype)
+    model, loss = presets.mixed_preset(dtype)
     kp, kd = jax.random.split(jax.random.key(seed))
-    params, out_shape = model.init_with_shape(kp, model.in_shape)
-    x, t = check_cli.make_data(kd, loss, model.in_shape, out_shape, batch, dtype)
+    params, _, out_shape = model.init(kp, model.in_shape)
+    x, t = presets.make_data(kd, loss, model.in_shape, out_shape, batch, dtype)
     return model, loss, params, x, t
 
 
@@ -43,7 +42,7 @@ def broken_tanh(factor=1.5):
         y = jnp.tanh(x)
         return y, y
 
-    return _activation("broken_tanh", forward, lambda y, dy: factor * dy * (1 - y * y))
+    return jp.elementwise("broken_tanh", forward, lambda y, dy: factor * dy * (1 - y * y))
 
 
 @pytest.mark.parametrize("factor", [1.5, 1.0 + 1e-4])
@@ -100,7 +99,7 @@ def test_cli_check_exits_1_when_a_gradient_is_wrong(capsys, monkeypatch):
                           in_shape=(3,))
         return model, "mse"
 
-    monkeypatch.setattr(check_cli, "mixed_preset", broken_preset)
+    monkeypatch.setattr(presets, "mixed_preset", broken_preset)
     assert main(["check", "--dtype", "float64"]) == 1
     out = capsys.readouterr().out
     assert "NO" in out and "FAILED: 2 of 4" in out
@@ -108,7 +107,7 @@ def test_cli_check_exits_1_when_a_gradient_is_wrong(capsys, monkeypatch):
 
 def test_report_errors_follow_the_documented_definition():
     g, r = np.array([1.0, 0.0, -2.0]), np.array([1.0 + 1e-6, 1e-9, -2.0])
-    from jaxprop.gradcheck import ATOL_FRAC, _errors
+    from jaxprop.tools.gradcheck import ATOL_FRAC, _errors
 
     abs_err, rel_err, ok = _errors(g, r, rtol=1e-5, scale=2.0)
     assert abs_err == pytest.approx(1e-6)

@@ -31,7 +31,7 @@ def away_from_kinks(seed, shape, dtype):
 
 def setup(name, dtype, batch=(3,)):
     layer = LAYERS[name](dtype)
-    params, out_shape = layer.init(jax.random.key(0), (4,))
+    params, _, out_shape = layer.init(jax.random.key(0), (4,))
     x = away_from_kinks(1, (*batch, 4), dtype)
     dy = jnp.asarray(np.random.default_rng(2).normal(size=(*batch, *out_shape)), dtype)
     return layer, params, x, dy
@@ -44,11 +44,11 @@ class LayerBackwardTest(chex.TestCase):
         layer, params, x, dy = setup(name, dtype)
 
         def hand(params, x, dy):
-            y, residuals = layer.forward(params, x)
+            y, residuals, _ = layer.forward(params, (), x)
             return y, layer.backward(params, residuals, dy)
 
         def reference(params, x, dy):
-            y, vjp = jax.vjp(lambda p, x: layer.forward(p, x)[0], params, x)
+            y, vjp = jax.vjp(lambda p, x: layer.forward(p, (), x)[0], params, x)
             return y, vjp(dy)
 
         with jax.default_matmul_precision("highest"):
@@ -66,10 +66,10 @@ def test_backward_matches_finite_differences(name):
     layer, params, x, dy = setup(name, np.float64)
 
     def f(params, x):
-        return layer.forward(params, x)[0]
+        return layer.forward(params, (), x)[0]
 
     def f_vjp(params, x):
-        y, residuals = layer.forward(params, x)
+        y, residuals, _ = layer.forward(params, (), x)
         return y, lambda dy: layer.backward(params, residuals, dy)
 
     with jax.default_matmul_precision("highest"):
@@ -81,9 +81,11 @@ def test_backward_matches_finite_differences(name):
 @pytest.mark.parametrize("batch", [(), (3,), (2, 3)], ids=str)
 def test_init_out_shape_matches_forward(name, in_shape, batch):
     layer = LAYERS[name](np.float32)
-    params, out_shape = layer.init(jax.random.key(1), in_shape)
+    params, state, out_shape = layer.init(jax.random.key(1), in_shape)
+    assert state == ()
     x = away_from_kinks(3, (*batch, *in_shape), np.float32)
-    y, residuals = layer.forward(params, x)
+    y, residuals, new_state = layer.forward(params, state, x)
+    assert new_state == ()
     assert y.shape == (*batch, *out_shape)
     dparams, dx = layer.backward(params, residuals, jnp.ones_like(y))
     assert dx.shape == x.shape
@@ -93,7 +95,7 @@ def test_init_out_shape_matches_forward(name, in_shape, batch):
 def test_nested_model_is_a_layer_with_agreeing_shapes():
     inner = jp.mlp([4, 6, 3], "tanh", "identity")
     model = jp.serial(inner, jp.Dense(2), jp.activation("sigmoid"), in_shape=(4,))
-    params, out_shape = model.init_with_shape(jax.random.key(0), (4,))
+    params, _, out_shape = model.init(jax.random.key(0), (4,))
     assert out_shape == (2,)
     for batch in [(), (5,)]:
         x = jnp.ones((*batch, 4), jnp.float32)
@@ -103,7 +105,7 @@ def test_nested_model_is_a_layer_with_agreeing_shapes():
 def test_leaky_relu_custom_slope_is_used():
     layer = jp.LeakyRelu(0.2)
     x = jnp.array([-2.0, 3.0], jnp.float64)
-    y, r = layer.forward((), x)
+    y, r, _ = layer.forward((), (), x)
     chex.assert_trees_all_close(y, jnp.array([-0.4, 3.0]))
     _, dx = layer.backward((), r, jnp.ones_like(x))
     chex.assert_trees_all_close(dx, jnp.array([0.2, 1.0]))

@@ -13,14 +13,15 @@ import optax
 import pytest
 
 import jaxprop as jp
-from jaxprop.parallel import as_optimizer, data_mesh, make_data_parallel_step
+from jaxprop.scale.parallel import data_mesh, make_data_parallel_step
+from jaxprop.train import as_optimizer
 
 # Runs with XLA_FLAGS=--xla_force_host_platform_device_count=4 (must be set before jax starts).
 SCRIPT = textwrap.dedent("""
     import json
     import jax, jax.numpy as jnp, numpy as np, optax
     import jaxprop as jp
-    from jaxprop.parallel import (
+    from jaxprop.scale.parallel import (
         data_mesh, data_parallel_grad_fn, make_data_parallel_step, shard_batch)
 
     out = {"devices": len(jax.devices())}
@@ -56,7 +57,7 @@ SCRIPT = textwrap.dedent("""
     leaf = jax.tree.leaves(p4)[0]
     out["param_replicated"] = leaf.is_fully_replicated and len(leaf.sharding.device_set) == 4
     # the training helper's fit_state, unchanged, on data_parallel_inputs
-    from jaxprop.parallel import data_parallel_inputs
+    from jaxprop.scale.parallel import data_parallel_inputs
     from jaxprop.train import fit_state, init_state
     opt = optax.sgd(0.1)
     s1, _ = fit_state(model, "mse", opt, (x, t), epochs=30, key=jax.random.key(4))

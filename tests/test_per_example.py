@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxprop as jp
-from jaxprop.per_example import clip_per_example, per_example_grads, per_example_norms
+from jaxprop.scale.per_example import clip_per_example, per_example_grads, per_example_norms
 
 
 def _setup(dtype=jnp.float64, out="identity"):

@@ -11,8 +11,9 @@ import pytest
 
 import jaxprop as jp
 from jaxprop.train import init_state
-from jaxprop.population import (
-    PopulationResult, fit_population, init_population, plot_population, population_records)
+from jaxprop.plots import population_histogram as plot_population
+from jaxprop.runs import population_records
+from jaxprop.scale.population import PopulationResult, fit_population, init_population
 
 X = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]], jnp.float32)
 T = jnp.array([[0], [1], [1], [0]], jnp.float32)
@@ -112,12 +113,15 @@ def test_bad_population_arguments_are_reported():
 
 
 def test_write_population_run_for_the_cli(tmp_path):
-    from jaxprop.data import load
-    from jaxprop.population import parse_lr_sweep, write_population_run
+    from jaxprop.cli.train import parse_lr_sweep
+    from jaxprop.runs import population_run
 
     lrs = parse_lr_sweep("0.5,2")
-    m = write_population_run(MODEL, "sse_half", "sgd", load("xor"), tmp_path, population=3,
-                             lrs=lrs, seed=5, epochs=400)
+    cfg = dict(dataset="xor", data_dir=None, csv=None, label_column=None, seed=5, hidden=[4],
+               activation="sigmoid", output_activation="sigmoid", loss="sse_half",
+               init="normal", optimizer="sgd", lr=0.1, epochs=400, batch_size=None,
+               drop_last=False, log_every=400, out=str(tmp_path))  # the classic 2-4-1 network
+    m = population_run(cfg, population=3, lrs=lrs)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(m))
     members = saved["population"]

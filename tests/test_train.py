@@ -16,32 +16,11 @@ from jaxprop.train import (
     fit,
     fit_state,
     init_state,
-    loss_reduction,
     make_train_epochs,
     masked_loss_and_grad_fn,
 )
 
-XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float64)
-XOR_T = np.array([[0], [1], [1], [0]], np.float64)
-
-
-def _sigmoid(z):
-    return 1 / (1 + np.exp(-z))
-
-
-def numpy_xor(W1, b1, W2, b2, lr, epochs):
-    """The classic NumPy program: full-batch gradient descent on 1/2 sum of squared errors."""
-    W1, b1, W2, b2 = (a.copy() for a in (W1, b1, W2, b2))
-    for _ in range(epochs):
-        h = _sigmoid(XOR_X @ W1 + b1)
-        y = _sigmoid(h @ W2 + b2)
-        d2 = (y - XOR_T) * y * (1 - y)
-        d1 = (d2 @ W2.T) * h * (1 - h)
-        W2 -= lr * h.T @ d2
-        b2 -= lr * d2.sum(0)
-        W1 -= lr * XOR_X.T @ d1
-        b1 -= lr * d1.sum(0)
-    return W1, b1, W2, b2
+from jaxprop.bench.numpy_baseline import XOR_T, XOR_X, classic_xor
 
 
 def test_xor_reproduces_the_classic_numpy_program_exactly():
@@ -52,7 +31,7 @@ def test_xor_reproduces_the_classic_numpy_program_exactly():
     params0 = [{"W": W1, "b": b1}, (), {"W": W2, "b": b2}, ()]
     params, history = fit(model, "sse_half", optax.sgd(0.1), (XOR_X, XOR_T), epochs=10_000,
                           key=jax.random.key(0), params=params0, log_every=4000)
-    ref = numpy_xor(W1, b1, W2, b2, 0.1, 10_000)
+    ref = classic_xor(W1, b1, W2, b2, lr=0.1, epochs=10_000)
     got = (params[0]["W"], params[0]["b"], params[2]["W"], params[2]["b"])
     for g, r in zip(got, ref):
         np.testing.assert_allclose(np.asarray(g), r, rtol=0, atol=1e-8)
@@ -85,9 +64,9 @@ def test_masked_gradient_equals_the_unpadded_batch(loss):
 
 
 def test_loss_reduction():
-    assert loss_reduction("sse_half") == "sum"
+    assert jp.get_loss("sse_half").reduction == "sum"
     for name in ("mse", "bce", "bce_with_logits", "softmax_cross_entropy"):
-        assert loss_reduction(name) == "mean"
+        assert jp.get_loss(name).reduction in ("mean_rows", "mean_all")
 
 
 _MODEL, _ADAM = jp.mlp([2, 3, 1], "tanh", "identity"), optax.adam(1e-2)

@@ -10,8 +10,10 @@ import numpy as np
 
 import jaxprop as jp
 
-X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float64)
-Y = np.array([[0], [1], [1], [0]], np.float64)
+from jaxprop.bench.numpy_baseline import XOR_T as Y
+from jaxprop.bench.numpy_baseline import XOR_X as X
+from jaxprop.bench.numpy_baseline import classic_xor
+
 LR, EPOCHS, SEED = 0.1, 10_000, 0  # seed 0 solves XOR (some seeds get stuck in a local minimum)
 
 
@@ -20,18 +22,9 @@ def sigmoid(z):
 
 
 def numpy_xor(W1, b1, W2, b2):
-    """The textbook program: forward, deltas, and in-place updates, written out."""
-    W1, b1, W2, b2 = (np.array(a, np.float64) for a in (W1, b1, W2, b2))
-    for _ in range(EPOCHS):
-        hidden = sigmoid(X @ W1 + b1)
-        out = sigmoid(hidden @ W2 + b2)
-        d_out = (out - Y) * out * (1 - out)  # dE/dz2 for E = 1/2 sum (out - y)^2
-        d_hidden = (d_out @ W2.T) * hidden * (1 - hidden)  # dE/dz1
-        W2 -= LR * hidden.T @ d_out
-        b2 -= LR * d_out.sum(axis=0)
-        W1 -= LR * X.T @ d_hidden
-        b1 -= LR * d_hidden.sum(axis=0)
-    return W1, b1, W2, b2
+    """The textbook program (forward, deltas, in-place updates), in float64."""
+    return classic_xor(*(np.array(a, np.float64) for a in (W1, b1, W2, b2)), lr=LR,
+                       epochs=EPOCHS)
 
 
 def test_jaxprop_matches_numpy_xor_and_solves_it():

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxprop.data.synthetic import xor
+
 # --------------------------------------------------------------------------------------------
 # Activations: forward(z) -> (a, residual); backward(residual, da) -> dz.
 
@@ -140,8 +142,31 @@ def from_jaxprop(params):
     return [(np.array(p["W"]), np.array(p["b"])) for p in params if p]
 
 
-XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
-XOR_T = np.array([[0], [1], [1], [0]], dtype=np.float64)
+XOR_X, XOR_T = (a.astype(np.float64) for a in xor())
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def classic_xor(W1, b1, W2, b2, *, lr=0.1, epochs=10_000, x=None, t=None):
+    """The classic program, written out: a 2-4-1 sigmoid network, full-batch gradient descent
+    on ``1/2 sum((out - t)^2)`` with in-place updates. Works in the weights' dtype (the inputs
+    are not modified); ``x``/``t`` default to the four XOR patterns. Returns the trained
+    ``(W1, b1, W2, b2)``."""
+    W1, b1, W2, b2 = (np.array(a) for a in (W1, b1, W2, b2))
+    x = (XOR_X if x is None else np.asarray(x)).astype(W1.dtype)
+    t = (XOR_T if t is None else np.asarray(t)).astype(W1.dtype)
+    for _ in range(epochs):
+        hidden = _sigmoid(x @ W1 + b1)
+        out = _sigmoid(hidden @ W2 + b2)
+        d_out = (out - t) * out * (1 - out)  # dE/dz2 for E = 1/2 sum (out - t)^2
+        d_hidden = (d_out @ W2.T) * hidden * (1 - hidden)  # dE/dz1
+        W2 -= lr * hidden.T @ d_out
+        b2 -= lr * d_out.sum(axis=0)
+        W1 -= lr * x.T @ d_hidden
+        b1 -= lr * d_hidden.sum(axis=0)
+    return W1, b1, W2, b2
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Builds a preset network (``--preset mixed|xor``) or a described one (``--sizes 4,16,8,3
 --activation tanh --output-activation identity --loss mse``), draws a batch of inputs and
-targets that suit the loss, runs :func:`jaxprop.gradcheck.check_gradients` and prints a table
+targets that suit the loss, runs :func:`jaxprop.tools.gradcheck.check_gradients` and prints a table
 and a one-line verdict. Exit 0 when every leaf agrees, 1 when any does not, 2 on bad arguments.
 """
 
@@ -12,56 +12,13 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxprop.gradcheck import MAX_FD_COORDS, GradCheckReport, check_gradients
-from jaxprop.layers import ACTIVATIONS, Dense, activation
-from jaxprop.losses import LOSSES, get_loss
-from jaxprop.network import Model, mlp, serial
-
-PRESETS = ("mixed", "xor")
-
-
-def mixed_preset(dtype=jnp.float32) -> tuple[Model, str]:
-    """Five Dense layers (4 -> 8 -> 8 -> 8 -> 8 -> 3) using every activation in ACTIVATIONS.
-
-    Loss ``mse`` on the softmax output.
-    """
-    d = dict(dtype=dtype)
-    model = serial(
-        Dense(8, **d), activation("tanh"), activation("gelu"),
-        Dense(8, **d), activation("leaky_relu"), activation("sigmoid"),
-        Dense(8, **d), activation("relu"), activation("softplus"),
-        Dense(8, **d), activation("gelu_tanh"), activation("identity"),
-        Dense(3, **d), activation("softmax"),
-        in_shape=(4,),
-    )  # fmt: skip
-    used = {layer.name for layer in model.layers}
-    assert set(ACTIVATIONS) <= used, set(ACTIVATIONS) - used
-    return model, "mse"
-
-
-def xor_preset(dtype=jnp.float32) -> tuple[Model, str]:
-    """The classic 2-4-1 sigmoid network, standard-normal weights, sum-of-squares loss."""
-    return mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal", dtype=dtype), "sse_half"
-
-
-XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float64)
-XOR_T = np.array([[0], [1], [1], [0]], np.float64)
-
-
-def make_data(key, loss_name: str, in_shape, out_shape, batch: int, dtype):
-    """Inputs ~ N(0, 1) and targets that suit the loss (probabilities, one-hot, or reals)."""
-    kx, kt = jax.random.split(key)
-    x = jax.random.normal(kx, (batch, *in_shape), dtype)
-    shape = (batch, *out_shape)
-    if loss_name in ("bce", "bce_with_logits"):
-        t = jax.random.uniform(kt, shape, dtype)
-    elif loss_name == "softmax_cross_entropy":
-        t = jax.nn.one_hot(jax.random.randint(kt, shape[:-1], 0, shape[-1]), shape[-1], dtype=dtype)
-    else:
-        t = jax.random.normal(kt, shape, dtype)
-    return x, t
+from jaxprop.core.checks import check_output_fits_loss
+from jaxprop.core.layers import ACTIVATIONS
+from jaxprop.core.losses import LOSSES, get_loss
+from jaxprop.core.network import Model, mlp
+from jaxprop.tools.gradcheck import MAX_FD_COORDS, GradCheckReport, check_gradients
+from jaxprop.tools.presets import PRESETS, make_data, preset, xor_data
 
 
 def _sizes(text: str) -> list[int]:
@@ -104,15 +61,10 @@ def build(args) -> tuple[Model, str]:
         model = mlp(_sizes(args.sizes), acts, args.output_activation, dtype=dtype)
         loss_name = args.loss or "mse"
     else:
-        model, loss_name = (xor_preset if args.preset == "xor" else mixed_preset)(dtype)
+        model, loss_name = preset(args.preset or "mixed", dtype)
         loss_name = args.loss or loss_name
     loss_name = get_loss(loss_name).name  # unknown name -> ValueError
-    last = model.layers[-1].name
-    if loss_name == "bce" and last not in ("sigmoid", "softmax"):
-        raise ValueError(
-            f"loss bce takes probabilities but the output activation is {last}; "
-            "use --output-activation sigmoid, or --loss bce_with_logits"
-        )
+    check_output_fits_loss(model, loss_name)
     return model, loss_name
 
 
@@ -123,9 +75,9 @@ def run(args) -> int:
         model, loss_name = build(args)
         dtype = jnp.dtype(args.dtype)
         k_params, k_data = jax.random.split(jax.random.key(args.seed))
-        params, out_shape = model.init_with_shape(k_params, model.in_shape)
+        params, _, out_shape = model.init(k_params, model.in_shape)
         if args.preset == "xor" and args.sizes is None:
-            x, t = jnp.asarray(XOR_X, dtype), jnp.asarray(XOR_T, dtype)
+            x, t = xor_data(dtype)
         else:
             x, t = make_data(k_data, loss_name, model.in_shape, out_shape, args.batch, dtype)
         report = check_gradients(

@@ -37,7 +37,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxprop import explain as ex
+    from jaxprop.tools import explain as ex
 
     if args.list_examples:
         for name, description in ex.list_examples().items():
@@ -50,5 +50,83 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        ex.render(spec, result)
+        render(spec, result)
     return 0
+
+
+def _f(v: float) -> str:
+    return f"{v:.6f}"
+
+
+def render(spec, result: dict, console=None) -> None:
+    """Print ``result`` (from :func:`explain` on ``spec``) as rich panels and tables."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table
+
+    console = console or Console()
+    widths = [spec.input.shape[1]] + [ls.W.shape[1] for ls in spec.layers]
+    acts = ", ".join(ls.activation for ls in spec.layers)
+    head = f"[bold]Network[/] {' → '.join(map(str, widths))}  ·  activations {acts}"
+    head += f"\n[bold]Loss[/] {spec.loss}  ·  learning rate {spec.learning_rate:g}  ·  "
+    biases = "updated" if spec.update_biases else "fixed"
+    head += f"steps {len(result['steps'])}  ·  biases {biases}"
+    if spec.description:
+        head = f"{escape(spec.description)}\n{head}"
+    head += (
+        "\n[dim]W is (in, out): W\\[i]\\[j] connects input i to unit j (0-based, as in the JSON). "
+        "delta = dL/dz; textbooks writing delta = (t - y)·f'(z) for sse_half have the opposite "
+        "sign. Update: p ← p − lr·dL/dp.[/]"
+    )
+    console.print(Panel(head, title="jaxprop explain", expand=False))
+    data = Table(box=box.SIMPLE, title="Data")
+    data.add_column("example")
+    data.add_column("input")
+    data.add_column("target")
+    for e, (xr, tr) in enumerate(zip(spec.input, spec.target)):
+        data.add_row(str(e), ", ".join(map(_f, xr)), ", ".join(map(_f, tr)))
+    console.print(data)
+
+    Ws = [ls.W.tolist() for ls in spec.layers]
+    bs = [ls.b.tolist() for ls in spec.layers]
+    n = len(result["steps"])
+    for s, st in enumerate(result["steps"]):
+        after = result["steps"][s + 1]["loss"] if s + 1 < n else result["final_loss"]
+        console.rule(
+            f"[bold]Step {s + 1}/{n}[/]  loss before {_f(st['loss'])}  →  after {_f(after)}"
+        )
+        batch = len(st["layers"][0]["z"])
+        for k, (ls, r) in enumerate(zip(spec.layers, st["layers"])):
+            w_in, w_out = len(Ws[k]), len(Ws[k][0])
+            units = Table(
+                box=box.SIMPLE_HEAD,
+                title=f"layers[{k}]: Dense {w_in} → {w_out}, {ls.activation}",
+                title_justify="left",
+            )
+            if batch > 1:
+                units.add_column("example", justify="right")
+            for col in ("unit", "z (pre-activation)", f"a = {ls.activation}(z)", "delta = dL/dz"):
+                units.add_column(col, justify="right")
+            for e in range(batch):
+                for j in range(w_out):
+                    cells = [str(j), _f(r["z"][e][j]), _f(r["a"][e][j]), _f(r["delta"][e][j])]
+                    units.add_row(*([str(e)] if batch > 1 else []) + cells)
+            console.print(units)
+            ps = Table(box=box.SIMPLE_HEAD)
+            for col in ("parameter", "before", "dL/dparam", "after"):
+                ps.add_column(col, justify="right")
+            for i in range(w_in):
+                for j in range(w_out):
+                    ps.add_row(
+                        f"W[{i}][{j}] (in {i} → unit {j})",
+                        _f(Ws[k][i][j]), _f(r["dW"][i][j]), _f(r["W_after"][i][j]),
+                    )
+            for j in range(w_out):
+                note = "" if spec.update_biases else " (fixed)"
+                ps.add_row(f"b[{j}]{note}", _f(bs[k][j]), _f(r["db"][j]), _f(r["b_after"][j]))
+            console.print(ps)
+            Ws[k], bs[k] = r["W_after"], r["b_after"]
+    console.print(f"[bold]Final loss[/] after {n} step(s): {_f(result['final_loss'])}")
+

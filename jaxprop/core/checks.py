@@ -1,56 +1,10 @@
-"""Backpropagation: forward keeping residuals, loss gradient, backward through every layer.
-
-No autodiff is involved: every derivative comes from the layers' and losses' hand-written
-``backward``/``grad`` functions.
-"""
+"""Input checks shared by every entry point: data arrays that suit the params."""
 
 from __future__ import annotations
-
-from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from jaxprop.losses import Loss, get_loss
-from jaxprop.network import Model
-
-Array = jax.Array
-
-
-def loss_and_grad_fn(model: Model, loss: str | Loss) -> Callable:
-    """The pure function ``(params, x, t) -> (loss, dL/dparams)``; jit, vmap or scan it freely.
-
-    ``x: (..., *in_shape)``, ``t`` the shape of the model's output.
-    """
-    loss = get_loss(loss)
-
-    def loss_and_grad(params, x, t):
-        y, residuals = model.forward(params, x)
-        value = loss.value(y, t)
-        dparams, _ = model.backward(params, residuals, loss.grad(y, t))
-        return value, dparams
-
-    return loss_and_grad
-
-
-@partial(jax.jit, static_argnums=(0, 1))
-def _value_and_grad(model, loss, params, x, t):
-    return loss_and_grad_fn(model, loss)(params, x, t)
-
-
-def value_and_grad(model: Model, loss: str | Loss, params, x, t, *, check_finite: bool = True):
-    """``(loss_value, grads)`` of ``loss(model.apply(params, x), t)`` by hand-written backprop.
-
-    Jit-compiled once per (model, loss, shapes). ``grads`` has the structure of ``params``.
-    Works under ``jax.vmap`` (per-example gradients: map over ``x`` and ``t``) and on any device.
-    Inputs are validated first: floating dtype matching the params, finite values (when the
-    arrays are concrete and ``check_finite``), shapes that fit the model and the targets.
-    """
-    loss = get_loss(loss)
-    x, t = validate_data(params, x, t, check_finite=check_finite)
-    return _value_and_grad(model, loss, params, x, t)
 
 
 def _float_dtype(params):
@@ -93,3 +47,26 @@ def validate_data(params, x, t=None, *, check_finite: bool = True):
                 )
         out.append(jnp.asarray(a))
     return tuple(out) if t is not None else out[0]
+
+
+def check_output_fits_loss(model, loss) -> None:
+    """Raise ``ValueError`` when the model's outputs cannot be what ``loss`` expects: a loss on
+    probabilities (``input_range``) after an output that leaves that range, or a loss on logits
+    after a bounded output activation (a sigmoid or softmax applied twice)."""
+    from jaxprop.core.losses import get_loss
+
+    loss = get_loss(loss)
+    out = getattr(model, "output_range", None)
+    last = model.sublayers[-1].name if getattr(model, "sublayers", ()) else model.name
+    if loss.input_range is not None:
+        lo, hi = loss.input_range
+        if out is None or out[0] < lo or out[1] > hi:
+            what = "probabilities" if (lo, hi) == (0, 1) else f"predictions in [{lo:g}, {hi:g}]"
+            raise ValueError(
+                f"loss {loss.name} takes {what} but the output layer "
+                f"{last} can give any value{'' if out is None else f' in [{out[0]:g}, {out[1]:g}]'}"
+                f"; use a sigmoid output, or a loss on logits (bce_with_logits)")
+    if loss.from_logits and out is not None:
+        raise ValueError(
+            f"loss {loss.name} takes logits (it applies the sigmoid/softmax itself) but the "
+            f"output layer {last} is bounded to [{out[0]:g}, {out[1]:g}]; use an identity output")

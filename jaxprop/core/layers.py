@@ -1,43 +1,76 @@
 """Layers: small records of pure functions, each with its chain rule written by hand.
 
-A :class:`Layer` is three pure functions (in the spirit of ``jax.example_libraries.stax``)::
+A :class:`Layer` is three pure functions (in the spirit of ``jax.example_libraries.stax``, with
+equinox-style state)::
 
-    init(key, in_shape)            -> (params, out_shape)
-    forward(params, x)             -> (y, residuals)
-    backward(params, residuals, dy) -> (dparams, dx)
+    init(key, in_shape)                                -> (params, state, out_shape)
+    forward(params, state, x, *, key=None, train=True) -> (y, residuals, new_state)
+    backward(params, residuals, dy)                    -> (dparams, dx)
 
 ``in_shape``/``out_shape`` are the shapes of ONE example (no batch axis). ``x`` may carry any
-number of leading batch axes, or none at all, so every layer also works under ``jax.vmap``.
+number of leading batch axes, or none at all, so every layer that does not couple the examples
+of a batch also works under ``jax.vmap``. ``state`` is ``()`` for layers without state (they pass
+whatever they are given straight through); ``key`` is a PRNG key for layers that draw random
+numbers in training (Dropout) and is ignored by the others, as is ``train``.
 ``residuals`` hold the cheapest values the backward pass needs (a sigmoid keeps its output, a
 ReLU a boolean mask). ``backward`` receives ``dy = dL/dy`` with the shape of ``y`` and returns
-``dL/dparams`` (same pytree as ``params``) and ``dL/dx`` (same shape as ``x``).
+``dL/dparams`` (the pytree structure, shapes and dtypes of ``params``) and ``dL/dx`` (the shape
+of ``x``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
 Params = Any
+State = Any
 Shape = tuple[int, ...]
 
+UNBOUNDED = (-float("inf"), float("inf"))
 
-class Layer(NamedTuple):
-    """A layer: ``init``, ``forward`` and ``backward``, plus a short ``name`` for reports."""
 
-    init: Callable[[Array, Shape], tuple[Params, Shape]]
-    forward: Callable[[Params, Array], tuple[Array, Any]]
+@dataclasses.dataclass(frozen=True, eq=False)
+class Layer:
+    """A layer: ``init``, ``forward`` and ``backward`` (see the module docstring).
+
+    Args:
+      init: ``(key, in_shape) -> (params, state, out_shape)``.
+      forward: ``(params, state, x, *, key=None, train=True) -> (y, residuals, new_state)``.
+      backward: ``(params, residuals, dy) -> (dparams, dx)``.
+      name: a short name for reports and error messages.
+      couples_batch: True when an example's output depends on the other examples of its batch
+        (BatchNorm): such a layer cannot be trained on padded minibatches or under
+        ``per_example_grads``.
+      output_range: ``(low, high)`` bounds of the outputs (a sigmoid's ``(0, 1)``), used to
+        check that a loss gets the kind of prediction it expects; ``None`` for any real value.
+      spec: the textual form that rebuilds the layer (``"dense(64)"``, ``"relu"``), or ``None``.
+      sublayers: the layers this one is made of (``serial``'s), for reports and checks.
+
+    Layers compare and hash by identity, so they can be static arguments of ``jax.jit``.
+    """
+
+    init: Callable[..., tuple[Params, State, Shape]]
+    forward: Callable[..., tuple[Array, Any, State]]
     backward: Callable[[Params, Any, Array], tuple[Params, Array]]
-    name: str
+    name: str = "layer"
+    couples_batch: bool = False
+    output_range: tuple[float, float] | None = None
+    spec: str | None = None
+    sublayers: tuple["Layer", ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Layer({self.name})"
 
 
 # --------------------------------------------------------------------------------------------
 # Initialisers (jax.nn.initializers does the work; these are the names the CLI and specs use).
 
-_INITIALIZERS: dict[str, Callable] = {
+INITIALIZERS: dict[str, Callable] = {
     # The classic NumPy XOR program: np.random.normal(size=(in, out)).
     "normal": jax.nn.initializers.normal(stddev=1.0),
     "glorot": jax.nn.initializers.glorot_uniform(),
@@ -53,10 +86,10 @@ def get_initializer(init: str | Callable) -> Callable:
     if callable(init):
         return init
     try:
-        return _INITIALIZERS[init]
-    except KeyError:
+        return INITIALIZERS[init]
+    except (KeyError, TypeError):
         raise ValueError(
-            f"unknown initializer {init!r}; known: {', '.join(sorted(_INITIALIZERS))}"
+            f"unknown initializer {init!r}; known: {', '.join(sorted(INITIALIZERS))}"
         ) from None
 
 
@@ -74,6 +107,7 @@ def Dense(
     """Fully connected layer ``y = x @ W + b`` with ``W: (in, out)`` and ``b: (out,)``.
 
     Row ``i`` of ``W`` holds the weights leaving input ``i``. Params: ``{"W", "b"}``.
+    Shapes: ``x: (..., in) -> y: (..., out)``.
     """
     if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
         raise ValueError(f"Dense: out_dim must be a positive int, got {out_dim!r}")
@@ -82,53 +116,56 @@ def Dense(
     def init(key, in_shape):
         if len(in_shape) < 1:
             raise ValueError(f"Dense: input shape must have a feature axis, got {in_shape}")
-        in_dim = in_shape[-1]
         k_w, k_b = jax.random.split(key)
         params = {
-            "W": W_init_fn(k_w, (in_dim, out_dim), dtype),
+            "W": W_init_fn(k_w, (in_shape[-1], out_dim), dtype),
             "b": b_init_fn(k_b, (out_dim,), dtype),
         }
-        return params, tuple(in_shape[:-1]) + (out_dim,)
+        return params, (), tuple(in_shape[:-1]) + (out_dim,)
 
-    def forward(params, x):
+    def forward(params, state, x, *, key=None, train=True):
+        del key, train
         W, b = params["W"], params["b"]
         if x.ndim < 1 or x.shape[-1] != W.shape[0]:
             raise ValueError(
                 f"Dense: input has shape {tuple(x.shape)} but W has shape {tuple(W.shape)}; "
                 f"the last axis of the input must be {W.shape[0]}"
             )
-        return x @ W + b, x
+        return x @ W + b, x, state
 
     def backward(params, x, dy):
         # z = x W + b  =>  dL/dW = x^T dz,  dL/db = sum_batch dz,  dL/dx = dz W^T
         W = params["W"]
         x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
-        dparams = {"W": x2.T @ dy2, "b": dy2.sum(axis=0)}
-        return dparams, dy @ W.T
+        return {"W": x2.T @ dy2, "b": dy2.sum(axis=0)}, dy @ W.T
 
-    return Layer(init, forward, backward, f"Dense({out_dim})")
+    return Layer(init, forward, backward, f"Dense({out_dim})", spec=f"dense({out_dim})")
 
 
 # --------------------------------------------------------------------------------------------
 # Activations: parameter-free elementwise (or row-wise, for softmax) layers.
 
 
-def _activation(name: str, forward, backward) -> Layer:
-    """An activation: no params (``()``), shape preserved."""
+def elementwise(name: str, forward: Callable, backward: Callable, *,
+                output_range: tuple[float, float] | None = None) -> Layer:
+    """A parameter-free, shape-preserving layer from ``forward(x) -> (y, residuals)`` and
+    ``backward(residuals, dy) -> dx`` (stax's ``elementwise`` with the chain rule beside it).
+    Its params and state are ``()``; it ignores ``key`` and ``train``."""
 
     def init(key, in_shape):
         del key
-        return (), tuple(in_shape)
+        return (), (), tuple(in_shape)
 
-    def fwd(params, x):
-        del params
-        return forward(x)
+    def fwd(params, state, x, *, key=None, train=True):
+        del params, key, train
+        y, residuals = forward(x)
+        return y, residuals, state
 
     def bwd(params, residuals, dy):
         del params
         return (), backward(residuals, dy)
 
-    return Layer(init, fwd, bwd, name)
+    return Layer(init, fwd, bwd, name, output_range=output_range, spec=name)
 
 
 def Sigmoid() -> Layer:
@@ -138,7 +175,7 @@ def Sigmoid() -> Layer:
         s = jax.nn.sigmoid(x)
         return s, s
 
-    return _activation("sigmoid", forward, lambda s, dy: dy * s * (1 - s))
+    return elementwise("sigmoid", forward, lambda s, dy: dy * s * (1 - s), output_range=(0, 1))
 
 
 def Tanh() -> Layer:
@@ -148,7 +185,7 @@ def Tanh() -> Layer:
         t = jnp.tanh(x)
         return t, t
 
-    return _activation("tanh", forward, lambda t, dy: dy * (1 - t * t))
+    return elementwise("tanh", forward, lambda t, dy: dy * (1 - t * t), output_range=(-1, 1))
 
 
 def Relu() -> Layer:
@@ -158,7 +195,8 @@ def Relu() -> Layer:
         mask = x > 0
         return jnp.where(mask, x, 0), mask
 
-    return _activation("relu", forward, lambda mask, dy: jnp.where(mask, dy, 0))
+    return elementwise("relu", forward, lambda mask, dy: jnp.where(mask, dy, 0),
+                       output_range=(0, float("inf")))
 
 
 def LeakyRelu(negative_slope: float = 0.01) -> Layer:
@@ -168,7 +206,7 @@ def LeakyRelu(negative_slope: float = 0.01) -> Layer:
         mask = x >= 0
         return jnp.where(mask, x, negative_slope * x), mask
 
-    return _activation(
+    return elementwise(
         "leaky_relu", forward, lambda mask, dy: jnp.where(mask, dy, negative_slope * dy)
     )
 
@@ -195,8 +233,8 @@ def Gelu(approximate: bool = False) -> Layer:
         return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x))
 
     if approximate:
-        return _activation("gelu_tanh", forward, backward_tanh)
-    return _activation("gelu", forward, backward_exact)
+        return elementwise("gelu_tanh", forward, backward_tanh)
+    return elementwise("gelu", forward, backward_exact)
 
 
 def Softplus() -> Layer:
@@ -206,12 +244,13 @@ def Softplus() -> Layer:
         y = jax.nn.softplus(x)
         return y, y
 
-    return _activation("softplus", forward, lambda y, dy: dy * -jnp.expm1(-y))
+    return elementwise("softplus", forward, lambda y, dy: dy * -jnp.expm1(-y),
+                       output_range=(0, float("inf")))
 
 
 def Identity() -> Layer:
     """``y = x``; passes ``dy`` through."""
-    return _activation("identity", lambda x: (x, None), lambda _, dy: dy)
+    return elementwise("identity", lambda x: (x, None), lambda _, dy: dy)
 
 
 def Softmax() -> Layer:
@@ -227,7 +266,7 @@ def Softmax() -> Layer:
     def backward(s, dy):
         return s * (dy - jnp.sum(dy * s, axis=-1, keepdims=True))
 
-    return _activation("softmax", forward, backward)
+    return elementwise("softmax", forward, backward, output_range=(0, 1))
 
 
 ACTIVATIONS: dict[str, Callable[[], Layer]] = {

@@ -23,13 +23,14 @@ from typing import Callable
 
 import jax
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxprop.backprop import loss_and_grad_fn
-from jaxprop.losses import Loss
-from jaxprop.network import Model
+from jaxprop.core.backprop import loss_and_grad_fn
+from jaxprop.core.layers import Layer
+from jaxprop.core.losses import Loss
+from jaxprop.train.optimizers import as_optimizer
+from jaxprop.train.step import make_train_step
 
 AXIS = "data"
 
@@ -38,18 +39,6 @@ def data_mesh(devices=None) -> Mesh:
     """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices, every host)."""
     devices = jax.devices() if devices is None else list(devices)
     return Mesh(np.array(devices), (AXIS,))
-
-
-def as_optimizer(optimizer) -> optax.GradientTransformation:
-    """An optax optimizer; a number is the learning rate of plain gradient descent."""
-    if isinstance(optimizer, optax.GradientTransformation):
-        return optimizer
-    if isinstance(optimizer, (int, float)) and not isinstance(optimizer, bool) and optimizer > 0:
-        return optax.sgd(float(optimizer))
-    raise ValueError(
-        f"optimizer must be an optax GradientTransformation or a positive learning rate, "
-        f"got {optimizer!r}"
-    )
 
 
 def _check_divisible(n: int, devices: int, what: str = "batch") -> None:
@@ -88,7 +77,7 @@ def replicate(mesh: Mesh, tree, *, copy: bool = False):
     return jax.device_put(tree, rep)
 
 
-def data_parallel_grad_fn(model: Model, loss: str | Loss, mesh: Mesh | None = None) -> Callable:
+def data_parallel_grad_fn(model: Layer, loss: str | Loss, mesh: Mesh | None = None) -> Callable:
     """Jitted ``(params, x, t) -> (loss, grads)`` with the batch sharded over ``mesh``.
 
     The result equals ``loss_and_grad_fn(model, loss)`` on one device (up to the order of
@@ -110,19 +99,20 @@ class DataParallelStep:
     """``init(params) -> (params, opt_state)`` replicated; ``step(...)`` one data parallel update.
 
     ``step(params, opt_state, x, t) -> (params, opt_state, loss)`` is compiled once, with the
-    batch sharded over the mesh and ``params``/``opt_state`` replicated and donated.
+    batch sharded over the mesh and ``params``/``opt_state`` replicated and donated. It is
+    :func:`jaxprop.train.make_train_step` (the training step of ``fit``) jitted with those
+    shardings. For models with state or keys, train with ``fit_state`` on
+    :func:`data_parallel_inputs`.
     """
 
-    def __init__(self, model: Model, loss: str | Loss, optimizer, mesh: Mesh | None = None):
+    def __init__(self, model: Layer, loss: str | Loss, optimizer, mesh: Mesh | None = None):
         self.mesh = data_mesh() if mesh is None else mesh
         self.optimizer = as_optimizer(optimizer)
-        loss_and_grad = loss_and_grad_fn(model, loss)
-        opt = self.optimizer
+        train_step = make_train_step(model, loss, self.optimizer)
 
         def step(params, opt_state, x, t):
-            value, grads = loss_and_grad(params, x, t)
-            updates, opt_state = opt.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, value
+            params, opt_state, _, value = train_step(params, opt_state, None, x, t, None)
+            return params, opt_state, value
 
         rep, batch = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P(AXIS))
         self._step = jax.jit(step, in_shardings=(rep, rep, batch, batch),
@@ -140,7 +130,7 @@ class DataParallelStep:
     __call__ = step
 
 
-def make_data_parallel_step(model: Model, loss: str | Loss, optimizer, mesh: Mesh | None = None):
+def make_data_parallel_step(model: Layer, loss: str | Loss, optimizer, mesh: Mesh | None = None):
     """A :class:`DataParallelStep` for ``model``, ``loss``, ``optimizer`` on ``mesh`` (default:
     all devices)."""
     return DataParallelStep(model, loss, optimizer, mesh)

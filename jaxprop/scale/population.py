@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprop.backprop import validate_data
-from jaxprop.losses import Loss, get_loss
-from jaxprop.network import Model
-from jaxprop.parallel import as_optimizer
-from jaxprop.train import TrainState, init_state, make_eval_fn, make_train_epochs
+from jaxprop.core.checks import validate_data
+from jaxprop.core.layers import Layer
+from jaxprop.core.losses import Loss, get_loss
+from jaxprop.train.optimizers import as_optimizer
+from jaxprop.train.step import TrainState, init_state, make_eval_fn, make_train_epochs
 
 
 class PopulationResult(NamedTuple):
@@ -50,7 +50,7 @@ class PopulationResult(NamedTuple):
         return self.accuracy == 1.0
 
 
-def init_population(model: Model, key: jax.Array, n: int) -> list:
+def init_population(model: Layer, key: jax.Array, n: int) -> list:
     """``n`` initialisations from ``jax.random.split(key, n)``; every leaf gets an ``n`` axis."""
     _check_n(n)
     return jax.vmap(model.init)(jax.random.split(key, n))
@@ -70,7 +70,7 @@ def _optimizer_for(optimizer, lrs):
     return make(float(lrs[0])), make
 
 
-def init_population_state(model: Model, optimizer, keys: jax.Array, lrs=None,
+def init_population_state(model: Layer, optimizer, keys: jax.Array, lrs=None,
                           params=None) -> TrainState:
     """A stacked :class:`~jaxprop.train.TrainState`: member ``i`` is ``init_state(model, opt,
     keys[i])`` (so a member from ``jax.random.key(s)`` starts exactly like ``jaxprop train --seed
@@ -81,7 +81,7 @@ def init_population_state(model: Model, optimizer, keys: jax.Array, lrs=None,
     return jax.vmap(lambda k, lr, p: init_state(model, make(lr), k, p))(keys, lrs, params)
 
 
-def make_population_train(model: Model, loss: str | Loss, optimizer: optax.GradientTransformation,
+def make_population_train(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
                           n_examples: int, epochs: int, batch_size: int | None = None,
                           drop_last: bool = False) -> Callable:
     """Jitted ``(states, x, t) -> (states, losses (n, epochs))``: ``jax.vmap`` over members of
@@ -94,7 +94,7 @@ def make_population_train(model: Model, loss: str | Loss, optimizer: optax.Gradi
 
 
 def fit_population(
-    model: Model,
+    model: Layer,
     loss: str | Loss,
     optimizer=0.1,
     data=None,
@@ -146,59 +146,10 @@ def fit_population(
 
     train = make_population_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last)
     state, losses = train(state, x, t)
-    final_loss, acc = jax.jit(jax.vmap(make_eval_fn(model, loss), in_axes=(0, None, None)))(
-        state.params, x, t)
+    evaluate = jax.vmap(make_eval_fn(model, loss), in_axes=(0, None, None, 0))
+    final_loss, acc = jax.jit(evaluate)(state.params, x, t, state.model_state)
     return PopulationResult(state.params, np.asarray(final_loss), np.asarray(acc), seeds, lrs,
                             np.asarray(losses) if record_losses else None)
-
-
-def plot_population(result: PopulationResult, path, *, title: str | None = None) -> None:
-    """Save a histogram of the members' final losses (log-spaced bins) to ``path``.
-
-    Diverged members (NaN/Inf loss) are left out of the bars and counted in the title.
-    """
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
-
-    losses = np.asarray(result.final_loss, dtype=np.float64)
-    finite = losses[np.isfinite(losses)]
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    if finite.size:
-        lo, hi = max(finite.min(), 1e-12), max(finite.max(), 1e-12)
-        bins = np.geomspace(lo, hi * (1 + 1e-9), 40) if hi > lo * 1.01 else 40
-        lrs = None if result.lrs is None else np.asarray(result.lrs)
-        ok = np.isfinite(losses)
-        if lrs is not None and len(np.unique(lrs)) > 1:  # one stacked colour per learning rate
-            groups = [np.clip(losses[ok & (lrs == lr)], 1e-12, None) for lr in np.unique(lrs)]
-            ax.hist(groups, bins=bins, stacked=True, label=[f"lr {lr:g}" for lr in np.unique(lrs)])
-            ax.legend()
-        else:
-            ax.hist(np.clip(finite, 1e-12, None), bins=bins, color="tab:blue")
-        if not isinstance(bins, int):
-            ax.set_xscale("log")
-    ax.set_xlabel("final training loss")
-    ax.set_ylabel("members")
-    n, bad = losses.size, losses.size - finite.size
-    solved = int(result.solved.sum())
-    ax.set_title(title or f"{n} networks: {solved} solved"
-                 + (f", {bad} diverged" if bad else ""))
-    fig.savefig(path)
-
-
-def population_records(result: PopulationResult) -> list[dict]:
-    """``[{"seed", "lr", "final_loss", "accuracy"}, ...]`` for JSON (NaN/Inf become ``None``)."""
-
-    def num(v):
-        v = float(v)
-        return v if np.isfinite(v) else None
-
-    seeds = result.seeds if result.seeds is not None else [None] * len(result.final_loss)
-    lrs = result.lrs if result.lrs is not None else [None] * len(result.final_loss)
-    return [
-        {"seed": None if s is None else int(s), "lr": None if lr is None else float(lr),
-         "final_loss": num(f), "accuracy": num(a)}
-        for s, lr, f, a in zip(seeds, lrs, result.final_loss, result.accuracy)
-    ]
 
 
 def _check_n(n) -> None:
@@ -223,82 +174,3 @@ def _population_size(n, keys, seeds, lrs, params) -> int:
     if len(set(sizes.values())) > 1:
         raise ValueError(f"fit_population: population sizes disagree: {sizes}")
     return next(iter(sizes.values()))
-
-
-# --------------------------------------------------------------------------------------------
-# Command line support (``jaxprop train --population N --lr-sweep a,b,c``)
-
-OPTIMIZER_ALIASES = {  # the CLI's optimizer names as optax aliases taking ``learning_rate``
-    "sgd": optax.sgd,
-    "momentum": partial(optax.sgd, momentum=0.9),
-    "adam": optax.adam,
-    "adamw": optax.adamw,
-}
-
-
-def parse_lr_sweep(text: str) -> list[float]:
-    """``"0.01,0.1,1"`` -> ``[0.01, 0.1, 1.0]``; every rate finite and positive."""
-    try:
-        lrs = [float(part) for part in str(text).split(",")]
-    except ValueError:
-        lrs = []
-    if not lrs or not all(np.isfinite(lr) and lr > 0 for lr in lrs):
-        raise ValueError(f"--lr-sweep must be comma-separated positive numbers like "
-                         f"0.01,0.1,1; got {text!r}")
-    return lrs
-
-
-def write_population_run(model: Model, loss: str | Loss, optimizer: str, data, out, *,
-                         population: int = 1, lrs, seed: int = 0, epochs: int,
-                         batch_size: int | None = None, drop_last: bool = False,
-                         config: dict | None = None, plots: bool = True) -> dict:
-    """Train ``population`` networks per learning rate in ``lrs`` and write the run to ``out``.
-
-    Members are the grid ``lrs x seeds``, seeds ``seed, seed + 1, ..., seed + population - 1``
-    (member with seed ``s`` starts exactly like ``jaxprop train --seed s``). ``optimizer`` is a
-    CLI name (``OPTIMIZER_ALIASES``). ``data``: a Dataset or ``(x, t)``; members train on the
-    training split. Writes ``metrics.json`` with ``"population": [{"seed", "lr", "final_loss",
-    "accuracy"}, ...]`` (plus ``"solved"`` for the XOR dataset) and ``population_losses.png``.
-    Returns the metrics.
-    """
-    import json
-    import time
-    from pathlib import Path
-
-    _check_n(population)
-    if optimizer not in OPTIMIZER_ALIASES:
-        raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZER_ALIASES)}")
-    lrs = [float(lr) for lr in lrs]
-    seeds = np.tile(seed + np.arange(population), len(lrs))
-    member_lrs = np.repeat(lrs, population)
-    x, t = (data.x_train, data.y_train) if hasattr(data, "x_train") else data
-    name = getattr(data, "name", None)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    t0 = time.perf_counter()
-    res = fit_population(model, loss, OPTIMIZER_ALIASES[optimizer], (x, t), seeds=seeds,
-                         lrs=member_lrs, epochs=epochs, batch_size=batch_size,
-                         drop_last=drop_last)
-    wall = time.perf_counter() - t0
-    finite = res.final_loss[np.isfinite(res.final_loss)]
-    metrics = {
-        "status": "finished",
-        "config": {**(config or {}), "population": population, "lr_sweep": lrs},
-        "epoch": epochs,
-        "members": len(seeds),
-        "diverged": int(len(seeds) - finite.size),
-        "median_final_loss": float(np.median(finite)) if finite.size else None,
-        "wall_time": wall,
-        "device": f"{jax.devices()[0].platform} (x{jax.device_count()})",
-    }
-    if name == "xor":
-        metrics["solved"] = int(res.solved.sum())
-        metrics["solved_by_lr"] = {str(lr): int(res.solved[member_lrs == lr].sum()) for lr in lrs}
-    metrics["population"] = population_records(res)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    if plots:
-        plot_population(res, out / "population_losses.png",
-                        title=f"{name or 'data'}: {len(seeds)} networks"
-                        + (f", {metrics['solved']} solved" if "solved" in metrics else ""))
-    return metrics

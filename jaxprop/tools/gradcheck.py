@@ -52,9 +52,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxprop.backprop import loss_and_grad_fn, validate_data, value_and_grad
-from jaxprop.losses import Loss, get_loss
-from jaxprop.network import Model
+from jaxprop.core.backprop import loss_and_grad_fn, value_and_grad
+from jaxprop.core.checks import validate_data
+from jaxprop.core.losses import Loss, get_loss
+from jaxprop.core.network import Model
 
 # rtol per reference (and per dtype for jax.grad); atol = rtol * ATOL_FRAC * leaf gradient scale.
 TOLERANCES: dict[str, float] = {
@@ -244,7 +245,7 @@ def check_gradients(
     names = leaf_names(model, params)
 
     def ref_loss(p, x, t):
-        return loss.value(model.apply(p, x), t)
+        return loss.value(model.forward(p, None, x)[0], t)
 
     with jax.default_matmul_precision("highest"):
         # (a) hand-written vs jax.grad, in the params' dtype

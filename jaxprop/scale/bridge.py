@@ -6,8 +6,8 @@ network's own ``backward`` fed with the loss's own ``grad``, so ``jax.grad(f)`` 
 ``jax.value_and_grad``, ``jax.vjp``, optax, ``jax.jit``, ``jax.vmap``) never differentiate
 the network by autodiff. Gradients come for ``params``, ``x`` and ``t``.
 
-The gradient with respect to the targets ``t`` is written out below for every built-in loss;
-a custom :class:`~jaxprop.losses.Loss` has no target gradient, so ``t`` gets zeros there.
+The gradient with respect to the targets ``t`` is the loss's own ``target_grad`` (written out
+for every built-in loss); a custom :class:`~jaxprop.Loss` without one gives ``t`` zeros.
 Like every ``custom_vjp`` function, ``f`` supports reverse mode only (``jax.grad``, ``jax.vjp``,
 ``jax.jacrev``), not forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``).
 """
@@ -19,41 +19,29 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxprop.losses import LOSSES, Loss, _clip, _rows, get_loss
-from jaxprop.network import Model
-
-# dL/dt for each built-in loss, from the prediction y and the target t (shapes of y).
-_TARGET_GRADS: dict[str, Callable] = {
-    "sse_half": lambda y, t: t - y,
-    "mse": lambda y, t: 2 * (t - y) / y.size,
-    # d/dt [-t log p - (1 - t) log(1 - p)] = log(1 - p) - log(p), at the clipped p
-    "bce": lambda p, t: (jnp.log1p(-_clip(p)) - jnp.log(_clip(p))) / p.size,
-    # d/dt [softplus(z) - t z] = -z
-    "bce_with_logits": lambda z, t: -z / z.size,
-    "softmax_cross_entropy": lambda z, t: -jax.nn.log_softmax(z, axis=-1) / _rows(z),
-}
+from jaxprop.core.layers import Layer
+from jaxprop.core.losses import Loss, get_loss
 
 
-def as_jax_function(model: Model, loss: str | Loss) -> Callable:
+def as_jax_function(model: Layer, loss: str | Loss) -> Callable:
     """``f(params, x, t) -> loss(model(params, x), t)`` with the hand-written backward as its VJP.
 
     ``x: (..., *in_shape)``, ``t`` the shape of the output. ``jax.grad(f, argnums=(0, 1, 2))``
     gives ``(dL/dparams, dL/dx, dL/dt)``; ``dL/dt`` is zeros for a custom loss (see module doc).
     """
     loss = get_loss(loss)
-    target_grad = _TARGET_GRADS.get(loss.name) if LOSSES.get(loss.name) is loss else None
 
     def value(params, x, t):
-        return loss.value(model.apply(params, x), t)
+        return loss.value(model.forward(params, None, x)[0], t)
 
     def fwd(params, x, t):
-        y, residuals = model.forward(params, x)
+        y, residuals, _ = model.forward(params, None, x)
         return loss.value(y, t), (params, residuals, y, t)
 
     def bwd(saved, g):
         params, residuals, y, t = saved
         dparams, dx = model.backward(params, residuals, loss.grad(y, t))
-        dt = jnp.zeros_like(t) if target_grad is None else target_grad(y, t)
+        dt = jnp.zeros_like(t) if loss.target_grad is None else loss.target_grad(y, t)
         scale = lambda a: (g * a).astype(a.dtype)  # noqa: E731  (g: the scalar cotangent)
         return jax.tree.map(scale, dparams), scale(dx), scale(dt)
 

@@ -14,21 +14,27 @@ from typing import Callable
 import jax
 import optax
 
-from jaxprop.backprop import loss_and_grad_fn, validate_data
-from jaxprop.losses import Loss
-from jaxprop.network import Model
+from jaxprop.core.backprop import loss_and_grad_fn
+from jaxprop.core.checks import validate_data
+from jaxprop.core.layers import Layer
+from jaxprop.core.losses import Loss
 
 
-def per_example_grads_fn(model: Model, loss: str | Loss) -> Callable:
+def per_example_grads_fn(model: Layer, loss: str | Loss) -> Callable:
     """The pure function ``(params, x, t) -> (losses (B,), grads)``; jit it, vmap it further.
 
     ``x: (B, *in_shape)``, ``t: (B, *out_shape)``; every leaf of ``grads`` is the matching
     param leaf with a leading ``B`` axis. Only the hand-written backward is used.
     """
+    if model.couples_batch:
+        raise ValueError(
+            f"per_example_grads: {model.name} couples the examples of a batch (e.g. "
+            "BatchNorm), so an example's gradient on its own is not defined"
+        )
     return jax.vmap(loss_and_grad_fn(model, loss), in_axes=(None, 0, 0))
 
 
-def per_example_grads(model: Model, loss: str | Loss, params, x, t):
+def per_example_grads(model: Layer, loss: str | Loss, params, x, t):
     """``(losses (B,), grads)``: each example's loss and gradient (see ``per_example_grads_fn``)."""
     x, t = validate_data(params, x, t)  # floating, the params' dtype, finite when concrete
     if x.ndim < 2 or t.ndim < 2 or x.shape[0] != t.shape[0]:

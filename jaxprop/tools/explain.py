@@ -97,8 +97,8 @@ def _parse_json(text: str, name: str) -> Any:
 
 
 def _validate(d: Any, where: str) -> Spec:
-    from jaxprop.layers import ACTIVATIONS
-    from jaxprop.losses import LOSSES
+    from jaxprop.core.layers import ACTIVATIONS
+    from jaxprop.core.losses import LOSSES
 
     if not isinstance(d, Mapping):
         raise ValueError(f"{where}: the spec must be a JSON object, got {_kind(d)}")
@@ -271,18 +271,17 @@ def load_example(name: str) -> Spec:
 
 
 def build_model(spec: Spec):
-    """``(model, params)``: Dense + activation layers composed with :func:`jaxprop.serial`."""
-    from jaxprop.layers import Dense, activation
-    from jaxprop.network import serial
+    """``(model, params, pairs)``: Dense + activation layers composed with
+    :func:`jaxprop.serial`; ``pairs`` holds each spec layer's ``(dense, activation)`` Layer
+    objects, the keys of the trace."""
+    from jaxprop.core.layers import Dense, activation
+    from jaxprop.core.network import serial
 
-    layers = []
-    for ls in spec.layers:
-        layers += [Dense(ls.W.shape[1]), activation(ls.activation)]
-    model = serial(*layers, in_shape=(spec.input.shape[1],))
-    params = []
-    for ls in spec.layers:
-        params += [{"W": ls.W, "b": ls.b}, ()]
-    return model, params
+    pairs = [(Dense(ls.W.shape[1]), activation(ls.activation)) for ls in spec.layers]
+    model = serial(*[layer for pair in pairs for layer in pair], in_shape=(spec.input.shape[1],))
+    params = [{"W": ls.W, "b": ls.b} if layer is dense else ()
+              for ls, (dense, act) in zip(spec.layers, pairs) for layer in (dense, act)]
+    return model, params, pairs
 
 
 def explain(spec: Spec | str | os.PathLike | Mapping, steps: int | None = None) -> dict:
@@ -298,11 +297,11 @@ def explain(spec: Spec | str | os.PathLike | Mapping, steps: int | None = None) 
     import jax
     import jax.numpy as jnp
 
-    from jaxprop.losses import get_loss
+    from jaxprop.core.losses import get_loss
 
     spec = load_spec(spec)
     n_steps = spec.steps if steps is None else _check_steps(steps, "steps")
-    model, params = build_model(spec)
+    model, params, pairs = build_model(spec)
     loss = get_loss(spec.loss)
     lr = spec.learning_rate
 
@@ -312,26 +311,24 @@ def explain(spec: Spec | str | os.PathLike | Mapping, steps: int | None = None) 
         params = [jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), p) for p in params]
 
         def step(params):
-            outputs, residuals = model.forward_trace(params, x)
+            outputs, residuals, _ = model.forward_trace(params, None, x)
             y = outputs[-1]
             dparams, dxs = model.backward_trace(params, residuals, loss.grad(y, t))
             new = [
-                {
-                    "W": p["W"] - lr * g["W"],
-                    "b": p["b"] - lr * g["b"] if spec.update_biases else p["b"],
-                }
-                if p else ()
+                {"W": p["W"] - lr * g["W"],
+                 "b": p["b"] - lr * g["b"] if spec.update_biases else p["b"]} if p else ()
                 for p, g in zip(params, dparams)
             ]
-            # Dense k sits at 2k, its activation at 2k + 1: z is the Dense output, delta = dL/dz
-            # is the gradient with respect to the activation's input.
+            # every quantity keyed by the layer it belongs to: z is the Dense output, a the
+            # activation's output, delta = dL/dz the gradient w.r.t. the activation's input
+            at = {layer: i for i, layer in enumerate(model.layers)}
             record = [
                 {
-                    "z": outputs[2 * k], "a": outputs[2 * k + 1], "delta": dxs[2 * k + 1],
-                    "dW": dparams[2 * k]["W"], "db": dparams[2 * k]["b"],
-                    "W_after": new[2 * k]["W"], "b_after": new[2 * k]["b"],
+                    "z": outputs[at[dense]], "a": outputs[at[act]], "delta": dxs[at[act]],
+                    "dW": dparams[at[dense]]["W"], "db": dparams[at[dense]]["b"],
+                    "W_after": new[at[dense]]["W"], "b_after": new[at[dense]]["b"],
                 }
-                for k in range(len(spec.layers))
+                for dense, act in pairs
             ]
             return loss.value(y, t), record, new
 
@@ -365,84 +362,3 @@ def _check_finite(i: int, value: float, record: list[dict]) -> None:
             f"{'; ' + ', '.join(bad) if bad else ''}); "
             f"training diverged (learning_rate too large?)"
         )
-
-
-# --------------------------------------------------------------------------------------------
-# Rich rendering
-
-
-def _f(v: float) -> str:
-    return f"{v:.6f}"
-
-
-def render(spec: Spec, result: dict, console=None) -> None:
-    """Print ``result`` (from :func:`explain` on ``spec``) as rich panels and tables."""
-    from rich import box
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.panel import Panel
-    from rich.table import Table
-
-    console = console or Console()
-    widths = [spec.input.shape[1]] + [ls.W.shape[1] for ls in spec.layers]
-    acts = ", ".join(ls.activation for ls in spec.layers)
-    head = f"[bold]Network[/] {' → '.join(map(str, widths))}  ·  activations {acts}"
-    head += f"\n[bold]Loss[/] {spec.loss}  ·  learning rate {spec.learning_rate:g}  ·  "
-    biases = "updated" if spec.update_biases else "fixed"
-    head += f"steps {len(result['steps'])}  ·  biases {biases}"
-    if spec.description:
-        head = f"{escape(spec.description)}\n{head}"
-    head += (
-        "\n[dim]W is (in, out): W\\[i]\\[j] connects input i to unit j (0-based, as in the JSON). "
-        "delta = dL/dz; textbooks writing delta = (t - y)·f'(z) for sse_half have the opposite "
-        "sign. Update: p ← p − lr·dL/dp.[/]"
-    )
-    console.print(Panel(head, title="jaxprop explain", expand=False))
-    data = Table(box=box.SIMPLE, title="Data")
-    data.add_column("example")
-    data.add_column("input")
-    data.add_column("target")
-    for e, (xr, tr) in enumerate(zip(spec.input, spec.target)):
-        data.add_row(str(e), ", ".join(map(_f, xr)), ", ".join(map(_f, tr)))
-    console.print(data)
-
-    Ws = [ls.W.tolist() for ls in spec.layers]
-    bs = [ls.b.tolist() for ls in spec.layers]
-    n = len(result["steps"])
-    for s, st in enumerate(result["steps"]):
-        after = result["steps"][s + 1]["loss"] if s + 1 < n else result["final_loss"]
-        console.rule(
-            f"[bold]Step {s + 1}/{n}[/]  loss before {_f(st['loss'])}  →  after {_f(after)}"
-        )
-        batch = len(st["layers"][0]["z"])
-        for k, (ls, r) in enumerate(zip(spec.layers, st["layers"])):
-            w_in, w_out = len(Ws[k]), len(Ws[k][0])
-            units = Table(
-                box=box.SIMPLE_HEAD,
-                title=f"layers[{k}]: Dense {w_in} → {w_out}, {ls.activation}",
-                title_justify="left",
-            )
-            if batch > 1:
-                units.add_column("example", justify="right")
-            for col in ("unit", "z (pre-activation)", f"a = {ls.activation}(z)", "delta = dL/dz"):
-                units.add_column(col, justify="right")
-            for e in range(batch):
-                for j in range(w_out):
-                    cells = [str(j), _f(r["z"][e][j]), _f(r["a"][e][j]), _f(r["delta"][e][j])]
-                    units.add_row(*([str(e)] if batch > 1 else []) + cells)
-            console.print(units)
-            ps = Table(box=box.SIMPLE_HEAD)
-            for col in ("parameter", "before", "dL/dparam", "after"):
-                ps.add_column(col, justify="right")
-            for i in range(w_in):
-                for j in range(w_out):
-                    ps.add_row(
-                        f"W[{i}][{j}] (in {i} → unit {j})",
-                        _f(Ws[k][i][j]), _f(r["dW"][i][j]), _f(r["W_after"][i][j]),
-                    )
-            for j in range(w_out):
-                note = "" if spec.update_biases else " (fixed)"
-                ps.add_row(f"b[{j}]{note}", _f(bs[k][j]), _f(r["db"][j]), _f(r["b_after"][j]))
-            console.print(ps)
-            Ws[k], bs[k] = r["W_after"], r["b_after"]
-    console.print(f"[bold]Final loss[/] after {n} step(s): {_f(result['final_loss'])}")

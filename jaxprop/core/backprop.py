@@ -1,0 +1,79 @@
+"""Backpropagation: forward keeping residuals, loss gradient, backward through every layer.
+
+No autodiff is involved: every derivative comes from the layers' and losses' hand-written
+``backward``/``grad`` functions.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import jax
+
+from jaxprop.core.checks import validate_data
+from jaxprop.core.layers import Layer
+from jaxprop.core.losses import Loss, get_loss
+
+Array = jax.Array
+
+
+def loss_grad_state_fn(model: Layer, loss: str | Loss) -> Callable:
+    """The pure function ``(params, state, x, t, key=None, train=True) -> (loss, dL/dparams,
+    new_state)``: one forward pass keeping residuals, the loss's gradient, one backward pass.
+
+    ``x: (..., *in_shape)``, ``t`` the shape of the model's output; ``state`` the model's state
+    (``None``/``()`` for a model without), ``key`` the PRNG key of layers such as Dropout.
+    """
+    loss = get_loss(loss)
+
+    def loss_grad_state(params, state, x, t, key=None, train=True):
+        y, residuals, new_state = model.forward(params, state, x, key=key, train=train)
+        dparams, _ = model.backward(params, residuals, loss.grad(y, t))
+        return loss.value(y, t), dparams, new_state
+
+    return loss_grad_state
+
+
+def loss_and_grad_fn(model: Layer, loss: str | Loss) -> Callable:
+    """The pure function ``(params, x, t, *, state=None, key=None, train=True) -> (loss,
+    dL/dparams)``; jit, vmap or scan it freely. See :func:`loss_grad_state_fn`, which also
+    returns the new model state."""
+    inner = loss_grad_state_fn(model, loss)
+
+    def loss_and_grad(params, x, t, *, state=None, key=None, train=True):
+        value, grads, _ = inner(params, state, x, t, key, train)
+        return value, grads
+
+    return loss_and_grad
+
+
+@partial(jax.jit, static_argnums=(0, 1), static_argnames=("train",))
+def _value_and_grad(model, loss, params, x, t, state, key, train):
+    return loss_and_grad_fn(model, loss)(params, x, t, state=state, key=key, train=train)
+
+
+def value_and_grad(model: Layer, loss: str | Loss, params, x, t, *, state=None, key=None,
+                   train: bool = True, check_finite: bool = True):
+    """``(loss_value, grads)`` of ``loss(model(params, x), t)`` by hand-written backprop.
+
+    Jit-compiled once per (model, loss, shapes). ``grads`` has the structure of ``params``.
+    Works under ``jax.vmap`` (per-example gradients: map over ``x`` and ``t``) and on any device.
+    Inputs are validated first: floating dtype matching the params, finite values (when the
+    arrays are concrete and ``check_finite``), shapes that fit the model and the targets.
+
+    Args:
+      model: a Layer (``jp.mlp``, ``jp.serial``, ...).
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      params, x, t: parameters, inputs ``(..., *in_shape)`` and targets.
+      state: the model's state, for models with state (BatchNorm).
+      key: PRNG key for layers that draw random numbers in training (Dropout).
+      train: training mode (default) or evaluation mode.
+      check_finite: check concrete ``x`` and ``t`` for NaN/Inf.
+
+    Returns:
+      ``(loss, grads)``.
+    """
+    loss = get_loss(loss)
+    x, t = validate_data(params, x, t, check_finite=check_finite)
+    return _value_and_grad(model, loss, params, x, t, state, key, train=train)

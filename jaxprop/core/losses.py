@@ -1,0 +1,176 @@
+"""Losses: each owns its value, its hand-written gradient and the facts other code needs.
+
+A :class:`Loss` is ``value(y, t) -> scalar`` and ``grad(y, t) -> dL/dy`` (shape of ``y``), plus
+its reduction over examples, whether it takes logits, the range of predictions it accepts and
+its gradient with respect to the targets. ``y`` and ``t`` have the same shape ``(..., out)``;
+any leading axes are batch axes (none at all under ``jax.vmap``).
+
+==========================  =================================================  ================
+name                        value                                              reduction
+==========================  =================================================  ================
+``sse_half``                ``1/2 * sum((y - t)^2)``                           ``sum``
+``mse``                     ``mean((y - t)^2)``                                ``mean_all``
+``bce``                     ``mean(-t log p - (1 - t) log(1 - p))``, ``p=y``   ``mean_all``
+``bce_with_logits``         same on ``p = sigmoid(y)``, computed stably        ``mean_all``
+``softmax_cross_entropy``   ``mean_rows(-sum(t * log_softmax(y), -1))``        ``mean_rows``
+==========================  =================================================  ================
+
+``bce`` takes probabilities and clips them to ``[eps, 1 - eps]`` (``eps`` = machine epsilon of
+the dtype) so a saturated sigmoid never gives ``log(0)``; its gradient is the formula evaluated
+at the clipped probability (straight through the clip), which keeps saturated units learning.
+Inside the clip range it equals ``jax.grad`` exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+REDUCTIONS = ("sum", "mean_rows", "mean_all")
+
+
+class Loss(NamedTuple):
+    """A loss and its facts.
+
+    Args:
+      value: ``(y, t) -> scalar``.
+      grad: ``(y, t) -> dL/dy``, the shape of ``y``.
+      name: the name used by the CLI, specs and reports.
+      reduction: how examples combine: ``"sum"`` (every element summed), ``"mean_rows"``
+        (summed over the output axis, averaged over examples) or ``"mean_all"`` (averaged over
+        every element). Padded minibatches and per-example gradients rely on it.
+      from_logits: True when ``y`` is a logit (the loss applies the sigmoid/softmax itself):
+        accuracy then thresholds at 0, and a bounded output activation is a mistake.
+      categorical: True when each row of targets is a distribution over the classes on the
+        last axis (one-hot labels), which needs at least two outputs.
+      input_range: ``(low, high)`` that predictions must lie in (``bce``'s probabilities:
+        ``(0, 1)``), or ``None`` for any real value.
+      target_grad: ``(y, t) -> dL/dt``, for ``jax.grad`` through :func:`jaxprop.as_jax_function`
+        with respect to the targets; ``None`` when not defined (the bridge then gives zeros).
+    """
+
+    value: Callable[[Array, Array], Array]
+    grad: Callable[[Array, Array], Array]
+    name: str
+    reduction: str
+    from_logits: bool
+    categorical: bool = False
+    input_range: tuple[float, float] | None = None
+    target_grad: Callable[[Array, Array], Array] | None = None
+
+
+def _check(name: str, y: Array, t: Array) -> None:
+    if tuple(y.shape) != tuple(t.shape):
+        raise ValueError(
+            f"loss {name}: outputs have shape {tuple(y.shape)} but targets have shape "
+            f"{tuple(t.shape)}; they must match"
+        )
+
+
+def make_loss(name: str, value: Callable, grad: Callable, *, reduction: str, from_logits: bool,
+              categorical: bool = False, input_range=None,
+              target_grad: Callable | None = None) -> Loss:
+    """A :class:`Loss` whose ``value``, ``grad`` and ``target_grad`` check that ``y`` and
+    ``t`` agree in shape first."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"loss {name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+    def checked(fn):
+        if fn is None:
+            return None
+
+        def f(y, t):
+            _check(name, y, t)
+            return fn(y, t)
+
+        return f
+
+    return Loss(checked(value), checked(grad), name, reduction, from_logits, categorical,
+                input_range, checked(target_grad))
+
+
+def rows(y: Array) -> int:
+    """Number of examples: all axes but the last (1 for a single example)."""
+    return max(1, y.size // y.shape[-1]) if y.ndim else 1
+
+
+def clip_probabilities(p: Array) -> Array:
+    """``p`` clipped to ``[eps, 1 - eps]`` for its dtype (what ``bce`` evaluates at)."""
+    eps = jnp.finfo(p.dtype).eps
+    return jnp.clip(p, eps, 1 - eps)
+
+
+def _sse_half() -> Loss:
+    return make_loss(
+        "sse_half", lambda y, t: 0.5 * jnp.sum((y - t) ** 2), lambda y, t: y - t,
+        reduction="sum", from_logits=False, target_grad=lambda y, t: t - y)
+
+
+def _mse() -> Loss:
+    return make_loss(
+        "mse", lambda y, t: jnp.mean((y - t) ** 2), lambda y, t: 2 * (y - t) / y.size,
+        reduction="mean_all", from_logits=False, target_grad=lambda y, t: 2 * (t - y) / y.size)
+
+
+def _bce() -> Loss:
+    def value(p, t):
+        p = clip_probabilities(p)
+        return jnp.mean(-t * jnp.log(p) - (1 - t) * jnp.log1p(-p))
+
+    def grad(p, t):
+        p = clip_probabilities(p)
+        return (p - t) / (p * (1 - p)) / p.size
+
+    def target_grad(p, t):
+        # d/dt [-t log p - (1 - t) log(1 - p)] = log(1 - p) - log(p), at the clipped p
+        p = clip_probabilities(p)
+        return (jnp.log1p(-p) - jnp.log(p)) / p.size
+
+    return make_loss("bce", value, grad, reduction="mean_all", from_logits=False,
+                     input_range=(0, 1), target_grad=target_grad)
+
+
+def _bce_with_logits() -> Loss:
+    def value(z, t):
+        # softplus(z) - t z, written so exp never overflows
+        return jnp.mean(jnp.maximum(z, 0) - t * z + jnp.log1p(jnp.exp(-jnp.abs(z))))
+
+    return make_loss(
+        "bce_with_logits", value, lambda z, t: (jax.nn.sigmoid(z) - t) / z.size,
+        reduction="mean_all", from_logits=True,
+        target_grad=lambda z, t: -z / z.size)  # d/dt [softplus(z) - t z] = -z
+
+
+def _softmax_cross_entropy() -> Loss:
+    def value(z, t):
+        return -jnp.sum(t * jax.nn.log_softmax(z, axis=-1)) / rows(z)
+
+    def grad(z, t):
+        # d/dz of -sum(t * (z - lse(z))) = softmax(z) * sum(t) - t  (= p - t for one-hot t)
+        p = jax.nn.softmax(z, axis=-1)
+        return (p * jnp.sum(t, axis=-1, keepdims=True) - t) / rows(z)
+
+    return make_loss(
+        "softmax_cross_entropy", value, grad, reduction="mean_rows", from_logits=True,
+        categorical=True,
+        target_grad=lambda z, t: -jax.nn.log_softmax(z, axis=-1) / rows(z))
+
+
+LOSSES: dict[str, Loss] = {
+    loss.name: loss
+    for loss in (_sse_half(), _mse(), _bce(), _bce_with_logits(), _softmax_cross_entropy())
+}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """The loss called ``loss`` (see ``LOSSES``); a :class:`Loss` passes through."""
+    if isinstance(loss, Loss):
+        return loss
+    try:
+        return LOSSES[loss]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}") from None

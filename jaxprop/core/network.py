@@ -1,0 +1,194 @@
+"""Composing layers into a network: ``serial`` and its shortcut ``mlp``.
+
+``serial(*layers)`` is itself a :class:`~jaxprop.core.layers.Layer` (a :class:`Model`), so it
+nests like any other layer. Its params and state are plain lists with one entry per layer
+(``{"W", "b"}`` for Dense, ``()`` for an activation). ``forward`` runs the layers in order,
+splitting the key once per layer and threading the state list, and keeps each layer's
+residuals; ``backward`` walks the layers in reverse, each turning ``dL/d(output)`` into
+``dL/d(params)`` and ``dL/d(input)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxprop.core.layers import Dense, Layer
+from jaxprop.core.layers import activation as activation_layer
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model(Layer):
+    """A feedforward network made by :func:`serial` (or :func:`mlp`): a Layer, plus the
+    per-example input shape ``in_shape`` it was built for (``None`` if not given).
+
+    The Layer protocol (``init(key, in_shape)``, ``forward``, ``backward``) works as for any
+    layer. Shortcuts for the common cases:
+
+    * ``model.init(key) -> params`` for the model's own ``in_shape`` (a model without state;
+      a model with state, e.g. BatchNorm, raises and points to ``init_with_state``);
+    * ``model.init_with_state(key) -> (params, state)``;
+    * ``model.apply(params, x, state=None, *, key=None, train=False) -> y`` (evaluation mode by
+      default: dropout off, BatchNorm's running averages).
+    """
+
+    in_shape: tuple[int, ...] | None = None
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        return self.sublayers
+
+    def init_with_state(self, key: Array, in_shape: Sequence[int] | None = None):
+        """``(params, state)`` for inputs of per-example shape ``in_shape`` (default: own)."""
+        params, state, _ = self.init(key, self._shape(in_shape))
+        return params, state
+
+    def apply(self, params, x: Array, state=None, *, key=None, train: bool = False) -> Array:
+        """The network's output ``y`` for ``x`` (the new state is dropped)."""
+        return self.forward(params, state, x, key=key, train=train)[0]
+
+    def forward_trace(self, params, state, x: Array, *, key=None, train: bool = True):
+        """``(outputs, residuals, new_state)``: every layer's output ``[y_1, ..., y_L]``, every
+        layer's residuals and the new per-layer state."""
+        self._check_list(params, "params")
+        states = self._states(state)
+        keys = (None,) * len(self.layers) if key is None else jax.random.split(key, len(self.layers))
+        outputs, residuals, new_states = [], [], []
+        for layer, p, s, k in zip(self.layers, params, states, keys):
+            x, r, s = layer.forward(p, s, x, key=k, train=train)
+            outputs.append(x)
+            residuals.append(r)
+            new_states.append(s)
+        if state is None or (isinstance(state, (list, tuple)) and len(state) == 0):
+            if not jax.tree.leaves(new_states):
+                new_states = state  # stateless: keep the caller's structure
+        return outputs, residuals, new_states
+
+    def backward_trace(self, params, residuals, dy: Array):
+        """``(dparams, [dL/dx_1, ..., dL/dx_L])``: gradients w.r.t. params and each layer input."""
+        n = len(self.layers)
+        dparams, dxs = [None] * n, [None] * n
+        for i in reversed(range(n)):
+            dparams[i], dy = self.layers[i].backward(params[i], residuals[i], dy)
+            dxs[i] = dy
+        return dparams, dxs
+
+    def describe(self) -> str:
+        """``"Dense(4) -> sigmoid -> Dense(1) -> sigmoid"``."""
+        return " -> ".join(layer.name for layer in self.layers)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _shape(self, in_shape):
+        shape = in_shape if in_shape is not None else self.in_shape
+        if shape is None:
+            raise ValueError("this model has no input shape: pass in_shape to init()")
+        return tuple(shape)
+
+    def _check_list(self, tree, what: str) -> None:
+        if not isinstance(tree, (list, tuple)) or len(tree) != len(self.layers):
+            got = len(tree) if isinstance(tree, (list, tuple)) else type(tree).__name__
+            raise ValueError(
+                f"{what} must be a list with one entry per layer ({len(self.layers)}), got {got}"
+            )
+
+    def _states(self, state):
+        if state is None or (isinstance(state, (list, tuple)) and len(state) == 0):
+            return (None,) * len(self.layers)
+        self._check_list(state, "state")
+        return state
+
+
+def serial(*layers: Layer, in_shape: Sequence[int] | None = None) -> Model:
+    """Compose layers (or models) in order. ``in_shape`` is one example's shape, e.g. ``(2,)``.
+
+    The result is a :class:`Model`: a Layer whose params and state are lists with one entry
+    per layer, whose ``forward`` gives each layer its own key (``jax.random.split`` of
+    ``key``, once per layer) and whose ``couples_batch`` is set when any layer's is.
+    """
+    if not layers:
+        raise ValueError("serial() needs at least one layer")
+    for layer in layers:
+        if not isinstance(layer, Layer):
+            raise ValueError(f"serial() takes Layers or Models, got {type(layer).__name__}")
+    layers = tuple(layers)
+    own_shape = None if in_shape is None else tuple(in_shape)
+
+    def init_all(key, shape):
+        params, states = [], []
+        for layer, k in zip(layers, jax.random.split(key, len(layers))):
+            p, s, shape = layer.init(k, shape)
+            params.append(p)
+            states.append(s)
+        return params, states, shape
+
+    def init(key, in_shape=None):
+        if in_shape is not None:  # the Layer protocol
+            return init_all(key, tuple(in_shape))
+        params, state, _ = init_all(key, model._shape(None))
+        if jax.tree.leaves(state):
+            raise ValueError(
+                "this model has state (e.g. BatchNorm statistics): use "
+                "params, state = model.init_with_state(key)"
+            )
+        return params
+
+    def forward(params, state, x, *, key=None, train=True):
+        outputs, residuals, new_state = model.forward_trace(params, state, x, key=key,
+                                                            train=train)
+        return outputs[-1], residuals, new_state
+
+    def backward(params, residuals, dy):
+        dparams, dxs = model.backward_trace(params, residuals, dy)
+        return dparams, dxs[0]
+
+    spec = "-".join(layer.spec for layer in layers) if all(layer.spec for layer in layers) \
+        else None
+    model = Model(
+        init=init, forward=forward, backward=backward,
+        name=" -> ".join(layer.name for layer in layers),
+        couples_batch=any(layer.couples_batch for layer in layers),
+        output_range=layers[-1].output_range, spec=spec, sublayers=layers, in_shape=own_shape,
+    )
+    return model
+
+
+def default_init(act: str) -> str:
+    """He for the ReLU family, Glorot otherwise."""
+    return "he" if act in ("relu", "leaky_relu", "gelu", "gelu_tanh") else "glorot"
+
+
+def mlp(
+    sizes: Sequence[int],
+    activation: str | Sequence[str] = "sigmoid",
+    output_activation: str = "sigmoid",
+    *,
+    init: str | None = None,
+    dtype=jnp.float32,
+) -> Model:
+    """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
+
+    ``activation`` is one name for every hidden layer, or one name per hidden layer.
+    ``init`` names the weight initialiser (``normal``, ``glorot``, ``he``, ...); by default He
+    for ReLU-like hidden activations and Glorot otherwise. Biases start at zero.
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2 or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
+        raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes}")
+    n_hidden = len(sizes) - 2
+    acts = [activation] * n_hidden if isinstance(activation, str) else list(activation)
+    if len(acts) != n_hidden:
+        raise ValueError(
+            f"mlp: {n_hidden} hidden layers but {len(acts)} activations were given: {acts}"
+        )
+    w_init = init or default_init(acts[0] if acts else output_activation)
+    layers: list[Layer] = []
+    for width, act in zip(sizes[1:], acts + [output_activation]):
+        layers += [Dense(width, W_init=w_init, dtype=dtype), activation_layer(act)]
+    return serial(*layers, in_shape=(sizes[0],))
+

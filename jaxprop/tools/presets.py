@@ -1,0 +1,67 @@
+"""Networks and data for gradient checks: the presets of ``jaxprop check`` and random data
+that suits a loss."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxprop.core.layers import ACTIVATIONS, Dense, activation
+from jaxprop.core.losses import Loss, get_loss
+from jaxprop.core.network import Model, mlp, serial
+from jaxprop.data.synthetic import xor
+
+PRESETS = ("mixed", "xor")
+
+
+def mixed_preset(dtype=jnp.float32) -> tuple[Model, str]:
+    """Five Dense layers (4 -> 8 -> 8 -> 8 -> 8 -> 3) using every activation in ACTIVATIONS.
+
+    Loss ``mse`` on the softmax output.
+    """
+    d = dict(dtype=dtype)
+    model = serial(
+        Dense(8, **d), activation("tanh"), activation("gelu"),
+        Dense(8, **d), activation("leaky_relu"), activation("sigmoid"),
+        Dense(8, **d), activation("relu"), activation("softplus"),
+        Dense(8, **d), activation("gelu_tanh"), activation("identity"),
+        Dense(3, **d), activation("softmax"),
+        in_shape=(4,),
+    )  # fmt: skip
+    used = {layer.name for layer in model.layers}
+    assert set(ACTIVATIONS) <= used, set(ACTIVATIONS) - used
+    return model, "mse"
+
+
+def xor_preset(dtype=jnp.float32) -> tuple[Model, str]:
+    """The classic 2-4-1 sigmoid network, standard-normal weights, sum-of-squares loss."""
+    return mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal", dtype=dtype), "sse_half"
+
+
+def preset(name: str, dtype=jnp.float32) -> tuple[Model, str]:
+    """The preset ``name`` (one of ``PRESETS``) as ``(model, loss name)``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return (xor_preset if name == "xor" else mixed_preset)(dtype)
+
+
+def xor_data(dtype=jnp.float32):
+    """The four XOR patterns as ``(x (4, 2), t (4, 1))`` in ``dtype``."""
+    x, t = xor()
+    return jnp.asarray(x, dtype), jnp.asarray(t, dtype)
+
+
+def make_data(key, loss: str | Loss, in_shape, out_shape, batch: int, dtype):
+    """Inputs ~ N(0, 1) and targets that suit the loss: one-hot rows for a categorical loss,
+    values in [0, 1] for a loss on probabilities or binary logits, normal values otherwise."""
+    loss = get_loss(loss)
+    kx, kt = jax.random.split(key)
+    x = jax.random.normal(kx, (batch, *in_shape), dtype)
+    shape = (batch, *out_shape)
+    if loss.categorical:
+        t = jax.nn.one_hot(jax.random.randint(kt, shape[:-1], 0, shape[-1]), shape[-1], dtype=dtype)
+    elif loss.from_logits or loss.input_range == (0, 1):
+        t = jax.random.uniform(kt, shape, dtype)
+    else:
+        t = jax.random.normal(kt, shape, dtype)
+    return x, t

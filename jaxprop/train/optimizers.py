@@ -1,0 +1,44 @@
+"""Optimizers by name: the registry the CLI, populations and ``fit`` share (optax does the work).
+
+Each entry is an optax alias that takes ``learning_rate``, so a population can give every member
+its own rate through ``optax.inject_hyperparams``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import optax
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": optax.sgd,
+    "momentum": partial(optax.sgd, momentum=0.9),
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+}
+
+
+def optimizer_alias(name: str) -> Callable[..., optax.GradientTransformation]:
+    """The optax alias registered as ``name`` (call it with ``learning_rate``)."""
+    try:
+        return OPTIMIZERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}") from None
+
+
+def get_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+    """The optimizer registered as ``name`` at ``learning_rate``."""
+    return optimizer_alias(name)(learning_rate)
+
+
+def as_optimizer(optimizer) -> optax.GradientTransformation:
+    """An optax optimizer; a number is the learning rate of plain gradient descent."""
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if isinstance(optimizer, (int, float)) and not isinstance(optimizer, bool) and optimizer > 0:
+        return optax.sgd(float(optimizer))
+    raise ValueError(
+        f"optimizer must be an optax GradientTransformation or a positive learning rate, "
+        f"got {optimizer!r}"
+    )

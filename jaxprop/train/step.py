@@ -1,0 +1,313 @@
+"""The training step and the loops around it: pure functions, jit, ``vmap`` or ``scan`` them.
+
+::
+
+    make_train_step(model, loss, optimizer)  -> step(params, opt_state, model_state, x, t, key
+                                                     [, mask]) -> (params, opt_state,
+                                                                   model_state, loss)
+    make_epoch_fn(model, loss, optimizer, n_examples, batch_size=None, drop_last=False)
+                                              -> epoch(params, opt_state, model_state, x, t,
+                                                       run_key, epoch) -> (..., epoch_loss)
+    make_train_epochs(...)                    -> train_epochs(state, x, t, n_epochs)
+                                                     -> (state, losses: (n_epochs,))
+    init_state(model, optimizer, key)         -> TrainState(params, opt_state, key, epoch,
+                                                            model_state)
+
+This is the one training step of jaxprop: ``fit``, populations, data parallel training and the
+benchmarks all run it.
+
+**Keys.** ``TrainState.key`` (the run key) never changes. Epoch ``e`` (0-based) shuffles with
+``fold_in(run_key, e)``; step ``s`` of the run (counted over all epochs) gives its layers
+``fold_in(fold_in(run_key, STEP_STREAM), s)`` (Dropout masks). A run stopped after epoch ``k``
+and resumed from its checkpoint therefore draws exactly the numbers of the uninterrupted run.
+
+**Ragged last minibatch.** With ``n`` examples and batch size ``B`` an epoch has ``ceil(n / B)``
+steps; the index list is padded (wrapping around the permutation) to a whole number of batches
+and a 0/1 mask marks the real rows, so every step has the same shape and nothing recompiles.
+``drop_last=True`` drops the ragged batch instead. The masked gradient keeps the ``Loss``
+protocol untouched: each padded batch is scored row by row (the loss applied to each row as a
+batch of one, via ``vmap``), the rows' values and output gradients are multiplied by the mask,
+and then summed (``reduction="sum"``) or divided by the number of real rows (the means). That is
+exactly the loss and the gradient of the un-padded batch. A model whose layers couple the
+examples of a batch (BatchNorm) cannot be trained on padded batches: use ``drop_last=True`` or a
+batch size that divides the data.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxprop.core.backprop import loss_grad_state_fn
+from jaxprop.core.layers import Layer
+from jaxprop.core.losses import Loss, get_loss
+from jaxprop.train.compile import FAST_COMPILE
+
+Array = jax.Array
+
+# fold_in(run_key, STEP_STREAM) roots the per-step keys; epochs (which key the shuffles) never
+# reach this value, so the two streams never share a key.
+STEP_STREAM = 0xFFFFFFFF
+
+
+class TrainState(NamedTuple):
+    """Everything that evolves during training; a pytree (vmap it to train many networks).
+
+    ``key`` is the run's base PRNG key (see the module docstring); ``epoch`` counts finished
+    epochs (int32 scalar); ``model_state`` is the model's per-layer state list (``()`` entries
+    for layers without state).
+    """
+
+    params: Any
+    opt_state: Any
+    key: Array
+    epoch: Array
+    model_state: Any = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def init_state(model: Layer, optimizer: optax.GradientTransformation, key: Array, params=None,
+               *, in_shape=None) -> TrainState:
+    """A fresh :class:`TrainState`: params and model state from ``model.init`` (unless
+    ``params`` are given) and the optimizer state. ``key`` is split into an initialisation key
+    and the run key; when ``params`` are given, ``key`` itself becomes the run key.
+    ``in_shape`` defaults to the model's own. Works under ``jax.vmap`` over keys."""
+    shape = tuple(in_shape) if in_shape is not None else getattr(model, "in_shape", None)
+    if shape is None:
+        raise ValueError("init_state: the model has no input shape; pass in_shape")
+    try:
+        init = _cached_init_fn(model, optimizer, shape)
+    except TypeError:  # unhashable model or optimizer
+        init = _init_fn(model, optimizer, shape)
+    return init(key, params)
+
+
+def _init_fn(model, optimizer, in_shape):
+    def init(key, params):
+        k_init, run_key = jax.random.split(key)
+        new_params, model_state, _ = model.init(k_init, in_shape)
+        if params is None:
+            params = new_params
+        else:
+            run_key = key
+        return TrainState(params, optimizer.init(params), run_key, jnp.zeros((), jnp.int32),
+                          model_state)
+
+    jitted = jax.jit(init)  # one compilation instead of one per eager op
+    compiled = {}
+
+    def run(key, params):
+        # It runs once: compile it fast (random-number and truncated-normal code takes
+        # seconds to optimise on CPU and microseconds to run either way).
+        if isinstance(key, jax.core.Tracer) or any(
+                isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(params)):
+            return jitted(key, params)  # inside vmap/jit: let the outer transform handle it
+        sig = str(jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), (key, params)))
+        if sig not in compiled:
+            options = FAST_COMPILE if jax.default_backend() == "cpu" else None
+            compiled[sig] = jitted.lower(key, params).compile(options)
+        return compiled[sig](key, params)
+
+    return run
+
+
+_cached_init_fn = functools.lru_cache(maxsize=16)(_init_fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Gradients on padded batches
+
+
+def masked_loss_grad_state_fn(model: Layer, loss: str | Loss) -> Callable:
+    """``(params, state, x, t, key, train, mask) -> (loss, dL/dparams, new_state)`` counting
+    only rows where ``mask`` is set (see the module docstring).
+
+    ``x: (n, *in_shape)``, ``t: (n, out)``, ``mask: (n,)`` bool or 0/1. Equals
+    :func:`~jaxprop.core.backprop.loss_grad_state_fn` on ``x[mask], t[mask]``.
+    """
+    loss = get_loss(loss)
+    if model.couples_batch:
+        raise ValueError(
+            f"{model.name}: a layer couples the examples of a batch (e.g. BatchNorm), so it "
+            "cannot train on a padded ragged last minibatch; use drop_last=True or a batch "
+            "size that divides the number of examples"
+        )
+    row_value = jax.vmap(lambda y, t: loss.value(y[None], t[None]))
+    row_grad = jax.vmap(lambda y, t: loss.grad(y[None], t[None])[0])
+
+    def masked(params, state, x, t, key, train, mask):
+        y, residuals, new_state = model.forward(params, state, x, key=key, train=train)
+        w = mask.astype(y.dtype)
+        if loss.reduction != "sum":
+            w = w / jnp.maximum(jnp.sum(w), 1)
+        value = jnp.sum(w * row_value(y, t))
+        dy = w.reshape((-1,) + (1,) * (y.ndim - 1)) * row_grad(y, t)
+        dparams, _ = model.backward(params, residuals, dy)
+        return value, dparams, new_state
+
+    return masked
+
+
+def masked_loss_and_grad_fn(model: Layer, loss: str | Loss) -> Callable:
+    """``(params, x, t, mask) -> (loss, dL/dparams)`` for a model without state (see
+    :func:`masked_loss_grad_state_fn`)."""
+    masked = masked_loss_grad_state_fn(model, loss)
+
+    def masked_loss_and_grad(params, x, t, mask):
+        value, grads, _ = masked(params, None, x, t, None, True, mask)
+        return value, grads
+
+    return masked_loss_and_grad
+
+
+# --------------------------------------------------------------------------------------------
+# The step, the epoch, the loop
+
+
+def make_train_step(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
+                    *, masked: bool = False, grad_fn: Callable | None = None) -> Callable:
+    """The training step ``(params, opt_state, model_state, x, t, key[, mask]) -> (params,
+    opt_state, model_state, loss)``.
+
+    Hand-written gradients (:func:`~jaxprop.core.backprop.loss_grad_state_fn`, in training
+    mode, with the step's ``key``), then ``optimizer`` (any optax ``GradientTransformation``);
+    ``loss`` is the value before the update. ``masked=True`` adds the row ``mask`` of a padded
+    batch. ``grad_fn`` replaces the gradient with another of the same signature
+    ``(params, state, x, t, key, train[, mask]) -> (loss, grads, new_state)`` (the benchmarks'
+    ``jax.grad`` baseline uses it).
+    """
+    if grad_fn is None:
+        grad_fn = masked_loss_grad_state_fn(model, loss) if masked \
+            else loss_grad_state_fn(model, loss)
+
+    def step(params, opt_state, model_state, x, t, key, *mask):
+        value, grads, model_state = grad_fn(params, model_state, x, t, key, True, *mask)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, model_state, value
+
+    return step
+
+
+def step_key(run_key: Array, step) -> Array:
+    """The key of training step ``step`` (counted from 0 over the whole run)."""
+    return jax.random.fold_in(jax.random.fold_in(run_key, STEP_STREAM), step)
+
+
+def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
+                  n_examples: int, batch_size: int | None = None, drop_last: bool = False, *,
+                  grad_fn: Callable | None = None):
+    """The pure epoch ``(params, opt_state, model_state, x, t, run_key, epoch) -> (params,
+    opt_state, model_state, epoch_loss)``.
+
+    ``batch_size=None`` (or ``>= n_examples``): one full-batch step. Otherwise a fresh
+    permutation from ``fold_in(run_key, epoch)`` and ``ceil(n / batch_size)`` minibatch steps
+    in a ``lax.scan`` (the last one padded and masked), or ``floor`` of it with ``drop_last``.
+    ``epoch_loss`` is the minibatch losses averaged with weights = real rows per batch.
+    ``grad_fn``: see :func:`make_train_step`.
+    """
+    n = int(n_examples)
+    if n < 1:
+        raise ValueError("training needs at least one example")
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
+                                   or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is None or batch_size >= n:
+        step = make_train_step(model, loss, optimizer, grad_fn=grad_fn)
+
+        def full_batch_epoch(params, opt_state, model_state, x, t, run_key, epoch):
+            return step(params, opt_state, model_state, x, t, step_key(run_key, epoch))
+
+        return full_batch_epoch
+
+    bs = int(batch_size)
+    n_batches = n // bs if drop_last else -(-n // bs)
+    ragged = n_batches * bs != n and not drop_last
+    step = make_train_step(model, loss, optimizer, masked=ragged, grad_fn=grad_fn)
+    mask = (np.arange(n_batches * bs) < n).reshape(n_batches, bs)
+    counts = jnp.asarray(mask.sum(axis=1), jnp.float32)
+
+    def minibatch_epoch(params, opt_state, model_state, x, t, run_key, epoch):
+        perm = jax.random.permutation(jax.random.fold_in(run_key, epoch), n)
+        idx = perm[jnp.arange(n_batches * bs) % n].reshape(n_batches, bs)
+        first = jnp.asarray(epoch, jnp.uint32) * jnp.uint32(n_batches)
+
+        def body(carry, inputs):
+            p, s, ms = carry
+            b, i, m = inputs
+            extra = (m,) if ragged else ()
+            p, s, ms, value = step(p, s, ms, x[i], t[i], step_key(run_key, first + b), *extra)
+            return (p, s, ms), value
+
+        batches = (jnp.arange(n_batches, dtype=jnp.uint32), idx, mask)
+        (params, opt_state, model_state), values = jax.lax.scan(
+            body, (params, opt_state, model_state), batches)
+        c = counts.astype(values.dtype)
+        return params, opt_state, model_state, jnp.sum(values * c) / jnp.sum(c)
+
+    return minibatch_epoch
+
+
+def make_train_epochs(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
+                      n_examples: int, batch_size: int | None = None, drop_last: bool = False,
+                      *, grad_fn: Callable | None = None):
+    """The pure loop ``(state, x, t, n_epochs) -> (state, losses)`` over ``n_epochs`` epochs.
+
+    One ``lax.scan`` over epochs (each epoch itself a scan over minibatches); ``n_epochs`` must
+    be static (bind it with ``functools.partial`` before ``jit``/``vmap``). ``losses[i]`` is the
+    loss of epoch ``state.epoch + i``. To train a population: ``jax.vmap(partial(train_epochs,
+    n_epochs=N), in_axes=(0, None, None))`` over a stacked ``TrainState``.
+    """
+    epoch_fn = make_epoch_fn(model, loss, optimizer, n_examples, batch_size, drop_last,
+                             grad_fn=grad_fn)
+
+    def train_epochs(state: TrainState, x, t, n_epochs: int):
+        def body(carry, _):
+            params, opt_state, model_state, epoch = carry
+            params, opt_state, model_state, value = epoch_fn(
+                params, opt_state, model_state, x, t, state.key, epoch)
+            return (params, opt_state, model_state, epoch + 1), value
+
+        init = (state.params, state.opt_state, state.model_state, state.epoch)
+        (params, opt_state, model_state, epoch), losses = jax.lax.scan(
+            body, init, None, length=n_epochs)
+        return TrainState(params, opt_state, state.key, epoch, model_state), losses
+
+    return train_epochs
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def accuracy_fn(loss: str | Loss) -> Callable:
+    """``(y, t) -> accuracy``: argmax agreement for several outputs; for one output a threshold
+    (0 for a loss that takes logits, 0.5 for probabilities) against 0/1 targets."""
+    threshold = 0.0 if get_loss(loss).from_logits else 0.5
+
+    def accuracy(y, t):
+        if y.shape[-1] == 1:
+            return jnp.mean((y > threshold) == (t > 0.5))
+        return jnp.mean(jnp.argmax(y, -1) == jnp.argmax(t, -1))
+
+    return accuracy
+
+
+def make_eval_fn(model: Layer, loss: str | Loss, accuracy: Callable | None = None) -> Callable:
+    """The pure ``(params, x, t, state=None) -> (loss, accuracy)`` on a whole data set, in
+    evaluation mode (``train=False``: no dropout, BatchNorm's running averages)."""
+    loss = get_loss(loss)
+    accuracy = accuracy or accuracy_fn(loss)
+
+    def evaluate(params, x, t, state=None):
+        y = model.forward(params, state, x, train=False)[0]
+        return loss.value(y, t), accuracy(y, t)
+
+    return evaluate
