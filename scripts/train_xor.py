@@ -11,13 +11,13 @@ import numpy as np
 import optax
 
 import jaxprop as jp
+import jaxprop.data
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--seed", type=int, default=0)
 seed = parser.parse_args().seed
 
-x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
-t = np.array([[0], [1], [1], [0]], np.float32)
+x, t = jp.data.xor()  # the four patterns and their targets, float32
 
 model = jp.mlp([2, 4, 1], activation="sigmoid", output_activation="sigmoid", init="normal")
 

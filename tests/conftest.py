@@ -1,5 +1,27 @@
-"""Shared test setup: float64 available everywhere (tests pick the dtype they need)."""
+"""Shared test setup. The suite runs in JAX's default float32 mode, as users do; a test gets
+float64 (``jax_enable_x64``) only when it asks: the ``x64`` marker, or a float64 parameter
+(a ``dtype`` of float64 or an id naming ``float64``/``f64``)."""
 
 import jax
+import numpy as np
+import pytest
 
-jax.config.update("jax_enable_x64", True)
+
+def _wants_float64(request) -> bool:
+    if request.node.get_closest_marker("x64") is not None:
+        return True
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    for value in params.values():
+        if isinstance(value, (type, np.dtype)) and np.dtype(value) == np.float64:
+            return True
+    name = request.node.name
+    return "float64" in name or "f64" in name
+
+
+@pytest.fixture(autouse=True)
+def _float64_when_asked(request):
+    if _wants_float64(request):
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield

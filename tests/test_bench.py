@@ -49,6 +49,7 @@ def test_numpy_gradients_equal_jaxprop_float64(sizes, act, out, loss):
         np.testing.assert_allclose(db, g["b"], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.x64
 def test_numpy_training_loop_equals_jaxprop_gradient_descent():
     model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal", dtype=jnp.float64)
     params = model.init(jax.random.key(0))

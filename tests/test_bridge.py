@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import jaxprop as jp
+from jaxprop.data import xor
 from jaxprop.scale.bridge import as_jax_function
 
 TOL = {jnp.float32: dict(rtol=2e-5, atol=2e-6), jnp.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -45,6 +46,7 @@ def test_grad_wrt_params_x_and_t_equals_autodiff(loss, out, make_t, dtype):
     assert jax.tree.map(lambda a: a.dtype, grads) == jax.tree.map(lambda a: a.dtype, ref)
 
 
+@pytest.mark.x64
 def test_under_jit_and_vmap():
     model, params, x, t = _setup("identity", lambda z: z, jnp.float64)
     f, plain = as_jax_function(model, "mse"), _plain(model, "mse")
@@ -64,6 +66,7 @@ def test_under_jit_and_vmap():
     chex.assert_trees_all_close(jax.grad(h)(params), jax.grad(href)(params), rtol=1e-10)
 
 
+@pytest.mark.x64
 def test_custom_loss_gets_zero_target_gradient():
     model, params, x, t = _setup("identity", lambda z: z, jnp.float64)
     base = jp.get_loss("mse")
@@ -75,8 +78,7 @@ def test_custom_loss_gets_zero_target_gradient():
 
 def test_optax_training_loop_with_jax_grad_trains():
     model = jp.mlp([2, 8, 1], activation="tanh", output_activation="identity")
-    x = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]], jnp.float32)
-    t = jnp.array([[0], [1], [1], [0]], jnp.float32)
+    x, t = xor()
     f = as_jax_function(model, "bce_with_logits")
     opt = optax.adam(0.05)
     params = model.init(jax.random.key(0))

@@ -108,6 +108,7 @@ def _spec(**overrides):
     return d
 
 
+@pytest.mark.x64
 def test_update_biases_and_agreement_with_autodiff():
     """A 2-3-2-1 batch-of-3 network: every quantity against jax.grad / a NumPy forward."""
     d = _spec()

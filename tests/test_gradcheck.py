@@ -45,6 +45,7 @@ def broken_tanh(factor=1.5):
     return jp.elementwise("broken_tanh", forward, lambda y, dy: factor * dy * (1 - y * y))
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("factor", [1.5, 1.0 + 1e-4])
 def test_broken_layer_is_reported(factor):
     model = jp.serial(
@@ -65,6 +66,7 @@ def test_broken_layer_is_reported(factor):
     assert report.verdict().startswith("FAILED: 2 of 4 gradient leaves disagree")
 
 
+@pytest.mark.x64
 def test_large_leaves_are_sampled_and_say_so():
     model = jp.mlp([3, 40, 2], "relu", "identity", dtype=jnp.float64)
     params = model.init(jax.random.key(0))

@@ -61,6 +61,7 @@ class LayerBackwardTest(chex.TestCase):
         chex.assert_trees_all_close(dx, dx_ref, **TOL[dtype])
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_backward_matches_finite_differences(name):
     layer, params, x, dy = setup(name, np.float64)
@@ -102,6 +103,7 @@ def test_nested_model_is_a_layer_with_agreeing_shapes():
         assert model.apply(params, x).shape == (*batch, 2)
 
 
+@pytest.mark.x64
 def test_leaky_relu_custom_slope_is_used():
     layer = jp.LeakyRelu(0.2)
     x = jnp.array([-2.0, 3.0], jnp.float64)

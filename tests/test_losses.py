@@ -57,6 +57,7 @@ def test_value_and_grad_match_jax_grad(name, shape, dtype, jit):
     chex.assert_trees_all_close(grad, ref_grad, **TOL[dtype])
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("name", list(jp.LOSSES))
 def test_grad_matches_finite_differences(name, shape):
@@ -99,6 +100,7 @@ def test_bce_clips_saturated_probabilities(dtype):
     chex.assert_trees_all_close(value, loss.value(pc, t), **TOL[dtype])
 
 
+@pytest.mark.x64
 def test_bce_with_logits_is_stable_for_large_logits():
     loss = jp.get_loss("bce_with_logits")
     z = jnp.array([-800.0, 800.0, 0.0], jnp.float64)

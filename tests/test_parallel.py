@@ -13,6 +13,7 @@ import optax
 import pytest
 
 import jaxprop as jp
+from jaxprop.data import xor
 from jaxprop.scale.parallel import data_mesh, make_data_parallel_step
 from jaxprop.train import as_optimizer
 
@@ -127,8 +128,7 @@ def test_four_simulated_devices_equal_one_device():
 
 def test_single_device_step_trains_and_bad_optimizer_is_reported():
     model = jp.mlp([2, 8, 1], activation="tanh", output_activation="identity")
-    x = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]], jnp.float32)
-    t = jnp.array([[0], [1], [1], [0]], jnp.float32)
+    x, t = xor()
     dp = make_data_parallel_step(model, "bce_with_logits", optax.adam(0.05), data_mesh())
     p, s = dp.init(model.init(jax.random.key(0)))
     for _ in range(300):

@@ -18,6 +18,7 @@ def _setup(dtype=jnp.float64, out="identity"):
     return model, params, x, t
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("loss", ["mse", "sse_half", "softmax_cross_entropy"])
 @pytest.mark.parametrize("jit", [False, True])
 def test_per_example_grads_match_loop(loss, jit):
@@ -45,6 +46,7 @@ def test_mean_of_per_example_grads_is_batch_grad_and_matches_autodiff():
     chex.assert_trees_all_close(grads, auto, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.x64
 def test_norms_and_clipping_match_loop():
     model, params, x, t = _setup()
     _, grads = per_example_grads(model, "sse_half", params, x, t)
@@ -70,6 +72,7 @@ def test_norms_and_clipping_match_loop():
     chex.assert_trees_all_close(clip_per_example(grads, 1e9), plain_mean)
 
 
+@pytest.mark.x64
 def test_zero_gradient_is_not_nan_and_bad_input_is_reported():
     model, params, x, _ = _setup()
     t = model.apply(params, x)  # perfect fit: every gradient is exactly zero

@@ -10,13 +10,13 @@ import optax
 import pytest
 
 import jaxprop as jp
+from jaxprop.data import xor
 from jaxprop.train import init_state
 from jaxprop.plots import population_histogram as plot_population
 from jaxprop.runs import population_records
 from jaxprop.scale.population import PopulationResult, fit_population, init_population
 
-X = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]], jnp.float32)
-T = jnp.array([[0], [1], [1], [0]], jnp.float32)
+X, T = (jnp.asarray(a) for a in xor())
 MODEL = jp.mlp([2, 4, 1], init="normal")  # the classic 2-4-1 sigmoid network
 
 
@@ -67,6 +67,7 @@ def test_members_equal_separately_trained_networks():
         np.testing.assert_allclose(res.final_loss[i], final, rtol=1e-5)
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("factory", [None, optax.adam])
 def test_lr_sweep_members_use_their_own_learning_rate(factory):
     lrs = [0.01, 0.1, 1.0]

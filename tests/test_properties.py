@@ -4,6 +4,7 @@ gradient equals jax.grad in float64."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +55,7 @@ def random_params(model, rng):
     return jax.tree.map(draw, shapes)
 
 
+@pytest.mark.x64
 @settings(max_examples=25, deadline=None)
 @given(problems())
 def test_hand_written_gradient_equals_jax_grad(problem):

@@ -1,9 +1,11 @@
 import jax
 import jax.numpy as jnp
+import pytest
 
 import jaxprop as jp
 
 
+@pytest.mark.x64
 def test_mlp_gradient_matches_jax_grad():
     model = jp.mlp([3, 5, 2], activation="tanh", output_activation="identity", dtype=jnp.float64)
     params = model.init(jax.random.key(0))

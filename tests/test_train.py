@@ -23,6 +23,7 @@ from jaxprop.train import (
 from jaxprop.bench.numpy_baseline import XOR_T, XOR_X, classic_xor
 
 
+@pytest.mark.x64
 def test_xor_reproduces_the_classic_numpy_program_exactly():
     rng = np.random.default_rng(42)
     W1, W2 = rng.normal(size=(2, 4)), rng.normal(size=(4, 1))
@@ -40,6 +41,7 @@ def test_xor_reproduces_the_classic_numpy_program_exactly():
     assert history.records[-1]["train_accuracy"] == 1.0
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("loss", sorted(jp.LOSSES))
 def test_masked_gradient_equals_the_unpadded_batch(loss):
     model = jp.mlp([3, 5, 4], "tanh", "sigmoid", dtype=jnp.float64)

@@ -6,6 +6,7 @@ errors (1/2 sum (out - y)^2), learning rate 0.1, 10,000 full-batch epochs.
 
 import jax
 import jax.numpy as jnp
+import pytest
 import numpy as np
 
 import jaxprop as jp
@@ -27,6 +28,7 @@ def numpy_xor(W1, b1, W2, b2):
                        epochs=EPOCHS)
 
 
+@pytest.mark.x64
 def test_jaxprop_matches_numpy_xor_and_solves_it():
     model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal", dtype=jnp.float64)
     params = model.init(jax.random.key(SEED))

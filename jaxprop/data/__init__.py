@@ -27,15 +27,60 @@ from jaxprop.data.preprocessing import (
 from jaxprop.data.sklearn import digits
 from jaxprop.data.synthetic import DEFAULT_N_SAMPLES, DEFAULT_NOISE, moons, two_spirals, xor
 
-DATASETS = ("xor", "spirals", "moons", "digits", "mnist", "fashion-mnist", "csv")
-
 __all__ = [
     "DATASETS", "Dataset", "Table", "check_finite", "decode_targets", "digits", "encode_targets",
     "find_mnist_files", "load", "mnist", "moons", "one_hot", "read_csv", "read_idx", "standardize",
     "train_test_split", "two_spirals", "write_idx", "xor",
 ]
 
-_SYNTHETIC = {"spirals": two_spirals, "moons": moons}
+def _load_xor(key, **_):
+    x, y = xor()
+    return Dataset("xor", x, y, x.copy(), y.copy(), 2, ("x1", "x2"), ("0", "1"))
+
+
+def _load_synthetic(key, *, seed, test_fraction, n_samples, noise, **_):
+    make = {"spirals": two_spirals, "moons": moons}[key]
+    n = DEFAULT_N_SAMPLES if n_samples is None else n_samples
+    nz = DEFAULT_NOISE[key] if noise is None else noise
+    x, y = make(n, nz, seed)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_fraction, seed)
+    return Dataset(key, x_train, y_train, x_test, y_test, 2, ("x1", "x2"), ("0", "1"))
+
+
+def _load_digits(key, *, seed, test_fraction, **_):
+    return digits(seed=seed, test_fraction=test_fraction)
+
+
+def _load_idx(key, *, data_dir, **_):
+    if data_dir is None:
+        raise ValueError(
+            f"dataset {key!r} needs data_dir: a folder with the four IDX files "
+            "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+            "t10k-labels-idx1-ubyte, each raw or .gz); jaxprop never downloads"
+        )
+    return mnist(data_dir, kind=key)
+
+
+def _load_csv(key, *, path, label_column, seed, test_fraction, **_):
+    if path is None:
+        raise ValueError("dataset 'csv' needs path: the CSV file to read")
+    table = read_csv(path, label_column=label_column)
+    x_train, x_test, y_train, y_test = train_test_split(table.x, table.y, test_fraction, seed)
+    return Dataset("csv", x_train, y_train, x_test, y_test, table.num_classes,
+                   table.feature_names, table.class_names)
+
+
+# The dataset registry: name -> loader(name, **load's keyword arguments).
+LOADERS = {
+    "xor": _load_xor,
+    "spirals": _load_synthetic,
+    "moons": _load_synthetic,
+    "digits": _load_digits,
+    "mnist": _load_idx,
+    "fashion-mnist": _load_idx,
+    "csv": _load_csv,
+}
+DATASETS = tuple(LOADERS)
 
 
 def load(
@@ -74,35 +119,10 @@ def load(
     _only_for(key, "path", path, ("csv",))
     _only_for(key, "data_dir", data_dir, ("mnist", "fashion-mnist"))
 
+    ds = LOADERS[key](key, seed=seed, test_fraction=test_fraction, data_dir=data_dir,
+                      path=path, label_column=label_column, n_samples=n_samples, noise=noise)
     if key == "xor":
-        x, y = xor()
-        return Dataset("xor", x, y, x.copy(), y.copy(), 2, ("x1", "x2"), ("0", "1"))
-
-    if key in _SYNTHETIC:
-        n = DEFAULT_N_SAMPLES if n_samples is None else n_samples
-        nz = DEFAULT_NOISE[key] if noise is None else noise
-        x, y = _SYNTHETIC[key](n, nz, seed)
-        x_train, x_test, y_train, y_test = train_test_split(x, y, test_fraction, seed)
-        ds = Dataset(key, x_train, y_train, x_test, y_test, 2, ("x1", "x2"), ("0", "1"))
-    elif key == "digits":
-        ds = digits(seed=seed, test_fraction=test_fraction)
-    elif key in ("mnist", "fashion-mnist"):
-        if data_dir is None:
-            raise ValueError(
-                f"dataset {key!r} needs data_dir: a folder with the four IDX files "
-                "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-                "t10k-labels-idx1-ubyte, each raw or .gz); jaxprop never downloads"
-            )
-        ds = mnist(data_dir, kind=key)
-    else:  # csv
-        if path is None:
-            raise ValueError("dataset 'csv' needs path: the CSV file to read")
-        table = read_csv(path, label_column=label_column)
-        x_train, x_test, y_train, y_test = train_test_split(
-            table.x, table.y, test_fraction, seed
-        )
-        ds = Dataset("csv", x_train, y_train, x_test, y_test, table.num_classes,
-                     table.feature_names, table.class_names)
+        return ds  # never standardised
 
     where = f"dataset {key!r}" + (f" ({Path(path)})" if key == "csv" else "")
     for field in ("x_train", "y_train", "x_test", "y_test"):

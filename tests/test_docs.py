@@ -1,0 +1,52 @@
+"""The examples of docs/layers.md run as written, and the facts the text states hold."""
+
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import jaxprop as jp
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
+
+
+@pytest.fixture(scope="module")
+def namespace():
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    assert len(blocks) == 3
+    ns = {}
+    for block in blocks:
+        exec(compile(block, str(DOC), "exec"), ns)  # noqa: S102 - our own documentation
+    return ns
+
+
+def test_every_custom_layer_trains_inside_fit(namespace):
+    ns = namespace
+    assert ns["history"].records[-1]["test_accuracy"] > 0.8
+    mean = np.asarray(ns["state_after"].model_state[0]["mean"])
+    assert mean.shape == (2,) and np.all(np.isfinite(mean))
+    assert np.all(np.abs(mean) < 0.5)  # standardised inputs: the running mean stays near 0
+
+
+def test_the_stateful_layer_refuses_a_padded_minibatch(namespace):
+    ns = namespace
+    model = jp.serial(ns["Center"](), jp.Dense(1), in_shape=(2,))
+    with pytest.raises(ValueError, match="drop_last=True"):
+        jp.fit(model, "bce_with_logits", optax.sgd(0.1), ns["data"], epochs=1, batch_size=48,
+               key=jax.random.key(0))
+    with pytest.raises(ValueError, match="couples the examples"):
+        jp.per_example_grads(model, "bce_with_logits", model.init_with_state(
+            jax.random.key(0))[0], ns["data"].x_train[:4], ns["data"].y_train[:4])
+
+
+def test_dropout_example_is_the_identity_in_evaluation(namespace):
+    ns = namespace
+    layer = ns["MyDropout"](0.5)
+    x = np.ones((4, 6), np.float32)
+    y, _, _ = layer.forward((), (), x, key=jax.random.key(0), train=True)
+    assert set(np.unique(np.asarray(y))) <= {0.0, 2.0}
+    y_eval, _, _ = layer.forward((), (), x, train=False)
+    np.testing.assert_array_equal(np.asarray(y_eval), x)
