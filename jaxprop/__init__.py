@@ -30,6 +30,7 @@ from jaxprop.core.layers import (
 )
 from jaxprop.core.losses import LOSSES, Loss, get_loss, make_loss
 from jaxprop.core.network import Model, mlp, serial
+from jaxprop.core.spec import parse_model
 from jaxprop.scale.bridge import as_jax_function
 from jaxprop.scale.parallel import (
     data_mesh,
@@ -61,7 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Dense", "Gelu", "Identity", "Layer",
     "LeakyRelu", "Loss", "Model", "Relu", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation",
-    "elementwise", "get_initializer", "get_loss", "make_loss", "mlp", "serial",
+    "elementwise", "get_initializer", "get_loss", "make_loss", "mlp", "parse_model", "serial",
     "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn", "validate_data",
     "value_and_grad",
     "GradCheckReport", "LeafCheck", "check_gradients",

@@ -206,9 +206,12 @@ def LeakyRelu(negative_slope: float = 0.01) -> Layer:
         mask = x >= 0
         return jnp.where(mask, x, negative_slope * x), mask
 
-    return elementwise(
+    layer = elementwise(
         "leaky_relu", forward, lambda mask, dy: jnp.where(mask, dy, negative_slope * dy)
     )
+    if negative_slope != 0.01:
+        layer = dataclasses.replace(layer, spec=f"leaky_relu({float(negative_slope)!r})")
+    return layer
 
 
 def Gelu(approximate: bool = False) -> Layer:
