@@ -114,10 +114,9 @@ def test_bad_population_arguments_are_reported():
 
 
 def test_write_population_run_for_the_cli(tmp_path):
-    from jaxprop.cli.train import parse_lr_sweep
     from jaxprop.runs import population_run
 
-    lrs = parse_lr_sweep("0.5,2")
+    lrs = [0.5, 2.0]
     cfg = dict(dataset="xor", data_dir=None, csv=None, label_column=None, seed=5, hidden=[4],
                activation="sigmoid", output_activation="sigmoid", loss="sse_half",
                init="normal", optimizer="sgd", lr=0.1, epochs=400, batch_size=None,
@@ -130,6 +129,12 @@ def test_write_population_run_for_the_cli(tmp_path):
                                                        (5, 2.0), (6, 2.0), (7, 2.0)]
     assert saved["solved"] == sum(r["accuracy"] == 1.0 for r in members)
     assert (tmp_path / "population_losses.png").exists()
+
+
+def test_lr_sweep_argument():
+    from jaxprop.cli.train import parse_lr_sweep
+
+    assert parse_lr_sweep("0.5,2") == [0.5, 2.0]
     for bad in ("", "0.1,x", "0.1,-1", "nan"):
         with pytest.raises(ValueError, match="lr-sweep"):
             parse_lr_sweep(bad)
