@@ -3,6 +3,7 @@ computation bfloat16, loss float32), matmul precision, bf16 training accuracy, a
 asked for without jax_enable_x64."""
 
 import dataclasses
+import json
 
 import jax
 import jax.extend
@@ -13,6 +14,7 @@ import pytest
 
 import jaxprop as jp
 from jaxprop import data
+from jaxprop.cli import main
 from jaxprop.train import make_train_step
 from jaxprop.train.precision import PRECISIONS, get_precision
 
@@ -80,11 +82,13 @@ def test_highest_sets_the_matmul_precision_and_f32_leaves_the_default():
     model, params, x, t = _setup()
     opt = optax.sgd(0.1)
     args = (params, opt.init(params), (), x, t, jax.random.key(1))
-    highest = _dots(make_train_step(model, LOSS, opt, precision="highest"), *args)
-    default = _dots(make_train_step(model, LOSS, opt, precision="f32"), *args)
+    with jax.default_matmul_precision("bfloat16"):  # i.e. the backend's default, whatever
+        highest = _dots(make_train_step(model, LOSS, opt, precision="highest"), *args)
+        default = _dots(make_train_step(model, LOSS, opt, precision="f32"), *args)
     assert highest and all(e.params["precision"] == (jax.lax.Precision.HIGHEST,) * 2
                            for e in highest)
-    assert default and all(e.params["precision"] is None for e in default)
+    assert default and all(e.params["precision"] == (jax.lax.Precision.DEFAULT,) * 2
+                           for e in default)
 
 
 def test_f32_policy_gives_exactly_the_plain_step():
@@ -158,3 +162,22 @@ def test_double_policy_without_x64_is_one_clear_error():
 def test_double_model_without_x64_is_one_clear_error(make):
     with pytest.raises(ValueError, match="float64 needs jax_enable_x64"):
         make()
+
+
+def test_train_cli_precision_is_saved_and_checked_on_resume(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    common = ["train", "--dataset", "moons", "--hidden", "8", "--no-plots", "--log-every", "2"]
+    assert main([*common, "--epochs", "2", "--precision", "bf16", "--out", out]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["config"]["precision"] == "bf16" and metrics["status"] == "finished"
+    assert "precision bf16" in capsys.readouterr().out
+    assert main(["train", "--resume", out, "--epochs", "4", "--precision", "f32"]) == 2
+    assert "--precision differs" in capsys.readouterr().err
+    assert main(["train", "--resume", out, "--epochs", "4", "--no-plots"]) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epoch"] == 4
+
+
+def test_train_cli_rejects_an_unknown_precision(capsys):
+    assert main(["train", "--precision", "f16"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'f16'" in err and err.count("\n") == 1
