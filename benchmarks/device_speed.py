@@ -104,7 +104,8 @@ def targets(results: dict) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--populations", default="1000,10000", help="network counts (1000,10000)")
+    ap.add_argument("--populations", default="10000,1000",
+                    help="network counts (10000,1000: the target's first)")
     ap.add_argument("--epochs", type=int, default=10_000, help="XOR epochs (10000)")
     ap.add_argument("--repeats", type=int, default=3, help="timed population calls (3)")
     ap.add_argument("--digits-epochs", type=int, default=15, help="digits epochs (15)")
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
     sizes = [int(n) for n in args.populations.split(",")]
     epochs, digits_epochs, repeats = args.epochs, args.digits_epochs, args.repeats
     if args.quick:
-        sizes, epochs, digits_epochs, repeats = [8, 16], 50, 3, 2
+        sizes, epochs, digits_epochs, repeats = [16, 8], 50, 3, 2
     info = describe()
     results = {"devices": info["devices"], "versions": info["versions"],
                "default_backend": info["default_backend"], "population": [], "digits": [],

@@ -15,7 +15,8 @@ one cell times, in interleaved rounds:
   to bfloat16 for ``bf16``) on the same device, when torch is installed and has it.
 
 ``numpy`` (float32, on the host) is timed once per width, on its own (it is 100x slower than
-a GPU; its row's ``dtype`` says ``float32``). The ``dtype`` column of the other rows names the
+a GPU; one call where it takes over 1e11 FLOPs, else up to 3; its row's ``dtype`` says
+``float32``). The ``dtype`` column of the other rows names the
 precision policy.
 """
 
@@ -106,8 +107,10 @@ def _numpy_row(config, sizes, data, log):
     model, params, x, t = data
     net = nb.NumpyMLP(list(sizes), "relu", "identity", LOSS)
     p = nb.from_jaxprop(params)
-    times = time_calls(lambda: net.loss_and_grad(p, x, t), repeats=min(config.repeats, 3),
-                       warmup=0, sync=lambda _: None)
+    # seconds per call at GPU sizes on a host: one timed call is enough for its magnitude
+    repeats = 1 if _flops(sizes, len(x)) > 1e11 else min(config.repeats, 3)
+    times = time_calls(lambda: net.loss_and_grad(p, x, t), repeats=repeats, warmup=0,
+                       sync=lambda _: None)
     rec = _record("numpy", "cpu:0", "float32", len(x), sizes[1], summarize(times),
                   flops=_flops(sizes, len(x)))
     log(f"{WORKLOAD} numpy host width {sizes[1]}: {rec['median_s'] * 1e3:.1f} ms")
