@@ -166,6 +166,8 @@ def _torch_call(torch_impl, tnet, xt, tt, policy, tdev):
 
 
 def _cell(config, sizes, data, dname, dev, precision, log, torch_impl):
+    """One (device, precision, width) cell: matmul, jaxprop, jax.grad and torch, interleaved;
+    returns their records, each with the ratio to the cell's matmul rate."""
     model, params0, x, t = data
     policy = get_precision(precision)
     batch, width = len(x), sizes[1]
