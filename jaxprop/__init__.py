@@ -44,6 +44,9 @@ from jaxprop.scale.population import PopulationResult, fit_population, init_popu
 from jaxprop.tools.gradcheck import GradCheckReport, LeafCheck, check_gradients
 from jaxprop.train import (
     OPTIMIZERS,
+    PRECISIONS,
+    Precision,
+    get_precision,
     History,
     TrainingDiverged,
     TrainState,
@@ -72,4 +75,5 @@ __all__ = [
     "History", "TrainState", "TrainingDiverged", "fit", "fit_state", "init_state",
     "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
     "masked_loss_and_grad_fn",
+    "PRECISIONS", "Precision", "get_precision",
 ]

@@ -5,7 +5,10 @@ checkpoint, so ``--resume`` rebuilds the same run)::
 
     {"dataset", "data_dir", "csv", "label_column", "seed", "hidden", "activation",
      "output_activation", "loss", "init", "optimizer", "lr", "epochs", "batch_size",
-     "drop_last", "log_every", "out"}
+     "drop_last", "log_every", "out", "precision"}
+
+(``precision``: ``f32``, ``bf16`` or ``highest``, see :mod:`jaxprop.train.precision`; a config
+saved without it trains in ``f32``.)
 
 :func:`train_run` writes to ``cfg["out"]``: ``metrics.json`` (config, final train/test loss and
 accuracy, wall time, compile time, device), ``history.jsonl`` (one line per logged epoch),
@@ -38,7 +41,7 @@ from jaxprop.train.step import init_state, make_eval_fn
 
 # Options that define the run; on --resume they come from the checkpoint.
 MODEL_KEYS = ("dataset", "data_dir", "csv", "label_column", "seed", "hidden", "activation",
-              "output_activation", "loss", "optimizer", "lr", "batch_size", "init")
+              "output_activation", "loss", "optimizer", "lr", "batch_size", "init", "precision")
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,7 +160,7 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
         state, history = fit_state(
             model, loss, optimizer, ds, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
             state=state, log_every=cfg["log_every"], callback=on_chunk,
-            drop_last=cfg["drop_last"])
+            drop_last=cfg["drop_last"], precision=cfg.get("precision", "f32"))
     except TrainingDiverged as e:
         status, diverged, history = "diverged", e, e.history
         ckpt.save(out, e.state, config)  # the last good state (already on disk, or the start)
@@ -175,7 +178,7 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
         final = {k: last[k] for k in ("train_loss", "train_accuracy", "test_loss",
                                       "test_accuracy")}
     else:
-        final = final_metrics(model, loss, state, ds)
+        final = final_metrics(model, loss, state, ds, cfg.get("precision", "f32"))
     metrics = {
         "status": status, "config": config, "epoch": int(state.epoch), **final,
         "wall_time": wall, "compile_time": history.compile_time,
@@ -189,9 +192,10 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     return RunResult(metrics, out, diverged)
 
 
-def final_metrics(model, loss, state, ds) -> dict:
-    """Train and test loss and accuracy of ``state`` on ``ds`` (evaluation mode)."""
-    evaluate = jax.jit(make_eval_fn(model, loss))
+def final_metrics(model, loss, state, ds, precision=None) -> dict:
+    """Train and test loss and accuracy of ``state`` on ``ds`` (evaluation mode, computed as
+    under ``precision``)."""
+    evaluate = jax.jit(make_eval_fn(model, loss, precision=precision))
     out = {}
     for split, x, t in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
         value, acc = evaluate(state.params, x, t, state.model_state)
@@ -253,7 +257,7 @@ def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True
     t0 = time.perf_counter()
     res = fit_population(model, loss, alias, (ds.x_train, ds.y_train), seeds=seeds,
                          lrs=member_lrs, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                         drop_last=cfg["drop_last"])
+                         drop_last=cfg["drop_last"], precision=cfg.get("precision", "f32"))
     wall = time.perf_counter() - t0
     finite = res.final_loss[np.isfinite(res.final_loss)]
     metrics = {

@@ -15,14 +15,14 @@ def run(config: Config, *, json_path=None, markdown_path=None, plots_dir=None, c
 
     from rich.console import Console
 
-    from jaxprop.bench import report
+    from jaxprop.bench import gpu, report
 
     # a wide table is the point: don't squeeze it to 80 columns when writing to a file or pipe
     console = console or Console(width=None if sys.stdout.isatty() else 200)
     bench = Bench(config, log=lambda line: console.print(f"[dim]{line}[/]"))
     records = bench.run()
     head = report.header(config, bench.notes + _bf16_notes(records))
-    summary = report.targets(records)
+    summary = report.targets(records) + gpu.targets(records)
     report.print_table(console, records, summary)
     if json_path:
         report.write_json(json_path, head, records, summary)

@@ -31,7 +31,7 @@ from jaxprop.bench.timing import (
     compile_jax, peak_bytes, summarize, time_interleaved,
 )
 
-WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep")
+WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep", "gpu")
 IMPLS = ("numpy", "jaxprop", "jax.grad", "torch")
 DTYPES = ("float32", "bfloat16")
 RECORD_KEYS = (
@@ -57,11 +57,16 @@ class Config:
     mlp_batch: int = 512
     widths: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096)
     batches: tuple[int, ...] = (1, 4, 16, 64, 256, 1024, 4096)
+    # the gpu workload (jaxprop/bench/gpu.py): precision policies, widths and batch
+    precisions: tuple[str, ...] = ("highest", "f32", "bf16")
+    gpu_widths: tuple[int, ...] = (1024, 4096, 8192)
+    gpu_batch: int = 4096
 
     def quick(self) -> "Config":
         return dataclasses.replace(
             self, repeats=min(self.repeats, 3), warmup=1, xor_epochs=200, population=16,
             mlp_sizes=(64, 128, 128, 10), mlp_batch=32, widths=(32, 64), batches=(1, 16),
+            gpu_widths=(32, 64), gpu_batch=16,
         )
 
 
@@ -335,6 +340,12 @@ class Bench:
             for b in cfg.batches:
                 self.mlp_cell("batch-sweep", cfg.mlp_sizes, b, dtype)
 
+    def gpu(self):
+        from jaxprop.bench import gpu
+
+        self.records += gpu.run_rows(self.config, self.devices, log=self.log,
+                                     torch_impl=self.torch, notes=self.notes)
+
     def run(self) -> list[dict]:
         steps = {
             "xor": self.xor,
@@ -342,6 +353,7 @@ class Bench:
             "mlp": self.mlp,
             "width-sweep": self.width_sweep,
             "batch-sweep": self.batch_sweep,
+            "gpu": self.gpu,
         }
         for name in self.config.workloads:
             steps[name]()

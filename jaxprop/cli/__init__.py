@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "explain": "Trace gradient descent step by step on your own small network (JSON spec).",
     "train": "Train a network on a dataset with a JIT-compiled loop.",
     "bench": "Benchmark hand-written backprop against NumPy and jax.grad.",
+    "devices": "Show the devices JAX sees, their memory, matmul precision and versions.",
 }
 
 

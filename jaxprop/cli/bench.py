@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 
 from jaxprop.bench import DTYPES, IMPLS, WORKLOADS, Config
+from jaxprop.train.precision import PRECISIONS
 
 
 def _names(known, what):
@@ -44,6 +45,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=_positive, default=2, help="untimed calls first (2)")
     p.add_argument("--matmul-precision", choices=("default", "high", "highest"),
                    default="highest", help="float32 matmul precision on GPU/TPU (highest)")
+    p.add_argument("--precision", type=_names(tuple(PRECISIONS), "precision"),
+                   default=Config.precisions,
+                   help="precision policies of the gpu workload: highest,f32,bf16 (default: "
+                        "all three; f32 = the default matmul precision, TF32 on GPUs)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     p.add_argument("--json", metavar="FILE", help="write the header and one record per cell")
     p.add_argument("--markdown", metavar="FILE", help="write a markdown table")
@@ -57,13 +62,17 @@ def _has_torch() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from jaxprop.bench import run as run_bench
+    from jaxprop.device import require_backends
 
+    if args.backends:
+        require_backends(args.backends)  # --backends gpu on a CPU-only machine: exit 2
     impls = args.impls or tuple(i for i in IMPLS if i != "torch" or _has_torch())
     if "torch" in impls and not _has_torch():
         raise ValueError("torch is not installed: pip install 'jaxprop[bench]'")
     config = Config(
         workloads=args.workloads, impls=impls, dtypes=args.dtypes, backends=args.backends,
         repeats=args.repeats, warmup=args.warmup, matmul_precision=args.matmul_precision,
+        precisions=args.precision,
     )
     if args.quick:
         config = config.quick()

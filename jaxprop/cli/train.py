@@ -22,9 +22,12 @@ from jaxprop.data import DATASETS
 from jaxprop.runs import MODEL_KEYS
 from jaxprop.train.optimizers import OPTIMIZERS
 
+# the precision policies (jaxprop.train.precision) the command line offers
+TRAIN_PRECISIONS = ("f32", "bf16", "highest")
+
 # Per-dataset defaults; anything not listed falls back to COMMON.
 COMMON = dict(hidden=[64], activation="relu", optimizer="adam", lr=1e-3, epochs=100,
-              batch_size=32, init=None, log_every=5)
+              batch_size=32, init=None, log_every=5, precision="f32")
 DEFAULTS = {
     "xor": dict(hidden=[4], activation="sigmoid", output_activation="sigmoid", loss="sse_half",
                 optimizer="sgd", lr=0.1, epochs=10_000, batch_size=None, init="normal",
@@ -73,6 +76,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-sweep", default=None, metavar="A,B,C",
                    help="one population per learning rate, e.g. 0.01,0.1,1 (N networks each "
                         "with --population N, else one)")
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=None,
+                   help="f32 (default; on GPUs float32 matmuls run in TF32), bf16 (float32 "
+                        "params and optimizer, bfloat16 forward and backward, float32 loss) or "
+                        "highest (float32 with full-precision matmuls)")
     p.add_argument("--data-parallel", action="store_true",
                    help="split the training set over all local devices (jax.sharding); its size "
                         "must divide evenly over them")
@@ -107,7 +114,7 @@ def build_config(args) -> dict:
            "label_column": args.label_column, "seed": 0 if args.seed is None else args.seed,
            "drop_last": bool(args.drop_last)}
     for key in ("hidden", "activation", "output_activation", "loss", "init", "optimizer", "lr",
-                "epochs", "batch_size", "log_every"):
+                "epochs", "batch_size", "log_every", "precision"):
         given = getattr(args, key)
         cfg[key] = d[key] if given is None else given
     cfg["hidden"] = parse_hidden(cfg["hidden"])
@@ -166,6 +173,7 @@ def resume_config(args) -> tuple[dict, object]:
 
     saved = ckpt.load(args.resume)
     cfg = dict(saved.config)
+    cfg.setdefault("precision", "f32")  # saved before precision was an option
     for key in MODEL_KEYS:
         given = getattr(args, key.replace("-", "_"), None)
         if key == "hidden" and given is not None:
@@ -259,4 +267,5 @@ def _table(cfg, metrics, out) -> None:
                       f"{100 * metrics[f'{split}_accuracy']:.2f}%")
     console = Console()
     console.print(table)
-    console.print(f"device {metrics['device']}; saved to {out}/")
+    console.print(f"device {metrics['device']}; precision {cfg.get('precision', 'f32')}; "
+                  f"saved to {out}/")

@@ -70,3 +70,15 @@ def check_output_fits_loss(model, loss) -> None:
         raise ValueError(
             f"loss {loss.name} takes logits (it applies the sigmoid/softmax itself) but the "
             f"output layer {last} is bounded to [{out[0]:g}, {out[1]:g}]; use an identity output")
+
+
+def require_dtype(dtype, what: str) -> None:
+    """Raise ``ValueError`` when ``dtype`` would silently become a narrower one here (float64
+    without ``jax_enable_x64``); ``what`` names the layer or option that asked for it."""
+    want = jnp.dtype(dtype)
+    have = jax.dtypes.canonicalize_dtype(want)
+    if have != want:
+        raise ValueError(
+            f"{what}: {want.name} needs jax_enable_x64 (without it JAX silently makes it "
+            f"{have.name}); run jax.config.update('jax_enable_x64', True) at start-up, or "
+            f"wrap the code in `with jax.enable_x64(True):`")

@@ -26,6 +26,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from jaxprop.core.checks import require_dtype
+
 Array = jax.Array
 Params = Any
 State = Any
@@ -82,15 +84,25 @@ INITIALIZERS: dict[str, Callable] = {
 
 
 def get_initializer(init: str | Callable) -> Callable:
-    """Return a ``jax.nn.initializers``-style function ``(key, shape, dtype) -> array``."""
+    """Return a ``jax.nn.initializers``-style function ``(key, shape, dtype) -> array``.
+
+    The function raises ``ValueError`` when asked for float64 without ``jax_enable_x64``
+    (JAX would silently give float32)."""
     if callable(init):
-        return init
-    try:
-        return INITIALIZERS[init]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown initializer {init!r}; known: {', '.join(sorted(INITIALIZERS))}"
-        ) from None
+        fn = init
+    else:
+        try:
+            fn = INITIALIZERS[init]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"unknown initializer {init!r}; known: {', '.join(sorted(INITIALIZERS))}"
+            ) from None
+
+    def initializer(key, shape, dtype=jnp.float32):
+        require_dtype(dtype, f"initializer {getattr(fn, '__name__', init)!r}")
+        return fn(key, shape, dtype)
+
+    return initializer
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,7 +119,8 @@ def Dense(
     """Fully connected layer ``y = x @ W + b`` with ``W: (in, out)`` and ``b: (out,)``.
 
     Row ``i`` of ``W`` holds the weights leaving input ``i``. Params: ``{"W", "b"}``.
-    Shapes: ``x: (..., in) -> y: (..., out)``.
+    Shapes: ``x: (..., in) -> y: (..., out)``. ``dtype`` float64 needs ``jax_enable_x64`` when
+    ``init`` runs (``ValueError`` otherwise, never a silent float32).
     """
     if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
         raise ValueError(f"Dense: out_dim must be a positive int, got {out_dim!r}")
@@ -116,6 +129,7 @@ def Dense(
     def init(key, in_shape):
         if len(in_shape) < 1:
             raise ValueError(f"Dense: input shape must have a feature axis, got {in_shape}")
+        require_dtype(dtype, f"Dense({out_dim})")
         k_w, k_b = jax.random.split(key)
         params = {
             "W": W_init_fn(k_w, (in_shape[-1], out_dim), dtype),

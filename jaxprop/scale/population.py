@@ -83,12 +83,14 @@ def init_population_state(model: Layer, optimizer, keys: jax.Array, lrs=None,
 
 def make_population_train(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
                           n_examples: int, epochs: int, batch_size: int | None = None,
-                          drop_last: bool = False) -> Callable:
+                          drop_last: bool = False, precision=None) -> Callable:
     """Jitted ``(states, x, t) -> (states, losses (n, epochs))``: ``jax.vmap`` over members of
     ``jaxprop.train.make_train_epochs`` (a ``lax.scan`` of the hand-written step). ``states``
     is a stacked ``TrainState`` (donated); ``x``, ``t`` are shared by every member.
+    ``precision``: see :func:`jaxprop.train.make_train_step`.
     """
-    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last)
+    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last,
+                                     precision=precision)
     members = jax.vmap(partial(train_epochs, n_epochs=epochs), in_axes=(0, None, None))
     return jax.jit(members, donate_argnums=0)
 
@@ -109,6 +111,7 @@ def fit_population(
     drop_last: bool = False,
     params=None,
     record_losses: bool = False,
+    precision=None,
 ) -> PopulationResult:
     """Train a population on ``data = (x, t)`` for ``epochs`` epochs in one compiled call.
 
@@ -120,7 +123,8 @@ def fit_population(
     each member's ``learning_rate`` (default ``optax.sgd``). ``lrs``: one learning rate per
     member (an ``(n,)`` array), or one scalar for all. ``batch_size``: full batch by default;
     otherwise shuffled minibatches as in :func:`jaxprop.train.make_epoch_fn`, each member
-    shuffling with its own key.
+    shuffling with its own key. ``precision``: ``"f32"``, ``"bf16"``, ``"highest"``, ...
+    (:mod:`jaxprop.train.precision`; default ``None``: the params' own dtype).
     """
     loss = get_loss(loss)
     if data is None or len(data) != 2:
@@ -144,9 +148,11 @@ def fit_population(
     state = init_population_state(model, optimizer, keys, lrs, params)
     x, t = validate_data(jax.tree.map(lambda a: a[0], state.params), *data)
 
-    train = make_population_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last)
+    train = make_population_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
+                                  precision)
     state, losses = train(state, x, t)
-    evaluate = jax.vmap(make_eval_fn(model, loss), in_axes=(0, None, None, 0))
+    evaluate = jax.vmap(make_eval_fn(model, loss, precision=precision),
+                        in_axes=(0, None, None, 0))
     final_loss, acc = jax.jit(evaluate)(state.params, x, t, state.model_state)
     return PopulationResult(state.params, np.asarray(final_loss), np.asarray(acc), seeds, lrs,
                             np.asarray(losses) if record_losses else None)

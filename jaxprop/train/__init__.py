@@ -1,12 +1,14 @@
 """Training: the one hand-written training step, the loops around it, and ``fit``.
 
 ``step``: pure step, epoch and loop functions and :class:`TrainState`; ``fit``: the host driver;
-``compile``: XLA compile options; ``optimizers``: optimizers by name.
+``compile``: XLA compile options; ``optimizers``: optimizers by name; ``precision``: precision
+policies (f32, bf16, highest, f64).
 """
 
 from jaxprop.train.compile import FAST_COMPILE, auto_compiler_options
 from jaxprop.train.fit import History, TrainingDiverged, fit, fit_state
 from jaxprop.train.optimizers import OPTIMIZERS, as_optimizer, get_optimizer
+from jaxprop.train.precision import PRECISIONS, Precision, get_precision
 from jaxprop.train.step import (
     TrainState,
     accuracy_fn,
@@ -25,4 +27,5 @@ __all__ = [
     "as_optimizer", "auto_compiler_options", "fit", "fit_state", "get_optimizer", "init_state",
     "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
     "masked_loss_and_grad_fn", "masked_loss_grad_state_fn", "step_key",
+    "PRECISIONS", "Precision", "get_precision",
 ]

@@ -25,6 +25,7 @@ from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.train.compile import auto_compiler_options
 from jaxprop.train.optimizers import as_optimizer
+from jaxprop.train.precision import Precision, get_precision
 from jaxprop.train.step import TrainState, init_state, make_eval_fn, make_train_epochs
 
 Array = jax.Array
@@ -65,11 +66,13 @@ def _split_data(data):
     raise ValueError("data must be a Dataset, (x, t) or (x, t, x_test, t_test)")
 
 
-def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate):
+def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate,
+              precision):
     """The jitted ``(state, x, t, test_data, n_epochs) -> (state, losses, metrics)``:
     ``n_epochs`` epochs, then loss and accuracy on the training (and test) data."""
-    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last)
-    evaluate = make_eval_fn(model, loss, accuracy)
+    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last,
+                                     precision=precision)
+    evaluate = make_eval_fn(model, loss, accuracy, precision=precision)
 
     def chunk(state, x, t, test_data, n_epochs):
         state, losses = train_epochs(state, x, t, n_epochs)
@@ -115,6 +118,7 @@ def fit_state(
     accuracy: Callable | None = None,
     donate: bool = True,
     compiler_options: dict | str | None = "auto",
+    precision: str | Precision | None = None,
 ):
     """Train ``model``; return ``(state, history)`` (``state`` the final :class:`TrainState`).
 
@@ -132,10 +136,14 @@ def fit_state(
     fraction`` (default :func:`accuracy_fn`); ``donate=False`` keeps the input buffers.
     ``compiler_options`` go to XLA; ``"auto"`` (default): :func:`auto_compiler_options`
     (faster compilation for short runs, single-threaded matmuls for tiny steps, on CPU);
-    ``None``: XLA's defaults.
+    ``None``: XLA's defaults. ``precision``: ``"f32"``, ``"bf16"`` (float32 params and
+    optimizer state, bfloat16 forward and backward, float32 loss), ``"highest"`` (float32 with
+    full-precision matmuls on GPU/TPU), ``"f64"``, or ``None`` (default: the params' own
+    dtype, no casts); see :mod:`jaxprop.train.precision`. Evaluation runs under it too.
     """
     loss = get_loss(loss)
     optimizer = as_optimizer(optimizer)
+    policy = get_precision(precision)
     if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     if state is None:
@@ -147,6 +155,7 @@ def fit_state(
     start = int(state.epoch)
     if start > epochs:
         raise ValueError(f"the state is already at epoch {start}, past epochs={epochs}")
+    policy.check_params(state.params)
     x, t, x_test, t_test = _split_data(data)
     x, t = validate_data(state.params, x, t)
     has_test = x_test is not None
@@ -164,7 +173,7 @@ def fit_state(
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
 
-    args = (model, loss, optimizer, x.shape[0], batch_size, drop_last, accuracy, donate)
+    args = (model, loss, optimizer, x.shape[0], batch_size, drop_last, accuracy, donate, policy)
     try:
         jitted = _cached_chunk_fn(*args)
     except TypeError:  # something unhashable: no reuse across calls
@@ -176,7 +185,8 @@ def fit_state(
         nonlocal compile_time
         if n not in compiled:
             t0 = time.perf_counter()
-            compiled[n] = jitted.lower(state, x, t, test_data, n).compile(compiler_options)
+            with policy.matmul():  # "highest": around tracing and compilation
+                compiled[n] = jitted.lower(state, x, t, test_data, n).compile(compiler_options)
             compile_time += time.perf_counter() - t0
         return compiled[n]
 

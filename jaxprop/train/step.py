@@ -47,6 +47,7 @@ from jaxprop.core.backprop import loss_grad_state_fn
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.train.compile import FAST_COMPILE
+from jaxprop.train.precision import Precision, get_precision
 
 Array = jax.Array
 
@@ -145,11 +146,12 @@ def masked_loss_grad_state_fn(model: Layer, loss: str | Loss) -> Callable:
 
     def masked(params, state, x, t, key, train, mask):
         y, residuals, new_state = model.forward(params, state, x, key=key, train=train)
-        w = mask.astype(y.dtype)
+        # weights in at least float32: 1/count in bfloat16 would be off by up to 0.4%
+        w = mask.astype(jnp.promote_types(y.dtype, jnp.float32))
         if loss.reduction != "sum":
             w = w / jnp.maximum(jnp.sum(w), 1)
         value = jnp.sum(w * row_value(y, t))
-        dy = w.reshape((-1,) + (1,) * (y.ndim - 1)) * row_grad(y, t)
+        dy = (w.reshape((-1,) + (1,) * (y.ndim - 1)) * row_grad(y, t)).astype(y.dtype)
         dparams, _ = model.backward(params, residuals, dy)
         return value, dparams, new_state
 
@@ -173,20 +175,28 @@ def masked_loss_and_grad_fn(model: Layer, loss: str | Loss) -> Callable:
 
 
 def make_train_step(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
-                    *, masked: bool = False, grad_fn: Callable | None = None) -> Callable:
+                    *, masked: bool = False, grad_fn: Callable | None = None,
+                    precision: str | Precision | None = None) -> Callable:
     """The training step ``(params, opt_state, model_state, x, t, key[, mask]) -> (params,
     opt_state, model_state, loss)``.
 
     Hand-written gradients (:func:`~jaxprop.core.backprop.loss_grad_state_fn`, in training
     mode, with the step's ``key``), then ``optimizer`` (any optax ``GradientTransformation``);
     ``loss`` is the value before the update. ``masked=True`` adds the row ``mask`` of a padded
-    batch. ``grad_fn`` replaces the gradient with another of the same signature
-    ``(params, state, x, t, key, train[, mask]) -> (loss, grads, new_state)`` (the benchmarks'
-    ``jax.grad`` baseline uses it).
+    batch. ``precision`` (``"f32"``, ``"bf16"``, ``"highest"``, ``"f64"``, a
+    :class:`~jaxprop.train.precision.Precision`; ``None``: no casts): the gradient runs in the
+    compute dtype, the loss in float32, and the optimizer sees gradients in the parameters'
+    dtype (:mod:`jaxprop.train.precision`). ``grad_fn`` replaces the gradient with another of
+    the same signature ``(params, state, x, t, key, train[, mask]) -> (loss, grads,
+    new_state)`` (the benchmarks' ``jax.grad`` baseline uses it); under a precision it gets
+    params and ``x`` already cast, and should evaluate its loss with ``precision.loss(loss)``.
     """
+    policy = get_precision(precision)
     if grad_fn is None:
+        loss = policy.loss(get_loss(loss))
         grad_fn = masked_loss_grad_state_fn(model, loss) if masked \
             else loss_grad_state_fn(model, loss)
+    grad_fn = policy.wrap(grad_fn)
 
     def step(params, opt_state, model_state, x, t, key, *mask):
         value, grads, model_state = grad_fn(params, model_state, x, t, key, True, *mask)
@@ -203,7 +213,7 @@ def step_key(run_key: Array, step) -> Array:
 
 def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
                   n_examples: int, batch_size: int | None = None, drop_last: bool = False, *,
-                  grad_fn: Callable | None = None):
+                  grad_fn: Callable | None = None, precision: str | Precision | None = None):
     """The pure epoch ``(params, opt_state, model_state, x, t, run_key, epoch) -> (params,
     opt_state, model_state, epoch_loss)``.
 
@@ -211,7 +221,7 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
     permutation from ``fold_in(run_key, epoch)`` and ``ceil(n / batch_size)`` minibatch steps
     in a ``lax.scan`` (the last one padded and masked), or ``floor`` of it with ``drop_last``.
     ``epoch_loss`` is the minibatch losses averaged with weights = real rows per batch.
-    ``grad_fn``: see :func:`make_train_step`.
+    ``grad_fn``, ``precision``: see :func:`make_train_step`.
     """
     n = int(n_examples)
     if n < 1:
@@ -220,7 +230,7 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
                                    or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if batch_size is None or batch_size >= n:
-        step = make_train_step(model, loss, optimizer, grad_fn=grad_fn)
+        step = make_train_step(model, loss, optimizer, grad_fn=grad_fn, precision=precision)
 
         def full_batch_epoch(params, opt_state, model_state, x, t, run_key, epoch):
             return step(params, opt_state, model_state, x, t, step_key(run_key, epoch))
@@ -230,7 +240,8 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
     bs = int(batch_size)
     n_batches = n // bs if drop_last else -(-n // bs)
     ragged = n_batches * bs != n and not drop_last
-    step = make_train_step(model, loss, optimizer, masked=ragged, grad_fn=grad_fn)
+    step = make_train_step(model, loss, optimizer, masked=ragged, grad_fn=grad_fn,
+                           precision=precision)
     mask = (np.arange(n_batches * bs) < n).reshape(n_batches, bs)
     counts = jnp.asarray(mask.sum(axis=1), jnp.float32)
 
@@ -257,7 +268,8 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
 
 def make_train_epochs(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
                       n_examples: int, batch_size: int | None = None, drop_last: bool = False,
-                      *, grad_fn: Callable | None = None):
+                      *, grad_fn: Callable | None = None,
+                      precision: str | Precision | None = None):
     """The pure loop ``(state, x, t, n_epochs) -> (state, losses)`` over ``n_epochs`` epochs.
 
     One ``lax.scan`` over epochs (each epoch itself a scan over minibatches); ``n_epochs`` must
@@ -266,7 +278,7 @@ def make_train_epochs(model: Layer, loss: str | Loss, optimizer: optax.GradientT
     n_epochs=N), in_axes=(0, None, None))`` over a stacked ``TrainState``.
     """
     epoch_fn = make_epoch_fn(model, loss, optimizer, n_examples, batch_size, drop_last,
-                             grad_fn=grad_fn)
+                             grad_fn=grad_fn, precision=precision)
 
     def train_epochs(state: TrainState, x, t, n_epochs: int):
         def body(carry, _):
@@ -300,14 +312,18 @@ def accuracy_fn(loss: str | Loss) -> Callable:
     return accuracy
 
 
-def make_eval_fn(model: Layer, loss: str | Loss, accuracy: Callable | None = None) -> Callable:
+def make_eval_fn(model: Layer, loss: str | Loss, accuracy: Callable | None = None, *,
+                 precision: str | Precision | None = None) -> Callable:
     """The pure ``(params, x, t, state=None) -> (loss, accuracy)`` on a whole data set, in
-    evaluation mode (``train=False``: no dropout, BatchNorm's running averages)."""
-    loss = get_loss(loss)
+    evaluation mode (``train=False``: no dropout, BatchNorm's running averages), computed
+    as under ``precision`` (see :func:`make_train_step`)."""
+    policy = get_precision(precision)
+    loss = policy.loss(get_loss(loss))
     accuracy = accuracy or accuracy_fn(loss)
 
     def evaluate(params, x, t, state=None):
-        y = model.forward(params, state, x, train=False)[0]
-        return loss.value(y, t), accuracy(y, t)
+        with policy.matmul():
+            y = model.forward(*policy.cast_to_compute((params, state, x)), train=False)[0]
+        return policy.cast_to_output(loss.value(y, t)), accuracy(y, t)
 
     return evaluate

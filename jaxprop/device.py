@@ -1,0 +1,92 @@
+"""The devices JAX sees: what they are, how much memory they report, how precise their float32
+matmuls are by default, and which versions drive them (``jaxprop devices`` prints this)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import jax
+
+BACKENDS = ("cpu", "gpu", "tpu")
+
+# What a float32 matmul does at jax's default precision (jax.default_matmul_precision unset).
+DEFAULT_FLOAT32_MATMUL = {
+    "cpu": "full float32",
+    "gpu": "TF32 on NVIDIA Ampere and newer (10-bit mantissa inputs); full float32 on older GPUs",
+    "tpu": "bfloat16 passes",
+}
+
+INSTALL_HINT = ('for NVIDIA GPUs install jax with its CUDA plugin: pip install -e ".[cuda13]" '
+                '(or ".[cuda12]"), see the README')
+
+
+def backends() -> dict[str, list]:
+    """``{backend: [devices]}`` for every backend present (``cpu``, ``gpu``, ``tpu``)."""
+    out = {}
+    for name in BACKENDS:
+        try:
+            devices = jax.devices(name)
+        except RuntimeError:
+            continue
+        if devices:
+            out[name] = devices
+    return out
+
+
+def require_backends(names) -> None:
+    """Raise ``ValueError`` naming every backend in ``names`` that JAX does not have here."""
+    present = backends()
+    missing = [n for n in names if n not in present]
+    if missing:
+        hint = f"; {INSTALL_HINT}" if "gpu" in missing else ""
+        raise ValueError(
+            f"no {' or '.join(missing)} backend here: JAX sees only "
+            f"{', '.join(f'{k} ({len(v)})' for k, v in present.items())}{hint}")
+
+
+def _memory(device) -> dict | None:
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory statistics raise or return None
+        return None
+    if not stats:
+        return None
+    keys = ("bytes_limit", "bytes_in_use", "peak_bytes_in_use")
+    return {k: int(stats[k]) for k in keys if k in stats} or None
+
+
+def _versions() -> dict:
+    versions = {"jax": jax.__version__}
+    for dist in sorted(d.metadata["Name"] for d in importlib.metadata.distributions()
+                       if d.metadata["Name"]):
+        name = dist.lower().replace("_", "-")
+        if name == "jaxlib" or name.startswith(("jax-cuda", "jax-rocm", "libtpu")):
+            versions[name] = importlib.metadata.version(dist)
+    return versions
+
+
+def describe() -> dict:
+    """A JSON-ready description of this JAX installation and its devices.
+
+    Returns:
+      ``{"default_backend", "versions": {"jax", "jaxlib", plugins...}, "x64",
+      "default_matmul_precision", "float32_matmul": {backend: what it does},
+      "devices": [{"id", "backend", "kind", "process", "memory": {bytes_limit, ...} or None}]}``.
+    """
+    present = backends()
+    devices = [
+        {"id": f"{name}:{d.id}", "backend": name, "kind": d.device_kind,
+         "process": d.process_index, "memory": _memory(d)}
+        for name, devs in present.items() for d in devs
+    ]
+    precision = jax.config.jax_default_matmul_precision
+    return {
+        "default_backend": jax.default_backend(),
+        "versions": _versions(),
+        "x64": bool(jax.config.jax_enable_x64),
+        "default_matmul_precision": precision or "default",
+        "float32_matmul": {name: ("as set: " + precision) if precision
+                           else DEFAULT_FLOAT32_MATMUL.get(name, "backend default")
+                           for name in present},
+        "devices": devices,
+    }
