@@ -192,3 +192,35 @@ def mlp(
         layers += [Dense(width, W_init=w_init, dtype=dtype), activation_layer(act)]
     return serial(*layers, in_shape=(sizes[0],))
 
+
+
+def Residual(block: Layer) -> Layer:
+    """A skip connection around ``block``: ``y = x + block(x)``.
+
+    ``block`` is any layer, a ``serial`` included, whose output has its input's shape. Its
+    params and state are the block's; its key goes to the block. Backward: the gradient reaches
+    ``x`` along both paths, ``dx = dy + d block(x)/dx``, and ``dparams`` is the block's.
+    """
+    if not isinstance(block, Layer):
+        raise ValueError(f"Residual takes a Layer or Model, got {type(block).__name__}")
+
+    def init(key, in_shape):
+        params, state, out_shape = block.init(key, tuple(in_shape))
+        if tuple(out_shape) != tuple(in_shape):
+            raise ValueError(f"Residual({block.name}): the block maps shape {tuple(in_shape)} "
+                             f"to {tuple(out_shape)}; y = x + block(x) needs the same shape")
+        return params, state, tuple(in_shape)
+
+    def forward(params, state, x, *, key=None, train=True):
+        y, residuals, state = block.forward(params, state, x, key=key, train=train)
+        return x + y, residuals, state
+
+    def backward(params, residuals, dy):
+        dparams, dx = block.backward(params, residuals, dy)
+        return dparams, dy + dx  # the identity path, plus the path through the block
+
+    # The text of a one-layer serial would rebuild the bare layer (different params): no spec.
+    one_layer_model = isinstance(block, Model) and len(block.layers) == 1
+    spec = f"residual({block.spec})" if block.spec and not one_layer_model else None
+    return Layer(init, forward, backward, f"Residual({block.name})",
+                 couples_batch=block.couples_batch, spec=spec, sublayers=(block,))
