@@ -70,3 +70,17 @@ def check_output_fits_loss(model, loss) -> None:
         raise ValueError(
             f"loss {loss.name} takes logits (it applies the sigmoid/softmax itself) but the "
             f"output layer {last} is bounded to [{out[0]:g}, {out[1]:g}]; use an identity output")
+
+
+def output_shape(layer, in_shape) -> tuple[int, ...]:
+    """The per-example output shape of ``layer`` for inputs of shape ``in_shape``, from its
+    ``init`` traced abstractly (nothing is computed); the layers' own shape errors surface."""
+    shapes = []
+
+    def init(key):
+        params, state, out = layer.init(key, tuple(in_shape))
+        shapes.append(tuple(out))
+        return params, state
+
+    jax.eval_shape(init, jax.random.key(0))
+    return shapes[0]

@@ -11,12 +11,13 @@ residuals; ``backward`` walks the layers in reverse, each turning ``dL/d(output)
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
-from jaxprop.core.layers import Dense, Layer
+from jaxprop.core.layers import Dense, Flatten, Layer
 from jaxprop.core.layers import activation as activation_layer
 
 Array = jax.Array
@@ -173,11 +174,18 @@ def mlp(
 ) -> Model:
     """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
-    ``activation`` is one name for every hidden layer, or one name per hidden layer.
+    ``sizes[0]`` may be an example's shape, e.g. an image's ``(8, 8, 1)``: the network then
+    starts with a :func:`~jaxprop.core.layers.Flatten`. ``activation`` is one name for every hidden layer, or one name per hidden layer.
     ``init`` names the weight initialiser (``normal``, ``glorot``, ``he``, ...); by default He
     for ReLU-like hidden activations and Glorot otherwise. Biases start at zero.
     """
     sizes = list(sizes)
+    in_shape = tuple(sizes[0]) if sizes and isinstance(sizes[0], (tuple, list)) else None
+    if in_shape is not None:
+        if not in_shape or any(not isinstance(s, int) or isinstance(s, bool) or s < 1
+                               for s in in_shape):
+            raise ValueError(f"mlp: the input shape must be positive ints, got {in_shape}")
+        sizes[0] = math.prod(in_shape)
     if len(sizes) < 2 or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes}")
     n_hidden = len(sizes) - 2
@@ -188,9 +196,11 @@ def mlp(
         )
     w_init = init or default_init(acts[0] if acts else output_activation)
     layers: list[Layer] = []
+    if in_shape is not None and len(in_shape) > 1:
+        layers.append(Flatten(len(in_shape)))
     for width, act in zip(sizes[1:], acts + [output_activation]):
         layers += [Dense(width, W_init=w_init, dtype=dtype), activation_layer(act)]
-    return serial(*layers, in_shape=(sizes[0],))
+    return serial(*layers, in_shape=in_shape or (sizes[0],))
 
 
 
