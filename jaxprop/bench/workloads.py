@@ -10,6 +10,9 @@ A cell is one (workload, impl, device, dtype, batch, width) and becomes one reco
 * ``matmul``: the roofline, a ``(batch, width) @ (width, width)`` JAX matmul of the same dtype on
   the same device (bfloat16 inputs accumulate in float32 via ``preferred_element_type``).
 
+The ``cnn`` workload (a small CNN's gradient, with a NumPy im2col baseline) lives in
+:mod:`jaxprop.bench.cnn`.
+
 JAX cells are compiled once with ``jax.jit(...).lower(...).compile()`` (timed apart), warmed
 up, then timed call by call with ``block_until_ready``. Whole XOR training loops run inside
 ``lax.scan``; Adam steps donate their params and optimiser state.
@@ -26,12 +29,13 @@ import numpy as np
 import optax
 
 import jaxprop as jp
+from jaxprop.bench import cnn
 from jaxprop.bench import numpy_baseline as nb
 from jaxprop.bench.timing import (
     compile_jax, peak_bytes, summarize, time_interleaved,
 )
 
-WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep")
+WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep", "cnn")
 IMPLS = ("numpy", "jaxprop", "jax.grad", "torch")
 DTYPES = ("float32", "bfloat16")
 RECORD_KEYS = (
@@ -57,11 +61,16 @@ class Config:
     mlp_batch: int = 512
     widths: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096)
     batches: tuple[int, ...] = (1, 4, 16, 64, 256, 1024, 4096)
+    cnn_side: int = 28  # the CNN workload (jaxprop/bench/cnn.py): side x side x 1 images
+    cnn_batch: int = 256
+    cnn_channels: tuple[int, int] = (32, 64)
+    cnn_dense: int = 128
 
     def quick(self) -> "Config":
         return dataclasses.replace(
             self, repeats=min(self.repeats, 3), warmup=1, xor_epochs=200, population=16,
             mlp_sizes=(64, 128, 128, 10), mlp_batch=32, widths=(32, 64), batches=(1, 16),
+            cnn_side=12, cnn_batch=8, cnn_channels=(4, 8), cnn_dense=16,
         )
 
 
@@ -342,6 +351,7 @@ class Bench:
             "mlp": self.mlp,
             "width-sweep": self.width_sweep,
             "batch-sweep": self.batch_sweep,
+            "cnn": lambda: cnn.run(self),
         }
         for name in self.config.workloads:
             steps[name]()

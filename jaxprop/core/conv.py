@@ -16,7 +16,6 @@ adjoint of a strided slice).
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
@@ -217,8 +216,10 @@ def _unslice(g, offset, strides, padded_hw):
 def _pool(kind: str, window, strides, padding, forward_fn, backward_fn) -> Layer:
     """A pooling layer: geometry, shapes and batching shared by max and average pooling.
 
-    ``forward_fn(slices) -> y`` combines the window slices; ``backward_fn(slices, dy) ->
-    [dy_ij, ...]`` gives each slice its gradient, which goes back through ``_unslice``.
+    ``forward_fn(slices) -> (y, aux)`` combines the window slices (``aux``: what its backward
+    needs); ``backward_fn(aux, dy, n) -> [dy_1, ..., dy_n]`` gives each of the ``n`` slices its
+    gradient, which goes back to the input through ``_unslice``. The residuals are ``(x,
+    aux)``; ``x`` is kept for its shape only (under ``jit`` XLA drops its values).
     """
     k = _pair(window, f"{kind}: window")
     s = k if strides is None else _pair(strides, f"{kind}: strides")
@@ -241,25 +242,24 @@ def _pool(kind: str, window, strides, padding, forward_fn, backward_fn) -> Layer
             raise ValueError(f"{name}: a {H}x{W} input is smaller than the window")
         return (), (), (*out, C)
 
-    def slices_of(x4):
-        pads, out = geometry(x4.shape[1:3])
-        xp = jnp.pad(x4, ((0, 0), *pads, (0, 0)), constant_values=fill)
-        return _slices(xp, k, s, out), pads, xp.shape[1:3]
-
     def forward(params, state, x, *, key=None, train=True):
         del params, key, train
         x4, lead = _as_batch(x, name)
-        slices, _, _ = slices_of(x4)
-        y = forward_fn([v for _, v in slices])
-        return y.reshape(lead + y.shape[1:]), x, state
+        pads, out = geometry(x4.shape[1:3])
+        xp = jnp.pad(x4, ((0, 0), *pads, (0, 0)), constant_values=fill)
+        y, aux = forward_fn([v for _, v in _slices(xp, k, s, out)])
+        return y.reshape(lead + y.shape[1:]), (x, aux), state
 
-    def backward(params, x, dy):
+    def backward(params, residuals, dy):
         del params
+        x, aux = residuals
         x4, _ = _as_batch(x, name)
-        slices, ((top, _), (left, _)), padded = slices_of(x4)
-        grads = backward_fn([v for _, v in slices], dy.reshape((-1,) + dy.shape[-3:]))
-        dxp = sum(_unslice(g, offset, s, padded) for (offset, _), g in zip(slices, grads))
-        H, W = x4.shape[1:3]
+        (H, W) = x4.shape[1:3]
+        ((top, bottom), (left, right)), _ = geometry((H, W))
+        padded = (top + H + bottom, left + W + right)
+        offsets = [(i, j) for i in range(k[0]) for j in range(k[1])]
+        grads = backward_fn(aux, dy.reshape((-1,) + dy.shape[-3:]), len(offsets))
+        dxp = sum(_unslice(g, offset, s, padded) for offset, g in zip(offsets, grads))
         return (), dxp[:, top:top + H, left:left + W].reshape(x.shape)
 
     spec = None
@@ -280,15 +280,16 @@ def MaxPool2D(window, strides=None, padding="VALID") -> Layer:
     """
 
     def forward(slices):
-        return functools.reduce(jnp.maximum, slices)
-
-    def backward(slices, dy):
-        # which slice holds each window's (first) maximum: a strict > keeps the earliest
-        best, arg = slices[0], jnp.zeros(slices[0].shape, jnp.int32)
+        # the maximum and which slice holds it (a strict > keeps the first of equal values)
+        best = slices[0]
+        arg = jnp.zeros(best.shape, jnp.int8 if len(slices) < 128 else jnp.int32)
         for n, v in enumerate(slices[1:], 1):
-            arg = jnp.where(v > best, n, arg)
+            arg = jnp.where(v > best, jnp.asarray(n, arg.dtype), arg)
             best = jnp.maximum(best, v)
-        return [jnp.where(arg == n, dy, 0) for n in range(len(slices))]
+        return best, arg
+
+    def backward(arg, dy, n_slices):
+        return [jnp.where(arg == n, dy, 0) for n in range(n_slices)]
 
     return _pool("MaxPool2D", window, strides, padding, forward, backward)
 
@@ -302,9 +303,9 @@ def AvgPool2D(window, strides=None, padding="VALID") -> Layer:
     """
 
     def forward(slices):
-        return sum(slices) / len(slices)
+        return sum(slices) / len(slices), None
 
-    def backward(slices, dy):
-        return [dy / len(slices)] * len(slices)
+    def backward(_, dy, n_slices):
+        return [dy / n_slices] * n_slices
 
     return _pool("AvgPool2D", window, strides, padding, forward, backward)
