@@ -40,7 +40,7 @@ from jaxprop.data.preprocessing import decode_targets
 from jaxprop.scale.population import PopulationResult, fit_population
 from jaxprop.train.fit import TrainingDiverged, fit_state
 from jaxprop.train.optimizers import get_optimizer, optimizer_alias
-from jaxprop.train.step import init_state, make_eval_fn
+from jaxprop.train.step import init_state, make_epoch_fn, make_eval_fn
 
 # Options that define the run; on --resume they come from the checkpoint.
 MODEL_KEYS = ("dataset", "data_dir", "csv", "label_column", "seed", "hidden", "activation",
@@ -163,6 +163,8 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
 
         check_data_parallel(len(ds.x_train))
     optimizer = get_optimizer(cfg["optimizer"], cfg["lr"])
+    # a model that couples its batch (BatchNorm) refuses padded minibatches: before any file
+    make_epoch_fn(model, loss, optimizer, len(ds.x_train), cfg["batch_size"], cfg["drop_last"])
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     state = init_state(model, optimizer, jax.random.key(cfg["seed"]))
