@@ -31,7 +31,8 @@ args = parser.parse_args()
 ds = data.load("digits", seed=args.seed)  # images (n, 8, 8, 1), standardised per channel
 print(f"digits: {len(ds.x_train)} training and {len(ds.x_test)} test images of shape "
       f"{ds.example_shape}, 10 classes")
-model = jp.parse_model(ARCHITECTURE, ds.example_shape)  # the same as jp.serial(jp.Conv2D(16, 3), ...)
+# the same as jp.serial(jp.Conv2D(16, 3), jp.Relu(), jp.MaxPool2D(2), ..., in_shape=(8, 8, 1))
+model = jp.parse_model(ARCHITECTURE, ds.example_shape)
 print(model.describe())
 
 

@@ -133,13 +133,13 @@ def Conv2D(
     name = f"Conv2D({features}, {k[0]}x{k[1]})"
 
     def init(key, in_shape):
-        H, W, C = _image(in_shape, name)
-        out = _out_hw((H, W), _pads(pad, (H, W), span, s), span, s)
+        h, w, c = _image(in_shape, name)
+        out = _out_hw((h, w), _pads(pad, (h, w), span, s), span, s)
         if min(out) < 1:
-            raise ValueError(f"{name}: a {H}x{W} input is smaller than the kernel's "
+            raise ValueError(f"{name}: a {h}x{w} input is smaller than the kernel's "
                              f"{span[0]}x{span[1]} window (padding {padding!r})")
         k_w, k_b = jax.random.split(key)
-        params = {"W": W_init_fn(k_w, (*k, C, features), dtype)}
+        params = {"W": W_init_fn(k_w, (*k, c, features), dtype)}
         if use_bias:
             params["b"] = b_init_fn(k_b, (features,), dtype)
         return params, (), (*out, features)
@@ -236,11 +236,11 @@ def _pool(kind: str, window, strides, padding, forward_fn, backward_fn) -> Layer
 
     def init(key, in_shape):
         del key
-        H, W, C = _image(in_shape, name)
-        _, out = geometry((H, W))
+        h, w, c = _image(in_shape, name)
+        _, out = geometry((h, w))
         if min(out) < 1:
-            raise ValueError(f"{name}: a {H}x{W} input is smaller than the window")
-        return (), (), (*out, C)
+            raise ValueError(f"{name}: a {h}x{w} input is smaller than the window")
+        return (), (), (*out, c)
 
     def forward(params, state, x, *, key=None, train=True):
         del params, key, train
@@ -254,13 +254,13 @@ def _pool(kind: str, window, strides, padding, forward_fn, backward_fn) -> Layer
         del params
         x, aux = residuals
         x4, _ = _as_batch(x, name)
-        (H, W) = x4.shape[1:3]
-        ((top, bottom), (left, right)), _ = geometry((H, W))
-        padded = (top + H + bottom, left + W + right)
+        h, w = x4.shape[1:3]
+        ((top, bottom), (left, right)), _ = geometry((h, w))
+        padded = (top + h + bottom, left + w + right)
         offsets = [(i, j) for i in range(k[0]) for j in range(k[1])]
         grads = backward_fn(aux, dy.reshape((-1,) + dy.shape[-3:]), len(offsets))
         dxp = sum(_unslice(g, offset, s, padded) for offset, g in zip(offsets, grads))
-        return (), dxp[:, top:top + H, left:left + W].reshape(x.shape)
+        return (), dxp[:, top:top + h, left:left + w].reshape(x.shape)
 
     spec = None
     pad_arg = _padding_spec(pad, "VALID")

@@ -175,7 +175,8 @@ def mlp(
     """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
     ``sizes[0]`` may be an example's shape, e.g. an image's ``(8, 8, 1)``: the network then
-    starts with a :func:`~jaxprop.core.layers.Flatten`. ``activation`` is one name for every hidden layer, or one name per hidden layer.
+    starts with a :func:`~jaxprop.core.layers.Flatten`. ``activation`` is one name for every
+    hidden layer, or one name per hidden layer.
     ``init`` names the weight initialiser (``normal``, ``glorot``, ``he``, ...); by default He
     for ReLU-like hidden activations and Glorot otherwise. Biases start at zero.
     """

@@ -56,7 +56,8 @@ def _check_input(params, x, what):
 
 
 def _affine_backward(params, x_hat, dy):
-    """``d scale``, ``d offset`` (summed over every axis but the features) and ``g = dy * scale``."""
+    """``d scale`` and ``d offset`` (summed over every axis but the features), and
+    ``g = dy * scale``."""
     axes = tuple(range(dy.ndim - 1))
     grads = {"scale": jnp.sum(dy * x_hat, axis=axes), "offset": jnp.sum(dy, axis=axes)}
     return grads, dy * params["scale"]

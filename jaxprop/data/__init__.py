@@ -107,8 +107,9 @@ def load(
     - ``csv``: the file at ``path`` with labels in ``label_column``; stratified split.
 
     ``standardize`` rescales features with the training set's mean and std (test set uses the
-    same): a table per column, images per channel. ``seed`` makes generation and splitting deterministic. Raises ``ValueError`` for bad
-    arguments or data (naming the file/column/row), ``FileNotFoundError`` for missing files.
+    same): a table per column, images per channel. ``seed`` makes generation and splitting
+    deterministic. Raises ``ValueError`` for bad arguments or data (naming the
+    file/column/row), ``FileNotFoundError`` for missing files.
     """
     key = str(name).lower().replace("_", "-")
     if key not in DATASETS:

@@ -10,8 +10,9 @@ import numpy as np
 class Dataset(NamedTuple):
     """A train/test split ready for training.
 
-    ``x_*: (n, d)`` float32, or images ``(n, H, W, C)`` (NHWC); ``y_*: (n, 1)`` float32 in {0, 1} when ``num_classes == 2`` (one
-    sigmoid/logit output), else ``(n, num_classes)`` float32 one-hot.
+    ``x_*: (n, d)`` float32, or images ``(n, H, W, C)`` (NHWC); ``y_*: (n, 1)`` float32 in
+    {0, 1} when ``num_classes == 2`` (one sigmoid/logit output), else ``(n, num_classes)``
+    float32 one-hot.
     """
 
     name: str

@@ -1,7 +1,8 @@
 """Preprocessing shared by every dataset: targets, splitting, standardisation, finiteness checks.
 
-Conventions: features ``x: (n, d) float32`` (a table) or ``(n, H, W, C)`` (images); integer class ``labels: (n,)`` in ``0..k-1``;
-training targets ``y: (n, 1)`` in ``{0, 1}`` for two classes (one sigmoid/logit output) and
+Conventions: features ``x: (n, d) float32`` (a table) or ``(n, H, W, C)`` (images); integer
+class ``labels: (n,)`` in ``0..k-1``; training targets ``y: (n, 1)`` in ``{0, 1}`` for two
+classes (one sigmoid/logit output) and
 ``y: (n, k)`` one-hot for ``k > 2`` classes, both float32.
 """
 
@@ -47,7 +48,7 @@ def decode_targets(y) -> np.ndarray:
 
 
 def train_test_split(x, y, test_fraction: float = 0.2, seed: int = 0, stratify: bool = True):
-    """Shuffle and split ``x: (n, ...)`` and ``y`` (labels ``(n,)`` or targets ``(n, 1)``/``(n, k)``)
+    """Shuffle and split ``x: (n, ...)`` and ``y`` (labels ``(n,)``, targets ``(n, 1)``/``(n, k)``)
     into ``(x_train, x_test, y_train, y_test)`` -- scikit-learn's order.
 
     Deterministic in ``seed``. With ``stratify`` every class keeps its proportion in both parts
