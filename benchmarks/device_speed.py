@@ -74,7 +74,7 @@ def digits(precision: str, epochs: int, *, cnn: bool = False) -> dict:
     """Train on digits with ``jaxprop.fit`` (one host sync per epoch); time per epoch."""
     ds = data.load("digits", seed=0)
     name = "digits-mlp"
-    model = jp.mlp([64, 64, 64, 10], "relu", "identity")
+    model = jp.mlp([(8, 8, 1), 64, 64, 10], "relu", "identity")
     if cnn:
         name = "digits-cnn"
         ds = ds._replace(x_train=ds.x_train.reshape(-1, 8, 8, 1),

@@ -122,7 +122,7 @@ def digits_to_95():
     from jaxprop import data
 
     ds = data.load("digits", seed=0)
-    model = jp.mlp([64, 64, 64, 10], "relu", "identity")
+    model = jp.mlp([(8, 8, 1), 64, 64, 10], "relu", "identity")
     reached = {}
     t0 = time.perf_counter()
 

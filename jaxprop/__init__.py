@@ -11,15 +11,19 @@ the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples)
 
 from jaxprop.core.backprop import loss_and_grad_fn, loss_grad_state_fn, value_and_grad
 from jaxprop.core.checks import check_output_fits_loss, validate_data
+from jaxprop.core.conv import AvgPool2D, Conv2D, MaxPool2D
 from jaxprop.core.layers import (
     ACTIVATIONS,
     INITIALIZERS,
     Dense,
+    Dropout,
+    Flatten,
     Gelu,
     Identity,
     Layer,
     LeakyRelu,
     Relu,
+    Reshape,
     Sigmoid,
     Softmax,
     Softplus,
@@ -29,7 +33,8 @@ from jaxprop.core.layers import (
     get_initializer,
 )
 from jaxprop.core.losses import LOSSES, Loss, get_loss, make_loss
-from jaxprop.core.network import Model, mlp, serial
+from jaxprop.core.network import Model, Residual, mlp, serial
+from jaxprop.core.norm import BatchNorm, LayerNorm
 from jaxprop.core.spec import parse_model
 from jaxprop.scale.bridge import as_jax_function
 from jaxprop.scale.parallel import (
@@ -76,4 +81,6 @@ __all__ = [
     "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
     "masked_loss_and_grad_fn",
     "PRECISIONS", "Precision", "get_precision",
+    "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "LayerNorm", "MaxPool2D",
+    "Reshape", "Residual",
 ]

@@ -5,10 +5,12 @@ checkpoint, so ``--resume`` rebuilds the same run)::
 
     {"dataset", "data_dir", "csv", "label_column", "seed", "hidden", "activation",
      "output_activation", "loss", "init", "optimizer", "lr", "epochs", "batch_size",
-     "drop_last", "log_every", "out", "precision"}
+     "drop_last", "log_every", "out", "precision", "model"}
 
 (``precision``: ``f32``, ``bf16`` or ``highest``, see :mod:`jaxprop.train.precision`; a config
-saved without it trains in ``f32``.)
+saved without it trains in ``f32``. ``model`` is a textual architecture
+(``"conv(16,3)-relu-maxpool(2)-flatten-dense(10)"``, see :mod:`jaxprop.core.spec`) or ``None``
+for the MLP that ``hidden`` and ``activation`` describe.)
 
 :func:`train_run` writes to ``cfg["out"]``: ``metrics.json`` (config, final train/test loss and
 accuracy, wall time, compile time, device), ``history.jsonl`` (one line per logged epoch),
@@ -30,18 +32,22 @@ import numpy as np
 
 from jaxprop import checkpoint as ckpt
 from jaxprop import plots
-from jaxprop.core.checks import check_output_fits_loss
+from jaxprop.core.checks import check_output_fits_loss, output_shape
+from jaxprop.core.layers import ACTIVATIONS
+from jaxprop.core.layers import activation as activation_layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.core.network import mlp
+from jaxprop.core.network import mlp, serial
+from jaxprop.core.spec import parse_model
 from jaxprop.data.preprocessing import decode_targets
 from jaxprop.scale.population import PopulationResult, fit_population
 from jaxprop.train.fit import TrainingDiverged, fit_state
 from jaxprop.train.optimizers import get_optimizer, optimizer_alias
-from jaxprop.train.step import init_state, make_eval_fn
+from jaxprop.train.step import init_state, make_epoch_fn, make_eval_fn
 
 # Options that define the run; on --resume they come from the checkpoint.
 MODEL_KEYS = ("dataset", "data_dir", "csv", "label_column", "seed", "hidden", "activation",
-              "output_activation", "loss", "optimizer", "lr", "batch_size", "init", "precision")
+              "output_activation", "loss", "optimizer", "lr", "batch_size", "init", "precision",
+              "model")
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,11 +93,40 @@ def task_defaults(loss: str | None, output_activation: str | None, num_classes: 
 
 def build_model(cfg: dict, ds):
     """``(model, loss_name)`` for the config and the dataset's shapes; fills in cfg's loss and
-    output activation when they were left to the task."""
+    output activation when they were left to the task.
+
+    With ``cfg["model"]`` (an architecture text) the network is that text, followed by the
+    output activation the task calls for unless the text ends with an activation of its own;
+    otherwise an MLP of ``cfg["hidden"]`` (images are flattened first)."""
+    text = cfg.get("model")
+    shape = ds.example_shape
+    body = None
+    if text:
+        body = parse_model(text, shape)
+        last = body.layers[-1]
+        if last.name in ACTIVATIONS:  # the text names the output activation itself
+            if cfg["output_activation"] not in (None, last.spec):
+                raise ValueError(f"the architecture ends with {last.spec} but the output "
+                                 f"activation is {cfg['output_activation']}: give it once")
+            cfg["output_activation"] = last.spec
     cfg["loss"], cfg["output_activation"] = task_defaults(
         cfg["loss"], cfg["output_activation"], ds.num_classes)
-    model = mlp([ds.x_train.shape[-1], *cfg["hidden"], ds.y_train.shape[-1]], cfg["activation"],
-                cfg["output_activation"], init=cfg["init"])
+    if body is None:
+        model = mlp([shape if len(shape) > 1 else shape[0], *cfg["hidden"], ds.num_outputs],
+                    cfg["activation"], cfg["output_activation"], init=cfg["init"])
+    else:
+        tail = [] if body.layers[-1].name in ACTIVATIONS \
+            else [activation_layer(cfg["output_activation"])]
+        model = serial(*body.layers, *tail, in_shape=shape)
+        try:
+            out = output_shape(model, shape)
+        except ValueError as e:
+            raise ValueError(f"architecture {text!r} on {ds.name} examples of shape {shape}: "
+                             f"{e}") from None
+        if out != (ds.num_outputs,):
+            raise ValueError(f"architecture {text!r} gives outputs of shape {out} but "
+                             f"{ds.name} needs {ds.num_outputs} per example: end it with "
+                             f"dense({ds.num_outputs})")
     check_output_fits_loss(model, cfg["loss"])
     return model, cfg["loss"]
 
@@ -131,6 +166,8 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
 
         check_data_parallel(len(ds.x_train))
     optimizer = get_optimizer(cfg["optimizer"], cfg["lr"])
+    # a model that couples its batch (BatchNorm) refuses padded minibatches: before any file
+    make_epoch_fn(model, loss, optimizer, len(ds.x_train), cfg["batch_size"], cfg["drop_last"])
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     state = init_state(model, optimizer, jax.random.key(cfg["seed"]))
@@ -214,7 +251,7 @@ def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records) ->
     loss = get_loss(loss)
     plots.loss_curve(losses, out / "loss_curve.png", records=records,
                      title=f"{ds.name}: training loss ({loss.name})")
-    if ds.x_train.shape[-1] == 2:
+    if ds.x_train.ndim == 2 and ds.x_train.shape[-1] == 2:
         apply = jax.jit(lambda p, s, g: model.apply(p, g, s))
         threshold = 0.0 if loss.from_logits else 0.5
 

@@ -1,4 +1,5 @@
-"""scikit-learn's 8x8 digits: a 64-64-64-10 ReLU MLP, softmax cross-entropy, Adam, minibatches.
+"""scikit-learn's 8x8 digits: a 64-64-64-10 ReLU MLP (the 8x8x1 images flattened), softmax
+cross-entropy, Adam, minibatches. For a CNN see scripts/train_digits_cnn.py.
 
     python scripts/train_digits.py [--epochs 15] [--batch-size 64]
 """
@@ -21,7 +22,7 @@ args = parser.parse_args()
 
 ds = data.load("digits", seed=args.seed)
 print(f"digits: {len(ds.x_train)} training and {len(ds.x_test)} test images, 10 classes")
-model = jp.mlp([64, 64, 64, 10], activation="relu", output_activation="identity")
+model = jp.mlp([(8, 8, 1), 64, 64, 10], activation="relu", output_activation="identity")
 
 
 def show(state, record):

@@ -76,6 +76,12 @@ def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path):
     (["--hidden", "64,x"], "--hidden"),
     (["--lr", "0"], "--lr"),
     (["--resume", "no/such/run"], "no checkpoint"),
+    (["--dataset", "digits", "--model", "conv(16,3)-swish"], "unknown layer 'swish'"),
+    (["--dataset", "digits", "--model", "conv(16)"], "usage: conv(features,kernel"),
+    (["--dataset", "digits", "--model", "dense(10)", "--hidden", "4"], "--hidden"),
+    (["--dataset", "moons", "--model", "conv(4,3)-flatten-dense(1)"], "images of shape"),
+    (["--dataset", "digits", "--model", "flatten-dense(9)"], "end it with dense(10)"),
+    (["--dataset", "digits", "--model", "flatten-batchnorm-dense(10)"], "couples the examples"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, args, needle):
     r = jaxprop(*args, cwd=tmp_path)
@@ -83,3 +89,23 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, args, needle):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_model_text_trains_a_cnn_and_resume_rebuilds_it(tmp_path):
+    text = "conv(4,3)-relu-maxpool(2)-flatten-dense(10)"
+    r = jaxprop("--dataset", "digits", "--model", text, "--epochs", "2", "--no-plots",
+                "--out", "cnn", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "cnn" / "checkpoint.npz") as z:
+        header = json.loads(z["__header__"].tobytes())
+    assert header["config"]["model"] == text and header["config"]["hidden"] is None
+    assert header["config"]["output_activation"] == "identity"
+    assert [leaf["shape"] for leaf in header["trees"]["params"]["leaves"]][:2] == [[3, 3, 1, 4],
+                                                                                  [4]]
+    r = jaxprop("--resume", "cnn", "--epochs", "3", "--no-plots", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "cnn" / "metrics.json").read_text())
+    assert metrics["resumed_from"] == 2 and metrics["epoch"] == 3
+    assert metrics["config"]["model"] == text and metrics["test_accuracy"] > 0.8
+    r = jaxprop("--resume", "cnn", "--epochs", "4", "--model", "flatten-dense(10)", cwd=tmp_path)
+    assert r.returncode == 2 and "--model differs" in r.stderr

@@ -64,8 +64,11 @@ def test_every_dataset_shapes_dtypes_and_targets(name, standardize, mnist_dir, c
     assert isinstance(ds, data.Dataset) and ds.name == name
     for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
         assert x.dtype == np.float32 and y.dtype == np.float32
-        assert x.ndim == 2 and y.ndim == 2 and x.shape[0] == y.shape[0] > 0
-        assert x.shape[1] == ds.x_train.shape[1] == ds.num_features
+        # tables (n, d); images (n, H, W, C) (issue 10 changed digits and MNIST from (n, 64/784))
+        image = name in ("digits", "mnist", "fashion-mnist")
+        assert x.ndim == (4 if image else 2) and y.ndim == 2 and x.shape[0] == y.shape[0] > 0
+        assert x.shape[1:] == ds.x_train.shape[1:] == ds.example_shape
+        assert np.prod(x.shape[1:]) == ds.num_features
         assert np.isfinite(x).all()
         assert set(np.unique(y)) <= {0.0, 1.0}
         if ds.num_classes == 2:
@@ -84,10 +87,10 @@ def test_expected_sizes(mnist_dir, csv_path):
     assert data.load("spirals", n_samples=101).x_train.shape[0] + \
         data.load("spirals", n_samples=101).x_test.shape[0] == 101
     d = data.load("digits")
-    assert d.x_train.shape[1] == 64 and d.num_classes == 10
+    assert d.x_train.shape[1:] == (8, 8, 1) and d.num_features == 64 and d.num_classes == 10
     assert d.x_train.shape[0] + d.x_test.shape[0] == 1797
     m = _load("mnist", mnist_dir)
-    assert m.x_train.shape == (20, 784) and m.x_test.shape == (10, 784)  # official split
+    assert m.x_train.shape == (20, 28, 28, 1) and m.x_test.shape == (10, 28, 28, 1)  # official
     c = _load("csv", csv_path=csv_path, test_fraction=0.2)
     assert (c.x_train.shape[0], c.x_test.shape[0]) == (24, 6)
     assert c.class_names == ("bird", "cat", "dog") and c.feature_names == ("f1", "f2")
@@ -235,6 +238,26 @@ def test_load_standardizes_test_with_train_statistics():
     assert not np.allclose(std.x_test.mean(0), 0, atol=1e-3)
 
 
+def test_images_are_standardised_per_channel_with_train_statistics():
+    rng = np.random.default_rng(0)
+    x_train = rng.normal([1.0, -3.0], [2.0, 0.5], (50, 4, 4, 2))
+    x_test = rng.normal(size=(10, 4, 4, 2))
+    s_train, s_test = data.standardize(x_train, x_test)
+    assert s_train.shape == x_train.shape and s_test.shape == x_test.shape
+    mean, std = x_train.mean((0, 1, 2)), x_train.std((0, 1, 2))
+    np.testing.assert_allclose(s_test, (x_test - mean) / std, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(s_train.mean((0, 1, 2)), 0, atol=1e-5)
+    with pytest.raises(ValueError, match="one shape"):
+        data.standardize(x_train, x_test[:, :3])
+
+
+def test_nan_in_an_image_names_its_position():
+    x = np.zeros((3, 2, 2, 1), np.float32)
+    x[1, 0, 1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"row 1, position \(0, 1, 0\)"):
+        data.check_finite(x, "images")
+
+
 # ---------------------------------------------------------------- IDX
 
 
@@ -304,10 +327,10 @@ def test_mnist_loader_reads_tiny_generated_files(mnist_dir, kind):
     ds = data.mnist(folder, kind=kind)
     assert ds.name == kind and ds.num_classes == 10 and len(ds.class_names) == 10
     np.testing.assert_allclose(
-        ds.x_train, arrays["train-images-idx3-ubyte"].reshape(20, 784) / 255.0, rtol=1e-6
+        ds.x_train, arrays["train-images-idx3-ubyte"][..., None] / 255.0, rtol=1e-6
     )
     np.testing.assert_allclose(
-        ds.x_test, arrays["t10k-images-idx3-ubyte"].reshape(10, 784) / 255.0, rtol=1e-6
+        ds.x_test, arrays["t10k-images-idx3-ubyte"][..., None] / 255.0, rtol=1e-6
     )
     labels = {split: data.decode_targets(getattr(ds, f"y_{split}")) for split in ("train", "test")}
     np.testing.assert_array_equal(labels["train"], arrays["train-labels-idx1-ubyte"])
@@ -319,7 +342,7 @@ def test_mnist_loader_reads_tiny_generated_files(mnist_dir, kind):
 def test_mnist_files_are_found_in_a_kind_subfolder(tmp_path):
     _write_mnist(tmp_path / "fashion-mnist", gz=False)
     ds = data.load("fashion-mnist", data_dir=tmp_path)
-    assert ds.x_train.shape == (20, 784)
+    assert ds.x_train.shape == (20, 28, 28, 1)
 
 
 def test_mnist_missing_directory_or_files(tmp_path):

@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
 @pytest.fixture(scope="module")
 def namespace():
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     ns = {}
     for block in blocks:
         exec(compile(block, str(DOC), "exec"), ns)  # noqa: S102 - our own documentation
@@ -50,3 +50,17 @@ def test_dropout_example_is_the_identity_in_evaluation(namespace):
     assert set(np.unique(np.asarray(y))) <= {0.0, 2.0}
     y_eval, _, _ = layer.forward((), (), x, train=False)
     np.testing.assert_array_equal(np.asarray(y_eval), x)
+
+
+def test_the_cnn_example_is_its_own_text(namespace):
+    ns = namespace
+    assert ns["cnn"].spec == ("conv(16,3)-relu-maxpool(2)-conv(32,3)-relu-flatten-dense(64)-relu-"
+                              "dropout(0.2)-dense(10)")
+    assert ns["same"].describe() == ns["cnn"].describe()
+
+
+def test_every_shipped_layer_has_a_row_in_the_table():
+    text = DOC.read_text()
+    for name in ("Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "LayerNorm",
+                 "BatchNorm", "Dropout", "Residual", "Dense"):
+        assert f"| `{name}(" in text, name

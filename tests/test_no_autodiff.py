@@ -62,3 +62,19 @@ def test_training_path_never_calls_autodiff(no_autodiff):
     p2, s2 = step.init(p)
     _, _, value = step(p2, s2, xs, ts)
     assert np.isfinite(value)
+
+
+def test_convolutional_training_path_never_calls_autodiff(no_autodiff):
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(16, 6, 6, 2)).astype(np.float32)
+    ts = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 16)]
+    model = jp.parse_model("conv(4,3)-relu-residual(conv(4,3,dilation=2)-batchnorm-tanh)"
+                           "-maxpool(2)-conv(4,2,padding=valid)-avgpool(2,1,padding=same)"
+                           "-flatten-dense(8)-layernorm-dropout(0.3)-dense(3)", (6, 6, 2))
+    _, history = jp.fit(model, "softmax_cross_entropy", optax.adam(1e-2), (xs, ts), epochs=2,
+                        batch_size=8, key=jax.random.key(0))
+    assert np.isfinite(history.losses).all()
+    cnn = jp.parse_model("conv(4,3,2)-relu-flatten-dense(3)", (6, 6, 2))
+    losses, grads = jp.per_example_grads(cnn, "softmax_cross_entropy",
+                                         cnn.init(jax.random.key(1)), xs, ts)
+    assert losses.shape == (16,) and grads[0]["W"].shape == (16, 3, 3, 2, 4)

@@ -103,7 +103,7 @@ def test_f32_policy_gives_the_plain_step():
 
 def test_fit_in_bf16_matches_f32_accuracy_on_digits():
     ds = data.load("digits", seed=0)
-    model = jp.mlp([64, 64, 64, 10], "relu", "identity")
+    model = jp.mlp([(8, 8, 1), 64, 64, 10], "relu", "identity")
     acc = {}
     for precision in ("f32", "bf16"):  # 1437 examples / 64: the ragged, masked batch too
         state, history = jp.fit_state(model, LOSS, optax.adam(3e-3), ds, epochs=10,

@@ -165,7 +165,7 @@ def test_fit_rejects_bad_arguments():
 @pytest.mark.slow
 def test_digits_mlp_reaches_95_percent():
     ds = data.load("digits", seed=0)
-    model = jp.mlp([64, 64, 64, 10], "relu", "identity")
+    model = jp.mlp([(8, 8, 1), 64, 64, 10], "relu", "identity")  # images since issue 10
     params, history = fit(model, "softmax_cross_entropy", optax.adam(3e-3), ds, epochs=10,
                           batch_size=32, key=jax.random.key(0), log_every=10)
     assert history.records[-1]["test_accuracy"] >= 0.95, history.records[-1]

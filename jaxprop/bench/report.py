@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxprop.bench import cnn
 from jaxprop.bench.workloads import RECORD_KEYS
 
 # -- header ------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def targets(records) -> list[dict]:
                         and r["device"] == dev and r["dtype"] == "bfloat16" and r["width"] >= 2048):
                     add(f"width-sweep bfloat16 width {r['width']} ({dev}): jaxprop / bf16 matmul "
                         ">= 0.5", r["roofline_ratio"], 0.5)
-    return out
+    return out + cnn.targets(records)
 
 
 # -- outputs -----------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ A cell is one (workload, impl, device, dtype, batch, width) and becomes one reco
 * ``matmul``: the roofline, a ``(batch, width) @ (width, width)`` JAX matmul of the same dtype on
   the same device (bfloat16 inputs accumulate in float32 via ``preferred_element_type``).
 
+The ``cnn`` workload (a small CNN's gradient, with a NumPy im2col baseline) lives in
+:mod:`jaxprop.bench.cnn`.
+
 JAX cells are compiled once with ``jax.jit(...).lower(...).compile()`` (timed apart), warmed
 up, then timed call by call with ``block_until_ready``. Whole XOR training loops run inside
 ``lax.scan``; Adam steps donate their params and optimiser state.
@@ -26,12 +29,13 @@ import numpy as np
 import optax
 
 import jaxprop as jp
+from jaxprop.bench import cnn
 from jaxprop.bench import numpy_baseline as nb
 from jaxprop.bench.timing import (
     compile_jax, peak_bytes, summarize, time_interleaved,
 )
 
-WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep", "gpu")
+WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep", "cnn", "gpu")
 IMPLS = ("numpy", "jaxprop", "jax.grad", "torch")
 DTYPES = ("float32", "bfloat16")
 RECORD_KEYS = (
@@ -61,12 +65,17 @@ class Config:
     precisions: tuple[str, ...] = ("highest", "f32", "bf16")
     gpu_widths: tuple[int, ...] = (1024, 4096, 8192)
     gpu_batch: int = 4096
+    cnn_side: int = 28  # the CNN workload (jaxprop/bench/cnn.py): side x side x 1 images
+    cnn_batch: int = 256
+    cnn_channels: tuple[int, int] = (32, 64)
+    cnn_dense: int = 128
 
     def quick(self) -> "Config":
         return dataclasses.replace(
             self, repeats=min(self.repeats, 3), warmup=1, xor_epochs=200, population=16,
             mlp_sizes=(64, 128, 128, 10), mlp_batch=32, widths=(32, 64), batches=(1, 16),
             gpu_widths=(32, 64), gpu_batch=16,
+            cnn_side=12, cnn_batch=8, cnn_channels=(4, 8), cnn_dense=16,
         )
 
 
@@ -354,6 +363,7 @@ class Bench:
             "width-sweep": self.width_sweep,
             "batch-sweep": self.batch_sweep,
             "gpu": self.gpu,
+            "cnn": lambda: cnn.run(self),
         }
         for name in self.config.workloads:
             steps[name]()

@@ -4,7 +4,10 @@ With no arguments it trains the classic XOR network (2-4-1 sigmoid, standard-nor
 ``sse_half``, plain gradient descent with learning rate 0.1, 10,000 full-batch epochs) into
 ``runs/xor``. Every option left out takes the dataset's default (``DEFAULTS``); the loss and
 output activation follow the task (binary: identity + ``bce_with_logits``; multiclass:
-identity + ``softmax_cross_entropy``) unless given. What the run folder holds:
+identity + ``softmax_cross_entropy``) unless given. ``--model TEXT`` trains any architecture
+written as text (``conv(16,3)-relu-maxpool(2)-flatten-dense(10)``; see
+:mod:`jaxprop.core.spec`) instead of the ``--hidden``/``--activation`` MLP; the output
+activation still follows the task. What the run folder holds:
 :mod:`jaxprop.runs`. ``--resume DIR`` continues a run from its checkpoint with the saved
 config, up to ``--epochs`` in total.
 
@@ -51,6 +54,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", default=None, metavar="PATH", help="CSV file for --dataset csv")
     p.add_argument("--label-column", default=None,
                    help="label column of the CSV: index (default -1) or header name")
+    p.add_argument("--model", default=None, metavar="TEXT",
+                   help="the architecture as text, e.g. 'conv(16,3)-relu-maxpool(2)-flatten-"
+                        "dense(10)' (instead of --hidden/--activation; the output activation "
+                        "follows the task)")
     p.add_argument("--hidden", default=None, help="hidden layer widths, e.g. 64,64 ('' for none)")
     p.add_argument("--activation", default=None, help="hidden activation (relu, tanh, ...)")
     p.add_argument("--output-activation", default=None,
@@ -118,6 +125,16 @@ def build_config(args) -> dict:
         given = getattr(args, key)
         cfg[key] = d[key] if given is None else given
     cfg["hidden"] = parse_hidden(cfg["hidden"])
+    cfg["model"] = args.model
+    if args.model is not None:
+        for flag in ("hidden", "activation", "init"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag} describes the MLP that --model replaces; "
+                                 "give one or the other")
+        from jaxprop.core.spec import parse_model
+
+        parse_model(args.model)  # unknown names and bad arguments: before any data is read
+        cfg["hidden"] = cfg["activation"] = None
     if cfg["batch_size"] == 0:
         cfg["batch_size"] = None
     cfg["out"] = args.out or f"runs/{dataset}"

@@ -82,3 +82,16 @@ def require_dtype(dtype, what: str) -> None:
             f"{what}: {want.name} needs jax_enable_x64 (without it JAX silently makes it "
             f"{have.name}); run jax.config.update('jax_enable_x64', True) at start-up, or "
             f"wrap the code in `with jax.enable_x64(True):`")
+
+def output_shape(layer, in_shape) -> tuple[int, ...]:
+    """The per-example output shape of ``layer`` for inputs of shape ``in_shape``, from its
+    ``init`` traced abstractly (nothing is computed); the layers' own shape errors surface."""
+    shapes = []
+
+    def init(key):
+        params, state, out = layer.init(key, tuple(in_shape))
+        shapes.append(tuple(out))
+        return params, state
+
+    jax.eval_shape(init, jax.random.key(0))
+    return shapes[0]

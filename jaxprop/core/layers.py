@@ -21,6 +21,7 @@ of ``x``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import jax
@@ -309,3 +310,104 @@ def activation(name: str | Layer) -> Layer:
         raise ValueError(
             f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}"
         ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes and regularisation: Flatten, Reshape, Dropout (no params, no state).
+
+
+def _reshape_layer(name: str, spec: str, in_ndim: int, out_shape_of: Callable) -> Layer:
+    """A layer that gives each example (its last ``in_ndim`` axes) the shape
+    ``out_shape_of(in_shape)``; its backward gives ``dy`` the input's shape back."""
+
+    def init(key, in_shape):
+        del key
+        in_shape = tuple(in_shape)
+        if len(in_shape) != in_ndim:
+            raise ValueError(f"{name} takes examples with {in_ndim} axes; got input shape "
+                             f"{in_shape} ({len(in_shape)} axes)")
+        out = tuple(out_shape_of(in_shape))
+        if math.prod(out) != math.prod(in_shape):
+            raise ValueError(f"{name}: cannot reshape an input of shape {in_shape} "
+                             f"({math.prod(in_shape)} values) to {out}")
+        return (), (), out
+
+    def forward(params, state, x, *, key=None, train=True):
+        del params, key, train
+        if x.ndim < in_ndim:
+            raise ValueError(f"{name}: input has shape {tuple(x.shape)}, fewer than the "
+                             f"{in_ndim} axes of one example")
+        lead, example = x.shape[:x.ndim - in_ndim], x.shape[x.ndim - in_ndim:]
+        return x.reshape(lead + tuple(out_shape_of(example))), x, state
+
+    def backward(params, x, dy):
+        del params
+        return (), dy.reshape(x.shape)  # x is kept for its shape only (XLA drops its values)
+
+    return Layer(init, forward, backward, name, spec=spec)
+
+
+def Flatten(ndim: int = 3) -> Layer:
+    """Each example's last ``ndim`` axes as one: ``(..., H, W, C) -> (..., H * W * C)``.
+
+    ``ndim`` is how many axes one example has (3 for an image, the default); init checks it,
+    so a Flatten never merges batch axes, with or without ``jax.vmap``. ``dx`` is ``dy``
+    reshaped back.
+    """
+    if not isinstance(ndim, int) or isinstance(ndim, bool) or ndim < 1:
+        raise ValueError(f"Flatten: ndim must be a positive int, got {ndim!r}")
+    return _reshape_layer("Flatten()", "flatten" if ndim == 3 else f"flatten({ndim})", ndim,
+                          lambda shape: (math.prod(shape),))
+
+
+def Reshape(shape, *, in_ndim: int = 1) -> Layer:
+    """Each example reshaped to ``shape``: ``(..., d) -> (..., *shape)`` for a flat example
+    (``in_ndim`` is how many axes one input example has, 1 by default). One entry of ``shape``
+    may be ``-1``. ``dx`` is ``dy`` reshaped back."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if (not shape or any(not isinstance(n, int) or isinstance(n, bool) or (n < 1 and n != -1)
+                         for n in shape) or shape.count(-1) > 1):
+        raise ValueError(f"Reshape: shape must be positive ints (one may be -1), got {shape!r}")
+    if not isinstance(in_ndim, int) or isinstance(in_ndim, bool) or in_ndim < 1:
+        raise ValueError(f"Reshape: in_ndim must be a positive int, got {in_ndim!r}")
+
+    def out_shape_of(example):
+        if -1 not in shape:
+            return shape
+        known = -math.prod(shape)
+        return tuple(math.prod(example) // known if n == -1 else n for n in shape)
+
+    args = ",".join(map(str, shape)) + ("" if in_ndim == 1 else f",in_ndim={in_ndim}")
+    return _reshape_layer(f"Reshape({shape})", f"reshape({args})", in_ndim, out_shape_of)
+
+
+def Dropout(rate: float) -> Layer:
+    """In training, zero each value with probability ``rate`` and scale the rest by
+    ``1 / (1 - rate)`` (inverted dropout); in evaluation (``train=False``) the identity.
+
+    The mask comes from the ``key`` the training step gives the layer, and travels in the
+    residuals as the scale ``keep / (1 - rate)``: ``dx = dy * scale``. Shapes: any.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
+    rate = float(rate)
+
+    def init(key, in_shape):
+        del key
+        return (), (), tuple(in_shape)
+
+    def forward(params, state, x, *, key=None, train=True):
+        del params
+        if not train or rate == 0:
+            return x, None, state
+        if key is None:
+            raise ValueError(f"Dropout({rate}) needs a PRNG key in training: pass key=..., "
+                             "or train=False to evaluate")
+        scale = jax.random.bernoulli(key, 1 - rate, x.shape).astype(x.dtype) / (1 - rate)
+        return x * scale, scale, state
+
+    def backward(params, scale, dy):
+        del params
+        return (), dy if scale is None else dy * scale
+
+    return Layer(init, forward, backward, f"Dropout({rate:g})", spec=f"dropout({rate!r})")

@@ -11,12 +11,13 @@ residuals; ``backward`` walks the layers in reverse, each turning ``dL/d(output)
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
-from jaxprop.core.layers import Dense, Layer
+from jaxprop.core.layers import Dense, Flatten, Layer
 from jaxprop.core.layers import activation as activation_layer
 
 Array = jax.Array
@@ -173,11 +174,19 @@ def mlp(
 ) -> Model:
     """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
-    ``activation`` is one name for every hidden layer, or one name per hidden layer.
+    ``sizes[0]`` may be an example's shape, e.g. an image's ``(8, 8, 1)``: the network then
+    starts with a :func:`~jaxprop.core.layers.Flatten`. ``activation`` is one name for every
+    hidden layer, or one name per hidden layer.
     ``init`` names the weight initialiser (``normal``, ``glorot``, ``he``, ...); by default He
     for ReLU-like hidden activations and Glorot otherwise. Biases start at zero.
     """
     sizes = list(sizes)
+    in_shape = tuple(sizes[0]) if sizes and isinstance(sizes[0], (tuple, list)) else None
+    if in_shape is not None:
+        if not in_shape or any(not isinstance(s, int) or isinstance(s, bool) or s < 1
+                               for s in in_shape):
+            raise ValueError(f"mlp: the input shape must be positive ints, got {in_shape}")
+        sizes[0] = math.prod(in_shape)
     if len(sizes) < 2 or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes}")
     n_hidden = len(sizes) - 2
@@ -188,7 +197,41 @@ def mlp(
         )
     w_init = init or default_init(acts[0] if acts else output_activation)
     layers: list[Layer] = []
+    if in_shape is not None and len(in_shape) > 1:
+        layers.append(Flatten(len(in_shape)))
     for width, act in zip(sizes[1:], acts + [output_activation]):
         layers += [Dense(width, W_init=w_init, dtype=dtype), activation_layer(act)]
-    return serial(*layers, in_shape=(sizes[0],))
+    return serial(*layers, in_shape=in_shape or (sizes[0],))
 
+
+
+def Residual(block: Layer) -> Layer:
+    """A skip connection around ``block``: ``y = x + block(x)``.
+
+    ``block`` is any layer, a ``serial`` included, whose output has its input's shape. Its
+    params and state are the block's; its key goes to the block. Backward: the gradient reaches
+    ``x`` along both paths, ``dx = dy + d block(x)/dx``, and ``dparams`` is the block's.
+    """
+    if not isinstance(block, Layer):
+        raise ValueError(f"Residual takes a Layer or Model, got {type(block).__name__}")
+
+    def init(key, in_shape):
+        params, state, out_shape = block.init(key, tuple(in_shape))
+        if tuple(out_shape) != tuple(in_shape):
+            raise ValueError(f"Residual({block.name}): the block maps shape {tuple(in_shape)} "
+                             f"to {tuple(out_shape)}; y = x + block(x) needs the same shape")
+        return params, state, tuple(in_shape)
+
+    def forward(params, state, x, *, key=None, train=True):
+        y, residuals, state = block.forward(params, state, x, key=key, train=train)
+        return x + y, residuals, state
+
+    def backward(params, residuals, dy):
+        dparams, dx = block.backward(params, residuals, dy)
+        return dparams, dy + dx  # the identity path, plus the path through the block
+
+    # The text of a one-layer serial would rebuild the bare layer (different params): no spec.
+    one_layer_model = isinstance(block, Model) and len(block.layers) == 1
+    spec = f"residual({block.spec})" if block.spec and not one_layer_model else None
+    return Layer(init, forward, backward, f"Residual({block.name})",
+                 couples_batch=block.couples_batch, spec=spec, sublayers=(block,))

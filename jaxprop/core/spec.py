@@ -1,12 +1,17 @@
 """Textual architectures: ``"dense(64)-relu-dense(10)"`` <-> a model.
 
-Layers are joined by ``-``; each is ``name`` or ``name(arg, ...)`` with numeric arguments.
+Layers are joined by ``-``; each is ``name`` or ``name(arg, ..., key=value, ...)`` with numbers
+as arguments (a keyword may also take a word: ``padding=valid``); ``residual(...)`` takes a whole
+architecture: ``residual(conv(16,3)-relu-conv(16,3))``.
 Every layer built from a registered name carries its own text in ``Layer.spec``, and ``serial``
 joins its layers' texts, so ``parse_model(model.spec, in_shape)`` rebuilds the architecture of
 any model made of registered layers (checkpoints and ``jaxprop train --model`` rely on it).
 
-Registered names (:data:`LAYER_SPECS`): ``dense(n)`` and every activation name
-(``ACTIVATIONS``). Other modules add their layers with :func:`register`.
+Registered names (:data:`LAYER_SPECS`): ``dense(n)``, every activation name (``ACTIVATIONS``),
+``conv(features,kernel[,stride])`` (keywords ``padding=same|valid|n``, ``dilation=n``,
+``bias=0|1``), ``maxpool(k[,stride])`` and ``avgpool(k[,stride])`` (keyword ``padding``),
+``flatten[(ndim)]``, ``reshape(d1,...,dk)``, ``layernorm``, ``batchnorm``, ``dropout(rate)``
+and ``residual(architecture)``. Other modules add their layers with :func:`register`.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence
 
-from jaxprop.core.layers import ACTIVATIONS, Dense, Layer
-from jaxprop.core.network import Model, serial
+from jaxprop.core.conv import AvgPool2D, Conv2D, MaxPool2D
+from jaxprop.core.layers import ACTIVATIONS, Dense, Dropout, Flatten, Layer, Reshape
+from jaxprop.core.network import Model, Residual, serial
+from jaxprop.core.norm import BatchNorm, LayerNorm
 
 # name -> (constructor taking the parsed arguments, usage shown in errors)
 LAYER_SPECS: dict[str, tuple[Callable[..., Layer], str]] = {
@@ -24,12 +31,61 @@ LAYER_SPECS: dict[str, tuple[Callable[..., Layer], str]] = {
 for _name, _make in ACTIVATIONS.items():
     LAYER_SPECS[_name] = (_make, "leaky_relu[(slope)]" if _name == "leaky_relu" else _name)
 
+# layers whose argument is a whole architecture (parsed into a model), not numbers
+BLOCK_LAYERS: set[str] = set()
+
 _TOKEN = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(?:\((.*)\))?\s*$")
+_KEYWORD = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*=\s*(.*?)\s*$")
+_WORD = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
-def register(name: str, constructor: Callable[..., Layer], usage: str) -> None:
-    """Make ``name(args...)`` build ``constructor(*args)`` in :func:`parse_model`."""
+def register(name: str, constructor: Callable[..., Layer], usage: str, *,
+             block: bool = False) -> None:
+    """Make ``name(args...)`` build ``constructor(*args, **keywords)`` in :func:`parse_model`;
+    with ``block=True``, ``name(architecture)`` builds ``constructor(model)``."""
     LAYER_SPECS[name] = (constructor, usage)
+    (BLOCK_LAYERS.add if block else BLOCK_LAYERS.discard)(name)
+
+
+def _conv(features, kernel, stride=1, *, padding="same", dilation=1, bias=1):
+    return Conv2D(features, kernel, strides=stride, padding=padding, dilation=dilation,
+                  use_bias=_flag(bias, "bias"))
+
+
+def _pool(layer):
+    def make(window, stride=None, *, padding="valid"):
+        return layer(window, stride, padding=padding)
+
+    return make
+
+
+def _reshape(*shape, in_ndim=1):
+    return Reshape(shape, in_ndim=in_ndim)
+
+
+def _residual(block: Model) -> Layer:
+    return Residual(block.layers[0] if len(block.layers) == 1 else block)
+
+
+def _flag(value, name):
+    if value not in (0, 1):
+        raise ValueError(f"{name} must be 0 or 1, got {value!r}")
+    return bool(value)
+
+
+for _name, _make, _usage in (
+    ("conv", _conv, "conv(features,kernel[,stride][,padding=same|valid|n][,dilation=n]"
+                    "[,bias=0|1])"),
+    ("maxpool", _pool(MaxPool2D), "maxpool(k[,stride][,padding=valid|same|n])"),
+    ("avgpool", _pool(AvgPool2D), "avgpool(k[,stride][,padding=valid|same|n])"),
+    ("flatten", Flatten, "flatten[(ndim)]"),
+    ("reshape", _reshape, "reshape(d1,...,dk[,in_ndim=n])"),
+    ("layernorm", LayerNorm, "layernorm[(eps=e)]"),
+    ("batchnorm", BatchNorm, "batchnorm[(momentum=m,eps=e)]"),
+    ("dropout", Dropout, "dropout(rate)"),
+):
+    register(_name, _make, _usage)
+register("residual", _residual, "residual(layers)", block=True)
 
 
 def known() -> str:
@@ -49,15 +105,16 @@ def _number(text: str, where: str):
         raise ValueError(f"{where}: {text!r} is not a number") from None
 
 
-def split_spec(text: str) -> list[str]:
-    """``"conv(16,3)-relu"`` -> ``["conv(16,3)", "relu"]`` (a ``-`` inside parentheses stays)."""
+def split_spec(text: str, sep: str = "-") -> list[str]:
+    """``"conv(16,3)-relu"`` -> ``["conv(16,3)", "relu"]`` (a ``sep`` inside parentheses
+    stays)."""
     parts, depth, current = [], 0, ""
     for ch in text:
         if ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
-        if ch == "-" and depth == 0:
+        if ch == sep and depth == 0:
             parts.append(current)
             current = ""
         else:
@@ -76,12 +133,24 @@ def parse_layer(text: str) -> Layer:
     if name not in LAYER_SPECS:
         raise ValueError(f"unknown layer {name!r} in the architecture; known layers: {known()}")
     make, usage = LAYER_SPECS[name]
-    values = [] if args is None or not args.strip() else [
-        _number(a, f"layer {text.strip()!r}") for a in args.split(",")]
+    where = f"layer {text.strip()!r}"
+    if name in BLOCK_LAYERS:
+        if args is None or not args.strip():
+            raise ValueError(f"{where}: give the layers inside (usage: {usage})")
+        return make(parse_model(args))
+    values, keywords = [], {}
+    for arg in ([] if args is None or not args.strip() else split_spec(args, ",")):
+        kw = _KEYWORD.match(arg)
+        if kw is None:
+            values.append(_number(arg, where))
+        else:
+            word = kw.group(2).lower()
+            keywords[kw.group(1)] = word if _WORD.match(word) else _number(word, where)
     try:
-        return make(*values)
+        return make(*values, **keywords)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"layer {text.strip()!r}: {e} (usage: {usage})") from None
+        message = re.sub(r"^\w+\(\) ", "", str(e))  # "_conv() missing ..." -> "missing ..."
+        raise ValueError(f"{where}: {message} (usage: {usage})") from None
 
 
 def parse_model(text: str, in_shape: Sequence[int] | None = None) -> Model:

@@ -1,7 +1,8 @@
 """Datasets for training: generated (XOR, spirals, moons), bundled (digits), downloaded by you
 (MNIST, Fashion-MNIST as IDX files) and your own CSV files. Nothing is ever downloaded.
 
-``load(name, ...)`` returns a :class:`Dataset` split into train and test, float32, with targets
+``load(name, ...)`` returns a :class:`Dataset` split into train and test, float32 (images as
+``(n, H, W, C)``, tables as ``(n, d)``), with targets
 ``(n, 1)`` in {0, 1} for two classes and one-hot ``(n, k)`` otherwise. The building blocks it uses
 are exported too.
 """
@@ -100,14 +101,15 @@ def load(
     - ``xor``: the 4 patterns; test set = training set; never standardised.
     - ``spirals``, ``moons``: ``n_samples`` points (default 400) with Gaussian ``noise``
       (defaults 0.05 and 0.1), generated from ``seed``; stratified split.
-    - ``digits``: scikit-learn's 8x8 digits, stratified split.
-    - ``mnist``, ``fashion-mnist``: IDX files in ``data_dir``; the official split
-      (``test_fraction`` and ``seed`` do not apply).
+    - ``digits``: scikit-learn's 8x8 digits as ``(n, 8, 8, 1)`` images, stratified split.
+    - ``mnist``, ``fashion-mnist``: IDX files in ``data_dir`` as ``(n, 28, 28, 1)`` images;
+      the official split (``test_fraction`` and ``seed`` do not apply).
     - ``csv``: the file at ``path`` with labels in ``label_column``; stratified split.
 
     ``standardize`` rescales features with the training set's mean and std (test set uses the
-    same). ``seed`` makes generation and splitting deterministic. Raises ``ValueError`` for bad
-    arguments or data (naming the file/column/row), ``FileNotFoundError`` for missing files.
+    same): a table per column, images per channel. ``seed`` makes generation and splitting
+    deterministic. Raises ``ValueError`` for bad arguments or data (naming the
+    file/column/row), ``FileNotFoundError`` for missing files.
     """
     key = str(name).lower().replace("_", "-")
     if key not in DATASETS:

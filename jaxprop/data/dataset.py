@@ -10,8 +10,9 @@ import numpy as np
 class Dataset(NamedTuple):
     """A train/test split ready for training.
 
-    ``x_*: (n, d)`` float32; ``y_*: (n, 1)`` float32 in {0, 1} when ``num_classes == 2`` (one
-    sigmoid/logit output), else ``(n, num_classes)`` float32 one-hot.
+    ``x_*: (n, d)`` float32, or images ``(n, H, W, C)`` (NHWC); ``y_*: (n, 1)`` float32 in
+    {0, 1} when ``num_classes == 2`` (one sigmoid/logit output), else ``(n, num_classes)``
+    float32 one-hot.
     """
 
     name: str
@@ -25,7 +26,13 @@ class Dataset(NamedTuple):
 
     @property
     def num_features(self) -> int:
-        return int(self.x_train.shape[1])
+        """Values per example: ``d``, or ``H * W * C`` for images."""
+        return int(np.prod(self.x_train.shape[1:]))
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """One example's shape: ``(d,)`` or ``(H, W, C)`` (the ``in_shape`` of a model)."""
+        return tuple(int(n) for n in self.x_train.shape[1:])
 
     @property
     def num_outputs(self) -> int:

@@ -152,8 +152,9 @@ def find_mnist_files(data_dir, kind: str = "mnist") -> dict[str, Path]:
 def mnist(data_dir, kind: str = "mnist") -> Dataset:
     """MNIST or Fashion-MNIST from the four standard IDX files in ``data_dir``.
 
-    Official split (60,000 train / 10,000 test for the real files); images flattened to
-    ``(n, h*w)`` (784) float32 scaled to [0, 1]; labels 0..9 one-hot ``(n, 10)``.
+    Official split (60,000 train / 10,000 test for the real files); images ``(n, rows, cols, 1)``
+    (NHWC, ``(n, 28, 28, 1)`` for the real files) float32 scaled to [0, 1]; labels 0..9 one-hot
+    ``(n, 10)``.
     """
     kind = _check_kind(kind)
     files = find_mnist_files(data_dir, kind)
@@ -173,11 +174,11 @@ def mnist(data_dir, kind: str = "mnist") -> Dataset:
         if lab.size and lab.max() > 9:
             row = int(np.argmax(lab > 9))
             raise ValueError(f"{lab_path}: label {lab[row]} at row {row} is not a digit 0..9")
-        images[split] = img.reshape(img.shape[0], -1).astype(np.float32) / 255.0
+        images[split] = img[..., None].astype(np.float32) / 255.0
         labels[split] = lab.astype(np.int64)
-    if images["train"].shape[1] != images["test"].shape[1]:
-        raise ValueError(f"{kind}: train images have {images['train'].shape[1]} pixels but test "
-                         f"images have {images['test'].shape[1]}")
+    if images["train"].shape[1:] != images["test"].shape[1:]:
+        raise ValueError(f"{kind}: train images are {images['train'].shape[1:3]} but test "
+                         f"images are {images['test'].shape[1:3]}")
     return Dataset(
         name=kind,
         x_train=images["train"],

@@ -1,7 +1,8 @@
 """Preprocessing shared by every dataset: targets, splitting, standardisation, finiteness checks.
 
-Conventions: features ``x: (n, d) float32``; integer class ``labels: (n,)`` in ``0..k-1``;
-training targets ``y: (n, 1)`` in ``{0, 1}`` for two classes (one sigmoid/logit output) and
+Conventions: features ``x: (n, d) float32`` (a table) or ``(n, H, W, C)`` (images); integer
+class ``labels: (n,)`` in ``0..k-1``; training targets ``y: (n, 1)`` in ``{0, 1}`` for two
+classes (one sigmoid/logit output) and
 ``y: (n, k)`` one-hot for ``k > 2`` classes, both float32.
 """
 
@@ -47,7 +48,7 @@ def decode_targets(y) -> np.ndarray:
 
 
 def train_test_split(x, y, test_fraction: float = 0.2, seed: int = 0, stratify: bool = True):
-    """Shuffle and split ``x: (n, d)`` and ``y`` (labels ``(n,)`` or targets ``(n, 1)``/``(n, k)``)
+    """Shuffle and split ``x: (n, ...)`` and ``y`` (labels ``(n,)``, targets ``(n, 1)``/``(n, k)``)
     into ``(x_train, x_test, y_train, y_test)`` -- scikit-learn's order.
 
     Deterministic in ``seed``. With ``stratify`` every class keeps its proportion in both parts
@@ -76,20 +77,22 @@ def train_test_split(x, y, test_fraction: float = 0.2, seed: int = 0, stratify: 
 
 
 def standardize(x_train, x_test):
-    """Shift and scale every column to zero mean, unit variance using the *training* statistics
-    only; the same transform is applied to ``x_test``. Constant columns are only centred.
-    Returns ``(x_train, x_test)`` as float32."""
+    """Shift and scale every feature (the last axis) to zero mean, unit variance using the
+    *training* statistics only; the same transform is applied to ``x_test``. A table ``(n, d)``
+    is standardised per column; images ``(n, H, W, C)`` per channel, over every image and
+    position. Constant features are only centred. Returns ``(x_train, x_test)`` as float32."""
     x_train = np.asarray(x_train, np.float64)
     x_test = np.asarray(x_test, np.float64)
-    if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
+    if x_train.ndim < 2 or x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(
-            "standardize needs (n, d) arrays with the same d; "
+            "standardize needs (n, d) or (n, H, W, C) arrays whose examples have one shape; "
             f"got {x_train.shape} and {x_test.shape}"
         )
     if x_train.shape[0] == 0:
         raise ValueError("standardize needs at least one training example")
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
+    axes = tuple(range(x_train.ndim - 1))
+    mean = x_train.mean(axis=axes)
+    std = x_train.std(axis=axes)
     std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # zero-variance safe
     return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
 
@@ -109,9 +112,10 @@ def check_finite(a, where: str, *, columns=None, row_offset: int = 0, row_word: 
     row = int(first[0]) + row_offset
     col = int(first[1]) if a.ndim > 1 else 0
     col_name = f"'{columns[col]}'" if columns is not None else str(col)
+    at = f"column {col_name}" if a.ndim <= 2 else f"position {tuple(int(i) for i in first[1:])}"
     raise ValueError(
         f"{where}: {int(bad.sum())} NaN/Inf value(s); first is {a[tuple(first)]} "
-        f"at {row_word} {row}, column {col_name}"
+        f"at {row_word} {row}, {at}"
     )
 
 

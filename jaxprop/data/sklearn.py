@@ -9,12 +9,13 @@ from jaxprop.data.preprocessing import encode_targets, train_test_split
 
 
 def digits(*, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-    """scikit-learn's 1797 8x8 digit images: ``x: (n, 64)`` pixel intensities scaled to [0, 1],
-    10 classes one-hot; train/test split stratified by class, deterministic in ``seed``."""
+    """scikit-learn's 1797 8x8 digit images: ``x: (n, 8, 8, 1)`` (NHWC) pixel intensities scaled
+    to [0, 1], 10 classes one-hot; train/test split stratified by class, deterministic in
+    ``seed``. ``feature_names`` name the 64 pixels in row-major order."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = (bunch.data / 16.0).astype(np.float32)
+    x = (bunch.images[..., None] / 16.0).astype(np.float32)
     labels = bunch.target.astype(np.int64)
     x_train, x_test, l_train, l_test = train_test_split(x, labels, test_fraction, seed)
     names = getattr(bunch, "feature_names", None)

@@ -20,10 +20,13 @@ AUTO_SINGLE_THREAD_STEP_FLOPS = 1e5
 
 
 def auto_compiler_options(n_params: int, n_examples: int,
-                          batch_size: int | None) -> dict | None:
+                          batch_size: int | None, *,
+                          forward_flops: float | None = None) -> dict | None:
     """The XLA options ``fit(compiler_options="auto")`` picks (CPU only; ``None`` elsewhere).
 
-    ``FAST_COMPILE`` when an epoch's estimated FLOPs (6 per parameter per example) are under
+    ``FAST_COMPILE`` when an epoch's estimated FLOPs (6 per parameter per example, or 3 times
+    ``forward_flops``, the forward pass's FLOPs for one example, when that is more: a
+    convolution does far more work per parameter than a Dense layer) are under
     ``AUTO_FAST_COMPILE_EPOCH_FLOPS``; single-threaded matmuls when a step's are under
     ``AUTO_SINGLE_THREAD_STEP_FLOPS``. The choice never depends on the number of epochs, so
     a resumed run is compiled exactly like the uninterrupted one (and gives the same bits).
@@ -31,9 +34,22 @@ def auto_compiler_options(n_params: int, n_examples: int,
     if jax.default_backend() != "cpu":
         return None
     batch = n_examples if batch_size is None else min(batch_size, n_examples)
+    per_example = max(6.0 * n_params, 3.0 * (forward_flops or 0.0))
     options = {}
-    if 6.0 * n_params * n_examples < AUTO_FAST_COMPILE_EPOCH_FLOPS:
+    if per_example * n_examples < AUTO_FAST_COMPILE_EPOCH_FLOPS:
         options.update(FAST_COMPILE)
-    if 6.0 * n_params * batch < AUTO_SINGLE_THREAD_STEP_FLOPS:
+    if per_example * batch < AUTO_SINGLE_THREAD_STEP_FLOPS:
         options["xla_cpu_multi_thread_eigen"] = False
     return options or None
+
+
+def forward_flops(model, params, model_state, x_one) -> float | None:
+    """XLA's FLOP count for ``model``'s forward pass (evaluation mode) on ``x_one``, one
+    example with a batch axis of 1; traced and lowered, never compiled. ``None`` if unknown."""
+    try:
+        lowered = jax.jit(lambda p, s, x: model.forward(p, s, x, train=False)[0]).lower(
+            params, model_state, x_one)
+        flops = (lowered.cost_analysis() or {}).get("flops")
+    except Exception:  # noqa: BLE001 - an estimate only: fall back to counting parameters
+        return None
+    return float(flops) if flops else None

@@ -23,7 +23,7 @@ import optax
 from jaxprop.core.checks import validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.train.compile import auto_compiler_options
+from jaxprop.train.compile import auto_compiler_options, forward_flops
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import Precision, get_precision
 from jaxprop.train.step import TrainState, init_state, make_eval_fn, make_train_epochs
@@ -168,7 +168,9 @@ def fit_state(
             raise ValueError(f"compiler_options must be a dict, None or 'auto', "
                              f"got {compiler_options!r}")
         n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
-        compiler_options = auto_compiler_options(n_params, x.shape[0], batch_size)
+        flops = forward_flops(model, state.params, state.model_state, x[:1])
+        compiler_options = auto_compiler_options(n_params, x.shape[0], batch_size,
+                                                 forward_flops=flops)
     log_every = int(log_every or max(1, -(-epochs // 10)))
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")

@@ -1,0 +1,163 @@
+"""The CNN gradient workload: hand-written backprop vs ``jax.grad`` vs NumPy im2col vs PyTorch.
+
+One gradient of softmax cross-entropy (mean over the batch) for a small CNN on 28x28x1 images,
+batch 256 (``jaxprop bench --workloads cnn``; ``--quick`` shrinks every size)::
+
+    conv(32,3)-relu-maxpool(2)-conv(64,3)-relu-maxpool(2)-flatten-dense(128)-relu-dense(10)
+
+Implementations, timed side by side in interleaved rounds (one call of each per round):
+
+* ``jaxprop``: the hand-written gradient, :func:`jaxprop.loss_and_grad_fn`, compiled once;
+* ``jax.grad``: ``jax.value_and_grad`` of the same forward pass, compiled once;
+* ``numpy``: :class:`~jaxprop.bench.numpy_cnn.NumpyCNN`, im2col convolutions (CPU, float32);
+* ``torch``: the same network and weights with PyTorch autograd, when torch is installed;
+* ``matmul``: the same run's ``(batch, width) @ (width, width)`` float32 matmul on each device,
+  the sizes of the MLP workload (the device's matmul rate, for ``roofline_ratio``).
+
+GFLOP/s count ``6 x`` the multiply-adds of the convolutions and Dense layers per example (the
+forward pass, the input gradient and the weight gradient); that overstates by the first
+convolution's input gradient, which no implementation computes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+
+import jaxprop as jp
+from jaxprop.bench.numpy_cnn import NumpyCNN, from_jaxprop
+from jaxprop.bench.timing import compile_jax, peak_bytes, summarize, time_interleaved
+from jaxprop.core.checks import output_shape
+
+LOSS = "softmax_cross_entropy"
+
+
+def architecture(channels=(32, 64), dense: int = 128, classes: int = 10) -> str:
+    """The workload's network as text: two 3x3 conv + ReLU + 2x2 max-pool blocks, two Dense."""
+    c1, c2 = channels
+    return (f"conv({c1},3)-relu-maxpool(2)-conv({c2},3)-relu-maxpool(2)-flatten-dense({dense})"
+            f"-relu-dense({classes})")
+
+
+def forward_flops(model, in_shape) -> int:
+    """FLOPs of one example's forward pass through the layers with a weight ``W`` (convolutions
+    and Dense layers): ``2 x W.size`` per output position."""
+    params = jax.eval_shape(lambda k: model.init(k, in_shape)[0], jax.random.key(0))
+    flops, shape = 0, tuple(in_shape)
+    for layer, p in zip(model.layers, params):
+        shape = output_shape(layer, shape)
+        if isinstance(p, dict) and "W" in p:
+            flops += 2 * math.prod(shape[:-1]) * math.prod(p["W"].shape)
+    return flops
+
+
+class TorchCNN:
+    """The same layers in PyTorch (NCHW inside, flattened in NHWC order as jaxprop does)."""
+
+    def __init__(self, text: str, np_params, device: str):
+        import torch
+
+        self.torch, self.device = torch, device
+        self.ops = NumpyCNN(text).ops
+        self.params = []
+        for (name, _), p in zip(self.ops, np_params):
+            if name == "conv":  # HWIO -> OIHW
+                p = (np.ascontiguousarray(p[0].transpose(3, 2, 0, 1)), p[1])
+            self.params.append([torch.tensor(np.asarray(a, np.float32), device=device,
+                                             requires_grad=True) for a in p])
+        self.leaves = [a for p in self.params for a in p]
+
+    def to_tensor(self, a):
+        a = self.torch.tensor(np.asarray(a, np.float32), device=self.device)
+        return a.permute(0, 3, 1, 2).contiguous() if a.ndim == 4 else a
+
+    def loss_and_grad(self, x, t):
+        F = self.torch.nn.functional
+        for (name, args), p in zip(self.ops, self.params):
+            if name == "conv":
+                x = F.conv2d(x, p[0], p[1], padding="same")
+            elif name == "relu":
+                x = F.relu(x)
+            elif name == "maxpool":
+                x = F.max_pool2d(x, args[0])
+            elif name == "flatten":
+                x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+            elif name == "dense":
+                x = x @ p[0] + p[1]
+        value = -(t * self.torch.log_softmax(x, dim=-1)).sum() / x.shape[0]
+        return value, self.torch.autograd.grad(value, self.leaves)
+
+
+def run(bench) -> None:
+    """Time every implementation on the CNN workload and add the records to ``bench``
+    (a :class:`~jaxprop.bench.workloads.Bench`; its config gives the sizes)."""
+    cfg = bench.config
+    side, batch = cfg.cnn_side, cfg.cnn_batch
+    text = architecture(cfg.cnn_channels, cfg.cnn_dense)
+    model = jp.parse_model(text, (side, side, 1))
+    params0 = model.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, side, side, 1)).astype(np.float32)
+    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
+    flops = 3 * forward_flops(model, (side, side, 1)) * batch
+    mm_batch, mm_width = cfg.mlp_batch, cfg.mlp_sizes[1]
+    # (impl, device name, call, sync, warm-up calls, compile seconds, peak-bytes function)
+    runs = []
+    if bench._has("numpy"):
+        net, p = NumpyCNN(text), from_jaxprop(params0)
+        runs.append(("numpy", "cpu:0", lambda: net.loss_and_grad(p, x, t), lambda _: None,
+                     cfg.warmup, None, lambda: None))
+    for dname, dev in bench.devices.items():
+        call, c = bench._matmul(dev, "float32", mm_batch, mm_width)
+        runs.append(("matmul", dname, call, jax.block_until_ready, cfg.warmup, c,
+                     lambda dev=dev: peak_bytes(dev)))
+        for impl in ("jaxprop", "jax.grad"):
+            if bench._has(impl):
+                args = jax.device_put((params0, x, t), dev)
+                with bench._precision("float32"):
+                    compiled, c = compile_jax(bench._grad_fn(impl, model, LOSS), *args)
+                runs.append((impl, dname, lambda f=compiled, a=args: f(*a),
+                             jax.block_until_ready, cfg.warmup, c,
+                             lambda dev=dev: peak_bytes(dev)))
+    if bench.torch is not None:
+        for dname, tdev in bench.torch.devices():
+            tnet = TorchCNN(text, from_jaxprop(params0), tdev)
+            xt, tt = tnet.to_tensor(x), tnet.to_tensor(t)
+            runs.append(("torch", dname, lambda m=tnet, a=xt, b=tt: m.loss_and_grad(a, b),
+                         bench.torch.sync(tdev), max(cfg.warmup, 8), None,
+                         lambda tdev=tdev: bench.torch.peak_bytes(tdev)))
+
+    times = time_interleaved([r[2] for r in runs], [r[3] for r in runs],
+                             repeats=cfg.repeats, warmups=[r[4] for r in runs])
+    timings = [summarize(ts, r[5]) for ts, r in zip(times, runs)]
+    mm_flops = 2 * mm_batch * mm_width * mm_width
+    roofline = {r[1]: mm_flops / tm.median / 1e9 for r, tm in zip(runs, timings)
+                if r[0] == "matmul"}
+    for (impl, dname, *_, peak), timing in zip(runs, timings):
+        if impl == "matmul":
+            bench._record("cnn", impl, dname, "float32", mm_batch, mm_width, timing,
+                          samples=None, flops=mm_flops, roofline=roofline[dname], peak=peak())
+        else:
+            bench._record("cnn", impl, dname, "float32", batch, cfg.cnn_channels[-1], timing,
+                          samples=batch, flops=flops, roofline=roofline.get(dname), peak=peak())
+
+
+def targets(records) -> list[dict]:
+    """The CNN targets as ratios measured in one run: ``jax.grad`` time / hand-written time
+    >= 0.9 and NumPy time / hand-written time >= 3, per device."""
+    cells = {(r["impl"], r["device"]): r for r in records if r["workload"] == "cnn"}
+    out = []
+    numpy = cells.get(("numpy", "cpu:0"))
+    for (impl, dev), hand in sorted(cells.items()):
+        if impl != "jaxprop":
+            continue
+        tag = f"cnn float32 ({dev}, batch {hand['batch']})"
+        for other, name, goal in ((cells.get(("jax.grad", dev)), "jax.grad", 0.9),
+                                  (numpy, "numpy", 3.0)):
+            if other is not None:
+                value = other["median_s"] / hand["median_s"]
+                out.append({"target": f"{tag}: {name} time / jaxprop time >= {goal:g}x",
+                            "value": round(value, 3), "goal": goal, "met": value >= goal})
+    return out

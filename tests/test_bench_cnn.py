@@ -1,0 +1,74 @@
+"""The CNN benchmark workload: the NumPy im2col CNN agrees with jaxprop in float64, the FLOP
+count, and a --quick run end to end. No speed is asserted here (benchmarks/README.md)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxprop as jp
+from jaxprop.bench import Bench, Config, cnn
+from jaxprop.bench.numpy_cnn import NumpyCNN, from_jaxprop
+
+
+@pytest.mark.x64
+@pytest.mark.parametrize("text, shape", [
+    (cnn.architecture((4, 6), 12), (12, 12, 1)),
+    ("conv(3,5)-relu-maxpool(3)-conv(4,1)-flatten-dense(5)-identity", (7, 8, 2)),  # crops
+])
+def test_numpy_cnn_gradients_equal_jaxprop_float64(text, shape):
+    model = jp.parse_model(text, shape)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), model.init(jax.random.key(0)))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, *shape))
+    t = rng.dirichlet(np.ones(10 if "dense(10)" in text else 5), 5)
+    value, grads = jp.value_and_grad(model, "softmax_cross_entropy", params, x, t)
+    np_value, np_grads = NumpyCNN(text).loss_and_grad(from_jaxprop(params), x, t)
+    np.testing.assert_allclose(np_value, value, rtol=1e-12)
+    assert len(np_grads) == len(grads)
+    for g, (name, _), ng in zip(grads, NumpyCNN(text).ops, np_grads):
+        if g:
+            np.testing.assert_allclose(ng[0], g["W"], rtol=1e-10, atol=1e-12, err_msg=name)
+            np.testing.assert_allclose(ng[1], g["b"], rtol=1e-10, atol=1e-12, err_msg=name)
+        else:
+            assert ng == ()
+
+
+@pytest.mark.parametrize("text", ["conv(4,3)-tanh", "conv(4,2)", "conv(4,3,2)"])
+def test_numpy_cnn_names_what_it_cannot_run(text):
+    with pytest.raises(ValueError, match="NumpyCNN"):
+        NumpyCNN(text)
+
+
+def test_forward_flops_of_the_workload():
+    model = jp.parse_model(cnn.architecture(), (28, 28, 1))
+    # conv1 28*28 positions x 3*3*1*32; conv2 14*14 x 3*3*32*64; dense 7*7*64 x 128; 128 x 10
+    want = 2 * (28 * 28 * 9 * 32 + 14 * 14 * 288 * 64 + 3136 * 128 + 128 * 10)
+    assert cnn.forward_flops(model, (28, 28, 1)) == want
+
+
+def test_quick_cnn_workload_runs_every_implementation():
+    bench = Bench(Config(workloads=("cnn",), impls=("numpy", "jaxprop", "jax.grad"),
+                         repeats=1, warmup=1).quick())
+    records = bench.run()
+    assert {r["impl"] for r in records} == {"numpy", "matmul", "jaxprop", "jax.grad"}
+    assert all(r["workload"] == "cnn" and r["gflops"] > 0 for r in records)
+    hand = next(r for r in records if r["impl"] == "jaxprop")
+    assert hand["batch"] == 8 and hand["roofline_ratio"] > 0
+    names = [t["target"] for t in cnn.targets(records)]
+    assert len(names) == 2 and "jax.grad time / jaxprop time >= 0.9x" in names[0]
+
+
+def test_torch_cnn_gradients_equal_numpy_when_torch_is_installed():
+    pytest.importorskip("torch")
+    text = cnn.architecture((3, 4), 6)
+    model = jp.parse_model(text, (8, 8, 1))
+    params = from_jaxprop(model.init(jax.random.key(0)))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 8, 8, 1)).astype(np.float32)
+    t = np.eye(10, dtype=np.float32)[[1, 2, 3, 4]]
+    net = cnn.TorchCNN(text, params, "cpu")
+    value, grads = net.loss_and_grad(net.to_tensor(x), net.to_tensor(t))
+    np_value, np_grads = NumpyCNN(text).loss_and_grad(params, x, t)
+    np.testing.assert_allclose(float(value.detach()), np_value, rtol=1e-5)
+    np.testing.assert_allclose(grads[-2].numpy(), np_grads[-1][0], rtol=1e-4, atol=1e-6)
