@@ -2,7 +2,8 @@
 
 ``fit`` compiles one chunk of ``log_every`` epochs (``make_train_epochs``, then an evaluation of
 train/test loss and accuracy) and calls it repeatedly, so the host sees metrics only once per
-chunk. The state buffers are donated to each call.
+chunk. The state buffers are donated to each call (from ``DONATE_MIN_BYTES`` up), and each
+compiled chunk is kept for later calls with the same model, loss, optimizer and shapes.
 
 **Divergence guard.** ``fit`` checks the chunk's per-epoch losses on the host after each chunk
 (never inside a step); the first non-finite one names the epoch in :class:`TrainingDiverged`,
@@ -23,7 +24,7 @@ import optax
 from jaxprop.core.checks import validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.train.compile import auto_compiler_options
+from jaxprop.train.compile import auto_compiler_options, auto_unroll
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.step import TrainState, init_state, make_eval_fn, make_train_epochs
 
@@ -65,10 +66,12 @@ def _split_data(data):
     raise ValueError("data must be a Dataset, (x, t) or (x, t, x_test, t_test)")
 
 
-def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate):
+def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate,
+              grad_fn=None, unroll=1):
     """The jitted ``(state, x, t, test_data, n_epochs) -> (state, losses, metrics)``:
     ``n_epochs`` epochs, then loss and accuracy on the training (and test) data."""
-    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last)
+    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last,
+                                     grad_fn=grad_fn, unroll=unroll)
     evaluate = make_eval_fn(model, loss, accuracy)
 
     def chunk(state, x, t, test_data, n_epochs):
@@ -84,6 +87,25 @@ def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accurac
 # Reused across fit calls with the same model, loss and optimizer objects (e.g. a resumed run
 # in the same process), so jax's compilation cache applies.
 _cached_chunk_fn = functools.lru_cache(maxsize=16)(_chunk_fn)
+
+# Compiled chunks kept across fit calls: {(jitted, n_epochs, options, signature): executable}.
+_COMPILED: dict = {}
+_COMPILED_MAX = 32
+# A training state smaller than this is not donated: keeping the last good state for the
+# divergence guard then costs nothing, where a donated one must be copied to the host after
+# every chunk (1 ms of a 2 ms XOR fit).
+DONATE_MIN_BYTES = 1 << 20
+
+
+def _signature(tree):
+    """What a compiled program is specialised to: the tree, each leaf's type and placement."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((jax.typeof(a), getattr(a, "sharding", None)) for a in leaves)
+
+
+def _nbytes(tree) -> int:
+    return sum(int(np.size(a)) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree)
+               if not jnp.issubdtype(a.dtype, jax.dtypes.prng_key))
 
 
 def _host_key(key):
@@ -115,6 +137,8 @@ def fit_state(
     accuracy: Callable | None = None,
     donate: bool = True,
     compiler_options: dict | str | None = "auto",
+    unroll: int | str = "auto",
+    grad_fn: Callable | None = None,
 ):
     """Train ``model``; return ``(state, history)`` (``state`` the final :class:`TrainState`).
 
@@ -132,17 +156,22 @@ def fit_state(
     fraction`` (default :func:`accuracy_fn`); ``donate=False`` keeps the input buffers.
     ``compiler_options`` go to XLA; ``"auto"`` (default): :func:`auto_compiler_options`
     (faster compilation for short runs, single-threaded matmuls for tiny steps, on CPU);
-    ``None``: XLA's defaults.
+    ``None``: XLA's defaults. ``unroll``: epochs per iteration of the compiled loop; ``"auto"``
+    (default): :func:`~jaxprop.train.compile.auto_unroll`. ``grad_fn``: another gradient for
+    the same step (see :func:`~jaxprop.train.make_train_step`; the benchmarks pass
+    ``jax.grad``'s).
     """
     loss = get_loss(loss)
     optimizer = as_optimizer(optimizer)
     if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    given_state = state is not None
     if state is None:
         if key is None:
             raise ValueError("fit needs a PRNG key (key=jax.random.key(seed)) or a state")
         state = init_state(model, optimizer, key, params)
-    elif donate:
+    donate = donate and _nbytes((state.params, state.opt_state)) >= DONATE_MIN_BYTES
+    if given_state and donate:
         state = jax.tree.map(jnp.copy, state)  # own copies: the caller's arrays stay valid
     start = int(state.epoch)
     if start > epochs:
@@ -160,25 +189,35 @@ def fit_state(
                              f"got {compiler_options!r}")
         n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
         compiler_options = auto_compiler_options(n_params, x.shape[0], batch_size)
+    if unroll == "auto":
+        unroll = auto_unroll(state.params, x.shape[0], batch_size)
+    if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
+        raise ValueError(f"unroll must be a positive integer or 'auto', got {unroll!r}")
     log_every = int(log_every or max(1, -(-epochs // 10)))
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
 
-    args = (model, loss, optimizer, x.shape[0], batch_size, drop_last, accuracy, donate)
+    args = (model, loss, optimizer, x.shape[0], batch_size, drop_last, accuracy, donate,
+            grad_fn, int(unroll))
     try:
         jitted = _cached_chunk_fn(*args)
     except TypeError:  # something unhashable: no reuse across calls
         jitted = _chunk_fn(*args)
-    compiled: dict[int, Any] = {}
+    options_key = tuple(sorted((compiler_options or {}).items()))
+    signature = _signature((state, x, t, test_data))
     compile_time = 0.0
 
     def get_compiled(n):
         nonlocal compile_time
-        if n not in compiled:
+        cache_key = (jitted, n, options_key, signature)
+        if cache_key not in _COMPILED:
             t0 = time.perf_counter()
-            compiled[n] = jitted.lower(state, x, t, test_data, n).compile(compiler_options)
+            _COMPILED[cache_key] = jitted.lower(state, x, t, test_data, n).compile(
+                compiler_options)
             compile_time += time.perf_counter() - t0
-        return compiled[n]
+            while len(_COMPILED) > _COMPILED_MAX:
+                _COMPILED.pop(next(iter(_COMPILED)))
+        return _COMPILED[cache_key]
 
     key_host = _host_key(state.key)
 
@@ -188,7 +227,7 @@ def fit_state(
         return TrainState(params, opt_state, key_host, epoch, model_state)
 
     records, losses_all = [], []
-    good = host_copy(state)
+    good = host_copy(state) if donate else state
     t_start = time.perf_counter()
     done = 0
     while done < remaining:
