@@ -189,6 +189,9 @@ def run(args) -> int:
     from rich.console import Console
 
     from jaxprop import runs
+    from jaxprop.train.compile import enable_compilation_cache
+
+    enable_compilation_cache()  # a second run of the same network loads its compiled code
 
     population = args.population is not None or args.lr_sweep is not None
     if population and (args.resume or args.data_parallel):

@@ -4,7 +4,12 @@
 ``compile``: XLA compile options; ``optimizers``: optimizers by name.
 """
 
-from jaxprop.train.compile import FAST_COMPILE, auto_compiler_options, auto_unroll
+from jaxprop.train.compile import (
+    FAST_COMPILE,
+    auto_compiler_options,
+    auto_unroll,
+    enable_compilation_cache,
+)
 from jaxprop.train.fit import History, TrainingDiverged, fit, fit_state
 from jaxprop.train.optimizers import OPTIMIZERS, as_optimizer, get_optimizer
 from jaxprop.train.step import (
@@ -22,8 +27,8 @@ from jaxprop.train.step import (
 
 __all__ = [
     "FAST_COMPILE", "History", "OPTIMIZERS", "TrainState", "TrainingDiverged", "accuracy_fn",
-    "as_optimizer", "auto_compiler_options", "auto_unroll", "fit", "fit_state", "get_optimizer",
-    "init_state",
+    "as_optimizer", "auto_compiler_options", "auto_unroll", "enable_compilation_cache", "fit",
+    "fit_state", "get_optimizer", "init_state",
     "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
     "masked_loss_and_grad_fn", "masked_loss_grad_state_fn", "step_key",
 ]

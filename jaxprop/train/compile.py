@@ -6,6 +6,8 @@ that costs more than the matmul itself; large ones need XLA's full optimisation 
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 
@@ -62,3 +64,38 @@ def auto_unroll(params, n_examples: int, batch_size: int | None) -> int:
     if calls_matmul and 6.0 * n_params * batch < AUTO_SINGLE_THREAD_STEP_FLOPS:
         return AUTO_UNROLL
     return 1
+
+
+CACHE_ENV = "JAXPROP_COMPILATION_CACHE"
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/jaxprop/xla`` (``~/.cache/jaxprop/xla``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxprop", "xla")
+
+
+def enable_compilation_cache(path: str | None = None) -> str | None:
+    """Keep compiled programs on disk (JAX's persistent compilation cache), so that a new
+    process loads what an earlier one compiled instead of compiling it again (XOR's first
+    ``fit``: ~2x faster). ``jaxprop train`` calls it; call it yourself before your first
+    computation.
+
+    ``path``: the folder; default ``$JAXPROP_COMPILATION_CACHE``, else
+    :func:`default_cache_dir`. ``"off"``, ``"0"`` or ``""`` (argument or variable) disables.
+    A cache folder you configured in JAX yourself is left as it is. Returns the folder in use,
+    or ``None``.
+    """
+    if path is None:
+        path = os.environ.get(CACHE_ENV, default_cache_dir())
+    if str(path).strip().lower() in ("", "0", "off", "none", "false"):
+        return None
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    compilation_cache.reset_cache()  # a program compiled before this must not disable it
+    return str(path)
