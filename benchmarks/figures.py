@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     tables = {
         "targets": targets_table(full) + "\n\n" + stamp(full["header"]),
         "summary": summary_table(full) + "\n\n" + stamp(full["header"]),
-        "isolation": isolation_table(runs) + "\n\n" + stamp(runs[-1]["header"]),
+        "isolation": isolation_table(runs) + "\n\n" + stamp(runs[-1][1]["header"]),
     }
     (out / "summary.md").write_text("\n\n".join(f"## {k}\n\n{v}" for k, v in tables.items())
                                     + "\n")

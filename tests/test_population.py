@@ -150,3 +150,15 @@ def test_cli_population_and_lr_sweep(tmp_path, capsys):
                                                                    "--data-parallel"]):
         assert main(["train", *args, "--out", str(tmp_path / "bad")]) == 2
         assert "error" in capsys.readouterr().err
+
+
+def test_population_compile_options_and_no_losses_unless_recorded():
+    from jaxprop.scale.population import population_compiler_options
+
+    x, t = xor()
+    model = jp.mlp([2, 4, 1], init="normal")
+    res = jp.fit_population(model, "sse_half", 0.5, (x, t), n=3, epochs=5,
+                            compiler_options=None)
+    assert res.losses is None and res.final_loss.shape == (3,)
+    assert population_compiler_options(17, 4, 10, 2) is not None  # tiny run: fast compile
+    assert population_compiler_options(17, 4, 10_000, 1000) is None  # long run: optimise
