@@ -78,7 +78,7 @@ def init_population_state(model: Layer, optimizer, keys: jax.Array, lrs=None,
     s``), with learning rate ``lrs[i]`` in its optimizer state when ``lrs`` is given, and
     ``params[i]`` instead of fresh params when stacked ``params`` are given."""
     _, make = _optimizer_for(optimizer, lrs)
-    lrs = jnp.zeros(len(keys)) if lrs is None else jnp.asarray(lrs, jnp.float32)
+    lrs = np.zeros(len(keys), np.float32) if lrs is None else np.asarray(lrs, np.float32)
     return jax.vmap(lambda k, lr, p: init_state(model, make(lr), k, p))(keys, lrs, params)
 
 
@@ -175,7 +175,8 @@ def fit_population(
     if params is not None:  # our own copy: the training call donates its input
         params = jax.tree.map(jnp.array, params)
     state = init_population_state(model, optimizer, keys, lrs, params)
-    x, t = validate_data(jax.tree.map(lambda a: a[0], state.params), *data)
+    member = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state.params)
+    x, t = validate_data(member, *data)  # (shapes and dtypes only: no program to slice one)
 
     if compiler_options == "auto":
         n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params)) // n
