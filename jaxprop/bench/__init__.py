@@ -37,10 +37,12 @@ def check_output_paths(json_path=None, markdown_path=None, plots_dir=None) -> No
 
 def workload_names(config: Config) -> tuple[str, ...]:
     """The workloads to run: ``config.workloads``, else the defaults (``custom`` alone when
-    custom sizes are given)."""
-    if config.workloads:
-        return config.workloads
-    return ("custom",) if config.custom_sizes else DEFAULT_WORKLOADS
+    custom sizes are given); unknown names raise ``ValueError``."""
+    names = config.workloads or (("custom",) if config.custom_sizes else DEFAULT_WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise ValueError(f"unknown workload {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    return names
 
 
 def run(config: Config, *, json_path=None, markdown_path=None, plots_dir=None, console=None):
@@ -53,16 +55,12 @@ def run(config: Config, *, json_path=None, markdown_path=None, plots_dir=None, c
 
     check_output_paths(json_path, markdown_path, plots_dir)
     names = workload_names(config)
-    unknown = [n for n in names if n not in WORKLOADS]
-    if unknown:
-        raise ValueError(f"unknown workload {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
     # a wide table is the point: don't squeeze it to 80 columns when writing to a file or pipe
     console = console or Console(width=None if sys.stdout.isatty() else 240)
     if config.quick_run:
         console.print(f"[yellow]{report.QUICK_NOTICE}[/]")
     with Bench(config, log=lambda line: console.print(f"[dim]{line}[/]")) as bench:
-        for name in names:
-            WORKLOADS[name](bench)
+        bench.run(names)
         settle = max([bench.jax.settle] + [getattr(w, "settle", 0.0)
                                            for w in bench._workers.values()])
     records = bench.records

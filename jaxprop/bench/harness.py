@@ -150,6 +150,22 @@ class Bench:
                 w.close()
         self._workers.clear()
 
+    def run(self, names=None) -> list[dict]:
+        """Run the workloads ``names`` (default: ``config.workloads``, else the defaults of
+        :mod:`jaxprop.bench.workloads`); returns ``records``."""
+        from jaxprop.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS
+
+        cfg = self.config
+        names = names or cfg.workloads or (("custom",) if cfg.custom_sizes
+                                           else DEFAULT_WORKLOADS)
+        unknown = [n for n in names if n not in WORKLOADS]
+        if unknown:
+            raise ValueError(f"unknown workload {', '.join(unknown)}; known: "
+                             f"{', '.join(WORKLOADS)}")
+        for name in names:
+            WORKLOADS[name](self)
+        return self.records
+
     # -- runners ------------------------------------------------------------------------------
 
     def has(self, impl: str) -> bool:

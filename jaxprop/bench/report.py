@@ -211,7 +211,7 @@ def print_table(console, records, summary, *, quick: bool = False) -> None:
 
 
 def write_json(path, head, records, summary) -> None:
-    data = {"header": head, "records": [{k: r[k] for k in RECORD_KEYS} for r in records],
+    data = {"header": head, "records": [{k: r.get(k) for k in RECORD_KEYS} for r in records],
             "targets": summary}
     Path(path).write_text(json.dumps(data, indent=1) + "\n")
 

@@ -64,13 +64,30 @@ def quiet(*, window: float = 0.005, busy: float = 0.1, timeout: float = 2.0) -> 
             return waited
 
 
-def time_calls(call: Callable[[], object], sync: Callable, n: int) -> list[float]:
-    """Seconds of ``n`` calls, each waited on by ``sync(result)``."""
+def time_calls(call: Callable[[], object], *, repeats: int, warmup: int,
+               sync=None) -> list[float]:
+    """Run ``call()`` ``warmup`` times, then time ``repeats`` calls, each waited on by ``sync``
+    (``jax.block_until_ready`` by default). For one library in one process."""
+    sync = sync or jax.block_until_ready
+    for _ in range(warmup):
+        sync(call())
     times = []
-    for _ in range(n):
+    for _ in range(repeats):
         start = time.perf_counter()
         sync(call())
         times.append(time.perf_counter() - start)
+    return times
+
+
+def time_interleaved(calls, syncs, *, repeats: int, warmups) -> list[list[float]]:
+    """Calls of ONE process timed in rounds, one call of each per round, no waiting between
+    them (what ``isolation="shared"`` amounts to; fine among JAX calls, or on an accelerator)."""
+    for call, sync, warmup in zip(calls, syncs, warmups):
+        time_calls(call, repeats=0, warmup=warmup, sync=sync)
+    times = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, sync, out in zip(calls, syncs, times):
+            out.extend(time_calls(call, repeats=1, warmup=0, sync=sync))
     return times
 
 
@@ -89,7 +106,7 @@ class InProcess:
 
     def warm(self, name: str, n: int) -> None:
         call, sync = self.jobs[name]
-        time_calls(call, sync, n)
+        time_calls(call, repeats=0, warmup=n, sync=sync)
 
     def time(self, name: str, calls: int = 1) -> float:
         call, sync = self.jobs[name]

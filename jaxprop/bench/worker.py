@@ -119,7 +119,8 @@ def main() -> None:
                 reply(None)
             elif command == "warm":
                 name, n = args
-                time_calls(*jobs[name], n)
+                call, sync = jobs[name]
+                time_calls(call, repeats=0, warmup=n, sync=sync)
                 quiet()
                 reply(None)
             elif command == "time":
