@@ -236,7 +236,22 @@ def _population_summary(m: dict, cfg: dict) -> None:
                     f"saved to {cfg['out']}/")
 
 
+class _NoProgress:
+    """What ``_progress`` gives when stderr is not a terminal (nothing to draw)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, *args, **kwargs):
+        pass
+
+
 def _progress(err, cfg, start_epoch):
+    if not err.is_terminal:  # no bar to draw: skip loading rich.progress (0.1 s)
+        return _NoProgress(), None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
