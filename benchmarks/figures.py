@@ -2,6 +2,7 @@
 
     python benchmarks/figures.py             # ~15 min on 2 quiet cores; writes benchmarks/results/
     python benchmarks/figures.py --quick     # a smoke test of this script (nothing is updated)
+    python benchmarks/figures.py --tables-only   # README tables from benchmarks/results/ again
 
 1. The whole benchmark (``jaxprop bench``, every default workload, float32 and bfloat16):
    ``results/cpu.json``, ``results/cpu.md`` (the full table) and ``results/plots/``.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -100,10 +102,15 @@ def isolation_table(runs) -> str:
 
 def stamp(head) -> str:
     load = head.get("load_average")
-    load = "n/a" if not load else ", ".join(f"{v:.1f}" for v in load)
+    text = "n/a" if not load else ", ".join(f"{v:.1f}" for v in load)
+    cores = os.cpu_count() or 1
+    busy = (f" **The machine was busy (load average {max(load):.1f} on {cores} cores): other "
+            f"processes slowed some rows more than others; these figures are noisy, rerun "
+            f"`python benchmarks/figures.py` on a quiet machine.**"
+            if load and max(load) > cores else "")
     return (f"_{head['cpu_model']}; JAX {head['jax_version']}, NumPy {head['numpy_version']}, "
             f"torch {head['torch_version'] or 'not installed'}; {head['date']}; load average "
-            f"at the end {load}; `python benchmarks/figures.py`._")
+            f"at the end {text}; `python benchmarks/figures.py`._{busy}")
 
 
 def update(path: Path, name: str, text: str) -> None:
@@ -120,11 +127,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--quick", action="store_true", help="tiny sizes; updates no README")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--tables-only", action="store_true",
+                    help="measure nothing: rewrite the README tables from the results in --out")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.tables_only:
+        full = json.loads((out / "cpu.json").read_text())
+        runs = [(r.pop("method"), r) for r in json.loads((out / "isolation.json").read_text())]
+        return write_tables(out, full, runs, update_readmes=True)
 
     from jaxprop.bench import Config, run
 
-    out = Path(args.out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     base = Config(repeats=args.repeats)
     if args.quick:
@@ -143,6 +156,11 @@ def main(argv=None) -> int:
     ]
     (out / "isolation.json").write_text(json.dumps(
         [{"method": label, **result} for label, result in runs], indent=1, default=str) + "\n")
+    return write_tables(out, full, runs, update_readmes=not args.quick)
+
+
+def write_tables(out: Path, full, runs, *, update_readmes: bool) -> int:
+    """``out/summary.md``, and the README tables when ``update_readmes``."""
     tables = {
         "targets": targets_table(full) + "\n\n" + stamp(full["header"]),
         "summary": summary_table(full) + "\n\n" + stamp(full["header"]),
@@ -150,8 +168,8 @@ def main(argv=None) -> int:
     }
     (out / "summary.md").write_text("\n\n".join(f"## {k}\n\n{v}" for k, v in tables.items())
                                     + "\n")
-    if args.quick:
-        print(f"quick run: wrote {out}; README files left as they are")
+    if not update_readmes:
+        print(f"wrote {out}; README files left as they are")
         return 0
     update(ROOT / "README.md", "targets", tables["targets"])
     for name in ("targets", "summary", "isolation"):
