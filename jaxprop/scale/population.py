@@ -13,6 +13,8 @@ and, optionally, its own learning rate; all see the same data. One member's trai
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
 
 import jax
@@ -178,15 +180,59 @@ def fit_population(
     member = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state.params)
     x, t = validate_data(member, *data)  # (shapes and dtypes only: no program to slice one)
 
+    n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params)) // n
     if compiler_options == "auto":
-        n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params)) // n
         compiler_options = population_compiler_options(n_params, x.shape[0], epochs, n)
-    train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
-                            record_losses, grad_fn, compiler_options, state, x, t)
-    state, losses = train(state, x, t)
+    batch = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
+    k = population_threads(n, n_params, batch)
+    if k == 1:
+        train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
+                                record_losses, grad_fn, compiler_options, state, x, t)
+        state, losses = train(state, x, t)
+    else:  # k groups of members, each trained by its own thread (the same program)
+        groups = _split(state, k, -(-n // k))
+        train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
+                                record_losses, grad_fn, compiler_options, groups[0], x, t)
+        with ThreadPoolExecutor(k) as pool:
+            outs = list(pool.map(lambda g: jax.block_until_ready(train(g, x, t)), groups))
+        state, losses = _merge(outs, n)
     final_loss, acc = _evaluate_fn(model, loss)(state.params, x, t, state.model_state)
     return PopulationResult(state.params, np.asarray(final_loss), np.asarray(acc), seeds, lrs,
                             np.asarray(losses) if record_losses else None)
+
+
+# On a CPU, a population of networks this small per step runs its tiny fused loops on one core
+# (XLA does not split them): members are then trained in groups, one thread per core and group,
+# each group at least MIN_GROUP members.
+THREAD_MAX_STEP_FLOPS = 1e5
+MIN_GROUP = 64
+
+
+def population_threads(n: int, n_params: int, batch: int) -> int:
+    """How many groups (threads) :func:`fit_population` trains ``n`` members in: one per CPU
+    core for members whose step is under ``THREAD_MAX_STEP_FLOPS`` (6 per parameter per
+    example), at least ``MIN_GROUP`` members each; 1 on GPU/TPU or for bigger members (whose
+    matmuls already use every core)."""
+    if jax.default_backend() != "cpu" or 6.0 * n_params * batch >= THREAD_MAX_STEP_FLOPS:
+        return 1
+    return max(1, min(os.cpu_count() or 1, n // MIN_GROUP))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _split(tree, k: int, size: int):
+    """``k`` trees of ``size`` members each; the last one padded with copies of the first
+    members (trained and then dropped by :func:`_merge`)."""
+    def take(a, i):
+        idx = (jnp.arange(size) + i * size) % a.shape[0]
+        return a[idx]
+
+    return tuple(jax.tree.map(lambda a, i=i: take(a, i), tree) for i in range(k))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _merge(outs, n: int):
+    """The groups' ``(state, losses)`` joined along the member axis, padding dropped."""
+    return jax.tree.map(lambda *parts: jnp.concatenate(parts)[:n], *outs)
 
 
 # Compiled population programs, kept across calls: {(settings..., options, signature): executable}
