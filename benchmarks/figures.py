@@ -3,6 +3,7 @@
     python benchmarks/figures.py             # ~15 min on 2 quiet cores; writes benchmarks/results/
     python benchmarks/figures.py --quick     # a smoke test of this script (nothing is updated)
     python benchmarks/figures.py --tables-only   # README tables from benchmarks/results/ again
+    python benchmarks/figures.py --workloads xor-population   # re-measure some rows only
 
 1. The whole benchmark (``jaxprop bench``, every default workload, float32 and bfloat16):
    ``results/cpu.json``, ``results/cpu.md`` (the full table) and ``results/plots/``.
@@ -129,6 +130,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--tables-only", action="store_true",
                     help="measure nothing: rewrite the README tables from the results in --out")
+    ap.add_argument("--workloads", default=None,
+                    help="re-measure only these workloads (comma-separated) and replace their "
+                         "rows in --out/cpu.json; the isolation comparison is kept")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.tables_only:
@@ -137,6 +141,9 @@ def main(argv=None) -> int:
         return write_tables(out, full, runs, update_readmes=True)
 
     from jaxprop.bench import Config, run
+
+    if args.workloads:
+        return rerun(out, tuple(args.workloads.split(",")), args.repeats)
 
     (out / "plots").mkdir(parents=True, exist_ok=True)
     base = Config(repeats=args.repeats)
@@ -157,6 +164,26 @@ def main(argv=None) -> int:
     (out / "isolation.json").write_text(json.dumps(
         [{"method": label, **result} for label, result in runs], indent=1, default=str) + "\n")
     return write_tables(out, full, runs, update_readmes=not args.quick)
+
+
+def rerun(out: Path, names, repeats: int) -> int:
+    """Re-measure ``names`` and put their rows in place of the old ones in ``out``."""
+    from jaxprop.bench import Config, report, run
+
+    full = json.loads((out / "cpu.json").read_text())
+    new = run(Config(workloads=names, repeats=repeats))
+    produced = {r["workload"] for r in new["records"]} - {"roofline"}
+    records = [r for r in full["records"] if r["workload"] not in produced]
+    records += [r for r in new["records"] if r["workload"] != "roofline"]
+    full["records"] = records
+    full["targets"] = report.targets(records)
+    full["header"]["notes"] = full["header"].get("notes", []) + [
+        f"{', '.join(sorted(produced))} re-measured on {new['header']['date']} (load average "
+        f"{new['header']['load_average']})"]
+    (out / "cpu.json").write_text(json.dumps(full, indent=1) + "\n")
+    (out / "cpu.md").write_text(report.markdown(full["header"], records, full["targets"]))
+    runs = [(r.pop("method"), r) for r in json.loads((out / "isolation.json").read_text())]
+    return write_tables(out, full, runs, update_readmes=True)
 
 
 def write_tables(out: Path, full, runs, *, update_readmes: bool) -> int:
