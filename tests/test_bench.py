@@ -134,7 +134,7 @@ def test_roofline_is_the_best_square_matmul_and_tiny_steps_show_n_a():
         WORKLOADS["xor"](bench)
         mlp_cell(bench, "mlp-grad", (256, 256, 10), 64, "float32")  # 1.8e7 FLOPs a step
     roof = [r for r in bench.records if r["workload"] == "roofline"]
-    assert roof and max(r["roofline_ratio"] for r in roof) == 1.0
+    assert roof and 0 < max(r["roofline_ratio"] for r in roof) <= 1.0 + 1e-9  # vs its best
     xor_row = next(r for r in bench.records if r["workload"] == "xor")
     assert xor_row["variant"] == "jp.fit" and xor_row["roofline_ratio"] is None
     assert report._cells(xor_row)[[k for _, k, _ in report.COLUMNS].index("roofline_ratio")] \

@@ -66,8 +66,9 @@ class Config:
 
     def quick(self) -> "Config":
         return dataclasses.replace(
-            self, repeats=min(self.repeats, 3), warmup=1, fresh=1, xor_epochs=200,
-            population=16, mlp_sizes=(64, 128, 128, 10), mlp_batch=32, widths=(32, 64),
+            self, repeats=min(self.repeats, 3), warmup=1, fresh=min(self.fresh, 1),
+            xor_epochs=200, population=16, mlp_sizes=(64, 128, 128, 10), mlp_batch=32,
+            widths=(32, 64),
             batches=(1, 16), digits_epochs=2, roofline_sizes=(512,), dp_devices=(1, 2),
             dp_batch=64, quick_run=True,
         )
