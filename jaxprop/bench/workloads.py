@@ -116,6 +116,29 @@ def _xor_start():
     return model, x, t, model.init(jax.random.key(0))
 
 
+def _fit_entries(bench, model, loss, opt, x, t, params, work, variants, **fit_kw):
+    """``jp.fit`` rows, hand-written and ``jax.grad``, on every device, one per variant
+    (``{name: extra fit options}``); each compiled by a first call."""
+    entries = []
+    for impl in ("jaxprop", "jax.grad"):
+        if not bench.has(impl):
+            continue
+        for dname, dev in bench.devices.items():
+            xd, td, pd = jax.device_put((x, t, params), dev)
+            key = jax.device_put(jax.random.key(0), dev)
+            for variant, extra in variants.items():
+                def call(g=_grad_fn(impl, model, loss), extra=extra, xd=xd, td=td, pd=pd,
+                         key=key):
+                    return jp.fit(model, loss, opt, (xd, td), key=key, params=pd, grad_fn=g,
+                                  **fit_kw, **extra)
+
+                _, history = call()  # compiles
+                entries.append(Entry(impl, variant, dname, bench.jax, bench.jax_job(call),
+                                     bench.config.warmup, history.compile_time, **work,
+                                     peak=bench.jax_peak(dname)))
+    return entries
+
+
 def _numpy_xor(bench, params, x, t, epochs) -> Entry:
     runner = bench.library("numpy")
     job = bench.job(runner, "numpy-xor", params=_np_params(params), x=x, t=t, lr=XOR_LR,
@@ -136,22 +159,8 @@ def xor(bench) -> None:
     step = mlp_flops([2, 4, 1], 4)
     work = dict(flops=epochs * step, samples=4 * epochs, step_flops=step)
     entries = [_numpy_xor(bench, params, x, t, epochs)] if bench.has("numpy") else []
-    opt = optax.sgd(XOR_LR)
-    for impl in ("jaxprop", "jax.grad"):
-        if not bench.has(impl):
-            continue
-        for dname, dev in bench.devices.items():
-            xd, td, pd = jax.device_put((x, t, params), dev)
-            key = jax.device_put(jax.random.key(0), dev)
-
-            def call(g=_grad_fn(impl, model, "sse_half"), xd=xd, td=td, pd=pd, key=key):
-                return jp.fit(model, "sse_half", opt, (xd, td), epochs=epochs, key=key,
-                              params=pd, grad_fn=g)
-
-            _, history = call()  # compiles
-            entries.append(Entry(impl, "jp.fit", dname, bench.jax, bench.jax_job(call),
-                                 cfg.warmup, history.compile_time, **work,
-                                 peak=bench.jax_peak(dname)))
+    entries += _fit_entries(bench, model, "sse_half", optax.sgd(XOR_LR), x, t, params, work,
+                            {"jp.fit": {}}, epochs=epochs)
     if bench.has("torch"):
         runner = bench.library("torch")
         for dname, tdev in bench.torch_devices():
@@ -375,25 +384,9 @@ def train_digits(bench) -> None:
     n = x.shape[0]
     work = dict(flops=epochs * mlp_flops(sizes, n), samples=epochs * n,
                 step_flops=mlp_flops(sizes, batch), per=epochs)
-    entries = []
-    opt = optax.adam(lr)
-    for impl in ("jaxprop", "jax.grad"):
-        if not bench.has(impl):
-            continue
-        for dname, dev in bench.devices.items():
-            xd, td, pd = jax.device_put((x, t, params), dev)
-            key = jax.device_put(jax.random.key(0), dev)
-            for variant, options in (("jp.fit", "auto"), ("jp.fit, full optimisation", None)):
-                def call(g=_grad_fn(impl, model, "softmax_cross_entropy"), o=options, xd=xd,
-                         td=td, pd=pd, key=key):
-                    return jp.fit(model, "softmax_cross_entropy", opt, (xd, td), epochs=epochs,
-                                  batch_size=batch, key=key, params=pd, grad_fn=g,
-                                  log_every=epochs, compiler_options=o)
-
-                _, history = call()
-                entries.append(Entry(impl, variant, dname, bench.jax, bench.jax_job(call),
-                                     cfg.warmup, history.compile_time, **work,
-                                     peak=bench.jax_peak(dname)))
+    variants = {"jp.fit": {}, "jp.fit, full optimisation": {"compiler_options": None}}
+    entries = _fit_entries(bench, model, "softmax_cross_entropy", optax.adam(lr), x, t, params,
+                           work, variants, epochs=epochs, batch_size=batch, log_every=epochs)
     if bench.has("torch"):
         runner = bench.library("torch")
         for dname, tdev in bench.torch_devices():
