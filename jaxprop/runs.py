@@ -31,7 +31,6 @@ import jax
 import numpy as np
 
 from jaxprop import checkpoint as ckpt
-from jaxprop import plots
 from jaxprop.core.checks import check_output_fits_loss, output_shape
 from jaxprop.core.layers import ACTIVATIONS
 from jaxprop.core.layers import activation as activation_layer
@@ -248,6 +247,8 @@ def device_name() -> str:
 
 def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records) -> None:
     """``loss_curve.png``, and ``decision_boundary.png`` for 2-D inputs."""
+    from jaxprop import plots  # matplotlib loads only when a plot is drawn (0.3 s)
+
     loss = get_loss(loss)
     plots.loss_curve(losses, out / "loss_curve.png", records=records,
                      title=f"{ds.name}: training loss ({loss.name})")
@@ -313,6 +314,8 @@ def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True
     metrics["population"] = population_records(res)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     if plots_on:
+        from jaxprop import plots
+
         plots.population_histogram(
             res, out / "population_losses.png",
             title=f"{ds.name}: {len(seeds)} networks"

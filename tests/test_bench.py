@@ -3,7 +3,9 @@
 No speed is asserted here: timings live in benchmarks/ and benchmarks/README.md.
 """
 
+import dataclasses
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +13,10 @@ import numpy as np
 import pytest
 
 import jaxprop as jp
-from jaxprop.bench import RECORD_KEYS, Bench, Config
+from jaxprop.bench import RECORD_KEYS, WORKLOADS, Bench, Config, compare, report
 from jaxprop.bench import numpy_baseline as nb
+from jaxprop.bench.timing import Worker, quiet
+from jaxprop.bench.workloads import mlp_cell
 from jaxprop.cli import main
 
 CASES = [  # (sizes, hidden activation, output activation, loss)
@@ -76,31 +80,104 @@ def test_numpy_baseline_rejects_unknown_names():
 def test_quick_benchmark_writes_every_output(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main([
-        "bench", "--quick", "--impls", "numpy,jaxprop,jax.grad", "--dtypes", "float32",
-        "--repeats", "2", "--json", str(out), "--markdown", str(tmp_path / "bench.md"),
+        "bench", "--quick", "--workloads", "mlp,width-sweep,batch-sweep",
+        "--impls", "numpy,jaxprop,jax.grad", "--dtypes", "float32", "--repeats", "2",
+        "--json", str(out), "--markdown", str(tmp_path / "bench.md"),
         "--plots", str(tmp_path / "plots"),
     ])
     assert rc == 0
     data = json.loads(out.read_text())
-    for key in ("device", "jax_version", "cpu_model", "gpu_model", "date", "command"):
+    for key in ("device", "jax_version", "cpu_model", "gpu_model", "date", "command",
+                "isolation"):
         assert key in data["header"]
     records = data["records"]
     assert records and all(tuple(r) == RECORD_KEYS for r in records)
     seen = {(r["workload"], r["impl"]) for r in records}
-    for workload in ("xor", "xor-population", "mlp-grad", "mlp-adam", "width-sweep",
-                     "batch-sweep"):
-        assert (workload, "jaxprop") in seen
-    assert ("mlp-grad", "numpy") in seen and ("mlp-grad", "matmul") in seen
+    for workload in ("mlp-grad", "mlp-adam", "width-sweep", "batch-sweep"):
+        assert (workload, "jaxprop") in seen and (workload, "jax.grad") in seen
+    assert ("mlp-grad", "numpy") in seen and ("roofline", "matmul") in seen
     assert all(r["median_s"] > 0 and r["min_s"] <= r["median_s"] <= r["max_s"] for r in records)
-    assert "| workload |" in (tmp_path / "bench.md").read_text()
+    hand = [r for r in records if r["impl"] == "jaxprop"]
+    assert all(r["compile_s"] > 0 and r["vs_jax_grad"] > 0 for r in hand)  # the columns
+    assert all(r["vs_numpy"] > 0 for r in hand if r["workload"] != "mlp-adam")
+    text = (tmp_path / "bench.md").read_text()
+    assert "| workload |" in text and "vs numpy" in text and "not measurements" in text
     assert (tmp_path / "plots" / "batch_sweep.png").stat().st_size > 0
     assert (tmp_path / "plots" / "width_sweep.png").stat().st_size > 0
-    assert "jaxprop bench" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "jaxprop bench" in printed and "smoke test" in printed
+    assert data["targets"] == []  # --quick judges no target
+
+
+def test_each_library_is_timed_in_its_own_process():
+    """The method, not a timing: NumPy runs in a worker process, JAX here; every sample is a
+    block of calls in alternating rounds; the shared mode (the old method) is still there."""
+    config = Config(impls=("numpy", "jaxprop"), dtypes=("float32",), repeats=2).quick()
+    assert Config().isolation == "process"
+    with Bench(config) as bench:
+        mlp_cell(bench, "mlp-grad", (8, 16, 4), 4, "float32")
+        numpy_runner = bench.library("numpy")
+        assert isinstance(numpy_runner, Worker) and numpy_runner.pid != os.getpid()
+    process = {r["impl"]: r["process"] for r in bench.records}
+    assert process == {"numpy": "worker", "jaxprop": "this", "matmul": "this"}
+    assert numpy_runner.proc.poll() is not None  # closed with the bench
+    assert quiet(timeout=1.0) < 1.0  # this process goes idle between samples
+    with Bench(dataclasses.replace(config, isolation="shared")) as bench:
+        mlp_cell(bench, "mlp-grad", (8, 16, 4), 4, "float32")
+    assert {r["process"] for r in bench.records} == {"shared"}
+
+
+def test_roofline_is_the_best_square_matmul_and_tiny_steps_show_n_a():
+    config = dataclasses.replace(Config(impls=("jaxprop",), dtypes=("float32",), repeats=1,
+                                        fresh=0).quick(), xor_epochs=20, roofline_sizes=(256,))
+    with Bench(config) as bench:
+        WORKLOADS["xor"](bench)
+        mlp_cell(bench, "mlp-grad", (256, 256, 10), 64, "float32")  # 1.8e7 FLOPs a step
+    roof = [r for r in bench.records if r["workload"] == "roofline"]
+    assert roof and 0 < max(r["roofline_ratio"] for r in roof) <= 1.0 + 1e-9  # vs its best
+    xor_row = next(r for r in bench.records if r["workload"] == "xor")
+    assert xor_row["variant"] == "jp.fit" and xor_row["roofline_ratio"] is None
+    assert report._cells(xor_row)[[k for _, k, _ in report.COLUMNS].index("roofline_ratio")] \
+        == "n/a"
+    grad = next(r for r in bench.records if r["workload"] == "mlp-grad")
+    assert grad["roofline_ratio"] is not None
+
+
+def test_custom_mlp_from_the_command_line(tmp_path):
+    out = tmp_path / "custom.json"
+    assert main(["bench", "--sizes", "1,32,32,1", "--activation", "tanh", "--loss", "mse",
+                 "--batch", "64", "--quick", "--impls", "numpy,jaxprop,jax.grad",
+                 "--dtypes", "float32", "--json", str(out)]) == 0
+    records = json.loads(out.read_text())["records"]
+    cells = {(r["workload"], r["impl"]) for r in records}
+    assert {("custom", "numpy"), ("custom", "jaxprop"), ("custom", "jax.grad")} <= cells
+    assert all(r["batch"] == 64 for r in records if r["workload"] == "custom")
+
+
+def test_your_own_model_from_python():
+    model = jp.serial(jp.Dense(16), jp.Tanh(), jp.Dense(3), in_shape=(5,))
+    x = np.random.default_rng(0).normal(size=(32, 5)).astype(np.float32)
+    t = np.eye(3, dtype=np.float32)[np.arange(32) % 3]
+    records = compare(model, "softmax_cross_entropy", x, t, repeats=2, warmup=1)
+    mine = {r["impl"]: r for r in records if r["workload"] == "your model"}
+    assert set(mine) == {"jaxprop", "jax.grad"} and mine["jaxprop"]["vs_jax_grad"] > 0
+
+
+@pytest.mark.parametrize("flag", ["--json", "--markdown"])
+def test_output_paths_are_checked_before_the_benchmark_runs(tmp_path, capsys, flag):
+    assert main(["bench", flag, str(tmp_path / "no" / "such" / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "does not exist" in captured.err and "roofline" not in captured.out
+    assert main(["bench", flag, str(tmp_path)]) == 2  # a folder, not a file
+    (tmp_path / "file").write_text("")
+    assert main(["bench", "--plots", str(tmp_path / "file")]) == 2
+    assert "not a folder" in capsys.readouterr().err
 
 
 def test_bfloat16_cells_run():
-    bench = Bench(Config(impls=("numpy", "jaxprop", "jax.grad"), repeats=1, warmup=1).quick())
-    bench.mlp_cell("mlp-grad", (8, 16, 4), 4, "bfloat16")
+    config = Config(impls=("numpy", "jaxprop", "jax.grad"), repeats=1, warmup=1).quick()
+    with Bench(config) as bench:
+        mlp_cell(bench, "mlp-grad", (8, 16, 4), 4, "bfloat16")
     impls = {r["impl"] for r in bench.records}
     assert impls == {"jaxprop", "jax.grad", "matmul"}  # NumPy has no bfloat16
     assert all(r["dtype"] == "bfloat16" and r["gflops"] > 0 for r in bench.records)
@@ -111,6 +188,9 @@ def test_bfloat16_cells_run():
     (["--impls", "numpy,tensorflow"], "unknown implementation tensorflow"),
     (["--dtypes", "float16"], "unknown dtype float16"),
     (["--repeats", "0"], "positive integer"),
+    (["--sizes", "3"], "at least two"),
+    (["--activation", "tanh"], "give --sizes too"),
+    (["--workloads", "custom"], "needs --sizes"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     assert main(["bench", *argv]) == 2
@@ -120,8 +200,10 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
 
 def test_torch_cells_run_when_torch_is_installed():
     pytest.importorskip("torch")
-    bench = Bench(Config(impls=("numpy", "torch"), repeats=1, warmup=1).quick())
-    bench.mlp_cell("mlp-grad", (8, 16, 4), 4, "float32")
-    bench.mlp_cell("mlp-adam", (8, 16, 4), 4, "float32", step="adam")
+    config = Config(impls=("numpy", "torch"), repeats=1, warmup=1).quick()
+    with Bench(config) as bench:
+        mlp_cell(bench, "mlp-grad", (8, 16, 4), 4, "float32")
+        mlp_cell(bench, "mlp-adam", (8, 16, 4), 4, "float32", step="adam")
     assert {(r["workload"], r["impl"]) for r in bench.records} >= {
         ("mlp-grad", "numpy"), ("mlp-grad", "torch"), ("mlp-adam", "torch")}
+    assert all(r["process"] == "worker" for r in bench.records if r["impl"] == "torch")

@@ -48,13 +48,17 @@ def test_forward_flops_of_the_workload():
 
 
 def test_quick_cnn_workload_runs_every_implementation():
-    bench = Bench(Config(workloads=("cnn",), impls=("numpy", "jaxprop", "jax.grad"),
-                         repeats=1, warmup=1).quick())
-    records = bench.run()
-    assert {r["impl"] for r in records} == {"numpy", "matmul", "jaxprop", "jax.grad"}
-    assert all(r["workload"] == "cnn" and r["gflops"] > 0 for r in records)
-    hand = next(r for r in records if r["impl"] == "jaxprop")
-    assert hand["batch"] == 8 and hand["roofline_ratio"] > 0
+    with Bench(Config(workloads=("cnn",), impls=("numpy", "jaxprop", "jax.grad"),
+                      repeats=1, warmup=1).quick()) as bench:
+        records = bench.run()
+    cells = [r for r in records if r["workload"] == "cnn"]
+    assert {r["impl"] for r in cells} == {"numpy", "jaxprop", "jax.grad"}
+    assert all(r["gflops"] > 0 for r in cells)
+    # the roofline: the machine's best square matmul, measured once (issue 13's method)
+    assert {r["impl"] for r in records if r["workload"] == "roofline"} == {"matmul"}
+    hand = next(r for r in cells if r["impl"] == "jaxprop")
+    # the quick CNN's step is tiny (< 1e7 FLOPs): its roofline column is n/a, not a ratio
+    assert hand["batch"] == 8 and hand["roofline_ratio"] is None and hand["vs_numpy"] > 0
     names = [t["target"] for t in cnn.targets(records)]
     assert len(names) == 2 and "jax.grad time / jaxprop time >= 0.9x" in names[0]
 

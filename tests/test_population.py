@@ -1,6 +1,7 @@
 """Populations: vmapped training equals separate runs; per-member learning rates; XOR solved."""
 
 import json
+import os
 
 import chex
 import jax
@@ -155,3 +156,34 @@ def test_cli_population_and_lr_sweep(tmp_path, capsys):
                                                                    "--data-parallel"]):
         assert main(["train", *args, "--out", str(tmp_path / "bad")]) == 2
         assert "error" in capsys.readouterr().err
+
+
+def test_population_compile_options_and_no_losses_unless_recorded():
+    from jaxprop.scale.population import population_compiler_options
+
+    x, t = xor()
+    model = jp.mlp([2, 4, 1], init="normal")
+    res = jp.fit_population(model, "sse_half", 0.5, (x, t), n=3, epochs=5,
+                            compiler_options=None)
+    assert res.losses is None and res.final_loss.shape == (3,)
+    assert population_compiler_options(17, 4, 10, 2) is not None  # tiny run: fast compile
+    assert population_compiler_options(17, 4, 10_000, 1000) is None  # long run: optimise
+
+
+def test_members_trained_in_thread_groups_equal_one_group(monkeypatch):
+    from jaxprop.scale import population
+
+    x, t = xor()
+    model = jp.mlp([2, 4, 1], init="normal")
+    kw = dict(n=130, epochs=30, record_losses=True)
+    assert population.population_threads(130, 17, 4) == min(2, os.cpu_count() or 1)
+    monkeypatch.setattr(population, "population_threads", lambda *a: 2)  # 65 + 65
+    split = jp.fit_population(model, "sse_half", 0.5, (x, t), **kw)
+    monkeypatch.setattr(population, "population_threads", lambda *a: 3)  # 44 + 44 + 42 + pad
+    padded = jp.fit_population(model, "sse_half", 0.5, (x, t), **kw)
+    monkeypatch.setattr(population, "population_threads", lambda *a: 1)
+    whole = jp.fit_population(model, "sse_half", 0.5, (x, t), **kw)
+    for res in (split, padded):
+        assert res.losses.shape == (130, 30)
+        np.testing.assert_array_equal(res.final_loss, whole.final_loss)
+        chex.assert_trees_all_equal(res.params, whole.params)

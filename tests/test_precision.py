@@ -22,10 +22,11 @@ LOSS = "softmax_cross_entropy"
 
 
 def _setup(dtype=jnp.float32, activation="relu"):
-    model = jp.mlp([4, 8, 8, 3], activation, "identity", dtype=dtype)
+    # widths past Dense's unrolled multiply-adds for tiny factors, so every product is a matmul
+    model = jp.mlp([20, 24, 24, 3], activation, "identity", dtype=dtype)
     params = model.init(jax.random.key(0))
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((6, 4)), dtype)
+    x = jnp.asarray(rng.standard_normal((6, 20)), dtype)
     t = jnp.asarray(np.eye(3)[rng.integers(0, 3, 6)], dtype)
     return model, params, x, t
 

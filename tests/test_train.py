@@ -188,3 +188,60 @@ def test_auto_compiler_options_depend_on_model_and_data_not_epochs():
     assert xor == {**FAST_COMPILE, "xla_cpu_multi_thread_eigen": False}
     assert auto_compiler_options(9034, 1437, 64) == FAST_COMPILE  # digits
     assert auto_compiler_options(110_000, 60_000, 128) is None  # MNIST: XLA's defaults
+
+
+def test_unroll_changes_the_loop_not_the_arithmetic():
+    x, t = (a.astype(np.float32) for a in (XOR_X, XOR_T))
+    model = jp.mlp([2, 12, 12, 1], "sigmoid", "sigmoid", init="normal")
+    runs = [fit(model, "sse_half", optax.sgd(0.5), (x, t), epochs=30, key=jax.random.key(0),
+                unroll=u, log_every=7)[0] for u in (1, 3)]
+    chex.assert_trees_all_close(runs[0], runs[1], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="unroll"):
+        fit(model, "sse_half", 0.5, (x, t), epochs=2, key=jax.random.key(0), unroll=0)
+
+
+def test_auto_unroll_keeps_one_function_loops_and_unrolls_tiny_matmul_steps():
+    from jaxprop.train import auto_unroll
+
+    def params(sizes):
+        return jp.mlp(sizes).init(jax.random.key(0))
+
+    assert auto_unroll(params([2, 4, 1]), 4, None) == 1  # multiply-add products only
+    assert auto_unroll(params([2, 32, 32, 1]), 4, None) > 1  # tiny step with matmul calls
+    assert auto_unroll(params([64, 64, 64, 10]), 1437, 64) == 1  # big enough to not matter
+
+
+def test_fit_reuses_its_compiled_program_across_calls():
+    x, t = (a.astype(np.float32) for a in (XOR_X, XOR_T))
+    model, opt = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal"), optax.sgd(0.1)
+    first = fit(model, "sse_half", opt, (x, t), epochs=40, key=jax.random.key(0))
+    again = fit(model, "sse_half", opt, (x, t), epochs=40, key=jax.random.key(0))
+    assert first[1].compile_time > 0 and again[1].compile_time == 0
+    chex.assert_trees_all_equal(first[0], again[0])
+
+
+def test_dense_products_equal_matmul_for_tiny_and_large_factors():
+    from jaxprop.core.layers import matmul
+
+    rng = np.random.default_rng(0)
+    for shape_a, shape_b in (((5, 2), (2, 4)), ((3, 7, 4), (4, 1)), ((6, 30), (30, 40))):
+        a = rng.normal(size=shape_a).astype(np.float32)
+        b = rng.normal(size=shape_b).astype(np.float32)
+        np.testing.assert_allclose(matmul(a, b), a @ b, rtol=1e-5, atol=1e-6)
+    batched = jax.vmap(matmul)(rng.normal(size=(3, 5, 2)), rng.normal(size=(3, 2, 4)))
+    assert batched.shape == (3, 5, 4)
+
+
+def test_compilation_cache_keeps_programs_for_the_next_process(tmp_path):
+    import subprocess
+    import sys
+
+    code = (f"import jax, numpy as np, jaxprop as jp\n"
+            f"assert jp.enable_compilation_cache({str(tmp_path)!r}) == {str(tmp_path)!r}\n"
+            f"from jaxprop.data import xor\n"
+            f"x, t = (a.astype(np.float32) for a in xor())\n"
+            f"jp.fit(jp.mlp([2, 4, 1]), 'sse_half', 0.1, (x, t), epochs=5, "
+            f"key=jax.random.key(0))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    assert any(tmp_path.iterdir())
+    assert jp.enable_compilation_cache("off") is None  # and the switch to turn it off

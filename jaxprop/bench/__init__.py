@@ -1,12 +1,48 @@
 """Benchmarks: hand-written backprop against NumPy, ``jax.grad`` and PyTorch, on every device.
 
-``jaxprop bench`` and ``python benchmarks/run.py`` both call :func:`run`. See
-``benchmarks/README.md`` for the workloads and what each column means.
+``jaxprop bench`` and ``python benchmarks/run.py`` both call :func:`run`; your own model:
+:func:`compare`. The workloads are the table ``WORKLOADS`` (:mod:`jaxprop.bench.workloads`),
+the timing method is :mod:`jaxprop.bench.timing`; ``benchmarks/README.md`` explains both.
 """
 
 from __future__ import annotations
 
-from jaxprop.bench.workloads import DTYPES, IMPLS, RECORD_KEYS, WORKLOADS, Bench, Config
+import os
+from pathlib import Path
+
+from jaxprop.bench.harness import DTYPES, IMPLS, ISOLATION, RECORD_KEYS, Bench, Config
+from jaxprop.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS, compare
+
+
+def check_output_paths(json_path=None, markdown_path=None, plots_dir=None) -> None:
+    """Raise ``ValueError`` now, not after a long run, if an output cannot be written."""
+    for flag, path in (("--json", json_path), ("--markdown", markdown_path)):
+        if not path:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"{flag} {path}: is a directory, not a file")
+        if not p.parent.is_dir():
+            raise ValueError(f"{flag} {path}: the folder {p.parent} does not exist")
+        if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+            raise ValueError(f"{flag} {path}: not writable")
+    if plots_dir:
+        p = Path(plots_dir)
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"--plots {plots_dir}: exists and is not a folder")
+        parent = p if p.exists() else next(a for a in p.absolute().parents if a.exists())
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise ValueError(f"--plots {plots_dir}: cannot create files under {parent}")
+
+
+def workload_names(config: Config) -> tuple[str, ...]:
+    """The workloads to run: ``config.workloads``, else the defaults (``custom`` alone when
+    custom sizes are given); unknown names raise ``ValueError``."""
+    names = config.workloads or (("custom",) if config.custom_sizes else DEFAULT_WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise ValueError(f"unknown workload {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    return names
 
 
 def run(config: Config, *, json_path=None, markdown_path=None, plots_dir=None, console=None):
@@ -15,20 +51,31 @@ def run(config: Config, *, json_path=None, markdown_path=None, plots_dir=None, c
 
     from rich.console import Console
 
-    from jaxprop.bench import gpu, report
+    from jaxprop.bench import report
 
+    check_output_paths(json_path, markdown_path, plots_dir)
+    names = workload_names(config)
     # a wide table is the point: don't squeeze it to 80 columns when writing to a file or pipe
-    console = console or Console(width=None if sys.stdout.isatty() else 200)
-    bench = Bench(config, log=lambda line: console.print(f"[dim]{line}[/]"))
-    records = bench.run()
-    head = report.header(config, bench.notes + _bf16_notes(records))
-    summary = report.targets(records) + gpu.targets(records)
-    report.print_table(console, records, summary)
+    console = console or Console(width=None if sys.stdout.isatty() else 240)
+    if config.quick_run:
+        console.print(f"[yellow]{report.QUICK_NOTICE}[/]")
+    with Bench(config, log=lambda line: console.print(f"[dim]{line}[/]")) as bench:
+        bench.run(names)
+        settle = max([bench.jax.settle] + [getattr(w, "settle", 0.0)
+                                           for w in bench._workers.values()])
+    records = bench.records
+    notes = bench.notes + _bf16_notes(records)
+    if config.isolation == "process":
+        notes.append(f"NumPy and torch ran in worker processes; after each timed call, the "
+                     f"process waited until its threads were idle (longest wait "
+                     f"{settle * 1e3:.0f} ms)")
+    head = report.header(config, notes)
+    summary = [] if config.quick_run else report.targets(records)
+    report.print_table(console, records, summary, quick=config.quick_run)
     if json_path:
         report.write_json(json_path, head, records, summary)
     if markdown_path:
-        with open(markdown_path, "w") as f:
-            f.write(report.markdown(head, records, summary))
+        Path(markdown_path).write_text(report.markdown(head, records, summary))
     if plots_dir:
         for path in report.write_plots(plots_dir, records):
             console.print(f"wrote {path}")
@@ -52,4 +99,5 @@ def _bf16_notes(records) -> list[str]:
     return notes
 
 
-__all__ = ["DTYPES", "IMPLS", "RECORD_KEYS", "WORKLOADS", "Bench", "Config", "run"]
+__all__ = ["DEFAULT_WORKLOADS", "DTYPES", "IMPLS", "ISOLATION", "RECORD_KEYS", "WORKLOADS",
+           "Bench", "Config", "check_output_paths", "compare", "run"]

@@ -5,14 +5,15 @@ batch 256 (``jaxprop bench --workloads cnn``; ``--quick`` shrinks every size)::
 
     conv(32,3)-relu-maxpool(2)-conv(64,3)-relu-maxpool(2)-flatten-dense(128)-relu-dense(10)
 
-Implementations, timed side by side in interleaved rounds (one call of each per round):
+Implementations, timed in alternating rounds, each undisturbed (NumPy and torch in worker
+processes; see :mod:`jaxprop.bench.timing`):
 
 * ``jaxprop``: the hand-written gradient, :func:`jaxprop.loss_and_grad_fn`, compiled once;
 * ``jax.grad``: ``jax.value_and_grad`` of the same forward pass, compiled once;
 * ``numpy``: :class:`~jaxprop.bench.numpy_cnn.NumpyCNN`, im2col convolutions (CPU, float32);
 * ``torch``: the same network and weights with PyTorch autograd, when torch is installed;
-* ``matmul``: the same run's ``(batch, width) @ (width, width)`` float32 matmul on each device,
-  the sizes of the MLP workload (the device's matmul rate, for ``roofline_ratio``).
+* the roofline: the machine's best measured float32 matmul rate (``roofline`` rows), against
+  which ``roofline_ratio`` puts the CNN's GFLOP/s.
 
 GFLOP/s count ``6 x`` the multiply-adds of the convolutions and Dense layers per example (the
 forward pass, the input gradient and the weight gradient); that overstates by the first
@@ -28,7 +29,6 @@ import numpy as np
 
 import jaxprop as jp
 from jaxprop.bench.numpy_cnn import NumpyCNN, from_jaxprop
-from jaxprop.bench.timing import compile_jax, peak_bytes, summarize, time_interleaved
 from jaxprop.core.checks import output_shape
 
 LOSS = "softmax_cross_entropy"
@@ -91,8 +91,11 @@ class TorchCNN:
 
 
 def run(bench) -> None:
-    """Time every implementation on the CNN workload and add the records to ``bench``
-    (a :class:`~jaxprop.bench.workloads.Bench`; its config gives the sizes)."""
+    """Time every implementation on the CNN workload and add the records to ``bench`` (a
+    :class:`~jaxprop.bench.harness.Bench`; its config gives the sizes)."""
+    from jaxprop.bench.harness import Entry
+    from jaxprop.bench.workloads import _jax_step
+
     cfg = bench.config
     side, batch = cfg.cnn_side, cfg.cnn_batch
     text = architecture(cfg.cnn_channels, cfg.cnn_dense)
@@ -102,46 +105,28 @@ def run(bench) -> None:
     x = rng.standard_normal((batch, side, side, 1)).astype(np.float32)
     t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
     flops = 3 * forward_flops(model, (side, side, 1)) * batch
-    mm_batch, mm_width = cfg.mlp_batch, cfg.mlp_sizes[1]
-    # (impl, device name, call, sync, warm-up calls, compile seconds, peak-bytes function)
-    runs = []
-    if bench._has("numpy"):
-        net, p = NumpyCNN(text), from_jaxprop(params0)
-        runs.append(("numpy", "cpu:0", lambda: net.loss_and_grad(p, x, t), lambda _: None,
-                     cfg.warmup, None, lambda: None))
+    work = dict(flops=flops, samples=batch, step_flops=flops)
+    entries = []
+    if bench.has("numpy"):
+        runner = bench.library("numpy")
+        job = bench.job(runner, "numpy-cnn", text=text, params=from_jaxprop(params0), x=x, t=t)
+        entries.append(Entry("numpy", "gradient", "cpu:0", runner, job, cfg.warmup, **work))
     for dname, dev in bench.devices.items():
-        call, c = bench._matmul(dev, "float32", mm_batch, mm_width)
-        runs.append(("matmul", dname, call, jax.block_until_ready, cfg.warmup, c,
-                     lambda dev=dev: peak_bytes(dev)))
         for impl in ("jaxprop", "jax.grad"):
-            if bench._has(impl):
-                args = jax.device_put((params0, x, t), dev)
-                with bench._precision("float32"):
-                    compiled, c = compile_jax(bench._grad_fn(impl, model, LOSS), *args)
-                runs.append((impl, dname, lambda f=compiled, a=args: f(*a),
-                             jax.block_until_ready, cfg.warmup, c,
-                             lambda dev=dev: peak_bytes(dev)))
-    if bench.torch is not None:
-        for dname, tdev in bench.torch.devices():
-            tnet = TorchCNN(text, from_jaxprop(params0), tdev)
-            xt, tt = tnet.to_tensor(x), tnet.to_tensor(t)
-            runs.append(("torch", dname, lambda m=tnet, a=xt, b=tt: m.loss_and_grad(a, b),
-                         bench.torch.sync(tdev), max(cfg.warmup, 8), None,
-                         lambda tdev=tdev: bench.torch.peak_bytes(tdev)))
-
-    times = time_interleaved([r[2] for r in runs], [r[3] for r in runs],
-                             repeats=cfg.repeats, warmups=[r[4] for r in runs])
-    timings = [summarize(ts, r[5]) for ts, r in zip(times, runs)]
-    mm_flops = 2 * mm_batch * mm_width * mm_width
-    roofline = {r[1]: mm_flops / tm.median / 1e9 for r, tm in zip(runs, timings)
-                if r[0] == "matmul"}
-    for (impl, dname, *_, peak), timing in zip(runs, timings):
-        if impl == "matmul":
-            bench._record("cnn", impl, dname, "float32", mm_batch, mm_width, timing,
-                          samples=None, flops=mm_flops, roofline=roofline[dname], peak=peak())
-        else:
-            bench._record("cnn", impl, dname, "float32", batch, cfg.cnn_channels[-1], timing,
-                          samples=batch, flops=flops, roofline=roofline.get(dname), peak=peak())
+            if bench.has(impl):
+                call, c = _jax_step(bench, impl, model, LOSS, params0, x, t, "float32", dev,
+                                    "grad")
+                entries.append(Entry(impl, "gradient", dname, bench.jax, bench.jax_job(call),
+                                     cfg.warmup, c, **work, peak=bench.jax_peak(dname)))
+    if bench.has("torch"):
+        runner = bench.library("torch")
+        for dname, tdev in bench.torch_devices():
+            job = bench.job(runner, "torch-cnn", text=text, params=from_jaxprop(params0), x=x,
+                            t=t, device=tdev)
+            # torch's first calls per shape are slow (oneDNN kernel set-up): warm up longer
+            entries.append(Entry("torch", "gradient", dname, runner, job, max(cfg.warmup, 8),
+                                 **work))
+    bench.cell("cnn", "float32", batch, cfg.cnn_channels[-1], entries)
 
 
 def targets(records) -> list[dict]:

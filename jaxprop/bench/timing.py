@@ -1,8 +1,27 @@
-"""Timing: compile once (timed on its own), warm up, then time each call to completion."""
+"""Timing: each implementation timed undisturbed, in rounds that alternate between them.
+
+On a few cores, libraries disturb each other: after a call, OpenBLAS's (NumPy's) and OpenMP's
+(PyTorch's) worker threads keep spinning for a while, and XLA's thread pool then fights them for
+the cores (on 2 cores that doubled XLA's times). So every implementation that is not JAX runs in
+its own **worker process** (:class:`Worker`), JAX runs in this process (:class:`InProcess`), and
+after every timed call the process that made it waits until its threads are idle again
+(:func:`quiet`) before anyone else runs. Rounds alternate between the implementations
+(:func:`time_rounds`), so a machine that slows down over time slows all of them alike.
+``isolation="shared"`` (:class:`Shared`) runs everything in this process with no waiting: the old
+method, kept to show the difference (benchmarks/README.md).
+
+A JAX call is compiled first (:func:`compile_jax`, timed on its own), warmed up, then timed call
+by call with ``block_until_ready``.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable, NamedTuple
 
@@ -22,19 +41,33 @@ def summarize(times: list[float], compile_s: float | None = None) -> Timing:
     return Timing(statistics.median(times), min(times), max(times), compile_s)
 
 
-def compile_jax(fn: Callable, *args, donate_argnums=()) -> tuple[Callable, float]:
-    """``jax.jit(fn).lower(*args).compile()``; returns the executable and the compile seconds."""
+def compile_jax(fn: Callable, *args, donate_argnums=(), options=None) -> tuple[Callable, float]:
+    """``jax.jit(fn).lower(*args).compile(options)``; returns the executable and the compile
+    seconds."""
     lowered = jax.jit(fn, donate_argnums=donate_argnums).lower(*args)
     start = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = lowered.compile(options)
     return compiled, time.perf_counter() - start
 
 
-def time_calls(call: Callable[[], object], *, repeats: int, warmup: int, sync=None) -> list[float]:
-    """Run ``call()`` ``warmup`` times, then time ``repeats`` calls, each waited on by ``sync``.
+def quiet(*, window: float = 0.005, busy: float = 0.1, timeout: float = 2.0) -> float:
+    """Wait until this process uses less than ``busy`` of one core over ``window`` seconds (its
+    BLAS, OpenMP and XLA threads have gone to sleep); returns the seconds waited (at most
+    ``timeout``). The calling thread sleeps meanwhile, so what is measured is the others."""
+    start = time.perf_counter()
+    while True:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        time.sleep(window)
+        used = (time.process_time() - cpu0) / (time.perf_counter() - t0)
+        waited = time.perf_counter() - start
+        if used < busy or waited >= timeout:
+            return waited
 
-    ``sync(result)`` blocks until the result exists (``jax.block_until_ready`` by default).
-    """
+
+def time_calls(call: Callable[[], object], *, repeats: int, warmup: int,
+               sync=None) -> list[float]:
+    """Run ``call()`` ``warmup`` times, then time ``repeats`` calls, each waited on by ``sync``
+    (``jax.block_until_ready`` by default). For one library in one process."""
     sync = sync or jax.block_until_ready
     for _ in range(warmup):
         sync(call())
@@ -47,19 +80,163 @@ def time_calls(call: Callable[[], object], *, repeats: int, warmup: int, sync=No
 
 
 def time_interleaved(calls, syncs, *, repeats: int, warmups) -> list[list[float]]:
-    """Warm each ``calls[i]`` up ``warmups[i]`` times, then time them in rounds: one call of each
-    per round, ``repeats`` rounds. A busy or throttling machine then slows every contender
-    alike, so ratios measured in one run stay fair."""
+    """Calls of ONE process timed in rounds, one call of each per round, no waiting between
+    them (what ``isolation="shared"`` amounts to; fine among JAX calls, or on an accelerator)."""
     for call, sync, warmup in zip(calls, syncs, warmups):
-        for _ in range(warmup):
-            sync(call())
+        time_calls(call, repeats=0, warmup=warmup, sync=sync)
     times = [[] for _ in calls]
     for _ in range(repeats):
         for call, sync, out in zip(calls, syncs, times):
-            start = time.perf_counter()
-            sync(call())
-            out.append(time.perf_counter() - start)
+            out.extend(time_calls(call, repeats=1, warmup=0, sync=sync))
     return times
+
+
+class InProcess:
+    """Runs calls in this process (JAX), waiting for :func:`quiet` after each timed one."""
+
+    process = "this"
+
+    def __init__(self):
+        self.jobs: dict[str, tuple[Callable, Callable]] = {}
+        self.settle = 0.0  # the longest wait for quiet
+
+    def add(self, name: str, call: Callable, sync: Callable | None = None) -> str:
+        self.jobs[name] = (call, sync or jax.block_until_ready)
+        return name
+
+    def warm(self, name: str, n: int) -> None:
+        call, sync = self.jobs[name]
+        time_calls(call, repeats=0, warmup=n, sync=sync)
+
+    def time(self, name: str, calls: int = 1) -> float:
+        call, sync = self.jobs[name]
+        t = block_time(call, sync, calls)
+        self.settle = max(self.settle, quiet())
+        return t
+
+    def drop(self, name: str) -> None:
+        self.jobs.pop(name, None)
+
+
+class Shared(InProcess):
+    """The old method: every library in this process, no waiting between calls."""
+
+    process = "shared"
+
+    def time(self, name: str, calls: int = 1) -> float:
+        call, sync = self.jobs[name]
+        return block_time(call, sync, calls)
+
+    def setup(self, name: str, factory: str, **kwargs) -> str:
+        from jaxprop.bench import worker
+
+        call, sync = worker.FACTORIES[factory](**kwargs)
+        return self.add(name, call, sync)
+
+
+class Worker:
+    """A worker process (``python -m jaxprop.bench.worker``) that builds and times calls from
+    :data:`jaxprop.bench.worker.FACTORIES`; after each timed call it waits for :func:`quiet`
+    before answering. ``env`` adds environment variables (set before its libraries load)."""
+
+    process = "worker"
+
+    def __init__(self, env: dict | None = None):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jaxprop.bench.worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env={**os.environ, **(env or {})})
+        self.settle = 0.0
+        self.pid = self._ask("pid")
+
+    def _ask(self, command: str, *args, **kwargs):
+        pickle.dump((command, args, kwargs), self.proc.stdin)
+        self.proc.stdin.flush()
+        try:
+            ok, value = pickle.load(self.proc.stdout)
+        except EOFError:
+            raise RuntimeError(f"benchmark worker {self.proc.args} died") from None
+        if not ok:
+            raise RuntimeError(f"benchmark worker: {value}")
+        return value
+
+    def setup(self, name: str, factory: str, **kwargs) -> str:
+        """Build job ``name`` in the worker: ``FACTORIES[factory](**kwargs)``."""
+        self._ask("setup", name, factory, **kwargs)
+        return name
+
+    def warm(self, name: str, n: int) -> None:
+        self._ask("warm", name, n)
+
+    def time(self, name: str, calls: int = 1) -> float:
+        seconds, settle = self._ask("time", name, calls)
+        self.settle = max(self.settle, settle)
+        return seconds
+
+    def drop(self, name: str) -> None:
+        self._ask("drop", name)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._ask("close")
+            except (RuntimeError, BrokenPipeError, OSError):
+                pass
+            self.proc.wait(timeout=10)
+
+
+class Contender(NamedTuple):
+    """One implementation in a cell: who runs job ``job`` (a runner above), how many untimed
+    calls first."""
+
+    runner: object
+    job: str
+    warmup: int
+
+
+# Each timed sample is a block of back-to-back calls lasting at least this long (one call for
+# anything slower), timed as a whole: the per-call time of a steady loop, with the threads
+# awake, and well above the clock's resolution.
+MIN_BLOCK_S = 0.05
+
+
+def time_rounds(contenders: list[Contender], repeats: int,
+                min_block: float = MIN_BLOCK_S) -> list[list[float]]:
+    """Warm every contender up and size its block (calls per sample, see ``MIN_BLOCK_S``),
+    then ``repeats`` rounds of one timed block each, in turn; seconds per call."""
+    blocks = []
+    for c in contenders:
+        c.runner.warm(c.job, c.warmup)
+        if isinstance(c.runner, InProcess) and not isinstance(c.runner, Shared):
+            quiet()
+        once = c.runner.time(c.job, 1)
+        blocks.append(max(1, min(10_000, int(min_block / max(once, 1e-7)) + 1)))
+    times = [[] for _ in contenders]
+    for _ in range(repeats):
+        for c, calls, out in zip(contenders, blocks, times):
+            out.append(c.runner.time(c.job, calls))
+    return times
+
+
+def block_time(call: Callable, sync: Callable, calls: int) -> float:
+    """Seconds per call over ``calls`` back-to-back calls, the last one waited on (each is
+    waited on too: JAX's calls on one device run in order, NumPy's and torch's on CPU are
+    synchronous)."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        sync(call())
+    return (time.perf_counter() - start) / calls
+
+
+def fresh_process(code: str, *, env: dict | None = None, timeout: float = 600) -> dict:
+    """Run ``code`` in a new Python process; it prints one JSON line starting with ``RESULT ``,
+    which is returned as a dict."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, timeout=timeout)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"benchmark subprocess failed: {' / '.join(tail)}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def peak_bytes(device) -> int | None:

@@ -1,19 +1,14 @@
 """The same MLP in PyTorch (autograd), for the optional ``torch`` implementation.
 
-Import this module only when torch is installed (``pip install 'jaxprop[bench]'``).
+Import this module only when torch is installed (``pip install 'jaxprop[bench]'``). The benchmark
+imports it in its own worker process (:mod:`jaxprop.bench.worker`), so torch's threads never share
+a process with XLA's.
 """
 
 from __future__ import annotations
 
-import os
-
-# PyTorch's OpenMP threads spin-wait between parallel regions; sharing the cores with XLA's
-# thread pool, that made small torch calls ~100x slower (0.2 ms -> 20 ms on 2 cores). Let them
-# sleep instead. Read once, when torch loads its OpenMP runtime: set it before importing torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 _ACTS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -91,3 +86,16 @@ class TorchMLP:
             return value
 
         return step
+
+    def adam_epochs(self, x, t, *, lr, batch_size, epochs):
+        """``epochs`` epochs of shuffled minibatches (the last one ragged) with Adam: the eager
+        training loop a PyTorch user writes."""
+        opt = torch.optim.Adam(self.params, lr=lr)
+        n = x.shape[0]
+        for _ in range(epochs):
+            perm = torch.randperm(n, device=x.device)
+            for i in range(0, n, batch_size):
+                idx = perm[i:i + batch_size]
+                opt.zero_grad(set_to_none=True)
+                self.value(x[idx], t[idx]).backward()
+                opt.step()

@@ -1,26 +1,18 @@
-"""The workloads: each measures every selected implementation on every device and dtype.
+"""The workloads: ``WORKLOADS`` maps each name to a function ``(bench) -> None`` that measures
+every selected implementation and adds records to ``bench`` (a :class:`~jaxprop.bench.harness.
+Bench`). Add a workload by adding an entry (``WORKLOADS["conv"] = conv``).
 
-A cell is one (workload, impl, device, dtype, batch, width) and becomes one record (see
-``RECORD_KEYS``). Implementations:
-
-* ``numpy``: :class:`~jaxprop.bench.numpy_baseline.NumpyMLP` (CPU, float32; Python loops);
-* ``jaxprop``: the hand-written gradient, :func:`jaxprop.loss_and_grad_fn`;
-* ``jax.grad``: ``jax.value_and_grad`` of ``loss.value(model.apply(p, x), t)``, the same forward;
-* ``torch``: the same MLP with PyTorch autograd (CPU, and CUDA when available), when installed;
-* ``matmul``: the roofline, a ``(batch, width) @ (width, width)`` JAX matmul of the same dtype on
-  the same device (bfloat16 inputs accumulate in float32 via ``preferred_element_type``).
-
-The ``cnn`` workload (a small CNN's gradient, with a NumPy im2col baseline) lives in
-:mod:`jaxprop.bench.cnn`.
-
-JAX cells are compiled once with ``jax.jit(...).lower(...).compile()`` (timed apart), warmed
-up, then timed call by call with ``block_until_ready``. Whole XOR training loops run inside
-``lax.scan``; Adam steps donate their params and optimiser state.
+Implementations: ``numpy`` (:mod:`jaxprop.bench.numpy_baseline`), ``jaxprop`` (the hand-written
+gradient, trained through the library's one training step: ``jp.fit``, ``jp.fit_population``,
+``make_train_step``), ``jax.grad`` (the same step with ``grad_fn`` = ``jax.value_and_grad`` of
+the same forward and loss) and ``torch`` (PyTorch autograd, eager). Every JAX row reports its
+compile time; ``variant`` says what was timed (``jp.fit`` = repeated calls of the public API,
+``first jp.fit call`` = a fresh Python process, ...).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import time
 from typing import Callable
 
 import jax
@@ -29,342 +21,499 @@ import numpy as np
 import optax
 
 import jaxprop as jp
-from jaxprop.bench import cnn
 from jaxprop.bench import numpy_baseline as nb
-from jaxprop.bench.timing import (
-    compile_jax, peak_bytes, summarize, time_interleaved,
-)
+from jaxprop.bench.harness import Entry, mlp_flops
+from jaxprop.bench.timing import compile_jax, fresh_process
+from jaxprop.core.losses import get_loss
+from jaxprop.data import xor as xor_data
+from jaxprop.train import make_train_step
 
-WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep", "cnn", "gpu")
-IMPLS = ("numpy", "jaxprop", "jax.grad", "torch")
-DTYPES = ("float32", "bfloat16")
-RECORD_KEYS = (
-    "workload", "impl", "device", "dtype", "batch", "width", "median_s", "min_s", "max_s",
-    "compile_s", "samples_per_s", "gflops", "roofline_ratio", "peak_bytes",
-)
+# --------------------------------------------------------------------------------------------
+# The jax.grad baseline: the same forward and loss, differentiated by JAX
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """What to run, and how big. ``quick()`` gives the tiny smoke-test sizes."""
+def autodiff_grad_fn(model, loss) -> Callable:
+    """``(params, state, x, t, key=None, train=True[, mask]) -> (loss, grads, new_state)`` by
+    ``jax.value_and_grad``: the ``grad_fn`` the ``jax.grad`` rows train with (the same value as
+    the hand-written gradient's, padded batches included)."""
+    loss = get_loss(loss)
+    row_value = jax.vmap(lambda y, t: loss.value(y[None], t[None]))
 
-    workloads: tuple[str, ...] = WORKLOADS
-    impls: tuple[str, ...] = IMPLS
-    dtypes: tuple[str, ...] = DTYPES
-    backends: tuple[str, ...] | None = None  # None: every JAX backend present
-    repeats: int = 7
-    warmup: int = 2
-    matmul_precision: str = "highest"  # float32 matmuls on GPU/TPU are true float32
-    xor_epochs: int = 10_000
-    population: int = 1000
-    mlp_sizes: tuple[int, ...] = (784, 1024, 1024, 10)
-    mlp_batch: int = 512
-    widths: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096)
-    batches: tuple[int, ...] = (1, 4, 16, 64, 256, 1024, 4096)
-    # the gpu workload (jaxprop/bench/gpu.py): precision policies, widths and batch
-    precisions: tuple[str, ...] = ("highest", "f32", "bf16")
-    gpu_widths: tuple[int, ...] = (1024, 4096, 8192)
-    gpu_batch: int = 4096
-    cnn_side: int = 28  # the CNN workload (jaxprop/bench/cnn.py): side x side x 1 images
-    cnn_batch: int = 256
-    cnn_channels: tuple[int, int] = (32, 64)
-    cnn_dense: int = 128
+    def grad_fn(params, state, x, t, key=None, train=True, *mask):
+        def value(p):
+            y, _, new_state = model.forward(p, state, x, key=key, train=train)
+            if not mask:
+                return loss.value(y, t), new_state
+            w = mask[0].astype(y.dtype)
+            if loss.reduction != "sum":
+                w = w / jnp.maximum(jnp.sum(w), 1)
+            return jnp.sum(w * row_value(y, t)), new_state
 
-    def quick(self) -> "Config":
-        return dataclasses.replace(
-            self, repeats=min(self.repeats, 3), warmup=1, xor_epochs=200, population=16,
-            mlp_sizes=(64, 128, 128, 10), mlp_batch=32, widths=(32, 64), batches=(1, 16),
-            gpu_widths=(32, 64), gpu_batch=16,
-            cnn_side=12, cnn_batch=8, cnn_channels=(4, 8), cnn_dense=16,
-        )
+        (v, new_state), grads = jax.value_and_grad(value, has_aux=True)(params)
+        return v, grads, new_state
+
+    return grad_fn
 
 
-def jax_devices(backends=None) -> dict[str, jax.Device]:
-    """``{"cpu:0": device, "gpu:0": device, ...}``: the first device of every backend present."""
-    out = {}
-    for backend in backends or ("cpu", "gpu", "tpu"):
-        try:
-            devices = jax.devices(backend)
-        except RuntimeError:
+def _grad_fn(impl, model, loss):
+    return None if impl == "jaxprop" else autodiff_grad_fn(model, loss)
+
+
+def _np_params(params):
+    return nb.from_jaxprop(params)
+
+
+# --------------------------------------------------------------------------------------------
+# XOR: the classic program, through jp.fit, a fresh process's first call, and `jaxprop train`
+
+XOR_LR = 0.1
+
+FIRST_FIT = """
+import json, time
+import jax, numpy as np, optax
+import jaxprop as jp
+from jaxprop.data import xor
+{cache}
+x, t = (a.astype(np.float32) for a in xor())
+model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
+opt = optax.sgd({lr})
+key = jax.block_until_ready(jax.random.key(0))  # JAX's backend starts before the clock
+t0 = time.perf_counter()
+{call}
+jax.block_until_ready(out)
+print("RESULT " + json.dumps({{"seconds": time.perf_counter() - t0, "compile_s": compile_s}}))
+"""
+FIT_CALL = ("params, history = jp.fit(model, 'sse_half', opt, (x, t), epochs={epochs}, key=key)"
+            "\nout, compile_s = params, history.compile_time")
+POPULATION_CALL = ("out = jp.fit_population(model, 'sse_half', opt, (x, t), n={n}, "
+                   "epochs={epochs}, key=key).final_loss\ncompile_s = None")
+CLI_TRAIN = """
+import json, tempfile, time
+t0 = time.perf_counter()
+import jax
+jax.devices()
+t1 = time.perf_counter()
+from jaxprop.cli import main
+with tempfile.TemporaryDirectory() as d:
+    rc = main(["train", "--out", d + "/run", "--no-plots", "--epochs", "{epochs}"])
+    compile_s = json.load(open(d + "/run/metrics.json"))["compile_time"]
+print("RESULT " + json.dumps({{"seconds": time.perf_counter() - t1, "rc": rc,
+                              "compile_s": compile_s, "jax_import_s": t1 - t0}}))
+"""
+
+
+def _fresh(bench, code: str, env=None) -> tuple[list[float], float | None]:
+    """Seconds of ``bench.config.fresh`` fresh processes running ``code``, and the median
+    compile seconds they report."""
+    results = [fresh_process(code, env=env) for _ in range(bench.config.fresh)]
+    compiles = [r["compile_s"] for r in results if r.get("compile_s") is not None]
+    return [r["seconds"] for r in results], (float(np.median(compiles)) if compiles else None)
+
+
+def _xor_start():
+    model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
+    x, t = (a.astype(np.float32) for a in xor_data())
+    return model, x, t, model.init(jax.random.key(0))
+
+
+def _fit_entries(bench, model, loss, opt, x, t, params, work, variants, **fit_kw):
+    """``jp.fit`` rows, hand-written and ``jax.grad``, on every device, one per variant
+    (``{name: extra fit options}``); each compiled by a first call."""
+    entries = []
+    for impl in ("jaxprop", "jax.grad"):
+        if not bench.has(impl):
             continue
-        if devices:
-            out[f"{backend}:0"] = devices[0]
-    return out
+        for dname, dev in bench.devices.items():
+            xd, td, pd = jax.device_put((x, t, params), dev)
+            key = jax.device_put(jax.random.key(0), dev)
+            for variant, extra in variants.items():
+                def call(g=_grad_fn(impl, model, loss), extra=extra, xd=xd, td=td, pd=pd,
+                         key=key):
+                    return jp.fit(model, loss, opt, (xd, td), key=key, params=pd, grad_fn=g,
+                                  **fit_kw, **extra)
+
+                _, history = call()  # compiles
+                entries.append(Entry(impl, variant, dname, bench.jax, bench.jax_job(call),
+                                     bench.config.warmup, history.compile_time, **work,
+                                     peak=bench.jax_peak(dname)))
+    return entries
 
 
-def n_weights(sizes) -> int:
-    """Number of weights (not biases) of an MLP with layer sizes ``sizes``."""
-    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+def _numpy_xor(bench, params, x, t, epochs) -> Entry:
+    runner = bench.library("numpy")
+    job = bench.job(runner, "numpy-xor", params=_np_params(params), x=x, t=t, lr=XOR_LR,
+                    epochs=epochs)
+    return Entry("numpy", "classic loop", "cpu:0", runner, job, 1,
+                 flops=epochs * mlp_flops([2, 4, 1], 4), samples=4 * epochs,
+                 step_flops=mlp_flops([2, 4, 1], 4))
 
 
-def _gd_train(grad_fn, *, lr, epochs):
-    """Full-batch gradient descent for ``epochs`` epochs inside one ``lax.scan``."""
+def xor(bench) -> None:
+    """2-4-1 sigmoid, ``sse_half``, gradient descent lr 0.1, 10,000 full-batch epochs, from the
+    same weights: NumPy's classic loop, ``jp.fit`` (hand-written and ``jax.grad``), torch; then
+    the first ``jp.fit`` call of a fresh process (without and with the compilation cache) and
+    ``jaxprop train``'s wall time after JAX's import."""
+    cfg = bench.config
+    epochs = cfg.xor_epochs
+    model, x, t, params = _xor_start()
+    step = mlp_flops([2, 4, 1], 4)
+    work = dict(flops=epochs * step, samples=4 * epochs, step_flops=step)
+    entries = [_numpy_xor(bench, params, x, t, epochs)] if bench.has("numpy") else []
+    entries += _fit_entries(bench, model, "sse_half", optax.sgd(XOR_LR), x, t, params, work,
+                            {"jp.fit": {}}, epochs=epochs)
+    if bench.has("torch"):
+        runner = bench.library("torch")
+        for dname, tdev in bench.torch_devices():
+            job = bench.job(runner, "torch-xor", params=_np_params(params), x=x, t=t,
+                            lr=XOR_LR, epochs=epochs, device=tdev)
+            entries.append(Entry("torch", "eager loop", dname, runner, job, 1, **work))
+    if bench.has("jaxprop") and cfg.fresh:
+        call = FIT_CALL.format(epochs=epochs)
+        cold, c_cold = _fresh(bench, FIRST_FIT.format(cache="", lr=XOR_LR, call=call))
+        entries.append(Entry("jaxprop", "first jp.fit call", "cpu:0", compile_s=c_cold,
+                             fixed=cold, **work))
+        with _cache_dir() as d:
+            code = FIRST_FIT.format(cache=f"jp.enable_compilation_cache({d!r})", lr=XOR_LR,
+                                    call=call)
+            fresh_process(code)  # fills the cache
+            warm, c_warm = _fresh(bench, code)
+            entries.append(Entry("jaxprop", "first jp.fit call, compilation cache", "cpu:0",
+                                 compile_s=c_warm, fixed=warm, **work))
+            env = {"JAXPROP_COMPILATION_CACHE": d}
+            fresh_process(CLI_TRAIN.format(epochs=epochs), env=env)
+            cli, c_cli = _fresh(bench, CLI_TRAIN.format(epochs=epochs), env=env)
+            entries.append(Entry("jaxprop", "jaxprop train (after JAX import)", "cpu:0",
+                                 compile_s=c_cli, fixed=cli, **work))
+    bench.cell("xor", "float32", 4, 4, entries)
 
-    def train(params, x, t):
-        def epoch(p, _):
-            value, g = grad_fn(p, x, t)
-            return jax.tree.map(lambda w, d: w - lr * d, p, g), value
 
-        params, values = jax.lax.scan(epoch, params, length=epochs)
-        return params, values[-1]
+class _cache_dir:
+    """A temporary folder for a persistent compilation cache."""
 
-    return train
+    def __enter__(self):
+        import tempfile
 
+        self._tmp = tempfile.TemporaryDirectory(prefix="jaxprop-bench-cache-")
+        return self._tmp.name
 
-def _adam_step(grad_fn, lr=1e-3):
-    opt = optax.adam(lr)
-
-    def step(params, opt_state, x, t):
-        value, g = grad_fn(params, x, t)
-        updates, opt_state = opt.update(g, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return opt, step
+    def __exit__(self, *exc):
+        self._tmp.cleanup()
 
 
-class Bench:
-    """Runs the workloads of ``config`` and collects ``records``; ``log(str)`` reports progress."""
+def xor_population(bench) -> None:
+    """``population`` XOR networks (10,000 epochs each) by ``jp.fit_population`` against ONE
+    NumPy network, timed in the same rounds; and the first call of a fresh process."""
+    cfg = bench.config
+    n, epochs = cfg.population, cfg.xor_epochs
+    model, x, t, params = _xor_start()
+    step = mlp_flops([2, 4, 1], 4)
+    entries = [_numpy_xor(bench, params, x, t, epochs)] if bench.has("numpy") else []
+    work = dict(flops=n * epochs * step, samples=4 * n * epochs, step_flops=step)
+    opt = optax.sgd(XOR_LR)
+    for impl in ("jaxprop", "jax.grad"):
+        if not bench.has(impl):
+            continue
+        for dname, dev in bench.devices.items():
+            xd, td = jax.device_put((x, t), dev)
+            key = jax.device_put(jax.random.key(0), dev)
 
-    def __init__(self, config: Config, log: Callable[[str], None] = lambda _: None):
-        self.config, self.log = config, log
-        self.devices = jax_devices(config.backends)
-        self.records: list[dict] = []
-        self.notes: list[str] = []
-        self._supported: dict[tuple, bool] = {}
-        self.torch = None
-        if "torch" in config.impls:
-            from jaxprop.bench import torch_impl  # raises ImportError when torch is missing
+            def call(g=_grad_fn(impl, model, "sse_half"), xd=xd, td=td, key=key):
+                return jp.fit_population(model, "sse_half", opt, (xd, td), n=n, epochs=epochs,
+                                         key=key, grad_fn=g).final_loss
 
-            self.torch = torch_impl
+            t0 = time.perf_counter()
+            call()  # compiles; a population's compile time is this first call's
+            first = time.perf_counter() - t0
+            entries.append(Entry(impl, "jp.fit_population", dname, bench.jax,
+                                 bench.jax_job(call), cfg.warmup, first, **work,
+                                 peak=bench.jax_peak(dname)))
+    if bench.has("jaxprop") and cfg.fresh:
+        code = FIRST_FIT.format(cache="", lr=XOR_LR,
+                                call=POPULATION_CALL.format(n=n, epochs=epochs))
+        times, _ = _fresh(bench, code)
+        entries.append(Entry("jaxprop", "first jp.fit_population call", "cpu:0", fixed=times,
+                             **work))
+    bench.cell("xor-population", "float32", 4 * n, 4, entries)
 
-    # -- helpers ----------------------------------------------------------------------------
 
-    def _has(self, impl):
-        return impl in self.config.impls
+# --------------------------------------------------------------------------------------------
+# MLP gradients and Adam steps
 
-    def _precision(self, dtype):
-        return jax.default_matmul_precision(
-            self.config.matmul_precision if dtype == "float32" else "default"
-        )
 
-    def _record(self, workload, impl, device, dtype, batch, width, timing, *,
-                samples, flops, roofline=None, peak=None):
-        gflops = flops / timing.median / 1e9 if flops else None
-        rec = dict(
-            workload=workload, impl=impl, device=device, dtype=dtype, batch=batch, width=width,
-            median_s=timing.median, min_s=timing.min, max_s=timing.max,
-            compile_s=timing.compile_s,
-            samples_per_s=samples / timing.median if samples else None,
-            gflops=gflops,
-            roofline_ratio=gflops / roofline if gflops and roofline else None,
-            peak_bytes=peak,
-        )
-        self.records.append(rec)
-        self.log(f"{workload} {impl} {device} {dtype} batch {batch} width {width}: "
-                 f"{timing.median * 1e3:.3f} ms")
-        return rec
-
-    def _supports(self, dev, dtype) -> bool:
-        """Whether ``dev`` runs a matmul in ``dtype`` (False, with a note, where it cannot)."""
-        key = (dev.platform, dtype)
-        if key not in self._supported:
-            try:
-                a = jax.device_put(jnp.ones((8, 8), dtype), dev)
-                jax.block_until_ready(jax.jit(jnp.matmul)(a, a))
-                self._supported[key] = True
-            except Exception as e:  # noqa: BLE001 - any failure means "not supported here"
-                self.notes.append(f"{dtype} skipped on {dev.platform}: {type(e).__name__}")
-                self._supported[key] = False
-        return self._supported[key]
-
-    def _matmul(self, dev, dtype, batch, width):
-        """The roofline: a ``(batch, width) @ (width, width)`` matmul, compiled for ``dev``."""
-        ka, kb = jax.random.split(jax.random.key(7))
-        a = jax.device_put(jax.random.normal(ka, (batch, width), jnp.dtype(dtype)), dev)
-        b = jax.device_put(jax.random.normal(kb, (width, width), jnp.dtype(dtype)), dev)
-        with self._precision(dtype):
-            mm, c = compile_jax(
-                lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32), a, b
-            )
-        return (lambda: mm(a, b)), c
-
-    # -- XOR --------------------------------------------------------------------------------
-
-    def xor(self, population: int | None = None):
-        """2-4-1 sigmoid, sum-of-squares, lr 0.1, full-batch GD for ``xor_epochs`` epochs.
-
-        With ``population``: that many networks trained at once (``jax.vmap`` over the whole
-        compiled training loop), against one NumPy network timed in the same rounds.
-        """
-        cfg = self.config
-        name = "xor-population" if population else "xor"
-        n = population or 1
-        epochs = cfg.xor_epochs
-        model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
-        x, t = nb.XOR_X.astype(np.float32), nb.XOR_T.astype(np.float32)
-        start = nb.from_jaxprop(model.init(jax.random.key(0)))
-        runs = []  # (impl, device name, networks, call, sync, warm-up calls, compile s, peak)
-
-        if self._has("numpy"):
-            net = nb.NumpyMLP([2, 4, 1], "sigmoid", "sigmoid", "sse_half")
-            runs.append(("numpy", "cpu:0", 1, lambda: net.train(start, x, t, lr=0.1,
-                                                                epochs=epochs),
-                         lambda _: None, 1, None, lambda: None))
-        for impl in ("jaxprop", "jax.grad"):
-            if not self._has(impl):
-                continue
-            train = _gd_train(self._grad_fn(impl, model, "sse_half"), lr=0.1, epochs=epochs)
-            for dname, dev in self.devices.items():
-                keys = jax.random.split(jax.random.key(0), n)
-                if population:
-                    params, train_fn = jax.vmap(model.init)(keys), jax.vmap(train, (0, None, None))
-                else:
-                    params, train_fn = model.init(keys[0]), train
-                params, xd, td = jax.device_put((params, x, t), dev)
-                with self._precision("float32"):
-                    compiled, c = compile_jax(train_fn, params, xd, td)
-                runs.append((impl, dname, n, lambda f=compiled, a=(params, xd, td): f(*a),
-                             jax.block_until_ready, cfg.warmup, c,
-                             lambda dev=dev: peak_bytes(dev)))
-        if self.torch is not None and not population:
-            for dname, tdev in self.torch.devices():
-                net_t = self.torch.TorchMLP(start, ["sigmoid", "sigmoid"], "sse_half",
-                                            device=tdev, dtype="float32")
-                xt, tt = net_t.to_tensor(x), net_t.to_tensor(t)
-                runs.append(("torch", dname, 1,
-                             lambda m=net_t, a=xt, b=tt: m.sgd_train(a, b, lr=0.1, epochs=epochs),
-                             self.torch.sync(tdev), 1, None, lambda: None))
-
-        times = time_interleaved([r[3] for r in runs], [r[4] for r in runs],
-                                 repeats=cfg.repeats, warmups=[r[5] for r in runs])
-        nw = n_weights([2, 4, 1])
-        for (impl, dname, nets, *_, c, peak), ts in zip(runs, times):
-            self._record(name, impl, dname, "float32", 4 * nets, 4, summarize(ts, c),
-                         samples=4 * nets * epochs, flops=6 * 4 * nets * nw * epochs,
-                         peak=peak())
-
-    def _grad_fn(self, impl, model, loss):
-        if impl == "jaxprop":
-            return jp.loss_and_grad_fn(model, loss)
-        loss = jp.get_loss(loss)
-        return jax.value_and_grad(lambda p, x, t: loss.value(model.apply(p, x), t))
-
-    # -- MLP: 784-width-width-10 relu, softmax cross-entropy ---------------------------------
-
-    def mlp_cell(self, workload, sizes, batch, dtype, *, step="grad"):
-        """Every implementation, and each device's matmul roofline, on one network size, batch
-        and dtype (``step``: ``grad`` or ``adam``), timed in interleaved rounds."""
-        cfg = self.config
-        width = sizes[1]
-        flops = 6 * batch * n_weights(sizes)
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+def _mlp_data(sizes, batch, loss="softmax_cross_entropy", seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    if get_loss(loss).categorical:
         t = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], batch)]
-        model = jp.mlp(list(sizes), "relu", "identity", dtype=jnp.dtype(dtype))
-        params0 = model.init(jax.random.key(0))
-        jax_sync = jax.block_until_ready
-        # (impl, device name, call, sync, warm-up calls, compile seconds, peak-bytes function)
-        runs = []
+    elif get_loss(loss).input_range == (0, 1) or loss == "bce_with_logits":
+        t = rng.integers(0, 2, (batch, sizes[-1])).astype(np.float32)
+    else:
+        t = rng.standard_normal((batch, sizes[-1])).astype(np.float32)
+    return x, t
 
-        if self._has("numpy") and dtype == "float32" and step == "grad":
-            net = nb.NumpyMLP(sizes, "relu", "identity", "softmax_cross_entropy")
-            p = nb.from_jaxprop(params0)
-            runs.append(("numpy", "cpu:0", lambda: net.loss_and_grad(p, x, t), lambda _: None,
-                         cfg.warmup, None, lambda: None))
 
-        for dname, dev in self.devices.items():
-            if not self._supports(dev, dtype):
-                continue
-            call, c = self._matmul(dev, dtype, batch, width)
-            runs.append(("matmul", dname, call, jax_sync, cfg.warmup, c,
-                         lambda dev=dev: peak_bytes(dev)))
-            for impl in ("jaxprop", "jax.grad"):
-                if self._has(impl):
-                    call, c = self._jax_step(impl, model, params0, x, t, dtype, dev, step)
-                    runs.append((impl, dname, call, jax_sync, cfg.warmup, c,
-                                 lambda dev=dev: peak_bytes(dev)))
+def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str = "grad",
+             activation: str = "relu", output_activation: str = "identity",
+             loss: str = "softmax_cross_entropy", model=None) -> list[dict]:
+    """Every implementation on one network, batch and dtype: a gradient (``step="grad"``) or
+    an Adam training step (``"adam"``); ``model`` replaces ``jp.mlp(sizes, ...)`` (then only
+    the JAX implementations run)."""
+    cfg = bench.config
+    x, t = _mlp_data(sizes, batch, loss)
+    own = model is None
+    if own:
+        model = jp.mlp(list(sizes), activation, output_activation, dtype=jnp.dtype(dtype))
+    params0 = model.init(jax.random.key(0))
+    flops = mlp_flops(sizes, batch)
+    work = dict(flops=flops, samples=batch, step_flops=flops)
+    acts = [activation] * (len(sizes) - 2) + [output_activation]
+    entries = []
+    np_ok = own and all(a in nb.ACTIVATIONS for a in acts) and loss in nb.LOSSES
+    if bench.has("numpy") and dtype == "float32" and step == "grad" and np_ok:
+        runner = bench.library("numpy")
+        job = bench.job(runner, "numpy-grad", sizes=list(sizes), activation=activation,
+                        output_activation=output_activation, loss=loss,
+                        params=_np_params(params0), x=x, t=t)
+        entries.append(Entry("numpy", "gradient", "cpu:0", runner, job, cfg.warmup, **work))
+    for dname, dev in bench.devices.items():
+        if not bench.supports(dev, dtype):
+            continue
+        for impl in ("jaxprop", "jax.grad"):
+            if bench.has(impl):
+                call, c = _jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step)
+                entries.append(Entry(impl, "gradient" if step == "grad" else "adam step",
+                                     dname, bench.jax, bench.jax_job(call), cfg.warmup, c,
+                                     **work, peak=bench.jax_peak(dname)))
+    if bench.has("torch") and own and np_ok:
+        runner = bench.library("torch")
+        for dname, tdev in bench.torch_devices():
+            job = bench.job(runner, "torch-grad" if step == "grad" else "torch-adam",
+                            params=_np_params(params0), acts=acts, loss=loss, x=x, t=t,
+                            dtype=dtype, device=tdev)
+            # torch's first calls per shape are slow (oneDNN kernel set-up): warm up longer
+            entries.append(Entry("torch", "gradient" if step == "grad" else "adam step", dname,
+                                 runner, job, max(cfg.warmup, 8), **work))
+    return bench.cell(workload, dtype, batch, sizes[1] if len(sizes) > 2 else sizes[-1],
+                      entries)
 
-        if self.torch is not None:
-            for dname, tdev in self.torch.devices():
-                acts = ["relu"] * (len(sizes) - 2) + ["identity"]
-                tnet = self.torch.TorchMLP(nb.from_jaxprop(params0), acts,
-                                           "softmax_cross_entropy", device=tdev, dtype=dtype)
-                xt, tt = tnet.to_tensor(x), tnet.to_tensor(t)
-                call = (lambda m=tnet, a=xt, b=tt: m.loss_and_grad(a, b)) \
-                    if step == "grad" else tnet.adam_step_fn(xt, tt)
-                self.torch.reset_peak(tdev)
-                # torch's first calls per shape are slow (oneDNN kernel set-up): warm up longer
-                runs.append(("torch", dname, call, self.torch.sync(tdev), max(cfg.warmup, 8),
-                             None, lambda tdev=tdev: self.torch.peak_bytes(tdev)))
 
-        times = time_interleaved([r[2] for r in runs], [r[3] for r in runs],
-                                 repeats=cfg.repeats, warmups=[r[4] for r in runs])
-        timings = [summarize(ts, r[5]) for ts, r in zip(times, runs)]
-        roofline = {r[1]: 2 * batch * width * width / tm.median / 1e9
-                    for r, tm in zip(runs, timings) if r[0] == "matmul"}
-        for (impl, dname, *_, peak), timing in zip(runs, timings):
-            if impl == "matmul":
-                self._record(workload, impl, dname, dtype, batch, width, timing, samples=None,
-                             flops=2 * batch * width * width, roofline=roofline[dname],
-                             peak=peak())
-            else:
-                self._record(workload, impl, dname, dtype, batch, width, timing, samples=batch,
-                             flops=flops, roofline=roofline.get(dname), peak=peak())
+def _jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step):
+    """A compiled gradient, or a compiled ``make_train_step`` with Adam (params and optimizer
+    state donated), as a no-argument call; and its compile seconds."""
+    params, xd, td = jax.device_put((params0, x.astype(dtype), t.astype(dtype)), dev)
+    with bench.precision(dtype):
+        if step == "grad":
+            fn = jp.loss_and_grad_fn(model, loss) if impl == "jaxprop" else \
+                _value_and_grad(model, loss)
+            compiled, c = compile_jax(fn, params, xd, td)
+            return (lambda: compiled(params, xd, td)), c
+        opt = optax.adam(1e-3)
+        train_step = make_train_step(model, loss, opt, grad_fn=_grad_fn(impl, model, loss))
+        params = jax.tree.map(jnp.copy, params)  # donated below: never params0's buffers
+        state = [params, jax.device_put(opt.init(params), dev)]
+        key = jax.device_put(jax.random.key(0), dev)
+        compiled, c = compile_jax(train_step, *state, None, xd, td, key, donate_argnums=(0, 1))
 
-    def _jax_step(self, impl, model, params0, x, t, dtype, dev, step):
-        """A compiled gradient (or Adam step, params and state donated) as a no-argument call."""
-        grad_fn = self._grad_fn(impl, model, "softmax_cross_entropy")
-        params, xd, td = jax.device_put((params0, x.astype(dtype), t.astype(dtype)), dev)
-        with self._precision(dtype):
-            if step == "grad":
-                compiled, c = compile_jax(grad_fn, params, xd, td)
-                return (lambda: compiled(params, xd, td)), c
-            opt, adam = _adam_step(grad_fn)
-            params = jax.tree.map(jnp.copy, params)  # donated below: never params0's buffers
-            state = [params, jax.device_put(opt.init(params), dev)]
-            compiled, c = compile_jax(adam, *state, xd, td, donate_argnums=(0, 1))
+    def call():
+        state[0], state[1], _, value = compiled(state[0], state[1], None, xd, td, key)
+        return value, state
 
-        def call():
-            state[0], state[1], value = compiled(state[0], state[1], xd, td)
-            return value, state
+    return call, c
 
-        return call, c
 
-    def mlp(self):
-        cfg = self.config
-        for dtype in cfg.dtypes:
-            self.mlp_cell("mlp-grad", cfg.mlp_sizes, cfg.mlp_batch, dtype, step="grad")
-            self.mlp_cell("mlp-adam", cfg.mlp_sizes, cfg.mlp_batch, dtype, step="adam")
+def _value_and_grad(model, loss):
+    loss = get_loss(loss)
+    return jax.value_and_grad(lambda p, x, t: loss.value(model.apply(p, x), t))
 
-    def width_sweep(self):
-        cfg = self.config
-        d_in, d_out = cfg.mlp_sizes[0], cfg.mlp_sizes[-1]
-        for dtype in cfg.dtypes:
-            for w in cfg.widths:
-                self.mlp_cell("width-sweep", (d_in, w, w, d_out), cfg.mlp_batch, dtype)
 
-    def batch_sweep(self):
-        cfg = self.config
-        for dtype in cfg.dtypes:
-            for b in cfg.batches:
-                self.mlp_cell("batch-sweep", cfg.mlp_sizes, b, dtype)
+def mlp(bench) -> None:
+    """784-1024-1024-10 relu, softmax cross-entropy, batch 512: gradient and Adam step."""
+    cfg = bench.config
+    for dtype in cfg.dtypes:
+        mlp_cell(bench, "mlp-grad", cfg.mlp_sizes, cfg.mlp_batch, dtype, step="grad")
+        mlp_cell(bench, "mlp-adam", cfg.mlp_sizes, cfg.mlp_batch, dtype, step="adam")
 
-    def gpu(self):
-        from jaxprop.bench import gpu
 
-        self.records += gpu.run_rows(self.config, self.devices, log=self.log,
-                                     torch_impl=self.torch, notes=self.notes)
+def width_sweep(bench) -> None:
+    """Gradient of 784-w-w-10 for w in ``widths``, batch 512."""
+    cfg = bench.config
+    d_in, d_out = cfg.mlp_sizes[0], cfg.mlp_sizes[-1]
+    for dtype in cfg.dtypes:
+        for w in cfg.widths:
+            mlp_cell(bench, "width-sweep", (d_in, w, w, d_out), cfg.mlp_batch, dtype)
 
-    def run(self) -> list[dict]:
-        steps = {
-            "xor": self.xor,
-            "xor-population": lambda: self.xor(population=self.config.population),
-            "mlp": self.mlp,
-            "width-sweep": self.width_sweep,
-            "batch-sweep": self.batch_sweep,
-            "gpu": self.gpu,
-            "cnn": lambda: cnn.run(self),
-        }
-        for name in self.config.workloads:
-            steps[name]()
-        return self.records
+
+def batch_sweep(bench) -> None:
+    """Gradient of 784-1024-1024-10 for every batch in ``batches``."""
+    cfg = bench.config
+    for dtype in cfg.dtypes:
+        for b in cfg.batches:
+            mlp_cell(bench, "batch-sweep", cfg.mlp_sizes, b, dtype)
+
+
+def custom(bench) -> None:
+    """The network of ``--sizes/--activation/--output-activation/--loss/--batch``."""
+    cfg = bench.config
+    if not cfg.custom_sizes:
+        raise ValueError("the custom workload needs --sizes, e.g. --sizes 1,32,32,1")
+    loss = get_loss(cfg.custom_loss)
+    out = cfg.custom_output_activation or (
+        "sigmoid" if loss.input_range == (0, 1) else "identity")
+    for dtype in cfg.dtypes:
+        mlp_cell(bench, "custom", cfg.custom_sizes, cfg.custom_batch, dtype,
+                 activation=cfg.custom_activation, output_activation=out, loss=loss.name)
+
+
+# --------------------------------------------------------------------------------------------
+# Digits: the whole training step, per epoch
+
+
+def train_digits(bench) -> None:
+    """``jaxprop train --dataset digits``'s run (64-64-64-10 relu, softmax cross-entropy, Adam
+    3e-3, batch 64 with a ragged last batch): seconds per epoch of ``jp.fit`` (its automatic
+    compile options, and XLA's full optimisation), of ``jax.grad`` + optax in the same scan, and
+    of PyTorch's eager loop."""
+    from jaxprop import data
+
+    cfg = bench.config
+    ds = data.load("digits", seed=0)
+    # the (n, 8, 8, 1) images as rows of 64 pixels (jaxprop train's Flatten, done once here)
+    x = ds.x_train.reshape(len(ds.x_train), -1).astype(np.float32)
+    t = ds.y_train.astype(np.float32)
+    sizes, batch, epochs, lr = [64, 64, 64, 10], 64, cfg.digits_epochs, 3e-3
+    model = jp.mlp(sizes, "relu", "identity")
+    params = model.init(jax.random.key(0))
+    n = x.shape[0]
+    work = dict(flops=epochs * mlp_flops(sizes, n), samples=epochs * n,
+                step_flops=mlp_flops(sizes, batch), per=epochs)
+    variants = {"jp.fit": {}, "jp.fit, full optimisation": {"compiler_options": None}}
+    entries = _fit_entries(bench, model, "softmax_cross_entropy", optax.adam(lr), x, t, params,
+                           work, variants, epochs=epochs, batch_size=batch, log_every=epochs)
+    if bench.has("torch"):
+        runner = bench.library("torch")
+        for dname, tdev in bench.torch_devices():
+            job = bench.job(runner, "torch-epochs", params=_np_params(params),
+                            acts=["relu", "relu", "identity"], loss="softmax_cross_entropy",
+                            x=x, t=t, lr=lr, batch_size=batch, epochs=epochs, device=tdev)
+            entries.append(Entry("torch", "eager loop", dname, runner, job, 1, **work))
+    bench.cell("train-digits", "float32", batch, 64, entries)
+
+
+# --------------------------------------------------------------------------------------------
+# Data parallel: one step on 1, 2, 4 simulated CPU devices (each in its own process)
+
+DATA_PARALLEL = """
+import json, statistics, time
+import jax
+import jaxprop as jp
+model = jp.mlp([64, 512, 512, 10], activation="tanh", output_activation="identity")
+params = model.init(jax.random.key(0))
+x = jax.random.normal(jax.random.key(1), ({batch}, 64))
+t = jax.nn.one_hot(jax.random.randint(jax.random.key(2), ({batch},), 0, 10), 10)
+dp = jp.make_data_parallel_step(model, "softmax_cross_entropy", 0.05)
+x, t = jp.shard_batch(dp.mesh, x, t)
+p, s = dp.init(params)
+t0 = time.perf_counter()
+p, s, v = jax.block_until_ready(dp.step(p, s, x, t))
+first = time.perf_counter() - t0
+times = []
+for _ in range({repeats}):
+    t0 = time.perf_counter()
+    p, s, v = jax.block_until_ready(dp.step(p, s, x, t))
+    times.append(time.perf_counter() - t0)
+print("RESULT " + json.dumps({{"times": times, "first_s": first,
+                              "devices": len(jax.devices())}}))
+"""
+
+
+def data_parallel(bench) -> None:
+    """A data parallel training step (64-512-512-10 tanh, SGD, batch 4096) on 1, 2 and 4
+    simulated CPU devices, each count in its own process (threads of one machine sharing its
+    cores: this measures the overhead, not the speed-up of real devices)."""
+    cfg = bench.config
+    if not bench.has("jaxprop"):
+        return
+    sizes = [64, 512, 512, 10]
+    entries = []
+    for d in cfg.dp_devices:
+        env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={d}",
+               "JAX_PLATFORMS": "cpu"}
+        r = fresh_process(DATA_PARALLEL.format(batch=cfg.dp_batch, repeats=cfg.repeats),
+                          env=env)
+        entries.append(Entry("jaxprop", f"data parallel step, {r['devices']} devices", "cpu:0",
+                             compile_s=r["first_s"], fixed=r["times"],
+                             flops=mlp_flops(sizes, cfg.dp_batch), samples=cfg.dp_batch,
+                             step_flops=mlp_flops(sizes, cfg.dp_batch)))
+    bench.cell("data-parallel", "float32", cfg.dp_batch, 512, entries)
+
+
+def cnn(bench) -> None:
+    """The CNN gradient workload (:mod:`jaxprop.bench.cnn`)."""
+    from jaxprop.bench import cnn as cnn_workload
+
+    cnn_workload.run(bench)
+
+
+def gpu(bench) -> None:
+    """The GPU rows (:mod:`jaxprop.bench.gpu`): the MLP gradient at widths 1024, 4096 and 8192
+    per precision policy, on accelerators (or the CPU when ``--backends cpu`` names it)."""
+    from jaxprop.bench import gpu as gpu_workload
+
+    torch_impl = None
+    if bench.has("torch"):
+        from jaxprop.bench import torch_impl
+    bench.records.extend(gpu_workload.run_rows(bench.config, bench.devices, log=bench.log,
+                                               torch_impl=torch_impl, notes=bench.notes))
+
+
+WORKLOADS: dict[str, Callable] = {
+    "xor": xor,
+    "xor-population": xor_population,
+    "mlp": mlp,
+    "width-sweep": width_sweep,
+    "batch-sweep": batch_sweep,
+    "train-digits": train_digits,
+    "data-parallel": data_parallel,
+    "custom": custom,
+    "cnn": cnn,
+    "gpu": gpu,
+}
+# What `jaxprop bench` runs when no --workloads are given (custom: when --sizes is).
+DEFAULT_WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep",
+                     "train-digits", "data-parallel", "cnn", "gpu")
+
+
+def compare(model, loss, x, t, *, impls=("jaxprop", "jax.grad"), step: str = "grad",
+            repeats: int = 7, warmup: int = 2, isolation: str = "process") -> list[dict]:
+    """Benchmark your own ``model`` (any :class:`~jaxprop.Model`) on ``(x, t)``: the hand-written
+    gradient against ``jax.grad`` (``step="adam"``: a whole Adam training step), with the
+    roofline of this machine. Returns the records (see ``RECORD_KEYS``); print them with
+    :func:`jaxprop.bench.report.print_table`."""
+    from jaxprop.bench.harness import Bench, Config
+
+    x, t = np.asarray(x), np.asarray(t)
+    dtype = str(x.dtype)
+    sizes = (x.shape[-1], t.shape[-1])
+    config = Config(impls=tuple(impls), dtypes=(dtype,), repeats=repeats, warmup=warmup,
+                    isolation=isolation, backends=("cpu",))
+    with Bench(config) as bench:
+        loss = get_loss(loss)
+        cell = _user_cell(bench, model, loss, x, t, dtype, step, sizes)
+    return bench.records if cell else []
+
+
+def _user_cell(bench, model, loss, x, t, dtype, step, sizes):
+    cfg = bench.config
+    params0 = model.init(jax.random.key(0))
+    n_weights = sum(int(np.size(p)) for p in jax.tree.leaves(params0))
+    flops = 6.0 * x.shape[0] * n_weights  # an estimate: a model's own FLOPs are not known
+    entries = []
+    for dname, dev in bench.devices.items():
+        for impl in ("jaxprop", "jax.grad"):
+            if bench.has(impl):
+                call, c = _jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step)
+                entries.append(Entry(impl, "gradient" if step == "grad" else "adam step",
+                                     dname, bench.jax, bench.jax_job(call), cfg.warmup, c,
+                                     flops=flops, samples=x.shape[0], step_flops=flops,
+                                     peak=bench.jax_peak(dname)))
+    return bench.cell("your model", dtype, x.shape[0], None, entries)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
-from jaxprop.bench import DTYPES, IMPLS, WORKLOADS, Config
+from jaxprop.bench import DTYPES, IMPLS, ISOLATION, WORKLOADS, Config
 from jaxprop.train.precision import PRECISIONS
 
 
@@ -32,49 +32,100 @@ def _positive(text):
     return value
 
 
+def _sizes(text):
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(
+            f"--sizes must be at least two comma-separated positive integers like 1,32,32,1; "
+            f"got {text!r}")
+    return sizes
+
+
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workloads", type=_names(WORKLOADS, "workload"), default=WORKLOADS,
-                   help=f"comma-separated, from {','.join(WORKLOADS)} (default: all)")
+    from jaxprop.core.layers import ACTIVATIONS
+    from jaxprop.core.losses import LOSSES
+
+    names = tuple(WORKLOADS)
+    p.add_argument("--workloads", type=_names(names, "workload"), default=(),
+                   help=f"comma-separated, from {','.join(names)} (default: all but custom; "
+                        "custom alone with --sizes)")
     p.add_argument("--impls", type=_names(IMPLS, "implementation"), default=None,
                    help=f"comma-separated, from {','.join(IMPLS)} (default: all installed)")
     p.add_argument("--dtypes", type=_names(DTYPES, "dtype"), default=DTYPES,
                    help="comma-separated: float32,bfloat16 (default: both)")
     p.add_argument("--backends", type=_names(("cpu", "gpu", "tpu"), "backend"), default=None,
                    help="JAX backends to use (default: every one present)")
-    p.add_argument("--repeats", type=_positive, default=7, help="timed calls per cell (7)")
+    p.add_argument("--repeats", type=_positive, default=7, help="timed rounds per cell (7)")
     p.add_argument("--warmup", type=_positive, default=2, help="untimed calls first (2)")
+    p.add_argument("--fresh", type=_positive, default=3,
+                   help="fresh processes per first-call figure (3)")
+    p.add_argument("--isolation", choices=ISOLATION, default="process",
+                   help="process (default): NumPy and torch in their own processes, each call "
+                        "timed with no other library's threads awake; shared: all in this "
+                        "process, back to back (the old method, for comparison)")
     p.add_argument("--matmul-precision", choices=("default", "high", "highest"),
                    default="highest", help="float32 matmul precision on GPU/TPU (highest)")
     p.add_argument("--precision", type=_names(tuple(PRECISIONS), "precision"),
                    default=Config.precisions,
                    help="precision policies of the gpu workload: highest,f32,bf16 (default: "
                         "all three; f32 = the default matmul precision, TF32 on GPUs)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes: a smoke test of the benchmark, not a measurement")
     p.add_argument("--json", metavar="FILE", help="write the header and one record per cell")
     p.add_argument("--markdown", metavar="FILE", help="write a markdown table")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots (time vs batch, GFLOP/s vs width)")
+    g = p.add_argument_group("your own MLP (the custom workload)")
+    g.add_argument("--sizes", type=_sizes, default=None, help="layer sizes, e.g. 1,32,32,1")
+    g.add_argument("--activation", choices=tuple(ACTIVATIONS), default=None,
+                   help="hidden activation (default relu)")
+    g.add_argument("--output-activation", choices=tuple(ACTIVATIONS), default=None,
+                   help="output activation (default: sigmoid for bce, else identity)")
+    g.add_argument("--loss", choices=tuple(LOSSES), default=None, help="loss (default mse)")
+    g.add_argument("--batch", type=_positive, default=None, help="batch size (default 64)")
 
 
 def _has_torch() -> bool:
-    # find_spec, not import: torch_impl sets OMP_WAIT_POLICY before torch is first imported
+    # find_spec, not import: torch is imported only in the benchmark's worker process
     return importlib.util.find_spec("torch") is not None
 
 
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The :class:`~jaxprop.bench.Config` the command line asks for."""
+    impls = args.impls or tuple(i for i in IMPLS if i != "torch" or _has_torch())
+    if "torch" in impls and not _has_torch():
+        raise ValueError("torch is not installed: pip install 'jaxprop[bench]'")
+    custom = {}
+    given = {k: getattr(args, k) for k in ("activation", "output_activation", "loss", "batch")}
+    if args.sizes is None:
+        extra = [k for k, v in given.items() if v is not None]
+        if extra:
+            raise ValueError(f"--{extra[0].replace('_', '-')} describes your own MLP: give "
+                             "--sizes too, e.g. --sizes 1,32,32,1")
+        if "custom" in args.workloads:
+            raise ValueError("the custom workload needs --sizes, e.g. --sizes 1,32,32,1")
+    else:
+        custom = dict(custom_sizes=args.sizes, custom_activation=given["activation"] or "relu",
+                      custom_output_activation=given["output_activation"],
+                      custom_loss=given["loss"] or "mse", custom_batch=given["batch"] or 64)
+    config = Config(
+        workloads=args.workloads, impls=impls, dtypes=args.dtypes, backends=args.backends,
+        repeats=args.repeats, warmup=args.warmup, fresh=args.fresh, isolation=args.isolation,
+        matmul_precision=args.matmul_precision, precisions=args.precision, **custom,
+    )
+    return config.quick() if args.quick else config
+
+
 def run(args: argparse.Namespace) -> int:
+    from jaxprop.bench import check_output_paths
     from jaxprop.bench import run as run_bench
     from jaxprop.device import require_backends
 
     if args.backends:
         require_backends(args.backends)  # --backends gpu on a CPU-only machine: exit 2
-    impls = args.impls or tuple(i for i in IMPLS if i != "torch" or _has_torch())
-    if "torch" in impls and not _has_torch():
-        raise ValueError("torch is not installed: pip install 'jaxprop[bench]'")
-    config = Config(
-        workloads=args.workloads, impls=impls, dtypes=args.dtypes, backends=args.backends,
-        repeats=args.repeats, warmup=args.warmup, matmul_precision=args.matmul_precision,
-        precisions=args.precision,
-    )
-    if args.quick:
-        config = config.quick()
-    run_bench(config, json_path=args.json, markdown_path=args.markdown, plots_dir=args.plots)
+    check_output_paths(args.json, args.markdown, args.plots)
+    run_bench(config_from_args(args), json_path=args.json, markdown_path=args.markdown,
+              plots_dir=args.plots)
     return 0

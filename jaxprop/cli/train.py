@@ -214,6 +214,9 @@ def run(args) -> int:
     from rich.console import Console
 
     from jaxprop import runs
+    from jaxprop.train.compile import enable_compilation_cache
+
+    enable_compilation_cache()  # a second run of the same network loads its compiled code
 
     population = args.population is not None or args.lr_sweep is not None
     if population and (args.resume or args.data_parallel):
@@ -258,7 +261,22 @@ def _population_summary(m: dict, cfg: dict) -> None:
                     f"saved to {cfg['out']}/")
 
 
+class _NoProgress:
+    """What ``_progress`` gives when stderr is not a terminal (nothing to draw)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, *args, **kwargs):
+        pass
+
+
 def _progress(err, cfg, start_epoch):
+    if not err.is_terminal:  # no bar to draw: skip loading rich.progress (0.1 s)
+        return _NoProgress(), None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(

@@ -109,6 +109,26 @@ def get_initializer(init: str | Callable) -> Callable:
 # --------------------------------------------------------------------------------------------
 # Dense
 
+# A product with at most this many entries in its right factor and this many terms per sum runs
+# as unrolled multiply-adds instead of a matmul call. A 2-4-1 network's matmuls do 8 multiply-adds;
+# as library calls they cost more than everything else in a training step, and they keep XLA from
+# fusing the step. As multiply-adds, XLA CPU compiles a whole scan of such steps into one
+# function (its "small call"): XOR's 10,000 epochs run ~5x faster (benchmarks/README.md).
+SMALL_MATMUL_ENTRIES = 64
+SMALL_MATMUL_TERMS = 16
+
+
+def matmul(a: Array, b: Array) -> Array:
+    """``a @ b`` for ``a: (..., k)`` and ``b: (k, n)``; tiny ``b`` as ``k`` multiply-adds."""
+    k = b.shape[0]
+    if b.size > SMALL_MATMUL_ENTRIES or k > SMALL_MATMUL_TERMS:
+        return a @ b
+    out = a[..., 0:1] * b[0]
+    for i in range(1, k):
+        out = out + a[..., i:i + 1] * b[i]
+    return out
+
+
 
 def Dense(
     out_dim: int,
@@ -146,13 +166,13 @@ def Dense(
                 f"Dense: input has shape {tuple(x.shape)} but W has shape {tuple(W.shape)}; "
                 f"the last axis of the input must be {W.shape[0]}"
             )
-        return x @ W + b, x, state
+        return matmul(x, W) + b, x, state
 
     def backward(params, x, dy):
         # z = x W + b  =>  dL/dW = x^T dz,  dL/db = sum_batch dz,  dL/dx = dz W^T
         W = params["W"]
         x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
-        return {"W": x2.T @ dy2, "b": dy2.sum(axis=0)}, dy @ W.T
+        return {"W": matmul(x2.T, dy2), "b": dy2.sum(axis=0)}, matmul(dy, W.T)
 
     return Layer(init, forward, backward, f"Dense({out_dim})", spec=f"dense({out_dim})")
 

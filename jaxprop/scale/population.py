@@ -12,7 +12,9 @@ and, optionally, its own learning rate; all see the same data. One member's trai
 
 from __future__ import annotations
 
-from functools import partial
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
 
 import jax
@@ -23,7 +25,9 @@ import optax
 from jaxprop.core.checks import validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
+from jaxprop.train.compile import FAST_COMPILE
 from jaxprop.train.optimizers import as_optimizer
+from jaxprop.train.precision import get_precision
 from jaxprop.train.step import TrainState, init_state, make_eval_fn, make_train_epochs
 
 
@@ -77,22 +81,47 @@ def init_population_state(model: Layer, optimizer, keys: jax.Array, lrs=None,
     s``), with learning rate ``lrs[i]`` in its optimizer state when ``lrs`` is given, and
     ``params[i]`` instead of fresh params when stacked ``params`` are given."""
     _, make = _optimizer_for(optimizer, lrs)
-    lrs = jnp.zeros(len(keys)) if lrs is None else jnp.asarray(lrs, jnp.float32)
+    lrs = np.zeros(len(keys), np.float32) if lrs is None else np.asarray(lrs, np.float32)
     return jax.vmap(lambda k, lr, p: init_state(model, make(lr), k, p))(keys, lrs, params)
 
 
 def make_population_train(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
                           n_examples: int, epochs: int, batch_size: int | None = None,
-                          drop_last: bool = False, precision=None) -> Callable:
+                          drop_last: bool = False, precision=None, *,
+                          record_losses: bool = True, grad_fn: Callable | None = None) -> Callable:
     """Jitted ``(states, x, t) -> (states, losses (n, epochs))``: ``jax.vmap`` over members of
     ``jaxprop.train.make_train_epochs`` (a ``lax.scan`` of the hand-written step). ``states``
     is a stacked ``TrainState`` (donated); ``x``, ``t`` are shared by every member.
-    ``precision``: see :func:`jaxprop.train.make_train_step`.
+    ``record_losses=False`` returns ``None`` for the losses (the loop then stores nothing per
+    epoch). ``precision``, ``grad_fn``: see :func:`jaxprop.train.make_train_step`.
     """
     train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last,
-                                     precision=precision)
-    members = jax.vmap(partial(train_epochs, n_epochs=epochs), in_axes=(0, None, None))
-    return jax.jit(members, donate_argnums=0)
+                                     precision=precision, grad_fn=grad_fn)
+
+    def member(state, x, t):
+        state, losses = train_epochs(state, x, t, epochs)
+        return state, (losses if record_losses else None)
+
+    return jax.jit(jax.vmap(member, in_axes=(0, None, None)), donate_argnums=0)
+
+
+def population_compiler_options(n_params: int, n_examples: int, epochs: int,
+                                n: int) -> dict | None:
+    """The XLA options :func:`fit_population` compiles with (CPU; ``None`` elsewhere).
+
+    A population is compiled once and runs long: fast compilation only when the whole run's
+    estimated FLOPs (6 per parameter per example per epoch per member) are under
+    ``POPULATION_FAST_COMPILE_FLOPS``; otherwise XLA's full optimisation (for 1000 XOR networks,
+    about 2x faster code for 0.1 s more compilation).
+    """
+    if jax.default_backend() != "cpu":
+        return None
+    if 6.0 * n_params * n_examples * epochs * n < POPULATION_FAST_COMPILE_FLOPS:
+        return dict(FAST_COMPILE)
+    return None
+
+
+POPULATION_FAST_COMPILE_FLOPS = 1e8
 
 
 def fit_population(
@@ -112,6 +141,8 @@ def fit_population(
     params=None,
     record_losses: bool = False,
     precision=None,
+    compiler_options: dict | str | None = "auto",
+    grad_fn: Callable | None = None,
 ) -> PopulationResult:
     """Train a population on ``data = (x, t)`` for ``epochs`` epochs in one compiled call.
 
@@ -125,6 +156,10 @@ def fit_population(
     otherwise shuffled minibatches as in :func:`jaxprop.train.make_epoch_fn`, each member
     shuffling with its own key. ``precision``: ``"f32"``, ``"bf16"``, ``"highest"``, ...
     (:mod:`jaxprop.train.precision`; default ``None``: the params' own dtype).
+    ``compiler_options``: XLA options, ``"auto"`` (default:
+    :func:`population_compiler_options`) or ``None`` (XLA's defaults). ``grad_fn``: another
+    gradient for the same step (:func:`jaxprop.train.make_train_step`; the benchmarks pass
+    ``jax.grad``'s).
     """
     loss = get_loss(loss)
     if data is None or len(data) != 2:
@@ -146,16 +181,100 @@ def fit_population(
     if params is not None:  # our own copy: the training call donates its input
         params = jax.tree.map(jnp.array, params)
     state = init_population_state(model, optimizer, keys, lrs, params)
-    x, t = validate_data(jax.tree.map(lambda a: a[0], state.params), *data)
+    member = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state.params)
+    x, t = validate_data(member, *data)  # (shapes and dtypes only: no program to slice one)
 
-    train = make_population_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
-                                  precision)
-    state, losses = train(state, x, t)
-    evaluate = jax.vmap(make_eval_fn(model, loss, precision=precision),
-                        in_axes=(0, None, None, 0))
-    final_loss, acc = jax.jit(evaluate)(state.params, x, t, state.model_state)
+    n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params)) // n
+    if compiler_options == "auto":
+        compiler_options = population_compiler_options(n_params, x.shape[0], epochs, n)
+    batch = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
+    k = population_threads(n, n_params, batch)
+    if k == 1:
+        train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
+                                record_losses, grad_fn, compiler_options, state, x, t,
+                                precision)
+        state, losses = train(state, x, t)
+    else:  # k groups of members, each trained by its own thread (the same program)
+        groups = _split(state, k, -(-n // k))
+        train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
+                                record_losses, grad_fn, compiler_options, groups[0], x, t,
+                                precision)
+        with ThreadPoolExecutor(k) as pool:
+            outs = list(pool.map(lambda g: jax.block_until_ready(train(g, x, t)), groups))
+        state, losses = _merge(outs, n)
+    final_loss, acc = _evaluate_fn(model, loss, precision)(state.params, x, t, state.model_state)
     return PopulationResult(state.params, np.asarray(final_loss), np.asarray(acc), seeds, lrs,
                             np.asarray(losses) if record_losses else None)
+
+
+# On a CPU, a population of networks this small per step runs its tiny fused loops on one core
+# (XLA does not split them): members are then trained in groups, one thread per core and group,
+# each group at least MIN_GROUP members.
+THREAD_MAX_STEP_FLOPS = 1e5
+MIN_GROUP = 64
+
+
+def population_threads(n: int, n_params: int, batch: int) -> int:
+    """How many groups (threads) :func:`fit_population` trains ``n`` members in: one per CPU
+    core for members whose step is under ``THREAD_MAX_STEP_FLOPS`` (6 per parameter per
+    example), at least ``MIN_GROUP`` members each; 1 on GPU/TPU or for bigger members (whose
+    matmuls already use every core)."""
+    if jax.default_backend() != "cpu" or 6.0 * n_params * batch >= THREAD_MAX_STEP_FLOPS:
+        return 1
+    return max(1, min(os.cpu_count() or 1, n // MIN_GROUP))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _split(tree, k: int, size: int):
+    """``k`` trees of ``size`` members each; the last one padded with copies of the first
+    members (trained and then dropped by :func:`_merge`)."""
+    def take(a, i):
+        idx = (jnp.arange(size) + i * size) % a.shape[0]
+        return a[idx]
+
+    return tuple(jax.tree.map(lambda a, i=i: take(a, i), tree) for i in range(k))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _merge(outs, n: int):
+    """The groups' ``(state, losses)`` joined along the member axis, padding dropped."""
+    return jax.tree.map(lambda *parts: jnp.concatenate(parts)[:n], *outs)
+
+
+# Compiled population programs, kept across calls: {(settings..., options, signature): executable}
+_COMPILED: dict = {}
+
+
+def _compiled_train(model, loss, opt, n_examples, epochs, batch_size, drop_last, record_losses,
+                    grad_fn, options, state, x, t, precision=None):
+    """``make_population_train``'s program compiled with ``options`` for these arguments, reused
+    by later calls with the same settings and shapes."""
+    leaves, treedef = jax.tree.flatten((state, x, t))
+    key = (model, loss, opt, n_examples, epochs, batch_size, drop_last, record_losses, grad_fn,
+           precision, tuple(sorted((options or {}).items())), treedef,
+           tuple(map(jax.typeof, leaves)))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable optimizer: compile for this call only
+        key = None
+    if key is None or key not in _COMPILED:
+        train = make_population_train(model, loss, opt, n_examples, epochs, batch_size,
+                                      drop_last, precision, record_losses=record_losses,
+                                      grad_fn=grad_fn)
+        with get_precision(precision).matmul():  # "highest": around tracing and compilation
+            compiled = train.lower(state, x, t).compile(options)
+        if key is None:
+            return compiled
+        _COMPILED[key] = compiled
+        while len(_COMPILED) > 16:
+            _COMPILED.pop(next(iter(_COMPILED)))
+    return _COMPILED[key]
+
+
+@functools.lru_cache(maxsize=16)
+def _evaluate_fn(model, loss, precision=None):
+    return jax.jit(jax.vmap(make_eval_fn(model, loss, precision=precision),
+                            in_axes=(0, None, None, 0)))
 
 
 def _check_n(n) -> None:

@@ -2,7 +2,8 @@
 
 ``fit`` compiles one chunk of ``log_every`` epochs (``make_train_epochs``, then an evaluation of
 train/test loss and accuracy) and calls it repeatedly, so the host sees metrics only once per
-chunk. The state buffers are donated to each call.
+chunk. The state buffers are donated to each call (from ``DONATE_MIN_BYTES`` up), and each
+compiled chunk is kept for later calls with the same model, loss, optimizer and shapes.
 
 **Divergence guard.** ``fit`` checks the chunk's per-epoch losses on the host after each chunk
 (never inside a step); the first non-finite one names the epoch in :class:`TrainingDiverged`,
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ import optax
 from jaxprop.core.checks import validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.train.compile import auto_compiler_options, forward_flops
+from jaxprop.train.compile import auto_compiler_options, auto_unroll, forward_flops
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import Precision, get_precision
 from jaxprop.train.step import TrainState, init_state, make_eval_fn, make_train_epochs
@@ -67,11 +68,11 @@ def _split_data(data):
 
 
 def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate,
-              precision):
+              precision=None, grad_fn=None, unroll=1):
     """The jitted ``(state, x, t, test_data, n_epochs) -> (state, losses, metrics)``:
     ``n_epochs`` epochs, then loss and accuracy on the training (and test) data."""
     train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last,
-                                     precision=precision)
+                                     precision=precision, grad_fn=grad_fn, unroll=unroll)
     evaluate = make_eval_fn(model, loss, accuracy, precision=precision)
 
     def chunk(state, x, t, test_data, n_epochs):
@@ -87,6 +88,25 @@ def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accurac
 # Reused across fit calls with the same model, loss and optimizer objects (e.g. a resumed run
 # in the same process), so jax's compilation cache applies.
 _cached_chunk_fn = functools.lru_cache(maxsize=16)(_chunk_fn)
+
+# Compiled chunks kept across fit calls: {(jitted, n_epochs, options, signature): executable}.
+_COMPILED: dict = {}
+_COMPILED_MAX = 32
+# A training state smaller than this is not donated: keeping the last good state for the
+# divergence guard then costs nothing, where a donated one must be copied to the host after
+# every chunk (1 ms of a 2 ms XOR fit).
+DONATE_MIN_BYTES = 1 << 20
+
+
+def _signature(tree):
+    """What a compiled program is specialised to: the tree, each leaf's type and placement."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((jax.typeof(a), getattr(a, "sharding", None)) for a in leaves)
+
+
+def _nbytes(tree) -> int:
+    return sum(int(np.size(a)) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree)
+               if not jnp.issubdtype(a.dtype, jax.dtypes.prng_key))
 
 
 def _host_key(key):
@@ -119,6 +139,8 @@ def fit_state(
     donate: bool = True,
     compiler_options: dict | str | None = "auto",
     precision: str | Precision | None = None,
+    unroll: int | str = "auto",
+    grad_fn: Callable | None = None,
 ):
     """Train ``model``; return ``(state, history)`` (``state`` the final :class:`TrainState`).
 
@@ -140,17 +162,22 @@ def fit_state(
     optimizer state, bfloat16 forward and backward, float32 loss), ``"highest"`` (float32 with
     full-precision matmuls on GPU/TPU), ``"f64"``, or ``None`` (default: the params' own
     dtype, no casts); see :mod:`jaxprop.train.precision`. Evaluation runs under it too.
+    ``unroll``: epochs per iteration of the compiled loop; ``"auto"`` (default):
+    :func:`~jaxprop.train.compile.auto_unroll`. ``grad_fn``: another gradient for the same
+    step (see :func:`~jaxprop.train.make_train_step`; the benchmarks pass ``jax.grad``'s).
     """
     loss = get_loss(loss)
     optimizer = as_optimizer(optimizer)
     policy = get_precision(precision)
     if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    given_state = state is not None
     if state is None:
         if key is None:
             raise ValueError("fit needs a PRNG key (key=jax.random.key(seed)) or a state")
         state = init_state(model, optimizer, key, params)
-    elif donate:
+    donate = donate and _nbytes((state.params, state.opt_state)) >= DONATE_MIN_BYTES
+    if given_state and donate:
         state = jax.tree.map(jnp.copy, state)  # own copies: the caller's arrays stay valid
     start = int(state.epoch)
     if start > epochs:
@@ -171,26 +198,36 @@ def fit_state(
         flops = forward_flops(model, state.params, state.model_state, x[:1])
         compiler_options = auto_compiler_options(n_params, x.shape[0], batch_size,
                                                  forward_flops=flops)
+    if unroll == "auto":
+        unroll = auto_unroll(state.params, x.shape[0], batch_size)
+    if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
+        raise ValueError(f"unroll must be a positive integer or 'auto', got {unroll!r}")
     log_every = int(log_every or max(1, -(-epochs // 10)))
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
 
-    args = (model, loss, optimizer, x.shape[0], batch_size, drop_last, accuracy, donate, policy)
+    args = (model, loss, optimizer, x.shape[0], batch_size, drop_last, accuracy, donate,
+            policy, grad_fn, int(unroll))
     try:
         jitted = _cached_chunk_fn(*args)
     except TypeError:  # something unhashable: no reuse across calls
         jitted = _chunk_fn(*args)
-    compiled: dict[int, Any] = {}
+    options_key = tuple(sorted((compiler_options or {}).items()))
+    signature = _signature((state, x, t, test_data))
     compile_time = 0.0
 
     def get_compiled(n):
         nonlocal compile_time
-        if n not in compiled:
+        cache_key = (jitted, n, options_key, signature)
+        if cache_key not in _COMPILED:
             t0 = time.perf_counter()
             with policy.matmul():  # "highest": around tracing and compilation
-                compiled[n] = jitted.lower(state, x, t, test_data, n).compile(compiler_options)
+                _COMPILED[cache_key] = jitted.lower(state, x, t, test_data, n).compile(
+                    compiler_options)
             compile_time += time.perf_counter() - t0
-        return compiled[n]
+            while len(_COMPILED) > _COMPILED_MAX:
+                _COMPILED.pop(next(iter(_COMPILED)))
+        return _COMPILED[cache_key]
 
     key_host = _host_key(state.key)
 
@@ -200,7 +237,7 @@ def fit_state(
         return TrainState(params, opt_state, key_host, epoch, model_state)
 
     records, losses_all = [], []
-    good = host_copy(state)
+    good = host_copy(state) if donate else state
     t_start = time.perf_counter()
     done = 0
     while done < remaining:

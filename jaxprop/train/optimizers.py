@@ -6,7 +6,7 @@ its own rate through ``optax.inject_hyperparams``.
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable
 
 import optax
@@ -37,8 +37,14 @@ def as_optimizer(optimizer) -> optax.GradientTransformation:
     if isinstance(optimizer, optax.GradientTransformation):
         return optimizer
     if isinstance(optimizer, (int, float)) and not isinstance(optimizer, bool) and optimizer > 0:
-        return optax.sgd(float(optimizer))
+        return _sgd(float(optimizer))
     raise ValueError(
         f"optimizer must be an optax GradientTransformation or a positive learning rate, "
         f"got {optimizer!r}"
     )
+
+
+@lru_cache(maxsize=64)
+def _sgd(learning_rate: float) -> optax.GradientTransformation:
+    # one object per rate, so repeated fit calls with the same number reuse their compiled code
+    return optax.sgd(learning_rate)

@@ -269,13 +269,16 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
 def make_train_epochs(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
                       n_examples: int, batch_size: int | None = None, drop_last: bool = False,
                       *, grad_fn: Callable | None = None,
-                      precision: str | Precision | None = None):
+                      precision: str | Precision | None = None, unroll: int = 1):
     """The pure loop ``(state, x, t, n_epochs) -> (state, losses)`` over ``n_epochs`` epochs.
 
     One ``lax.scan`` over epochs (each epoch itself a scan over minibatches); ``n_epochs`` must
     be static (bind it with ``functools.partial`` before ``jit``/``vmap``). ``losses[i]`` is the
     loss of epoch ``state.epoch + i``. To train a population: ``jax.vmap(partial(train_epochs,
-    n_epochs=N), in_axes=(0, None, None))`` over a stacked ``TrainState``.
+    n_epochs=N), in_axes=(0, None, None))`` over a stacked ``TrainState``. ``unroll``: epochs per
+    iteration of the compiled loop (``lax.scan``'s ``unroll``; the same arithmetic, fewer loop
+    iterations: see :func:`jaxprop.train.compile.auto_unroll`). ``grad_fn``: see
+    :func:`make_train_step`.
     """
     epoch_fn = make_epoch_fn(model, loss, optimizer, n_examples, batch_size, drop_last,
                              grad_fn=grad_fn, precision=precision)
@@ -289,7 +292,7 @@ def make_train_epochs(model: Layer, loss: str | Loss, optimizer: optax.GradientT
 
         init = (state.params, state.opt_state, state.model_state, state.epoch)
         (params, opt_state, model_state, epoch), losses = jax.lax.scan(
-            body, init, None, length=n_epochs)
+            body, init, None, length=n_epochs, unroll=max(1, min(int(unroll), n_epochs)))
         return TrainState(params, opt_state, state.key, epoch, model_state), losses
 
     return train_epochs
