@@ -5,7 +5,7 @@ and, optionally, its own learning rate; all see the same data. One member's trai
 ``jaxprop.train.make_train_epochs`` (a ``lax.scan`` over epochs of the hand-written step);
 ``vmap`` of it trains the whole population and ``jit`` compiles it once.
 
->>> model = jp.mlp([2, 4, 1])                                  # 2-4-1 sigmoid
+>>> model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid")              # 2-4-1 sigmoid
 >>> res = jp.fit_population(model, "sse_half", 0.1, (x, t), n=1000, epochs=10_000)
 >>> int(res.solved.sum()), res.final_loss.shape                # XOR: how many got it
 """
@@ -142,7 +142,7 @@ def fit_population(
     if params is not None:  # our own copy: the training call donates its input
         params = jax.tree.map(jnp.array, params)
     state = init_population_state(model, optimizer, keys, lrs, params)
-    x, t = validate_data(jax.tree.map(lambda a: a[0], state.params), *data)
+    x, t = validate_data(jax.tree.map(lambda a: a[0], state.params), *data, loss=loss)
 
     train = make_population_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last)
     state, losses = train(state, x, t)

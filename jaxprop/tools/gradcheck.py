@@ -237,7 +237,7 @@ def check_gradients(
     loss = get_loss(loss)
     if max_fd_coords < 1:
         raise ValueError(f"max_fd_coords must be >= 1, got {max_fd_coords}")
-    x, t = validate_data(params, x, t)
+    x, t = validate_data(params, x, t, loss=loss)
     dtype = jnp.result_type(*jax.tree.leaves(params)) if jax.tree.leaves(params) else x.dtype
     dtype_name = jnp.dtype(dtype).name
     if grad_rtol is None:
