@@ -55,7 +55,7 @@ def main(argv=None):
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
-    model = jp.mlp([2, 4, 1], init="normal")
+    model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
     opt = optax.sgd(args.lr)
     x, t = jnp.asarray(X), jnp.asarray(T)
     train = make_population_train(model, "sse_half", opt, len(X), args.epochs)

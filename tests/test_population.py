@@ -17,7 +17,7 @@ from jaxprop.runs import population_records
 from jaxprop.scale.population import PopulationResult, fit_population, init_population
 
 X, T = (jnp.asarray(a) for a in xor())
-MODEL = jp.mlp([2, 4, 1], init="normal")  # the classic 2-4-1 sigmoid network
+MODEL = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")  # the classic 2-4-1 sigmoid network
 
 
 def _reference(factory, epochs, loss="sse_half"):

@@ -5,7 +5,7 @@
 """
 
 from jaxprop.train.compile import FAST_COMPILE, auto_compiler_options
-from jaxprop.train.fit import History, TrainingDiverged, fit, fit_state
+from jaxprop.train.fit import History, TrainingDiverged, TrainingInterrupted, fit, fit_state
 from jaxprop.train.optimizers import OPTIMIZERS, as_optimizer, get_optimizer
 from jaxprop.train.step import (
     TrainState,
@@ -21,7 +21,8 @@ from jaxprop.train.step import (
 )
 
 __all__ = [
-    "FAST_COMPILE", "History", "OPTIMIZERS", "TrainState", "TrainingDiverged", "accuracy_fn",
+    "FAST_COMPILE", "History", "OPTIMIZERS", "TrainState", "TrainingDiverged",
+    "TrainingInterrupted", "accuracy_fn",
     "as_optimizer", "auto_compiler_options", "fit", "fit_state", "get_optimizer", "init_state",
     "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
     "masked_loss_and_grad_fn", "masked_loss_grad_state_fn", "step_key",
