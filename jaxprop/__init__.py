@@ -6,7 +6,8 @@ the chain rule, layer by layer, and is proven equal to ``jax.grad`` and to finit
 Layout: ``jaxprop.core`` (layers, losses, networks, backprop), ``jaxprop.train`` (the training
 step, loops and ``fit``), ``jaxprop.scale`` (populations, per-example gradients, data parallel,
 the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples),
-``jaxprop.runs`` (run folders), ``jaxprop.data``, ``jaxprop.bench`` and ``jaxprop.cli``.
+``jaxprop.runs`` (run folders), ``jaxprop.saving`` (``jp.save``/``jp.load``), ``jaxprop.data``,
+``jaxprop.bench`` and ``jaxprop.cli``.
 """
 
 from jaxprop.core.backprop import loss_and_grad_fn, loss_grad_state_fn, value_and_grad
@@ -31,6 +32,7 @@ from jaxprop.core.layers import (
 from jaxprop.core.losses import LOSSES, Loss, get_loss, make_loss
 from jaxprop.core.network import Model, mlp, serial
 from jaxprop.core.spec import parse_model
+from jaxprop.saving import load, save
 from jaxprop.scale.bridge import as_jax_function
 from jaxprop.scale.parallel import (
     data_mesh,
@@ -63,7 +65,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Dense", "Gelu", "Identity", "Layer",
     "LeakyRelu", "Loss", "Model", "Relu", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation",
-    "elementwise", "get_initializer", "get_loss", "make_loss", "mlp", "parse_model", "serial",
+    "elementwise", "get_initializer", "get_loss", "load", "make_loss", "mlp", "parse_model",
+    "save", "serial",
     "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn", "validate_data",
     "value_and_grad",
     "GradCheckReport", "LeafCheck", "check_gradients",
