@@ -73,7 +73,8 @@ __all__ = [
     "PopulationResult", "as_jax_function", "clip_per_example", "data_mesh",
     "data_parallel_grad_fn", "data_parallel_inputs", "fit_population", "init_population",
     "make_data_parallel_step", "per_example_grads", "per_example_norms", "shard_batch",
-    "History", "TrainState", "TrainingDiverged", "TrainingInterrupted", "fit", "fit_state", "init_state",
+    "History", "TrainState", "TrainingDiverged", "TrainingInterrupted", "fit", "fit_state",
+    "init_state",
     "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
     "masked_loss_and_grad_fn",
 ]

@@ -47,6 +47,9 @@ READABLE_VERSIONS = (1, 2)
 TREES = ("params", "opt_state", "model_state")
 FILENAME = "checkpoint.npz"
 TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's temporaries are 0o600
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,6 +106,8 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray], header: dict) -> Path:
     arrays = {**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()

@@ -98,7 +98,9 @@ def test_records_are_json_with_diverged_members_as_null():
     res = PopulationResult(None, np.array([0.1, np.nan]), np.array([1.0, np.nan]),
                            np.array([0, 1]), np.array([0.1, 10.0]), None)
     records = population_records(res)
-    assert records[1] == {"seed": 1, "lr": 10.0, "final_loss": None, "accuracy": None}
+    assert records[1] == {"seed": 1, "lr": 10.0, "status": "diverged", "final_loss": None,
+                          "accuracy": None}  # issue 11: each member says how it ended
+    assert records[0]["status"] == "finished"
     json.dumps(records, allow_nan=False)
 
 

@@ -12,6 +12,7 @@ and, optionally, its own learning rate; all see the same data. One member's trai
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -120,7 +121,9 @@ def fit_population(
     each member's ``learning_rate`` (default ``optax.sgd``). ``lrs``: one learning rate per
     member (an ``(n,)`` array), or one scalar for all. ``batch_size``: full batch by default;
     otherwise shuffled minibatches as in :func:`jaxprop.train.make_epoch_fn`, each member
-    shuffling with its own key.
+    shuffling with its own key. A population too large for the device's memory is refused
+    with an out-of-memory ``ValueError`` (:func:`check_population_memory`) before anything is
+    allocated.
     """
     loss = get_loss(loss)
     if data is None or len(data) != 2:
@@ -141,15 +144,84 @@ def fit_population(
         keys = jax.random.split(jax.random.key(0) if key is None else key, n)
     if params is not None:  # our own copy: the training call donates its input
         params = jax.tree.map(jnp.array, params)
+    check_population_memory(model, opt, n, len(data[0]), batch_size)
     state = init_population_state(model, optimizer, keys, lrs, params)
     x, t = validate_data(jax.tree.map(lambda a: a[0], state.params), *data, loss=loss)
 
     train = make_population_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last)
-    state, losses = train(state, x, t)
+    try:
+        state, losses = train(state, x, t)
+    except Exception as e:  # noqa: BLE001 -- XLA reports running out of memory as a runtime error
+        if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
+            raise ValueError(f"out of memory training {n:,} networks at once ("
+                             f"{str(e).splitlines()[0][:200]}); train fewer") from None
+        raise
     evaluate = jax.vmap(make_eval_fn(model, loss), in_axes=(0, None, None, 0))
     final_loss, acc = jax.jit(evaluate)(state.params, x, t, state.model_state)
     return PopulationResult(state.params, np.asarray(final_loss), np.asarray(acc), seeds, lrs,
                             np.asarray(losses) if record_losses else None)
+
+
+def population_bytes(model: Layer, optimizer: optax.GradientTransformation, n: int,
+                     batch: int, in_shape=None) -> int:
+    """About how many bytes training ``n`` members needs: per member its params, optimizer
+    state, gradients and updates, and what the forward pass keeps for the backward pass on a
+    batch of ``batch`` examples (from shapes alone; nothing is allocated)."""
+    shape = tuple(in_shape if in_shape is not None else model.in_shape)
+    params, state, _ = jax.eval_shape(lambda k: model.init(k, shape), jax.random.key(0))
+    opt_state = jax.eval_shape(optimizer.init, params)
+    x = jax.ShapeDtypeStruct((batch, *shape), jnp.float32)
+    y, residuals, _ = jax.eval_shape(
+        lambda p, s, x: model.forward(p, s, x, train=False), params, state, x)
+
+    def size(tree):
+        return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
+                   for a in jax.tree.leaves(tree) if hasattr(a, "shape"))
+
+    per_member = 4 * size(params) + size(opt_state) + 3 * (size(residuals) + size(y))
+    return n * per_member
+
+
+def device_memory_bytes() -> int | None:
+    """The memory of the default device: a GPU's ``bytes_limit``, or the host's available
+    memory for the CPU (``None`` when unknown)."""
+    device = jax.devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 -- not every backend has memory statistics
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_population_memory(model: Layer, optimizer, n: int, n_examples: int,
+                            batch_size: int | None = None, *, what: str | None = None) -> None:
+    """Raise ``ValueError`` (an out-of-memory message) when training ``n`` members is
+    estimated (:func:`population_bytes`) to need more than the device has."""
+    batch = n_examples if batch_size is None else min(batch_size, n_examples)
+    need = population_bytes(model, as_optimizer(optimizer), n, batch)
+    have = device_memory_bytes()
+    if have is not None and need > have:
+        raise ValueError(
+            f"out of memory: {what or f'a population of {n:,} networks'} needs about "
+            f"{_gib(need)} (params, optimizer state and activations of {n:,} networks), more "
+            f"than the {_gib(have)} this {jax.devices()[0].platform} has free; train fewer "
+            "networks at once")
+
+
+def _gib(b: int) -> str:
+    return f"{b / 2**30:,.1f} GiB"
 
 
 def _check_n(n) -> None:

@@ -146,6 +146,14 @@ def _host(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def to_host(state: TrainState) -> TrainState:
+    """A copy of ``state`` in host memory (NumPy arrays, a key that owns its buffer), also for
+    a state replicated over several processes; it survives the donation of ``state``."""
+    params, opt_state, epoch, model_state = jax.tree.map(
+        _host, (state.params, state.opt_state, state.epoch, state.model_state))
+    return TrainState(params, opt_state, _host_key(state.key), epoch, model_state)
+
+
 def _finite(a) -> bool:
     return bool(np.all(np.isfinite(a)))
 
@@ -198,6 +206,7 @@ def fit_state(
     compiler_options: dict | str | None = "auto",
     should_stop: Callable[[], bool] | None = None,
     mesh=None,
+    losses_out: list | None = None,
 ):
     """Train ``model``; return ``(state, history)`` (``state`` the final :class:`TrainState`).
 
@@ -223,7 +232,8 @@ def fit_state(
     the last finished state. ``mesh``: a 1-D ``jax.sharding.Mesh`` (see
     :func:`jaxprop.data_mesh`) to train data parallel: the training set is padded to a
     multiple of the mesh's size (the padding never counts) and split over its devices, which
-    may belong to several processes (``jax.distributed``).
+    may belong to several processes (``jax.distributed``). ``losses_out``: a list that
+    receives each finished chunk's per-epoch losses (a NumPy array) before ``callback`` runs.
 
     Raises ``ValueError`` for bad input (an output layer that does not suit the loss, NaN
     params, data that does not suit the params), :class:`TrainingDiverged` when the loss
@@ -293,7 +303,7 @@ def fit_state(
     def host_copy(st):  # survives the donation of ``st`` to the next chunk
         params, opt_state, epoch, model_state = jax.tree.map(
             _host, (st.params, st.opt_state, st.epoch, st.model_state))
-        return TrainState(params, opt_state, key_host, epoch, model_state)
+        return TrainState(params, opt_state, key_host, epoch, model_state)  # the key once
 
     def history():
         return History(records, np.concatenate(losses_all) if losses_all else np.zeros(0),
@@ -332,6 +342,8 @@ def fit_state(
             raise TrainingDiverged(first, value, good, history())
         done += n
         losses_all.append(losses)
+        if losses_out is not None:
+            losses_out.append(losses)
         record = {"epoch": start + done, "loss": float(losses[-1]), **metrics,
                   "time": time.perf_counter() - t_start}
         records.append(record)
