@@ -62,6 +62,8 @@ def load_predictor(run: str | Path) -> Predictor:
     from jaxprop.saving import load
 
     path = Path(run)
+    if not path.exists():
+        raise FileNotFoundError(f"{run}: no such run folder (nor model.npz file)")
     if path.is_dir():
         path = path / PREDICTOR
         if not path.is_file():
