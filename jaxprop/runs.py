@@ -351,6 +351,8 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     if saved is not None:
         state = saved.restore(state)
         prev_losses, prev_records = _saved_history(saved)
+    if should_stop is not None and should_stop():  # asked to stop before anything is written
+        raise KeyboardInterrupt
     writer = jax.process_index() == 0
     lock = None
     if writer:
@@ -454,7 +456,11 @@ def _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses,
             history_file.close()
     wall = time.perf_counter() - t0
     losses = np.concatenate(losses_so_far)  # one per epoch up to the last finished chunk
-    final = final_metrics(model, loss, state, ds, mesh)
+    if status == "interrupted":  # stop now: the last record's numbers, no new compilation
+        last = records[-1] if records else {}
+        final = {k: v for k, v in last.items() if k.startswith(("train_", "test_"))}
+    else:
+        final = final_metrics(model, loss, state, ds)
     metrics = {
         "status": status, "config": config, "epoch": int(np.asarray(state.epoch)), **final,
         "wall_time": wall, "compile_time": history.compile_time, "device": device_name(),
@@ -488,7 +494,7 @@ def _write_error(out: Path, error: OSError, what: str) -> RunWriteError:
     return RunWriteError(f"cannot write {what} in {out} ({error.strerror or error}); {intact}")
 
 
-def final_metrics(model, loss, state, ds, mesh=None) -> dict:
+def final_metrics(model, loss, state, ds) -> dict:
     """Train and test loss and accuracy of ``state`` on ``ds`` (evaluation mode); for a
     regression, loss, RMSE and R² in the units of the data (undoing the target scaling)."""
     params = jax.tree.map(_host, state.params)
@@ -496,13 +502,12 @@ def final_metrics(model, loss, state, ds, mesh=None) -> dict:
     out = {}
     if ds.task == "regression":
         apply = jax.jit(lambda p, s, x: model.apply(p, x, s))
-        scale = ds.scaling or {}
-        mean, std = scale.get("y_mean", 0.0), scale.get("y_std", 1.0)
+        std = (ds.scaling or {}).get("y_std", 1.0)
         for split, x, t in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
-            y = np.asarray(apply(params, model_state, x), np.float64)
-            t = np.asarray(t, np.float64)
+            y = apply(params, model_state, x)
             out[f"{split}_loss"] = float(get_loss(loss).value(y, t))
-            err = (y - t) * std
+            y, t = np.asarray(y, np.float64), np.asarray(t, np.float64)
+            err = (y - t) * std  # in the target's units
             out[f"{split}_rmse"] = float(np.sqrt(np.mean(err ** 2)))
             ss_tot = np.sum(((t - t.mean()) * std) ** 2)
             out[f"{split}_r2"] = float(1 - np.sum(err ** 2) / ss_tot) if ss_tot > 0 else None

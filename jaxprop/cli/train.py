@@ -268,10 +268,13 @@ def check_saved_config(cfg: dict, path) -> None:
 
 
 class _StopSignals:
-    """SIGINT and SIGTERM set a flag (training polls it) instead of raising mid-save."""
+    """SIGINT and SIGTERM: until the run first asks whether to stop (before it writes
+    anything), they raise ``KeyboardInterrupt`` at once; from then on they only set the flag
+    that training polls, so a save is never cut in half."""
 
     def __init__(self):
         self.signum = None
+        self.armed = False
         self._previous = {}
 
     def __enter__(self):
@@ -284,12 +287,15 @@ class _StopSignals:
 
     def _handle(self, signum, frame):
         self.signum = signum
+        if not self.armed:
+            raise KeyboardInterrupt
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
     def __call__(self) -> bool:
+        self.armed = True
         return self.signum is not None
 
 
@@ -327,9 +333,17 @@ def run(args) -> int:
         progress.update(task, completed=record["epoch"], stats=desc)
 
     with _StopSignals() as stop, progress:
-        result = runs.train_run(cfg, saved, plots_on=not args.no_plots,
-                                data_parallel=args.data_parallel, on_record=on_record,
-                                should_stop=stop, force=args.force)
+        try:
+            result = runs.train_run(cfg, saved, plots_on=not args.no_plots,
+                                    data_parallel=args.data_parallel, on_record=on_record,
+                                    should_stop=stop, force=args.force)
+        except KeyboardInterrupt:
+            if stop.armed:
+                raise
+            name = signal.Signals(stop.signum or signal.SIGINT).name
+            print(f"jaxprop: stopped by {name} before training started; nothing was written",
+                  file=sys.stderr)
+            return 128 + int(stop.signum or signal.SIGINT)
     if distributed and not _is_writer():
         return 1 if result.diverged is not None else 0  # process 0 reports
     if result.interrupted:
