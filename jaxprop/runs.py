@@ -395,43 +395,65 @@ def _saved_history(saved):
     return losses, records
 
 
+class _RunFiles:
+    """The files of one run while it trains: every chunk's checkpoint (with the losses and
+    records so far), ``losses.npy``, ``history.jsonl`` and the ``running`` status. Only the
+    writer (process 0) touches the disk."""
+
+    def __init__(self, out: Path, config: dict, saved, losses, records, writer: bool):
+        self.out, self.config, self.saved, self.writer = out, config, saved, writer
+        self.losses = [losses]  # fit_state appends each finished chunk's losses (losses_out)
+        self.records = list(records)
+        self._history = None
+
+    def start(self, epoch: int) -> None:
+        if self.writer:
+            write_atomic(self.out / "history.jsonl",
+                         "".join(json.dumps(r) + "\n" for r in self.records).encode())
+            self.status("running", epoch)
+            self._history = open(self.out / "history.jsonl", "a")
+
+    def status(self, status: str, epoch: int) -> None:
+        _write_json(self.out / "metrics.json", {
+            "status": status, "config": self.config, "epoch": int(epoch), "pid": os.getpid(),
+            "resumed_from": self.saved.epoch if self.saved is not None else None,
+            "last_record": self.records[-1] if self.records else None})
+
+    def all_losses(self) -> np.ndarray:
+        return np.concatenate(self.losses)
+
+    def save(self, state) -> None:
+        """The checkpoint of ``state`` with every loss and record so far, and ``losses.npy``."""
+        losses = self.all_losses()
+        ckpt.save(self.out, to_host(state), self.config, losses=losses, history=self.records)
+        _write_losses(self.out / "losses.npy", losses)
+
+    def chunk(self, state, record) -> None:
+        """After each finished chunk (``fit_state``'s callback)."""
+        self.records.append(record)
+        if not self.writer:
+            return
+        try:
+            self.save(state)
+            self._history.write(json.dumps(record) + "\n")
+            self._history.flush()
+            self.status("running", record["epoch"])
+        except OSError as e:
+            raise _write_error(self.out, e, "checkpoint.npz") from None
+
+    def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
+
+
 def _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses, prev_records,
                      *, writer, plots_on, data_parallel, on_record, should_stop):
     out = Path(cfg["out"])
-    config = dict(cfg)
-    start = saved.epoch if saved is not None else 0
-    losses_so_far = [prev_losses]
-    records = list(prev_records)
-    t0 = time.perf_counter()
-
-    def status_file(status, epoch, **more):
-        if writer:
-            _write_json(out / "metrics.json", {
-                "status": status, "config": config, "epoch": int(epoch), "pid": os.getpid(),
-                "resumed_from": saved.epoch if saved is not None else None,
-                "last_record": records[-1] if records else None, **more})
-
-    def save(st):
-        losses = np.concatenate(losses_so_far)
-        ckpt.save(out, to_host(st), config, losses=losses, history=records)
-        _write_losses(out / "losses.npy", losses)
-
-    if writer:
-        write_atomic(out / "history.jsonl",
-                     "".join(json.dumps(r) + "\n" for r in records).encode())
-        status_file("running", start)
-    history_file = open(out / "history.jsonl", "a") if writer else None
+    files = _RunFiles(out, dict(cfg), saved, prev_losses, prev_records, writer)
+    files.start(saved.epoch if saved is not None else 0)
 
     def on_chunk(st, record):
-        records.append(record)
-        if writer:
-            try:
-                save(st)
-                history_file.write(json.dumps(record) + "\n")
-                history_file.flush()
-                status_file("running", record["epoch"])
-            except OSError as e:
-                raise _write_error(out, e, "checkpoint.npz") from None
+        files.chunk(st, record)
         if on_record is not None:
             on_record(record)
 
@@ -440,31 +462,29 @@ def _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses,
         from jaxprop.scale.parallel import data_mesh
 
         mesh = data_mesh()
-    status, diverged = "finished", None
+    status, diverged, t0 = "finished", None, time.perf_counter()
     try:
         state, history = fit_state(
             model, loss, optimizer, ds, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
             state=state, log_every=cfg["log_every"], callback=on_chunk,
             drop_last=cfg["drop_last"], should_stop=should_stop, mesh=mesh,
-            losses_out=losses_so_far)
+            losses_out=files.losses)
     except TrainingDiverged as e:
         status, diverged, history, state = "diverged", e, e.history, e.state
     except TrainingInterrupted as e:
         status, history, state = "interrupted", e.history, e.state
     finally:
-        if history_file is not None:
-            history_file.close()
+        files.close()
     wall = time.perf_counter() - t0
-    losses = np.concatenate(losses_so_far)  # one per epoch up to the last finished chunk
     if status == "interrupted":  # stop now: the last record's numbers, no new compilation
-        last = records[-1] if records else {}
+        last = files.records[-1] if files.records else {}
         final = {k: v for k, v in last.items() if k.startswith(("train_", "test_"))}
     else:
         final = final_metrics(model, loss, state, ds)
     metrics = {
-        "status": status, "config": config, "epoch": int(np.asarray(state.epoch)), **final,
-        "wall_time": wall, "compile_time": history.compile_time, "device": device_name(),
-        "processes": jax.process_count(),
+        "status": status, "config": files.config, "epoch": int(np.asarray(state.epoch)),
+        **final, "wall_time": wall, "compile_time": history.compile_time,
+        "device": device_name(), "processes": jax.process_count(),
         "resumed_from": saved.epoch if saved is not None else None,
     }
     if diverged is not None:
@@ -473,14 +493,14 @@ def _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses,
         return RunResult(metrics, out, diverged, status == "interrupted")
     try:
         if status != "finished" or not history.records:
-            save(state)  # the last good / last finished state, with its losses
+            files.save(state)  # the last good / last finished state, with its losses
         save_predictor(out / PREDICTOR, model, state, ds, cfg)
         _write_json(out / "metrics.json", metrics)
     except OSError as e:
         raise _write_error(out, e, "the results") from None
     plot_error = None
     if plots_on and status != "interrupted":
-        plot_error = run_plots(out, model, loss, state, ds, losses, records)
+        plot_error = run_plots(out, model, loss, state, ds, files.all_losses(), files.records)
     return RunResult(metrics, out, diverged, status == "interrupted", plot_error)
 
 
