@@ -241,39 +241,12 @@ def fit_state(
     """
     loss = get_loss(loss)
     optimizer = as_optimizer(optimizer)
-    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-    if epochs > MAX_EPOCHS:
-        raise ValueError(f"epochs={epochs} is more than the epoch counter holds "
-                         f"({MAX_EPOCHS:,}, int32)")
-    check_output_fits_loss(model, loss)
-    if state is None:
-        if key is None:
-            raise ValueError("fit needs a PRNG key (key=jax.random.key(seed)) or a state")
-        if params is not None:
-            params_dtype(params)
-        state = init_state(model, optimizer, key, params)
-        _check_params_finite(state.params, "initial" if params is None else "given")
-    else:
-        _check_params_finite(state.params, "state's")
-        if donate:
-            state = jax.tree.map(jnp.copy, state)  # own copies: the caller's arrays stay valid
+    state = _initial_state(model, loss, optimizer, epochs, key, params, state, donate)
     start = int(_host(state.epoch))
-    if start > epochs:
-        raise ValueError(f"the state is already at epoch {start}, past epochs={epochs}")
-    x, t, x_test, t_test = _split_data(data)
-    x, t = validate_data(state.params, x, t, loss=loss)
-    has_test = x_test is not None
-    if has_test:
-        x_test, t_test = validate_data(state.params, x_test, t_test, loss=loss)
-    if loss.integer_labels:
-        check_labels_fit(model, state.params, state.model_state, x, t)
-    else:
-        warn_if_targets_outside_output(model, loss, t)
+    x, t, test_data = _validated_data(model, loss, state, data)
     if accuracy is None:
         accuracy = accuracy_fn(loss) if _is_classification(loss, t) else False
     n_examples, n_rows = x.shape[0], None
-    test_data = (x_test, t_test) if has_test else ()
     if mesh is not None:
         from jaxprop.scale.parallel import place_for_training
 
@@ -298,12 +271,6 @@ def fit_state(
     compiled: dict[int, Any] = {}
     compile_time = 0.0
     records, losses_all = [], []
-    key_host = _host_key(state.key)
-
-    def host_copy(st):  # survives the donation of ``st`` to the next chunk
-        params, opt_state, epoch, model_state = jax.tree.map(
-            _host, (st.params, st.opt_state, st.epoch, st.model_state))
-        return TrainState(params, opt_state, key_host, epoch, model_state)  # the key once
 
     def history():
         return History(records, np.concatenate(losses_all) if losses_all else np.zeros(0),
@@ -321,7 +288,7 @@ def fit_state(
                 raise TrainingInterrupted(good, history())
         return compiled[n]
 
-    good = host_copy(state)
+    good = to_host(state)  # survives the donation of ``state`` to the next chunk
     t_start = time.perf_counter()
     done = 0
     while done < remaining:
@@ -347,10 +314,50 @@ def fit_state(
         record = {"epoch": start + done, "loss": float(losses[-1]), **metrics,
                   "time": time.perf_counter() - t_start}
         records.append(record)
-        good = host_copy(state) if donate or mesh is not None else state
+        good = to_host(state) if donate or mesh is not None else state
         if callback is not None and callback(state, record):
             break  # the callback asked to stop early
     return state, history()
+
+
+def _initial_state(model, loss, optimizer, epochs, key, params, state, donate) -> TrainState:
+    """The state training starts from, after the checks that need no data."""
+    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if epochs > MAX_EPOCHS:
+        raise ValueError(f"epochs={epochs} is more than the epoch counter holds "
+                         f"({MAX_EPOCHS:,}, int32)")
+    check_output_fits_loss(model, loss)
+    if state is None:
+        if key is None:
+            raise ValueError("fit needs a PRNG key (key=jax.random.key(seed)) or a state")
+        if params is not None:
+            params_dtype(params)
+        state = init_state(model, optimizer, key, params)
+        _check_params_finite(state.params, "initial" if params is None else "given")
+    else:
+        _check_params_finite(state.params, "state's")
+        if donate:
+            state = jax.tree.map(jnp.copy, state)  # own copies: the caller's arrays stay valid
+    start = int(_host(state.epoch))
+    if start > epochs:
+        raise ValueError(f"the state is already at epoch {start}, past epochs={epochs}")
+    return state
+
+
+def _validated_data(model, loss, state, data):
+    """``(x, t, test_data)``: the training arrays and ``(x_test, t_test)`` or ``()``, checked
+    against the params (and the targets against the model's outputs)."""
+    x, t, x_test, t_test = _split_data(data)
+    x, t = validate_data(state.params, x, t, loss=loss)
+    test_data = ()
+    if x_test is not None:
+        test_data = validate_data(state.params, x_test, t_test, loss=loss)
+    if loss.integer_labels:
+        check_labels_fit(model, state.params, state.model_state, x, t)
+    else:
+        warn_if_targets_outside_output(model, loss, t)
+    return x, t, test_data
 
 
 def _compile(jitted, args, options, should_stop):
