@@ -7,8 +7,8 @@ checkpoint, so ``--resume`` rebuilds the same run)::
      "output_activation", "loss", "init", "optimizer", "lr", "epochs", "batch_size",
      "drop_last", "log_every", "out"}
 
-:func:`train_run` writes to ``cfg["out"]``: ``checkpoint.npz`` (saved atomically after every
-logged epoch, with the training loss of every epoch so far and the logged records, so the
+:func:`train_run` writes to ``cfg["out"]``: ``checkpoint.npz`` (saved atomically at the start
+and after every logged epoch, with the training loss of every epoch so far and the logged records, so the
 folder can always be rebuilt from it), ``history.jsonl`` (one line per logged epoch),
 ``losses.npy`` (every epoch's training loss, from epoch 1, across resumes), ``metrics.json``
 (``"status"``: ``running`` while training, then ``finished``, ``diverged`` or ``interrupted``;
@@ -253,7 +253,7 @@ def holds_run(folder: Path) -> str | None:
         except ValueError:
             return "a checkpoint (unreadable)"
     if (folder / "metrics.json").exists():
-        return "the results of a run (metrics.json)"
+        return "the results of a run (metrics.json, no checkpoint: a population?)"
     return None
 
 
@@ -272,8 +272,10 @@ def open_folder(out, *, fresh: bool, force: bool = False) -> RunLock:
         if fresh:
             held = holds_run(out)
             if held and not force:
-                raise ValueError(f"{out} already holds {held}; continue it with --resume {out}, "
-                                 "or replace it with --force")
+                resume = f"continue it with --resume {out}, or " if (
+                    out / ckpt.FILENAME).exists() else ""
+                raise ValueError(f"{out} already holds {held}; {resume}replace it with --force "
+                                 "(or give another --out)")
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
     except BaseException:
@@ -406,11 +408,14 @@ class _RunFiles:
         self.records = list(records)
         self._history = None
 
-    def start(self, epoch: int) -> None:
+    def start(self, state) -> None:
+        """Before training: the starting state's checkpoint (so a run killed in its first
+        chunk can be resumed), the history so far, and the ``running`` status."""
         if self.writer:
+            self.save(state)
             write_atomic(self.out / "history.jsonl",
                          "".join(json.dumps(r) + "\n" for r in self.records).encode())
-            self.status("running", epoch)
+            self.status("running", int(np.asarray(state.epoch)))
             self._history = open(self.out / "history.jsonl", "a")
 
     def status(self, status: str, epoch: int) -> None:
@@ -450,7 +455,10 @@ def _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses,
                      *, writer, plots_on, data_parallel, on_record, should_stop):
     out = Path(cfg["out"])
     files = _RunFiles(out, dict(cfg), saved, prev_losses, prev_records, writer)
-    files.start(saved.epoch if saved is not None else 0)
+    try:
+        files.start(state)
+    except OSError as e:
+        raise _write_error(out, e, "checkpoint.npz") from None
 
     def on_chunk(st, record):
         files.chunk(st, record)
@@ -492,7 +500,7 @@ def _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses,
     if not writer:
         return RunResult(metrics, out, diverged, status == "interrupted")
     try:
-        if status != "finished" or not history.records:
+        if status != "finished":
             files.save(state)  # the last good / last finished state, with its losses
         save_predictor(out / PREDICTOR, model, state, ds, cfg)
         _write_json(out / "metrics.json", metrics)

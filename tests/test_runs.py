@@ -49,7 +49,7 @@ def test_a_new_run_never_replaces_or_splices_an_old_one(tmp_path, capsys, monkey
     old = checkpoint.load(tmp_path / "r")
     _one_line_error(capsys, [*XOR, "--epochs", "100", "--out", "r"],
                     "r already holds a checkpoint at epoch 200; continue it with --resume r, or "
-                    "replace it with --force")
+                    "replace it with --force (or give another --out)")
     assert checkpoint.load(tmp_path / "r").epoch == old.epoch  # untouched
     # --force replaces it: nothing of the old run is left in its files
     assert _cli(capsys, *XOR, "--epochs", "100", "--out", "r", "--force")[0] == 0
@@ -145,7 +145,7 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint(tmp_path, capsys, mo
 
     def fills_up(*args, **kwargs):
         calls.append(1)
-        if len(calls) > 2:
+        if len(calls) > 3:  # the start, epochs 50 and 100 are saved; epoch 150 is not
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kwargs)
 
@@ -207,9 +207,10 @@ def _start(tmp_path, *argv):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_checkpoint(tmp_path, proc, folder="r"):
-    deadline = time.time() + 120
-    while not (tmp_path / folder / "checkpoint.npz").exists():
+def _wait_for_first_chunk(tmp_path, proc, folder="r"):
+    """Until the run has logged (and checkpointed) its first chunk."""
+    deadline, history = time.time() + 120, tmp_path / folder / "history.jsonl"
+    while not (history.exists() and history.stat().st_size):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.05)
 
@@ -219,7 +220,7 @@ def _wait_for_checkpoint(tmp_path, proc, folder="r"):
 def test_a_signal_stops_within_a_second_and_saves(tmp_path, sig, code):
     proc = _start(tmp_path, *LONG, "--out", "r")
     try:
-        _wait_for_checkpoint(tmp_path, proc)
+        _wait_for_first_chunk(tmp_path, proc)
         if sig == signal.SIGINT:  # meanwhile a second run into the folder is refused
             other = _start(tmp_path, *LONG, "--out", "r")
             _, err = other.communicate(timeout=120)
@@ -246,7 +247,7 @@ def test_a_signal_stops_within_a_second_and_saves(tmp_path, sig, code):
 def test_after_sigkill_the_lock_is_taken_over_and_leftovers_go(tmp_path):
     proc = _start(tmp_path, *LONG, "--out", "r")
     try:
-        _wait_for_checkpoint(tmp_path, proc)
+        _wait_for_first_chunk(tmp_path, proc)
     finally:
         proc.kill()
         proc.wait()
