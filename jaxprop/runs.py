@@ -499,9 +499,7 @@ def _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses,
         metrics["diverged_at_epoch"] = diverged.epoch
     if not writer:
         return RunResult(metrics, out, diverged, status == "interrupted")
-    try:
-        if status != "finished":
-            files.save(state)  # the last good / last finished state, with its losses
+    try:  # the checkpoint already holds ``state``: saved at the start or after its chunk
         save_predictor(out / PREDICTOR, model, state, ds, cfg)
         _write_json(out / "metrics.json", metrics)
     except OSError as e:

@@ -235,7 +235,7 @@ def test_a_signal_stops_within_a_second_and_saves(tmp_path, sig, code):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == code, err
-    assert stopped < 3.0, stopped  # about a second on a quiet machine, within one chunk
+    assert stopped < 2.0, stopped  # ~0.1 s measured (load 10 on 2 cores); chunks ~1 s
     assert f"stopped by {sig.name}" in err and "jaxprop train --resume r" in err
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     saved = checkpoint.load(tmp_path / "r")

@@ -8,8 +8,9 @@ chunk. The state buffers are donated to each call.
 (never inside a step); the first non-finite one names the epoch in :class:`TrainingDiverged`,
 which carries the state from the end of the last all-finite chunk.
 
-**Stopping.** A compiled chunk cannot be cut short, so ``fit`` never blocks on one: while a chunk
-compiles (in a daemon thread) or computes (asynchronous dispatch), the host polls
+**Stopping.** A compiled chunk cannot be cut short, so with ``should_stop`` ``fit`` never blocks
+on one: each chunk compiles and runs in a daemon thread (XLA releases the GIL; the CPU backend
+may run a call inline, so asynchronous dispatch alone is not enough) while the main thread polls
 ``should_stop()`` every ``POLL_SECONDS``; when it says stop, :class:`TrainingInterrupted`
 carries the state from the end of the last whole chunk and the chunk in flight is abandoned
 (a process that exits then should leave with ``os._exit``, which does not wait for it).
@@ -280,12 +281,12 @@ def fit_state(
         nonlocal compile_time
         if n not in compiled:
             t0 = time.perf_counter()
-            compiled[n] = _compile(jitted, (state, x, t, test_data, n), compiler_options,
-                                   should_stop)
+            args = (state, x, t, test_data, n)
+            fn = _stoppable(lambda: jitted.lower(*args).compile(compiler_options), should_stop)
             compile_time += time.perf_counter() - t0
-            if compiled[n] is None:
-                del compiled[n]
+            if fn is _STOPPED:
                 raise TrainingInterrupted(good, history())
+            compiled[n] = fn
         return compiled[n]
 
     good = to_host(state)  # survives the donation of ``state`` to the next chunk
@@ -296,9 +297,10 @@ def fit_state(
             raise TrainingInterrupted(good, history())
         n = min(log_every, remaining - done)
         fn = get_compiled(n)
-        state, losses, metrics = fn(state, x, t, test_data)
-        if not _wait(getattr(losses, "is_ready", lambda: True), should_stop):
+        out = _stoppable(lambda: jax.block_until_ready(fn(state, x, t, test_data)), should_stop)
+        if out is _STOPPED:
             raise TrainingInterrupted(good, history())  # the chunk in flight is abandoned
+        state, losses, metrics = out
         losses = _host(losses)
         metrics = {k: float(_host(v)) for k, v in metrics.items()}
         if not _finite(losses) or not _finite(metrics["train_loss"]):
@@ -360,26 +362,29 @@ def _validated_data(model, loss, state, data):
     return x, t, test_data
 
 
-def _compile(jitted, args, options, should_stop):
-    """``jitted`` lowered and compiled for ``args``; with ``should_stop``, in a daemon thread
-    that is abandoned (``None`` returned) when it asks to stop."""
+_STOPPED = object()
+
+
+def _stoppable(work: Callable, should_stop: Callable[[], bool] | None):
+    """``work()``; with ``should_stop``, in a daemon thread while the caller polls it, and
+    ``_STOPPED`` (the thread abandoned) as soon as it says stop."""
     if should_stop is None:
-        return jitted.lower(*args).compile(options)
+        return work()
     result = {}
 
-    def work():
+    def target():
         try:
-            result["fn"] = jitted.lower(*args).compile(options)
+            result["value"] = work()
         except BaseException as e:  # re-raised in the caller's thread
             result["error"] = e
 
-    thread = threading.Thread(target=work, name="jaxprop-compile", daemon=True)
+    thread = threading.Thread(target=target, name="jaxprop-chunk", daemon=True)
     thread.start()
     if not _wait(lambda: not thread.is_alive(), should_stop):
-        return None
+        return _STOPPED
     if "error" in result:
         raise result["error"]
-    return result["fn"]
+    return result["value"]
 
 
 def fit(model: Layer, loss: str | Loss, optimizer, data, **options):
