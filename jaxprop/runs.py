@@ -42,7 +42,7 @@ from jaxprop import checkpoint as ckpt
 from jaxprop import plots
 from jaxprop.core.checks import check_output_fits_loss
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.core.network import mlp
+from jaxprop.core.network import mlp, output_for_loss
 from jaxprop.data.preprocessing import decode_targets
 from jaxprop.predict import PREDICTOR, save_predictor
 from jaxprop.scale.population import PopulationResult, check_population_memory, fit_population
@@ -99,13 +99,9 @@ def task_defaults(loss: str | None, output_activation: str | None, num_classes: 
     if facts.categorical and binary:
         raise ValueError(f"{loss} needs one-hot targets but this dataset is binary "
                          "(one 0/1 output): use --loss bce_with_logits")
-    if output_activation is None:
-        if facts.from_logits:
-            output_activation = "identity"
-        elif facts.input_range == (0, 1) or binary:
-            output_activation = "sigmoid"
-        else:
-            output_activation = "identity"
+    if output_activation is None:  # a binary task's one output is a probability, unless a logit
+        output_activation = "sigmoid" if binary and not facts.from_logits \
+            else output_for_loss(facts)
     return loss, output_activation
 
 

@@ -27,9 +27,9 @@ import sys
 from jaxprop.data import DATASETS
 from jaxprop.data.preprocessing import MAX_SEED
 from jaxprop.runs import MODEL_KEYS
+from jaxprop.train.fit import MAX_EPOCHS
 from jaxprop.train.optimizers import OPTIMIZERS
 
-MAX_EPOCHS = 2**31 - 1  # the int32 epoch counter (jaxprop.train.fit.MAX_EPOCHS)
 # Every key a jaxprop train config holds, and the types --resume accepts from a checkpoint.
 CONFIG_TYPES = {
     "dataset": str, "data_dir": (str, type(None)), "csv": (str, type(None)),
