@@ -6,7 +6,8 @@ the chain rule, layer by layer, and is proven equal to ``jax.grad`` and to finit
 Layout: ``jaxprop.core`` (layers, losses, networks, backprop), ``jaxprop.train`` (the training
 step, loops and ``fit``), ``jaxprop.scale`` (populations, per-example gradients, data parallel,
 the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples),
-``jaxprop.runs`` (run folders), ``jaxprop.data``, ``jaxprop.bench`` and ``jaxprop.cli``.
+``jaxprop.runs`` (run folders), ``jaxprop.saving`` (``jp.save``/``jp.load``), ``jaxprop.data``,
+``jaxprop.bench`` and ``jaxprop.cli``.
 """
 
 from jaxprop.core.backprop import loss_and_grad_fn, loss_grad_state_fn, value_and_grad
@@ -36,6 +37,7 @@ from jaxprop.core.losses import LOSSES, Loss, get_loss, make_loss
 from jaxprop.core.network import Model, Residual, mlp, serial
 from jaxprop.core.norm import BatchNorm, LayerNorm
 from jaxprop.core.spec import parse_model
+from jaxprop.saving import load, save
 from jaxprop.scale.bridge import as_jax_function
 from jaxprop.scale.parallel import (
     data_mesh,
@@ -54,6 +56,7 @@ from jaxprop.train import (
     get_precision,
     History,
     TrainingDiverged,
+    TrainingInterrupted,
     TrainState,
     enable_compilation_cache,
     fit,
@@ -71,14 +74,16 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Dense", "Gelu", "Identity", "Layer",
     "LeakyRelu", "Loss", "Model", "Relu", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation",
-    "elementwise", "get_initializer", "get_loss", "make_loss", "mlp", "parse_model", "serial",
+    "elementwise", "get_initializer", "get_loss", "load", "make_loss", "mlp", "parse_model",
+    "save", "serial",
     "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn", "validate_data",
     "value_and_grad",
     "GradCheckReport", "LeafCheck", "check_gradients",
     "PopulationResult", "as_jax_function", "clip_per_example", "data_mesh",
     "data_parallel_grad_fn", "data_parallel_inputs", "fit_population", "init_population",
     "make_data_parallel_step", "per_example_grads", "per_example_norms", "shard_batch",
-    "History", "TrainState", "TrainingDiverged", "enable_compilation_cache", "fit", "fit_state",
+    "History", "TrainState", "TrainingDiverged", "TrainingInterrupted",
+    "enable_compilation_cache", "fit", "fit_state",
     "init_state",
     "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
     "masked_loss_and_grad_fn",

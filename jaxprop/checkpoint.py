@@ -8,7 +8,12 @@ is a uint8 array holding UTF-8 JSON::
     {"format": "jaxprop-checkpoint", "version": 2, "epoch": int, "config": {...},
      "key_impl": "threefry2x32",
      "trees": {"params": {"treedef": str, "leaves": [{"path", "name", "shape", "dtype"}]},
-               "opt_state": {...}, "model_state": {...}}}
+               "opt_state": {...}, "model_state": {...}},
+     "history": [{"epoch", "train_loss", ...}, ...]}
+
+Optionally the run's history travels with the state, so a run folder can always be rebuilt
+from its checkpoint: ``losses`` (an array, the training loss of every epoch ``1..epoch``) and
+the header's ``history`` (the logged records). Files without them still load.
 
 Version 1 (no ``model_state``) still loads for models without state; for a model with state
 it is refused with an error naming the version.
@@ -16,8 +21,9 @@ it is refused with an error naming the version.
 ``path`` is ``jax.tree_util.keystr`` of each leaf, so a file can be read and checked against a
 template (fresh params and optimizer state built from the config) without pickling any code:
 ``np.load(allow_pickle=False)``. Saving is atomic: the file is written to a temporary file in
-the same directory, flushed and fsync'ed, then ``os.replace``'d over the old one, so a crash
-mid-save leaves the previous checkpoint intact.
+the same directory (``.checkpoint.npz.*.tmp``), flushed and fsync'ed, then ``os.replace``'d over
+the old one, so a crash mid-save leaves the previous checkpoint intact;
+:func:`remove_stale_temporaries` deletes what a killed save left behind.
 """
 
 from __future__ import annotations
@@ -40,9 +46,19 @@ VERSION = 2
 READABLE_VERSIONS = (1, 2)
 TREES = ("params", "opt_state", "model_state")
 FILENAME = "checkpoint.npz"
+TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's temporaries are 0o600
 
 
-def _flatten(prefix: str, tree) -> tuple[dict, dict[str, np.ndarray]]:
+# --------------------------------------------------------------------------------------------
+# Pytrees as named arrays (shared with jaxprop.saving)
+
+
+def flatten_tree(prefix: str, tree) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(entry, arrays)``: the leaves of ``tree`` as arrays ``prefix/0``, ``prefix/1``, ...
+    and the header entry ``{"treedef", "leaves": [{"path", "name", "shape", "dtype"}]}``."""
     path_leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     entries, arrays = [], {}
     for i, (path, leaf) in enumerate(path_leaves):
@@ -54,31 +70,44 @@ def _flatten(prefix: str, tree) -> tuple[dict, dict[str, np.ndarray]]:
     return {"treedef": str(treedef), "leaves": entries}, arrays
 
 
-def save(path: str | os.PathLike, state: TrainState, config: dict | None = None) -> Path:
-    """Write ``state`` (params, optimizer and model state, key, epoch) and ``config`` to ``path``.
-
-    ``path`` is a file, or a directory (then ``path/checkpoint.npz``). Atomic; returns the file.
-    """
-    path = Path(path)
-    if path.is_dir() or not path.suffix:
-        path = path / FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trees, arrays = {}, {}
-    for name in TREES:
-        trees[name], a = _flatten(name, getattr(state, name))
-        arrays.update(a)
-    key = state.key
-    key_impl = None
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key_impl = str(jax.random.key_impl(key))
-        key = jax.random.key_data(key)
-    arrays["key"] = np.asarray(key)
-    header = {"format": FORMAT, "version": VERSION, "epoch": int(state.epoch),
-              "config": config or {}, "key_impl": key_impl, "trees": trees}
-    arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def restore_tree(where: str, what: str, entry: dict, arrays: dict, template) -> Any:
+    """The tree ``what`` saved as ``entry`` (see :func:`flatten_tree`), structured like
+    ``template`` (arrays or ``jax.ShapeDtypeStruct``); a ``ValueError`` naming ``where`` when
+    the leaves' paths or shapes differ, or a float64 leaf cannot be held without x64."""
+    path_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    paths = [jax.tree_util.keystr(p) for p, _ in path_leaves]
     try:
+        saved = [leaf["path"] for leaf in entry["leaves"]]
+        names = [leaf["name"] for leaf in entry["leaves"]]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{where}: corrupt header (the {what} entry lacks {e})") from None
+    if paths != saved:
+        raise ValueError(
+            f"{where}: the saved {what} do not match this model/optimizer "
+            f"(saved leaves {saved[:4]}..., expected {paths[:4]}...)"
+        )
+    leaves = []
+    for (_, tmpl), path, name in zip(path_leaves, saved, names):
+        a = arrays[name]
+        shape = tuple(tmpl.shape) if hasattr(tmpl, "shape") else np.shape(tmpl)
+        if tuple(a.shape) != tuple(shape):
+            raise ValueError(f"{where}: {what}{path} has shape {tuple(a.shape)}, expected "
+                             f"{tuple(shape)}")
+        if a.dtype == np.float64 and not jax.config.jax_enable_x64:
+            raise ValueError(f"{where}: {what}{path} is float64; enable float64 first "
+                             "(jax.config.update('jax_enable_x64', True))")
+        leaves.append(jnp.asarray(a))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], header: dict) -> Path:
+    """Write ``arrays`` and the JSON ``header`` (as ``__header__``) to ``path`` atomically: a
+    temporary file ``.NAME.*.tmp`` in the same folder, fsync'ed, then renamed over ``path``."""
+    arrays = {**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -101,8 +130,99 @@ def save(path: str | os.PathLike, state: TrainState, config: dict | None = None)
     return path
 
 
+def read_npz(path: Path, fmt: str, what: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(header, arrays)`` of a file :func:`write_npz` wrote with ``header["format"] == fmt``.
+
+    Raises ``ValueError`` naming ``path`` for anything else: not an ``.npz`` archive (a pickle,
+    a text file), truncated, no or corrupt header, another format. Never unpickles.
+    """
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    if not magic.startswith(b"PK"):  # every .npz is a zip archive
+        kind = ("a single .npy array" if magic.startswith(b"\x93NUMPY") else
+                "a Python pickle" if magic.startswith(b"\x80") else
+                "empty" if not magic else "not a zip archive")
+        raise ValueError(f"{path}: not a jaxprop {what} ({kind}; expected an .npz archive "
+                         "written by jaxprop; truncated or corrupt file?)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as e:
+        if "pickle" in str(e):  # an object array inside; np.load's advice is not ours to give
+            e = "it holds Python objects, and jaxprop never loads pickles"
+        raise ValueError(f"{path}: not a readable {what} (truncated or corrupt file: "
+                         f"{e})") from None
+    if "__header__" not in arrays:
+        raise ValueError(f"{path}: not a jaxprop {what} (no __header__ entry)")
+    try:
+        header = json.loads(arrays.pop("__header__").tobytes().decode())
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: corrupt {what} header ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != fmt:
+        found = header.get("format") if isinstance(header, dict) else None
+        raise ValueError(f"{path}: not a jaxprop {what} (format {found!r})")
+    return header, arrays
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a save killed mid-way (SIGKILL, power cut) left in
+    ``folder``; returns them. Only call it while no other process saves there."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save(path: str | os.PathLike, state: TrainState, config: dict | None = None, *,
+         losses=None, history: list | None = None) -> Path:
+    """Write ``state`` (params, optimizer and model state, key, epoch) and ``config`` to ``path``.
+
+    ``path`` is a file, or a directory (then ``path/checkpoint.npz``). ``losses``: the training
+    loss of every epoch so far (``(state.epoch,)``); ``history``: the logged records (JSON
+    dicts). Atomic; returns the file.
+    """
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path = path / FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trees, arrays = {}, {}
+    for name in TREES:
+        trees[name], a = flatten_tree(name, getattr(state, name))
+        arrays.update(a)
+    key = state.key
+    key_impl = None
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key_impl = str(jax.random.key_impl(key))
+        key = jax.random.key_data(key)
+    arrays["key"] = np.asarray(key)
+    epoch = int(np.asarray(state.epoch))
+    header = {"format": FORMAT, "version": VERSION, "epoch": epoch,
+              "config": config or {}, "key_impl": key_impl, "trees": trees}
+    if losses is not None:
+        losses = np.asarray(losses)
+        if losses.shape != (epoch,):
+            raise ValueError(f"checkpoint.save: losses has shape {losses.shape} but the state "
+                             f"is at epoch {epoch}; give one loss per epoch")
+        arrays["losses"] = losses
+    if history is not None:
+        header["history"] = list(history)
+    return write_npz(path, arrays, header)
+
+
 class Checkpoint:
-    """A loaded checkpoint: ``header``, ``epoch``, ``config`` and the raw arrays.
+    """A loaded checkpoint: ``header``, ``epoch``, ``config``, ``losses`` and ``history`` (or
+    ``None`` when the file has none) and the raw arrays.
 
     ``restore(template)`` rebuilds a :class:`TrainState` with ``template``'s tree structure.
     """
@@ -111,27 +231,12 @@ class Checkpoint:
         self.path, self.header, self.arrays = path, header, arrays
         self.epoch: int = int(header["epoch"])
         self.config: dict = header.get("config") or {}
+        self.losses: np.ndarray | None = arrays.get("losses")
+        self.history: list | None = header.get("history")
 
     def _tree(self, name: str, template) -> Any:
-        entry = self.header["trees"][name]
-        path_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-        paths = [jax.tree_util.keystr(p) for p, _ in path_leaves]
-        saved = [leaf["path"] for leaf in entry["leaves"]]
-        if paths != saved:
-            raise ValueError(
-                f"{self.path}: the saved {name} do not match this model/optimizer "
-                f"(saved leaves {saved[:4]}..., expected {paths[:4]}...)"
-            )
-        leaves = []
-        for (p, tmpl), leaf in zip(path_leaves, entry["leaves"]):
-            a = self.arrays[leaf["name"]]
-            if tuple(a.shape) != tuple(np.shape(tmpl)):
-                raise ValueError(
-                    f"{self.path}: {name}{leaf['path']} has shape {tuple(a.shape)}, "
-                    f"expected {tuple(np.shape(tmpl))}"
-                )
-            leaves.append(jnp.asarray(a))
-        return jax.tree_util.tree_unflatten(treedef, leaves)
+        return restore_tree(str(self.path), name, self.header["trees"][name], self.arrays,
+                            template)
 
     def restore(self, template: TrainState) -> TrainState:
         """A :class:`TrainState` from the file, structured like ``template``."""
@@ -148,7 +253,11 @@ class Checkpoint:
             model_state = template.model_state
         key = jnp.asarray(self.arrays["key"])
         if self.header.get("key_impl"):
-            key = jax.random.wrap_key_data(key, impl=self.header["key_impl"])
+            try:
+                key = jax.random.wrap_key_data(key, impl=self.header["key_impl"])
+            except (ValueError, TypeError, KeyError) as e:
+                raise ValueError(f"{self.path}: corrupt checkpoint header (key_impl "
+                                 f"{self.header['key_impl']!r}: {e})") from None
         return TrainState(params, opt_state, key, jnp.asarray(self.epoch, jnp.int32),
                           model_state)
 
@@ -157,40 +266,48 @@ def load(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint file (or ``DIR/checkpoint.npz``).
 
     Raises ``FileNotFoundError`` if it is missing and ``ValueError`` naming the file when it is
-    truncated, corrupt, or not a jaxprop checkpoint.
+    truncated, corrupt, edited into something inconsistent, or not a jaxprop checkpoint.
     """
     path = Path(path)
     if path.is_dir():
         path = path / FILENAME
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as e:
-        raise ValueError(
-            f"{path}: not a readable checkpoint (truncated or corrupt file: {e})"
-        ) from None
-    if "__header__" not in arrays:
-        raise ValueError(f"{path}: not a jaxprop checkpoint (no __header__ entry)")
-    try:
-        header = json.loads(arrays.pop("__header__").tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: corrupt checkpoint header ({e})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a jaxprop checkpoint (format {header.get('format')!r})"
-                         if isinstance(header, dict) else f"{path}: not a jaxprop checkpoint")
+    header, arrays = read_npz(path, FORMAT, "checkpoint")
     if header.get("version") not in READABLE_VERSIONS:
         raise ValueError(
             f"{path}: checkpoint format version {header.get('version')!r} is not supported "
             f"(this jaxprop reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
+    _check_header(path, header, arrays)
+    return Checkpoint(path, header, arrays)
+
+
+def _check_header(path: Path, header: dict, arrays: dict) -> None:
+    """Raise ``ValueError`` unless the header's fields have the types and sizes we wrote."""
+    def corrupt(why):
+        return ValueError(f"{path}: corrupt checkpoint header ({why})")
+
+    epoch = header.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**31:
+        raise corrupt(f"epoch {epoch!r} is not a count of epochs")
+    if not isinstance(header.get("config", {}), dict):
+        raise corrupt("config is not an object")
+    trees = header.get("trees")
+    if not isinstance(trees, dict) or not all(isinstance(trees.get(n), dict) for n in TREES[:2]):
+        raise corrupt("missing trees")
     try:
-        names = [leaf["name"] for tree in header["trees"].values() for leaf in tree["leaves"]]
-        int(header["epoch"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: corrupt checkpoint header (missing {e})") from None
+        names = [leaf["name"] for tree in trees.values() for leaf in tree["leaves"]]
+    except (KeyError, TypeError) as e:
+        raise corrupt(f"missing {e}") from None
     missing = [n for n in names + ["key"] if n not in arrays]
     if missing:
         raise ValueError(f"{path}: checkpoint is missing arrays {missing[:5]}")
-    return Checkpoint(path, header, arrays)
+    losses = arrays.get("losses")
+    if losses is not None and losses.shape != (epoch,):
+        raise corrupt(f"{losses.shape[0] if losses.ndim else 'no'} epoch losses for epoch "
+                      f"{epoch}")
+    history = header.get("history")
+    if history is not None and not (isinstance(history, list)
+                                    and all(isinstance(r, dict) for r in history)):
+        raise corrupt("history is not a list of records")

@@ -1,9 +1,9 @@
-"""Run folders: train from a config and write everything a run leaves behind.
+"""Run folders: train from a config and write everything a run leaves behind, truthfully.
 
 A config is a plain dict (what ``jaxprop train`` resolves from its arguments and saves in every
 checkpoint, so ``--resume`` rebuilds the same run)::
 
-    {"dataset", "data_dir", "csv", "label_column", "seed", "hidden", "activation",
+    {"dataset", "data_dir", "csv", "label_column", "task", "seed", "hidden", "activation",
      "output_activation", "loss", "init", "optimizer", "lr", "epochs", "batch_size",
      "drop_last", "log_every", "out", "precision", "model"}
 
@@ -12,17 +12,30 @@ saved without it trains in ``f32``. ``model`` is a textual architecture
 (``"conv(16,3)-relu-maxpool(2)-flatten-dense(10)"``, see :mod:`jaxprop.core.spec`) or ``None``
 for the MLP that ``hidden`` and ``activation`` describe.)
 
-:func:`train_run` writes to ``cfg["out"]``: ``metrics.json`` (config, final train/test loss and
-accuracy, wall time, compile time, device), ``history.jsonl`` (one line per logged epoch),
-``checkpoint.npz`` (saved atomically after every logged epoch), ``losses.npy`` (every epoch's
-training loss), ``loss_curve.png`` and, for 2-D inputs, ``decision_boundary.png``.
-:func:`population_run` writes ``metrics.json`` with one record per member and
-``population_losses.png``. Nothing here prints; the CLI reports progress through callbacks.
+:func:`train_run` writes to ``cfg["out"]``: ``checkpoint.npz`` (saved atomically at the start
+and after every logged epoch, with the training loss of every epoch so far and the logged records, so the
+folder can always be rebuilt from it), ``history.jsonl`` (one line per logged epoch),
+``losses.npy`` (every epoch's training loss, from epoch 1, across resumes), ``metrics.json``
+(``"status"``: ``running`` while training, then ``finished``, ``diverged`` or ``interrupted``;
+config, final losses and accuracy, or RMSE and R² for a regression, wall time, compile time,
+device), ``model.npz`` (what ``jaxprop predict`` needs: the model, the class names, the input
+columns and the standardisation, see :func:`jaxprop.predict.save_predictor`), ``loss_curve.png`` and, for 2-D
+inputs, ``decision_boundary.png``. :func:`population_run` writes ``metrics.json`` with one
+record per member and ``population_losses.png``.
+
+**Folder rules.** A process writes a folder only while holding its lock (``.lock``, naming its
+PID; the kernel releases it when the process dies, so a lock left by a killed run is taken
+over). A new run refuses a folder that holds a run unless told to replace it (``force``); a
+resumed run refuses a folder whose files belong to another run. Temporary files that a killed
+save left behind are deleted when the next run takes the lock. With ``jax.distributed``, only
+process 0 writes. Nothing here prints; the CLI reports progress through callbacks.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -35,18 +48,23 @@ from jaxprop.core.checks import check_output_fits_loss, output_shape
 from jaxprop.core.layers import ACTIVATIONS
 from jaxprop.core.layers import activation as activation_layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.core.network import mlp, serial
+from jaxprop.core.network import mlp, output_for_loss, serial
 from jaxprop.core.spec import parse_model
 from jaxprop.data.preprocessing import decode_targets
-from jaxprop.scale.population import PopulationResult, fit_population
-from jaxprop.train.fit import TrainingDiverged, fit_state
+from jaxprop.predict import PREDICTOR, save_predictor
+from jaxprop.scale.population import PopulationResult, check_population_memory, fit_population
+from jaxprop.train.fit import TrainingDiverged, TrainingInterrupted, fit_state, to_host
 from jaxprop.train.optimizers import get_optimizer, optimizer_alias
 from jaxprop.train.step import init_state, make_epoch_fn, make_eval_fn
 
 # Options that define the run; on --resume they come from the checkpoint.
-MODEL_KEYS = ("dataset", "data_dir", "csv", "label_column", "seed", "hidden", "activation",
-              "output_activation", "loss", "optimizer", "lr", "batch_size", "init", "precision",
-              "model")
+MODEL_KEYS = ("dataset", "data_dir", "csv", "label_column", "task", "seed", "hidden",
+              "activation", "output_activation", "loss", "optimizer", "lr", "batch_size", "init",
+              "precision", "model")
+# Every file a run or a population writes (a fresh run clears them, so nothing is spliced).
+RUN_FILES = ("checkpoint.npz", "metrics.json", "history.jsonl", "losses.npy", "model.npz",
+             "loss_curve.png", "decision_boundary.png", "population_losses.png")
+LOCK_NAME = ".lock"
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,6 +82,7 @@ def load_dataset(cfg: dict):
         kwargs["data_dir"] = cfg["data_dir"]
     if cfg["dataset"] == "csv":
         kwargs["path"] = cfg["csv"]
+        kwargs["task"] = cfg.get("task") or "classification"
         lc = cfg["label_column"]
         if lc is not None:
             kwargs["label_column"] = int(lc) if str(lc).lstrip("-").isdigit() else lc
@@ -71,8 +90,16 @@ def load_dataset(cfg: dict):
 
 
 def task_defaults(loss: str | None, output_activation: str | None, num_classes: int):
-    """``(loss, output_activation)`` for a classification task: binary (one 0/1 output) or
-    multiclass (one-hot); what is given is kept, what is missing follows the loss's facts."""
+    """``(loss, output_activation)`` for the task: a regression (``num_classes == 0``: one
+    real output, ``mse``), binary (one 0/1 output) or multiclass (one-hot); what is given is
+    kept, what is missing follows the loss's facts."""
+    if num_classes == 0:
+        loss = loss or "mse"
+        facts = get_loss(loss)
+        if facts.from_logits or facts.categorical or facts.integer_labels or facts.input_range:
+            raise ValueError(f"--loss {loss} is a classification loss; a regression takes mse "
+                             "or sse_half")
+        return loss, output_activation or "identity"
     binary = num_classes == 2
     if loss is None:
         loss = "bce_with_logits" if binary else "softmax_cross_entropy"
@@ -80,13 +107,9 @@ def task_defaults(loss: str | None, output_activation: str | None, num_classes: 
     if facts.categorical and binary:
         raise ValueError(f"{loss} needs one-hot targets but this dataset is binary "
                          "(one 0/1 output): use --loss bce_with_logits")
-    if output_activation is None:
-        if facts.from_logits:
-            output_activation = "identity"
-        elif facts.input_range == (0, 1) or binary:
-            output_activation = "sigmoid"
-        else:
-            output_activation = "identity"
+    if output_activation is None:  # a binary task's one output is a probability, unless a logit
+        output_activation = "sigmoid" if binary and not facts.from_logits \
+            else output_for_loss(facts)
     return loss, output_activation
 
 
@@ -110,8 +133,9 @@ def build_model(cfg: dict, ds):
             cfg["output_activation"] = last.spec
     cfg["loss"], cfg["output_activation"] = task_defaults(
         cfg["loss"], cfg["output_activation"], ds.num_classes)
+    width = ds.num_classes if get_loss(cfg["loss"]).integer_labels else ds.num_outputs
     if body is None:
-        model = mlp([shape if len(shape) > 1 else shape[0], *cfg["hidden"], ds.num_outputs],
+        model = mlp([shape if len(shape) > 1 else shape[0], *cfg["hidden"], width],
                     cfg["activation"], cfg["output_activation"], init=cfg["init"])
     else:
         tail = [] if body.layers[-1].name in ACTIVATIONS \
@@ -122,12 +146,194 @@ def build_model(cfg: dict, ds):
         except ValueError as e:
             raise ValueError(f"architecture {text!r} on {ds.name} examples of shape {shape}: "
                              f"{e}") from None
-        if out != (ds.num_outputs,):
+        if out != (width,):
             raise ValueError(f"architecture {text!r} gives outputs of shape {out} but "
-                             f"{ds.name} needs {ds.num_outputs} per example: end it with "
-                             f"dense({ds.num_outputs})")
+                             f"{ds.name} needs {width} per example: end it with "
+                             f"dense({width})")
     check_output_fits_loss(model, cfg["loss"])
     return model, cfg["loss"]
+
+
+def training_data(ds, loss: str | Loss):
+    """``ds`` with the targets ``loss`` takes: class indices for a loss on integer labels."""
+    if not get_loss(loss).integer_labels:
+        return ds
+    return ds._replace(y_train=decode_targets(ds.y_train), y_test=decode_targets(ds.y_test))
+
+
+# --------------------------------------------------------------------------------------------
+# The folder: lock, hygiene, atomic writes
+
+
+class RunLock:
+    """The lock on a run folder: ``DIR/.lock`` holding the holder's PID.
+
+    ``fcntl.flock`` on the file (where the platform has it), so a lock left by a process that
+    died is free again; the PID is only for messages. Use as a context manager.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.path = Path(folder) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): a PID file, taken over when its PID is gone
+            return self._acquire_pid_file()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                raise ValueError(f"{self.path.parent} is in use by another jaxprop run (PID "
+                                 f"{holder or '?'}, lock file {self.path}); wait for it or use "
+                                 "another --out") from None
+            try:  # the file we locked must still be the lock file (not one just released)
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def _acquire_pid_file(self) -> "RunLock":
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = self.path.read_text().strip()
+            if holder.isdigit() and _pid_alive(int(holder)):
+                raise ValueError(f"{self.path.parent} is in use by another jaxprop run (PID "
+                                 f"{holder}); wait for it or use another --out") from None
+            self.path.unlink(missing_ok=True)  # a stale lock of a process that is gone
+            return self._acquire_pid_file()
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self if self._fd is not None else self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 32).decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never half a file)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=ckpt.TMP_SUFFIX, dir=path.parent)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, ckpt.FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_json(path: Path, obj) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
+
+
+def _write_losses(path: Path, losses) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(losses), allow_pickle=False)
+    write_atomic(path, buf.getvalue())
+
+
+def holds_run(folder: Path) -> str | None:
+    """What run ``folder`` holds, in words (``None`` when it holds none)."""
+    if (folder / ckpt.FILENAME).exists():
+        try:
+            return f"a checkpoint at epoch {ckpt.load(folder).epoch}"
+        except ValueError:
+            return "a checkpoint (unreadable)"
+    if (folder / "metrics.json").exists():
+        return "the results of a run (metrics.json, no checkpoint: a population?)"
+    return None
+
+
+def open_folder(out, *, fresh: bool, force: bool = False) -> RunLock:
+    """Lock ``out`` (created if needed), delete stale temporaries and, for a ``fresh`` run,
+    refuse a folder that holds a run unless ``force`` (then clear its run files)."""
+    if not str(out).strip():
+        raise ValueError("the output folder is an empty name; give --out DIR")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out).acquire()
+    try:
+        ckpt.remove_stale_temporaries(out)
+        if fresh:
+            held = holds_run(out)
+            if held and not force:
+                resume = f"continue it with --resume {out}, or " if (
+                    out / ckpt.FILENAME).exists() else ""
+                raise ValueError(f"{out} already holds {held}; {resume}replace it with --force "
+                                 "(or give another --out)")
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def check_resume_folder(out: Path, saved) -> None:
+    """Refuse to resume ``saved`` into ``out`` when ``out``'s files belong to another run."""
+    metrics = out / "metrics.json"
+    if metrics.exists():
+        try:
+            config = json.loads(metrics.read_text()).get("config") or {}
+        except (ValueError, AttributeError):
+            config = {}
+        differ = [k for k in MODEL_KEYS if k in config and config.get(k) != saved.config.get(k)]
+        if differ:
+            raise ValueError(
+                f"{saved.path} is not the run whose results are in {out} (their configs differ "
+                f"in {', '.join(differ)}); resume into its own folder, or give --out NEW")
+    if (out / ckpt.FILENAME).exists() and Path(saved.path).resolve() != (
+            out / ckpt.FILENAME).resolve():
+        raise ValueError(f"{out} already holds another checkpoint; resume into its own "
+                         f"folder, or give another --out")
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,16 +341,24 @@ def build_model(cfg: dict, ds):
 
 
 class RunResult(NamedTuple):
-    """What :func:`train_run` did: the ``metrics`` it wrote, the folder, and the
-    :class:`~jaxprop.train.TrainingDiverged` error when the loss diverged (else ``None``)."""
+    """What :func:`train_run` did: the ``metrics`` it wrote, the folder, the
+    :class:`~jaxprop.train.TrainingDiverged` error when the loss diverged, whether it was
+    ``interrupted`` and, when writing the plots failed (a full disk), why."""
 
     metrics: dict
     out: Path
     diverged: TrainingDiverged | None = None
+    interrupted: bool = False
+    plot_error: str | None = None
+
+
+class RunWriteError(OSError):
+    """Writing the run folder failed (a full disk); the message says what is intact."""
 
 
 def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bool = False,
-              on_record: Callable[[dict], None] | None = None) -> RunResult:
+              on_record: Callable[[dict], None] | None = None,
+              should_stop: Callable[[], bool] | None = None, force: bool = False) -> RunResult:
     """Train the run ``cfg`` describes (continuing the checkpoint ``saved`` when given) and
     write its folder ``cfg["out"]``.
 
@@ -152,91 +366,225 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
       cfg: the run's config (module docstring).
       saved: a loaded :class:`~jaxprop.checkpoint.Checkpoint` to resume, or ``None``.
       plots_on: write the PNG plots.
-      data_parallel: shard the training set over every local device.
+      data_parallel: split the training set over every device (of every process, under
+        ``jax.distributed``; only process 0 writes the folder).
       on_record: called with each logged record (epoch, losses, accuracies, time).
+      should_stop: polled during training; when true, the run stops at once, keeps the last
+        finished epoch and says ``"status": "interrupted"``.
+      force: replace a run already in the folder (a fresh run refuses one otherwise).
 
     Returns:
       a :class:`RunResult`.
     """
     ds = load_dataset(cfg)
     model, loss = build_model(cfg, ds)
-    if data_parallel:  # before anything on disk changes: the batch must split evenly
-        from jaxprop.scale.parallel import check_data_parallel, data_parallel_inputs
-
-        check_data_parallel(len(ds.x_train))
+    ds = training_data(ds, loss)
     optimizer = get_optimizer(cfg["optimizer"], cfg["lr"])
     # a model that couples its batch (BatchNorm) refuses padded minibatches: before any file
     make_epoch_fn(model, loss, optimizer, len(ds.x_train), cfg["batch_size"], cfg["drop_last"])
     out = Path(cfg["out"])
-    out.mkdir(parents=True, exist_ok=True)
     state = init_state(model, optimizer, jax.random.key(cfg["seed"]))
-    prev_losses = np.zeros(0)
+    prev_losses, prev_records = np.zeros(0, np.float32), []
     if saved is not None:
         state = saved.restore(state)
-        if (out / "losses.npy").exists():
-            prev_losses = np.load(out / "losses.npy", allow_pickle=False)
-        prev_losses = prev_losses[: saved.epoch]
-    elif (out / "history.jsonl").exists():
-        (out / "history.jsonl").unlink()  # a fresh run replaces an old one in the same folder
-    if data_parallel:
-        state, ds = data_parallel_inputs(state, ds)
-    config = dict(cfg)
-    history_file = open(out / "history.jsonl", "a")
+        prev_losses, prev_records = _saved_history(saved)
+    if should_stop is not None and should_stop():  # asked to stop before anything is written
+        raise KeyboardInterrupt
+    writer = jax.process_index() == 0
+    lock = None
+    if writer:
+        lock = open_folder(out, fresh=saved is None, force=force)
+    try:
+        if writer and saved is not None:
+            check_resume_folder(out, saved)
+        return _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses,
+                                prev_records, writer=writer, plots_on=plots_on,
+                                data_parallel=data_parallel, on_record=on_record,
+                                should_stop=should_stop)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _saved_history(saved):
+    """``(losses, records)`` of the epochs before ``saved``: from the checkpoint itself, or
+    (files from older versions) from the folder's ``losses.npy``/``history.jsonl``, with NaN
+    for epochs no file remembers."""
+    records = [r for r in (saved.history or []) if r.get("epoch", 0) <= saved.epoch]
+    if saved.losses is not None:
+        return np.asarray(saved.losses), records
+    folder = Path(saved.path).parent
+    losses = np.full(saved.epoch, np.nan, np.float32)
+    try:
+        old = np.load(folder / "losses.npy", allow_pickle=False)
+        n = min(len(old), saved.epoch)
+        losses[:n] = old[:n]
+    except (OSError, ValueError):
+        pass
+    if not records and (folder / "history.jsonl").exists():
+        for line in (folder / "history.jsonl").read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(r, dict) and r.get("epoch", 0) <= saved.epoch:
+                records.append(r)
+    return losses, records
+
+
+class _RunFiles:
+    """The files of one run while it trains: every chunk's checkpoint (with the losses and
+    records so far), ``losses.npy``, ``history.jsonl`` and the ``running`` status. Only the
+    writer (process 0) touches the disk."""
+
+    def __init__(self, out: Path, config: dict, saved, losses, records, writer: bool):
+        self.out, self.config, self.saved, self.writer = out, config, saved, writer
+        self.losses = [losses]  # fit_state appends each finished chunk's losses (losses_out)
+        self.records = list(records)
+        self._history = None
+
+    def start(self, state) -> None:
+        """Before training: the starting state's checkpoint (so a run killed in its first
+        chunk can be resumed), the history so far, and the ``running`` status."""
+        if self.writer:
+            self.save(state)
+            write_atomic(self.out / "history.jsonl",
+                         "".join(json.dumps(r) + "\n" for r in self.records).encode())
+            self.status("running", int(np.asarray(state.epoch)))
+            self._history = open(self.out / "history.jsonl", "a")
+
+    def status(self, status: str, epoch: int) -> None:
+        _write_json(self.out / "metrics.json", {
+            "status": status, "config": self.config, "epoch": int(epoch), "pid": os.getpid(),
+            "resumed_from": self.saved.epoch if self.saved is not None else None,
+            "last_record": self.records[-1] if self.records else None})
+
+    def all_losses(self) -> np.ndarray:
+        return np.concatenate(self.losses)
+
+    def save(self, state) -> None:
+        """The checkpoint of ``state`` with every loss and record so far, and ``losses.npy``."""
+        losses = self.all_losses()
+        ckpt.save(self.out, to_host(state), self.config, losses=losses, history=self.records)
+        _write_losses(self.out / "losses.npy", losses)
+
+    def chunk(self, state, record) -> None:
+        """After each finished chunk (``fit_state``'s callback)."""
+        self.records.append(record)
+        if not self.writer:
+            return
+        try:
+            self.save(state)
+            self._history.write(json.dumps(record) + "\n")
+            self._history.flush()
+            self.status("running", record["epoch"])
+        except OSError as e:
+            raise _write_error(self.out, e, "checkpoint.npz") from None
+
+    def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
+
+
+def _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses, prev_records,
+                     *, writer, plots_on, data_parallel, on_record, should_stop):
+    out = Path(cfg["out"])
+    files = _RunFiles(out, dict(cfg), saved, prev_losses, prev_records, writer)
+    try:
+        files.start(state)
+    except OSError as e:
+        raise _write_error(out, e, "checkpoint.npz") from None
 
     def on_chunk(st, record):
-        ckpt.save(out, st, config)
-        history_file.write(json.dumps(record) + "\n")
-        history_file.flush()
+        files.chunk(st, record)
         if on_record is not None:
             on_record(record)
 
-    t0 = time.perf_counter()
-    status, diverged = "finished", None
+    mesh = None
+    if data_parallel:
+        from jaxprop.scale.parallel import data_mesh
+
+        mesh = data_mesh()
+    status, diverged, t0 = "finished", None, time.perf_counter()
     try:
         state, history = fit_state(
             model, loss, optimizer, ds, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
             state=state, log_every=cfg["log_every"], callback=on_chunk,
-            drop_last=cfg["drop_last"], precision=cfg.get("precision", "f32"))
+            drop_last=cfg["drop_last"], should_stop=should_stop, mesh=mesh,
+            losses_out=files.losses, precision=cfg.get("precision", "f32"))
     except TrainingDiverged as e:
-        status, diverged, history = "diverged", e, e.history
-        ckpt.save(out, e.state, config)  # the last good state (already on disk, or the start)
-        state = e.state
+        status, diverged, history, state = "diverged", e, e.history, e.state
+    except TrainingInterrupted as e:
+        status, history, state = "interrupted", e.history, e.state
     finally:
-        history_file.close()
+        files.close()
     wall = time.perf_counter() - t0
-    if saved is None and status == "finished" and not history.records:
-        ckpt.save(out, state, config)
-
-    losses = np.concatenate([prev_losses, history.losses])
-    np.save(out / "losses.npy", losses)
-    last = history.records[-1] if history.records else None
-    if status == "finished" and last is not None and "test_loss" in last:
-        final = {k: last[k] for k in ("train_loss", "train_accuracy", "test_loss",
-                                      "test_accuracy")}
+    if status == "interrupted":  # stop now: the last record's numbers, no new compilation
+        last = files.records[-1] if files.records else {}
+        final = {k: v for k, v in last.items() if k.startswith(("train_", "test_"))}
     else:
         final = final_metrics(model, loss, state, ds, cfg.get("precision", "f32"))
     metrics = {
-        "status": status, "config": config, "epoch": int(state.epoch), **final,
-        "wall_time": wall, "compile_time": history.compile_time,
-        "device": device_name(), "resumed_from": saved.epoch if saved is not None else None,
+        "status": status, "config": files.config, "epoch": int(np.asarray(state.epoch)),
+        **final, "wall_time": wall, "compile_time": history.compile_time,
+        "device": device_name(), "processes": jax.process_count(),
+        "resumed_from": saved.epoch if saved is not None else None,
     }
     if diverged is not None:
         metrics["diverged_at_epoch"] = diverged.epoch
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if plots_on:
-        run_plots(out, model, loss, state, ds, losses, history.records)
-    return RunResult(metrics, out, diverged)
+    if not writer:
+        return RunResult(metrics, out, diverged, status == "interrupted")
+    try:  # the checkpoint already holds ``state``: saved at the start or after its chunk
+        save_predictor(out / PREDICTOR, model, state, ds, cfg)
+        _write_json(out / "metrics.json", metrics)
+    except OSError as e:
+        raise _write_error(out, e, "the results") from None
+    plot_error = None
+    if plots_on and status != "interrupted":
+        plot_error = run_plots(out, model, loss, state, ds, files.all_losses(), files.records)
+    return RunResult(metrics, out, diverged, status == "interrupted", plot_error)
+
+
+def _write_error(out: Path, error: OSError, what: str) -> RunWriteError:
+    try:
+        epoch = ckpt.load(out).epoch
+        intact = (f"the checkpoint of epoch {epoch} ({out / ckpt.FILENAME}, with every epoch's "
+                  f"loss) is intact; free some space and continue with --resume {out}")
+    except (OSError, ValueError):
+        intact = "no checkpoint was saved"
+    return RunWriteError(f"cannot write {what} in {out} ({error.strerror or error}); {intact}")
 
 
 def final_metrics(model, loss, state, ds, precision=None) -> dict:
     """Train and test loss and accuracy of ``state`` on ``ds`` (evaluation mode, computed as
-    under ``precision``)."""
-    evaluate = jax.jit(make_eval_fn(model, loss, precision=precision))
+    under ``precision``); for a regression, loss, RMSE and R² in the units of the data
+    (undoing the target scaling)."""
+    params = jax.tree.map(_host, state.params)
+    model_state = jax.tree.map(_host, state.model_state)
     out = {}
+    if ds.task == "regression":
+        apply = jax.jit(lambda p, s, x: model.apply(p, x, s))
+        std = (ds.scaling or {}).get("y_std", 1.0)
+        for split, x, t in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+            y = apply(params, model_state, x)
+            out[f"{split}_loss"] = float(get_loss(loss).value(y, t))
+            y, t = np.asarray(y, np.float64), np.asarray(t, np.float64)
+            err = (y - t) * std  # in the target's units
+            out[f"{split}_rmse"] = float(np.sqrt(np.mean(err ** 2)))
+            ss_tot = np.sum(((t - t.mean()) * std) ** 2)
+            out[f"{split}_r2"] = float(1 - np.sum(err ** 2) / ss_tot) if ss_tot > 0 else None
+        return out
+    evaluate = jax.jit(make_eval_fn(model, loss, precision=precision))
     for split, x, t in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
-        value, acc = evaluate(state.params, x, t, state.model_state)
+        value, acc = evaluate(params, x, t, model_state)
         out[f"{split}_loss"], out[f"{split}_accuracy"] = float(value), float(acc)
     return out
+
+
+def _host(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        return np.asarray(a.addressable_shards[0].data)
+    return np.asarray(a)
 
 
 def device_name() -> str:
@@ -245,40 +593,57 @@ def device_name() -> str:
     return f"{d.platform}: {d.device_kind} (x{jax.device_count()})"
 
 
-def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records) -> None:
-    """``loss_curve.png``, and ``decision_boundary.png`` for 2-D inputs."""
+def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records) -> str | None:
+    """``loss_curve.png``, and ``decision_boundary.png`` for 2-D classification inputs;
+    returns ``None``, or why writing them failed (a full disk: the partial file is removed)."""
     from jaxprop import plots  # matplotlib loads only when a plot is drawn (0.3 s)
 
     loss = get_loss(loss)
-    plots.loss_curve(losses, out / "loss_curve.png", records=records,
-                     title=f"{ds.name}: training loss ({loss.name})")
-    if ds.x_train.ndim == 2 and ds.x_train.shape[-1] == 2:
-        apply = jax.jit(lambda p, s, g: model.apply(p, g, s))
-        threshold = 0.0 if loss.from_logits else 0.5
+    params = jax.tree.map(_host, state.params)
+    model_state = jax.tree.map(_host, state.model_state)
+    target = out / "loss_curve.png"
+    try:
+        plots.loss_curve(losses, target, records=records,
+                         title=f"{ds.name}: training loss ({loss.name})")
+        if ds.x_train.ndim == 2 and ds.x_train.shape[-1] == 2 and ds.task != "regression":
+            target = out / "decision_boundary.png"
+            apply = jax.jit(lambda p, s, g: model.apply(p, g, s))
+            threshold = 0.0 if loss.from_logits else 0.5
 
-        def classes(y):
-            y = np.asarray(y)
-            return (y[:, 0] > threshold).astype(int) if y.shape[-1] == 1 else y.argmax(-1)
+            def classes(y):
+                y = np.asarray(y)
+                return (y[:, 0] > threshold).astype(int) if y.shape[-1] == 1 else y.argmax(-1)
 
-        plots.decision_boundary(
-            lambda g: classes(apply(state.params, state.model_state, g)), ds.x_train,
-            decode_targets(ds.y_train), out / "decision_boundary.png", x_test=ds.x_test,
-            labels_test=decode_targets(ds.y_test), title=f"{ds.name}: decision boundary")
+            def labels(t):
+                t = np.asarray(t)
+                return t if t.ndim == 1 else decode_targets(t)
+
+            plots.decision_boundary(
+                lambda g: classes(apply(params, model_state, g)), ds.x_train,
+                labels(ds.y_train), target, x_test=ds.x_test, labels_test=labels(ds.y_test),
+                title=f"{ds.name}: decision boundary")
+    except OSError as e:
+        target.unlink(missing_ok=True)
+        return f"writing {target.name} failed ({e.strerror or e})"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
 # A population
 
 
-def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True) -> dict:
+def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True,
+                   force: bool = False) -> dict:
     """Train ``population`` networks per learning rate in ``lrs`` and write the run to
     ``cfg["out"]``; returns the metrics.
 
     Members are the grid ``lrs x seeds``, seeds ``seed, seed + 1, ..., seed + population - 1``
     (member with seed ``s`` starts exactly like ``jaxprop train --seed s``), all in one
     compiled call, on the training split. Writes ``metrics.json`` with ``"population":
-    [{"seed", "lr", "final_loss", "accuracy"}, ...]`` (plus ``"solved"`` for the XOR dataset)
-    and ``population_losses.png``.
+    [{"seed", "lr", "status", "final_loss", "accuracy"}, ...]`` (``status`` ``finished`` or
+    ``diverged``; plus ``"solved"`` for the XOR dataset) and ``population_losses.png``. The
+    run's ``"status"`` is ``finished`` when at least one member finished, else ``diverged``.
+    A population too large for the device's memory is refused before anything is allocated.
     """
     if not isinstance(population, (int, np.integer)) or isinstance(population, bool) \
             or population < 1:
@@ -286,45 +651,56 @@ def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True
     alias = optimizer_alias(cfg["optimizer"])
     ds = load_dataset(cfg)
     model, loss = build_model(cfg, ds)
+    ds = training_data(ds, loss)
     lrs = [float(lr) for lr in lrs]
+    members = population * len(lrs)
+    check_population_memory(model, alias(lrs[0]), members, len(ds.x_train), cfg["batch_size"],
+                            what=f"--population {population}"
+                            + (f" x {len(lrs)} learning rates" if len(lrs) > 1 else ""))
     seeds = np.tile(cfg["seed"] + np.arange(population), len(lrs))
     member_lrs = np.repeat(lrs, population)
     out = Path(cfg["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    with open_folder(out, fresh=True, force=force):
+        t0 = time.perf_counter()
+        res = fit_population(model, loss, alias, (ds.x_train, ds.y_train), seeds=seeds,
+                             lrs=member_lrs, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                             drop_last=cfg["drop_last"], precision=cfg.get("precision", "f32"))
+        wall = time.perf_counter() - t0
+        finite = res.final_loss[np.isfinite(res.final_loss)]
+        metrics = {
+            "status": "finished" if finite.size else "diverged",
+            "config": {**cfg, "population": population, "lr_sweep": lrs},
+            "epoch": cfg["epochs"],
+            "members": len(seeds),
+            "finished": int(finite.size),
+            "diverged": int(len(seeds) - finite.size),
+            "median_final_loss": float(np.median(finite)) if finite.size else None,
+            "wall_time": wall,
+            "device": f"{jax.devices()[0].platform} (x{jax.device_count()})",
+        }
+        if ds.name == "xor":
+            metrics["solved"] = int(res.solved.sum())
+            metrics["solved_by_lr"] = {str(lr): int(res.solved[member_lrs == lr].sum())
+                                       for lr in lrs}
+        metrics["population"] = population_records(res)
+        _write_json(out / "metrics.json", metrics)
+        if plots_on:
+            from jaxprop import plots
 
-    t0 = time.perf_counter()
-    res = fit_population(model, loss, alias, (ds.x_train, ds.y_train), seeds=seeds,
-                         lrs=member_lrs, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                         drop_last=cfg["drop_last"], precision=cfg.get("precision", "f32"))
-    wall = time.perf_counter() - t0
-    finite = res.final_loss[np.isfinite(res.final_loss)]
-    metrics = {
-        "status": "finished",
-        "config": {**cfg, "population": population, "lr_sweep": lrs},
-        "epoch": cfg["epochs"],
-        "members": len(seeds),
-        "diverged": int(len(seeds) - finite.size),
-        "median_final_loss": float(np.median(finite)) if finite.size else None,
-        "wall_time": wall,
-        "device": f"{jax.devices()[0].platform} (x{jax.device_count()})",
-    }
-    if ds.name == "xor":
-        metrics["solved"] = int(res.solved.sum())
-        metrics["solved_by_lr"] = {str(lr): int(res.solved[member_lrs == lr].sum()) for lr in lrs}
-    metrics["population"] = population_records(res)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    if plots_on:
-        from jaxprop import plots
-
-        plots.population_histogram(
-            res, out / "population_losses.png",
-            title=f"{ds.name}: {len(seeds)} networks"
-            + (f", {metrics['solved']} solved" if "solved" in metrics else ""))
+            try:
+                plots.population_histogram(
+                    res, out / "population_losses.png",
+                    title=f"{ds.name}: {len(seeds)} networks"
+                    + (f", {metrics['solved']} solved" if "solved" in metrics else ""))
+            except OSError as e:
+                (out / "population_losses.png").unlink(missing_ok=True)
+                metrics["plot_error"] = f"writing population_losses.png failed ({e.strerror or e})"
     return metrics
 
 
 def population_records(result: PopulationResult) -> list[dict]:
-    """``[{"seed", "lr", "final_loss", "accuracy"}, ...]`` for JSON (NaN/Inf become ``None``)."""
+    """``[{"seed", "lr", "status", "final_loss", "accuracy"}, ...]`` for JSON (NaN/Inf become
+    ``None``; ``status`` is ``"diverged"`` for a member whose final loss is not finite)."""
 
     def num(v):
         v = float(v)
@@ -334,6 +710,7 @@ def population_records(result: PopulationResult) -> list[dict]:
     lrs = result.lrs if result.lrs is not None else [None] * len(result.final_loss)
     return [
         {"seed": None if s is None else int(s), "lr": None if lr is None else float(lr),
+         "status": "finished" if np.isfinite(f) else "diverged",
          "final_loss": num(f), "accuracy": num(a)}
         for s, lr, f, a in zip(seeds, lrs, result.final_loss, result.accuracy)
     ]

@@ -1,5 +1,6 @@
 """Bad input: each mistake is a ValueError whose message names the problem and the shapes."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,11 +67,16 @@ def test_integer_x(net):
         jp.value_and_grad(model, "mse", params, np.ones((5, 3), np.int64), t)
 
 
-def test_float64_x_with_float32_params(net):
-    model, params, _, t = net
-    x64 = jnp.ones((5, 3), jnp.float64)
-    with pytest.raises(ValueError, match=r"x has dtype float64 but the parameters are float32"):
-        jp.value_and_grad(model, "mse", params, x64, t)
+def test_float64_data_is_cast_to_float32_params(net):
+    # NumPy and JAX arrays alike follow the params' dtype (issue 11: a JAX float64 array used
+    # to be refused while a NumPy one was cast)
+    model, params, x, t = net
+    ref = jp.value_and_grad(model, "mse", params, x, t)
+    for x64, t64 in ((jnp.asarray(x, jnp.float64), jnp.asarray(t, jnp.float64)),
+                     (x.astype(np.float64), t.astype(np.float64))):
+        value, grads = jp.value_and_grad(model, "mse", params, x64, t64)
+        assert value.dtype == jnp.float32
+        chex.assert_trees_all_equal((value, grads), ref)
 
 
 @pytest.mark.parametrize("cut", [1, 3], ids=["too-short", "too-long"])

@@ -249,6 +249,35 @@ def test_bad_files_and_arguments(tmp_path, capsys):
         ex.load_spec(bad_json)
 
 
+def test_huge_steps_numbers_and_nesting_are_clear_errors(tmp_path, capsys):
+    """issue 11: --steps 1e23 grew memory without bound; numbers too large for a float64 and
+    JSON nested 100,000 deep gave tracebacks."""
+    base = json.dumps(_spec())
+    w = json.dumps(_spec()["layers"][0]["W"][0][0])
+    cases = {
+        "steps": (base, ["--steps", "100000000000000000000000"], "at most 10,000"),
+        "steps-in-spec": (base[:-1] + ', "steps": 1e23}', [], "at most 10,000"),
+        "huge-float": (base.replace(w, "1e400", 1), [], "too large for a float64"),
+        "huge-int": (base.replace(w, "1" + "0" * 400, 1), [], "too large for a float64"),
+        "huge-lr": (base.replace('"learning_rate": 0.1', '"learning_rate": 1' + "0" * 400),
+                    [], "learning_rate must be a positive finite number"),
+        "too-many-digits": (base.replace(w, "1" * 5000, 1), [], "cannot read the JSON"),
+        "deep": ('{"layers": ' + "[" * 100_000 + "]" * 100_000 + "}", [], "nested too deeply"),
+    }
+    for name, (text, args, message) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(text)
+        assert main(["explain", str(path), *args]) == 2, name
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and message in err, (name, err)
+    nested = _spec()
+    nested["input"] = [[[[[[1.0]]]]]]
+    with pytest.raises(ValueError, match=r"input\[0\]\[0\] is \[\[\[\.\.\.\]\]\] \(a list\)"):
+        ex.load_spec(nested)
+    with pytest.raises(ValueError, match="integer class labels"):
+        ex.load_spec(_spec(loss="sparse_softmax_cross_entropy"))
+
+
 def test_divergence_is_a_clear_error():
     d = _spec(learning_rate=1e300, loss="sse_half")
     d["layers"][1]["activation"] = "identity"

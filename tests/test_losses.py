@@ -30,6 +30,8 @@ def make(name, shape, dtype, key=0, targets="default"):
             t = e / e.sum(-1, keepdims=True)
         else:  # "unnormalised": non-negative rows that do not sum to 1
             t = rng.uniform(size=shape) * 2
+    elif name == "sparse_softmax_cross_entropy":  # integer class labels, one per example
+        return jnp.asarray(y, dtype), jnp.asarray(rng.integers(0, shape[-1], size=shape[:-1]))
     else:
         t = rng.normal(size=shape)
     return jnp.asarray(y, dtype), jnp.asarray(t, dtype)

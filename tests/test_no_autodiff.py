@@ -48,7 +48,7 @@ def test_training_path_never_calls_autodiff(no_autodiff):
                         batch_size=4, key=jax.random.key(1))  # 4 + 4 + 2 (padded, masked)
     assert history.losses.shape == (3,)
 
-    pop = jp.fit_population(jp.mlp([2, 4, 1], init="normal"), "sse_half", 0.5, (x, t), n=3,
+    pop = jp.fit_population(jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal"), "sse_half", 0.5, (x, t), n=3,
                             epochs=10)
     assert pop.final_loss.shape == (3,)
 

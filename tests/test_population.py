@@ -18,7 +18,7 @@ from jaxprop.runs import population_records
 from jaxprop.scale.population import PopulationResult, fit_population, init_population
 
 X, T = (jnp.asarray(a) for a in xor())
-MODEL = jp.mlp([2, 4, 1], init="normal")  # the classic 2-4-1 sigmoid network
+MODEL = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")  # the classic 2-4-1 sigmoid network
 
 
 def _reference(factory, epochs, loss="sse_half"):
@@ -99,7 +99,9 @@ def test_records_are_json_with_diverged_members_as_null():
     res = PopulationResult(None, np.array([0.1, np.nan]), np.array([1.0, np.nan]),
                            np.array([0, 1]), np.array([0.1, 10.0]), None)
     records = population_records(res)
-    assert records[1] == {"seed": 1, "lr": 10.0, "final_loss": None, "accuracy": None}
+    assert records[1] == {"seed": 1, "lr": 10.0, "status": "diverged", "final_loss": None,
+                          "accuracy": None}  # issue 11: each member says how it ended
+    assert records[0]["status"] == "finished"
     json.dumps(records, allow_nan=False)
 
 
@@ -162,7 +164,7 @@ def test_population_compile_options_and_no_losses_unless_recorded():
     from jaxprop.scale.population import population_compiler_options
 
     x, t = xor()
-    model = jp.mlp([2, 4, 1], init="normal")
+    model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
     res = jp.fit_population(model, "sse_half", 0.5, (x, t), n=3, epochs=5,
                             compiler_options=None)
     assert res.losses is None and res.final_loss.shape == (3,)
@@ -174,7 +176,7 @@ def test_members_trained_in_thread_groups_equal_one_group(monkeypatch):
     from jaxprop.scale import population
 
     x, t = xor()
-    model = jp.mlp([2, 4, 1], init="normal")
+    model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
     kw = dict(n=130, epochs=30, record_losses=True)
     assert population.population_threads(130, 17, 4) == min(2, os.cpu_count() or 1)
     monkeypatch.setattr(population, "population_threads", lambda *a: 2)  # 65 + 65

@@ -155,9 +155,9 @@ def test_double_policy_without_x64_is_one_clear_error():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: jp.mlp([2, 3, 1], dtype=jnp.float64).init(jax.random.key(0)),
+    lambda: jp.mlp([2, 3, 1], "sigmoid", "sigmoid", dtype=jnp.float64).init(jax.random.key(0)),
     lambda: jp.Dense(3, dtype=jnp.float64).init(jax.random.key(0), (2,)),
-    lambda: jp.init_state(jp.mlp([2, 3, 1], dtype=jnp.float64), optax.sgd(0.1),
+    lambda: jp.init_state(jp.mlp([2, 3, 1], "sigmoid", "sigmoid", dtype=jnp.float64), optax.sgd(0.1),
                           jax.random.key(0)),
     lambda: jp.get_initializer("glorot")(jax.random.key(0), (2, 3), jnp.float64),
 ], ids=["mlp", "Dense", "init_state", "initializer"])

@@ -29,6 +29,8 @@ def problems(draw):
     hidden = draw(st.lists(st.sampled_from(ACTS), min_size=depth - 1, max_size=depth - 1))
     loss = draw(st.sampled_from(list(OUTPUT_ACTS)))
     out_act = draw(st.sampled_from(OUTPUT_ACTS[loss]))
+    if jp.get_loss(loss).categorical:  # one output per class: a single output is refused
+        sizes[-1] = max(sizes[-1], 2)
     batch = draw(st.integers(1, 32))
     seed = draw(st.integers(0, 2**31 - 1))
     return sizes, hidden, out_act, loss, batch, seed

@@ -63,7 +63,7 @@ def test_serial_is_a_layer_that_splits_keys_and_threads_state():
 
 
 def test_init_shortcut_and_init_with_state():
-    plain = jp.mlp([2, 3, 1])
+    plain = jp.mlp([2, 3, 1], "sigmoid", "sigmoid")
     assert isinstance(plain.init(jax.random.key(0)), list)
     stateful = jp.serial(Count(), jp.Dense(1), in_shape=(2,))
     with pytest.raises(ValueError, match="init_with_state"):
@@ -141,7 +141,10 @@ def test_loss_facts_replace_names():
         "bce": ("mean_all", False, False, (0, 1)),
         "bce_with_logits": ("mean_all", True, False, None),
         "softmax_cross_entropy": ("mean_rows", True, True, None),
+        "sparse_softmax_cross_entropy": ("mean_rows", True, False, None),
     }
+    assert [n for n, loss in jp.LOSSES.items() if loss.integer_labels] == [
+        "sparse_softmax_cross_entropy"]
     with pytest.raises(ValueError, match="takes probabilities"):
         jp.check_output_fits_loss(jp.mlp([2, 1], output_activation="identity"), "bce")
     with pytest.raises(ValueError, match="takes logits"):

@@ -51,6 +51,8 @@ def test_masked_gradient_equals_the_unpadded_batch(loss):
     t = jax.random.uniform(kt, (7, 4), jnp.float64)
     if loss == "softmax_cross_entropy":
         t = jax.nn.one_hot(jnp.arange(7) % 4, 4, dtype=jnp.float64)
+    if loss == "sparse_softmax_cross_entropy":
+        t = jnp.arange(7) % 4
     ref_value, ref_grads = jax.jit(jp.loss_and_grad_fn(model, loss))(params, x, t)
     # pad to 10 rows with copies of real rows (as the minibatcher does), mask them out
     idx = jnp.array([3, 0, 6, 1, 5, 2, 4, 0, 1, 2])
@@ -148,7 +150,7 @@ def test_divergence_stops_and_keeps_the_last_good_params():
 
 
 def test_fit_rejects_bad_arguments():
-    model = jp.mlp([2, 4, 1])
+    model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid")
     with pytest.raises(ValueError, match="epochs"):
         fit(model, "mse", optax.sgd(0.1), (XOR_X, XOR_T), epochs=-1, key=jax.random.key(0))
     with pytest.raises(ValueError, match="key"):
@@ -204,7 +206,7 @@ def test_auto_unroll_keeps_one_function_loops_and_unrolls_tiny_matmul_steps():
     from jaxprop.train import auto_unroll
 
     def params(sizes):
-        return jp.mlp(sizes).init(jax.random.key(0))
+        return jp.mlp(sizes, "sigmoid", "sigmoid").init(jax.random.key(0))
 
     assert auto_unroll(params([2, 4, 1]), 4, None) == 1  # multiply-add products only
     assert auto_unroll(params([2, 32, 32, 1]), 4, None) > 1  # tiny step with matmul calls
@@ -240,7 +242,7 @@ def test_compilation_cache_keeps_programs_for_the_next_process(tmp_path):
             f"assert jp.enable_compilation_cache({str(tmp_path)!r}) == {str(tmp_path)!r}\n"
             f"from jaxprop.data import xor\n"
             f"x, t = (a.astype(np.float32) for a in xor())\n"
-            f"jp.fit(jp.mlp([2, 4, 1]), 'sse_half', 0.1, (x, t), epochs=5, "
+            f"jp.fit(jp.mlp([2, 4, 1], 'sigmoid', 'sigmoid'), 'sse_half', 0.1, (x, t), epochs=5, "
             f"key=jax.random.key(0))\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
     assert any(tmp_path.iterdir())

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "check": "Check hand-written gradients against jax.grad and finite differences.",
     "explain": "Trace gradient descent step by step on your own small network (JSON spec).",
     "train": "Train a network on a dataset with a JIT-compiled loop.",
+    "predict": "Predict the rows of a CSV file with a trained run's model.",
     "bench": "Benchmark hand-written backprop against NumPy and jax.grad.",
     "devices": "Show the devices JAX sees, their memory, matmul precision and versions.",
 }

@@ -2,31 +2,53 @@
 
 With no arguments it trains the classic XOR network (2-4-1 sigmoid, standard-normal weights,
 ``sse_half``, plain gradient descent with learning rate 0.1, 10,000 full-batch epochs) into
-``runs/xor``. Every option left out takes the dataset's default (``DEFAULTS``); the loss and
-output activation follow the task (binary: identity + ``bce_with_logits``; multiclass:
-identity + ``softmax_cross_entropy``) unless given. ``--model TEXT`` trains any architecture
-written as text (``conv(16,3)-relu-maxpool(2)-flatten-dense(10)``; see
-:mod:`jaxprop.core.spec`) instead of the ``--hidden``/``--activation`` MLP; the output
-activation still follows the task. What the run folder holds:
-:mod:`jaxprop.runs`. ``--resume DIR`` continues a run from its checkpoint with the saved
-config, up to ``--epochs`` in total.
+``runs/xor`` (``runs/xor-2``, ``-3``, ... when that already holds a run; an explicit ``--out``
+holding a run is refused unless ``--force``). Every option left out takes the dataset's
+default (``DEFAULTS``); the loss and output activation follow the task (binary: identity +
+``bce_with_logits``; multiclass: identity + ``softmax_cross_entropy``; ``--task regression``:
+identity + ``mse``) unless given. ``--model TEXT`` trains any architecture written as text
+(``conv(16,3)-relu-maxpool(2)-flatten-dense(10)``; see :mod:`jaxprop.core.spec`) instead of
+the ``--hidden``/``--activation`` MLP; the output activation still follows the task.
+``--precision f32|bf16|highest`` picks the precision policy (:mod:`jaxprop.train.precision`).
+What the run folder holds: :mod:`jaxprop.runs`.
+``--resume DIR`` continues a run from its checkpoint with the saved config, up to ``--epochs``
+in total. Ctrl-C or SIGTERM stop within about a second: the last finished epoch is saved and
+the command says how to resume.
 
-Exit codes: 0 done, 1 the loss diverged (NaN/Inf; the last good checkpoint is kept), 2 bad
-arguments or unreadable data/checkpoint.
+Exit codes: 0 done, 1 the loss diverged (NaN/Inf; the last good checkpoint is kept) or every
+member of a population did, 2 bad arguments or unreadable data/checkpoint, 130/143 stopped by
+SIGINT/SIGTERM (the checkpoint is saved).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
 
 from jaxprop.data import DATASETS
+from jaxprop.data.preprocessing import MAX_SEED
 from jaxprop.runs import MODEL_KEYS
+from jaxprop.train.fit import MAX_EPOCHS
 from jaxprop.train.optimizers import OPTIMIZERS
 
 # the precision policies (jaxprop.train.precision) the command line offers
 TRAIN_PRECISIONS = ("f32", "bf16", "highest")
+
+# Every key a jaxprop train config holds, and the types --resume accepts from a checkpoint
+# (OPTIONAL_CONFIG_TYPES: keys that configs saved by earlier versions lack).
+CONFIG_TYPES = {
+    "dataset": str, "data_dir": (str, type(None)), "csv": (str, type(None)),
+    "label_column": (str, int, type(None)), "seed": int, "hidden": (list, type(None)),
+    "activation": (str, list, type(None)), "output_activation": (str, type(None)), "loss": (str, type(None)),
+    "init": (str, type(None)), "optimizer": str, "lr": (int, float), "epochs": int,
+    "batch_size": (int, type(None)), "drop_last": bool, "log_every": int, "out": str,
+}
+OPTIONAL_CONFIG_TYPES = {
+    "task": (str, type(None)), "precision": str, "model": (str, type(None)),
+}
 
 # Per-dataset defaults; anything not listed falls back to COMMON.
 COMMON = dict(hidden=[64], activation="relu", optimizer="adam", lr=1e-3, epochs=100,
@@ -58,6 +80,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="the architecture as text, e.g. 'conv(16,3)-relu-maxpool(2)-flatten-"
                         "dense(10)' (instead of --hidden/--activation; the output activation "
                         "follows the task)")
+    p.add_argument("--task", choices=("classification", "regression"), default=None,
+                   help="for --dataset csv: classification (default) or regression (the label "
+                        "column is a number to predict: identity output, mse, RMSE and R²)")
     p.add_argument("--hidden", default=None, help="hidden layer widths, e.g. 64,64 ('' for none)")
     p.add_argument("--activation", default=None, help="hidden activation (relu, tanh, ...)")
     p.add_argument("--output-activation", default=None,
@@ -73,9 +98,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed for data, init and shuffling")
     p.add_argument("--log-every", type=int, default=None,
                    help="epochs per compiled chunk: logging, divergence check and checkpoint")
-    p.add_argument("--out", default=None, help="output folder (default runs/DATASET)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/DATASET, or runs/DATASET-2, ... when that "
+                        "holds a run)")
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run saved in DIR (its config; --epochs is the new total)")
+    p.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                   help="replace the run already in --out (refused otherwise)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--population", type=int, default=None, metavar="N",
                    help="train N networks (seeds SEED..SEED+N-1) at once in one compiled call; "
@@ -88,8 +117,16 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "params and optimizer, bfloat16 forward and backward, float32 loss) or "
                         "highest (float32 with full-precision matmuls)")
     p.add_argument("--data-parallel", action="store_true",
-                   help="split the training set over all local devices (jax.sharding); its size "
-                        "must divide evenly over them")
+                   help="split the training set over every device (jax.sharding; padded to a "
+                        "multiple of the device count, the padding never counts)")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="with --data-parallel: join a multi-process run (jax.distributed) whose "
+                        "process 0 listens at HOST:PORT (env JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", default=None, metavar="N",
+                   help="processes in the multi-process run (env JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", default=None, metavar="I",
+                   help="this process's index, 0..N-1; process 0 writes the run folder (env "
+                        "JAX_PROCESS_ID)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,8 +155,8 @@ def build_config(args) -> dict:
     dataset = args.dataset or "xor"
     d = {**COMMON, "output_activation": None, "loss": None, **DEFAULTS[dataset]}
     cfg = {"dataset": dataset, "data_dir": args.data_dir, "csv": args.csv,
-           "label_column": args.label_column, "seed": 0 if args.seed is None else args.seed,
-           "drop_last": bool(args.drop_last)}
+           "label_column": args.label_column, "task": args.task,
+           "seed": 0 if args.seed is None else args.seed, "drop_last": bool(args.drop_last)}
     for key in ("hidden", "activation", "output_activation", "loss", "init", "optimizer", "lr",
                 "epochs", "batch_size", "log_every", "precision"):
         given = getattr(args, key)
@@ -137,14 +174,32 @@ def build_config(args) -> dict:
         cfg["hidden"] = cfg["activation"] = None
     if cfg["batch_size"] == 0:
         cfg["batch_size"] = None
-    cfg["out"] = args.out or f"runs/{dataset}"
+    cfg["out"] = default_out(dataset) if args.out is None else args.out
     validate_config(cfg)
     return cfg
+
+
+def default_out(dataset: str) -> str:
+    """``runs/DATASET``, or the first of ``runs/DATASET-2``, ``-3``, ... that holds no run."""
+    from pathlib import Path
+
+    from jaxprop.runs import holds_run
+
+    out, n = Path("runs") / dataset, 1
+    while out.exists() and holds_run(out):
+        n += 1
+        out = Path("runs") / f"{dataset}-{n}"
+    return str(out)
 
 
 def validate_config(cfg: dict) -> None:
     if not isinstance(cfg["epochs"], int) or cfg["epochs"] < 1:
         raise ValueError(f"--epochs must be a positive integer; got {cfg['epochs']}")
+    if cfg["epochs"] > MAX_EPOCHS:
+        raise ValueError(f"--epochs must be at most {MAX_EPOCHS:,} (the epoch counter is an "
+                         f"int32); got {cfg['epochs']:,}")
+    if not str(cfg["out"]).strip():
+        raise ValueError("--out is empty; give a folder name")
     lr = cfg["lr"]
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"--lr must be a positive number; got {lr}")
@@ -152,8 +207,9 @@ def validate_config(cfg: dict) -> None:
         raise ValueError(f"--batch-size must be a positive integer; got {cfg['batch_size']}")
     if cfg["log_every"] < 1:
         raise ValueError(f"--log-every must be a positive integer; got {cfg['log_every']}")
-    if cfg["seed"] < 0:
-        raise ValueError(f"--seed must be >= 0; got {cfg['seed']}")
+    if not 0 <= cfg["seed"] <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32 - 1); got "
+                         f"{cfg['seed']}")
     if cfg["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {cfg['optimizer']!r}; known: {', '.join(OPTIMIZERS)}")
     if cfg["dataset"] in ("mnist", "fashion-mnist") and not cfg["data_dir"]:
@@ -166,6 +222,8 @@ def validate_config(cfg: dict) -> None:
                                                             ("csv",))):
         if cfg[key] is not None and cfg["dataset"] not in allowed:
             raise ValueError(f"{flag} applies only to --dataset {'/'.join(allowed)}")
+    if cfg.get("task") == "regression" and cfg["dataset"] != "csv":
+        raise ValueError("--task regression applies only to --dataset csv")
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +248,9 @@ def resume_config(args) -> tuple[dict, object]:
 
     saved = ckpt.load(args.resume)
     cfg = dict(saved.config)
+    check_saved_config(cfg, saved.path)
     cfg.setdefault("precision", "f32")  # saved before precision was an option
+    cfg.setdefault("model", None)  # saved before --model
     for key in MODEL_KEYS:
         given = getattr(args, key.replace("-", "_"), None)
         if key == "hidden" and given is not None:
@@ -202,12 +262,74 @@ def resume_config(args) -> tuple[dict, object]:
         raise ValueError(f"--dataset differs from the run saved in {args.resume}")
     cfg["epochs"] = args.epochs if args.epochs is not None else cfg["epochs"]
     cfg["log_every"] = args.log_every or cfg["log_every"]
-    cfg["out"] = args.out or args.resume
+    cfg["out"] = args.resume if args.out is None else args.out
+    cfg.setdefault("task", None)  # checkpoints from before --task
     validate_config(cfg)
     if cfg["epochs"] < saved.epoch:
         raise ValueError(f"--epochs {cfg['epochs']} is below the checkpoint's epoch "
                          f"{saved.epoch} in {args.resume}")
     return cfg, saved
+
+
+def check_saved_config(cfg: dict, path) -> None:
+    """Raise ``ValueError`` unless ``cfg`` (from a checkpoint) is a ``jaxprop train`` config
+    with the types it writes: a checkpoint of the Python API holds none, an edited one may
+    hold anything."""
+    if not cfg:
+        raise ValueError(f"{path} holds no jaxprop train config (it was saved from the Python "
+                         "API?); --resume continues runs of jaxprop train only: load it with "
+                         "jaxprop.checkpoint.load and train with fit_state(state=...)")
+    def fits(value, types):
+        types = types if isinstance(types, tuple) else (types,)
+        return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+
+    for key, types in {**CONFIG_TYPES, **OPTIONAL_CONFIG_TYPES}.items():
+        if key in OPTIONAL_CONFIG_TYPES and key not in cfg:
+            continue
+        value = cfg.get(key)
+        bad = key not in cfg or not fits(value, types)
+        if key == "hidden" and not bad and value is not None:
+            bad = not all(fits(h, int) for h in value)
+        if bad:
+            raise ValueError(f"{path}: the saved config's {key!r} is "
+                             f"{'missing' if key not in cfg else repr(value)[:60]}, not what "
+                             "jaxprop train writes (an edited header?); --resume refused")
+    if cfg["dataset"] not in DATASETS or cfg.get("task") not in (None, "classification",
+                                                                  "regression"):
+        raise ValueError(f"{path}: the saved config names an unknown dataset or task "
+                         f"({cfg['dataset']!r}, {cfg.get('task')!r}; an edited header?)")
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM: until the run first asks whether to stop (before it writes
+    anything), they raise ``KeyboardInterrupt`` at once; from then on they only set the flag
+    that training polls, so a save is never cut in half."""
+
+    def __init__(self):
+        self.signum = None
+        self.armed = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers, Ctrl-C raises as usual
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        if not self.armed:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __call__(self) -> bool:
+        self.armed = True
+        return self.signum is not None
 
 
 def run(args) -> int:
@@ -222,43 +344,107 @@ def run(args) -> int:
     if population and (args.resume or args.data_parallel):
         raise ValueError("--population/--lr-sweep cannot be combined with --resume or "
                          "--data-parallel")
+    if args.resume and args.force:
+        raise ValueError("--force replaces a run; --resume continues one: give one of them")
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out is empty; give a folder name")
+    distributed = _join_processes(args)
     if population:
         cfg = build_config(args)
         lrs = parse_lr_sweep(args.lr_sweep) if args.lr_sweep is not None else [cfg["lr"]]
         m = runs.population_run(cfg, population=1 if args.population is None
-                                else args.population, lrs=lrs, plots_on=not args.no_plots)
-        _population_summary(m, cfg)
-        return 0
+                                else args.population, lrs=lrs, plots_on=not args.no_plots,
+                                force=args.force)
+        return _population_summary(m, cfg)
     cfg, saved = resume_config(args) if args.resume else (build_config(args), None)
     err = Console(stderr=True)
     progress, task = _progress(err, cfg, saved.epoch if saved is not None else 0)
 
     def on_record(record):
-        desc = f"loss {record['train_loss']:.4g}  acc {record['train_accuracy']:.3f}"
+        desc = f"loss {record['train_loss']:.4g}"
+        if "train_accuracy" in record:
+            desc += f"  acc {record['train_accuracy']:.3f}"
         if "test_accuracy" in record:
             desc += f"  test acc {record['test_accuracy']:.3f}"
         progress.update(task, completed=record["epoch"], stats=desc)
 
-    with progress:
-        result = runs.train_run(cfg, saved, plots_on=not args.no_plots,
-                                data_parallel=args.data_parallel, on_record=on_record)
+    with _StopSignals() as stop, progress:
+        try:
+            result = runs.train_run(cfg, saved, plots_on=not args.no_plots,
+                                    data_parallel=args.data_parallel, on_record=on_record,
+                                    should_stop=stop, force=args.force)
+        except KeyboardInterrupt:
+            if stop.armed:
+                raise
+            name = signal.Signals(stop.signum or signal.SIGINT).name
+            print(f"jaxprop: stopped by {name} before training started; nothing was written",
+                  file=sys.stderr)
+            return 128 + int(stop.signum or signal.SIGINT)
+    if distributed and not _is_writer():
+        return 1 if result.diverged is not None else 0  # process 0 reports
+    if result.interrupted:
+        return _interrupted(stop.signum, result)
     if result.diverged is not None:
         print(f"jaxprop: {result.diverged}; the last good checkpoint (epoch "
               f"{result.metrics['epoch']}) is in {result.out}", file=sys.stderr)
         return 1
     _table(cfg, result.metrics, result.out)
+    if result.plot_error:
+        print(f"jaxprop: training finished and {result.out} holds its checkpoint, metrics.json, "
+              f"losses.npy, history.jsonl and model.npz, but {result.plot_error}",
+              file=sys.stderr)
     return 0
 
 
-def _population_summary(m: dict, cfg: dict) -> None:
+def _join_processes(args) -> bool:
+    """Join a multi-process run when the flags (or the environment) ask for one."""
+    from jaxprop.scale import distributed
+
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if any(f is not None for f in flags) and not args.data_parallel:
+        raise ValueError("--coordinator/--num-processes/--process-id need --data-parallel")
+    if not args.data_parallel:
+        return False
+    return distributed.initialize(*flags) is not None
+
+
+def _is_writer() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _interrupted(signum, result) -> int:
+    """Say where the checkpoint is and how to resume; exit at once (130 SIGINT, 143 SIGTERM)
+    without waiting for the compiled chunk still running."""
+    name = signal.Signals(signum).name if signum else "a signal"
+    m = result.metrics
+    print(f"jaxprop: stopped by {name} after epoch {m['epoch']} of {m['config']['epochs']}; "
+          f"the checkpoint is {result.out / 'checkpoint.npz'}; continue with: jaxprop train "
+          f"--resume {result.out}", file=sys.stderr)
+    code = 128 + int(signum or signal.SIGINT)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _population_summary(m: dict, cfg: dict) -> int:
     from rich.console import Console
 
     solved = f", {m['solved']} solved" if "solved" in m else ""
     median = m["median_final_loss"]
     Console().print(f"{m['members']} networks x {m['epoch']} epochs in {m['wall_time']:.2f} s"
                     f"{solved}; median final loss "
-                    f"{'n/a' if median is None else f'{median:.4g}'}, {m['diverged']} diverged; "
-                    f"saved to {cfg['out']}/")
+                    f"{'n/a' if median is None else f'{median:.4g}'}, {m['finished']} finished, "
+                    f"{m['diverged']} diverged; saved to {cfg['out']}/")
+    if m.get("plot_error"):
+        print(f"jaxprop: training finished and {cfg['out']}/metrics.json is saved, but "
+              f"{m['plot_error']}", file=sys.stderr)
+    if m["status"] != "finished":
+        print(f"jaxprop: every member diverged (NaN/Inf loss); see the per-member status in "
+              f"{cfg['out']}/metrics.json", file=sys.stderr)
+        return 1
+    return 0
 
 
 class _NoProgress:
@@ -294,12 +480,18 @@ def _table(cfg, metrics, out) -> None:
 
     table = Table(title=f"{cfg['dataset']}: {metrics['epoch']} epochs",
                   caption=f"{metrics['wall_time']:.2f} s, compile {metrics['compile_time']:.2f} s")
+    regression = "train_rmse" in metrics
     table.add_column("split")
     table.add_column("loss", justify="right")
-    table.add_column("accuracy", justify="right")
+    for name in (("RMSE", "R²") if regression else ("accuracy",)):
+        table.add_column(name, justify="right")
     for split in ("train", "test"):
-        table.add_row(split, f"{metrics[f'{split}_loss']:.5g}",
-                      f"{100 * metrics[f'{split}_accuracy']:.2f}%")
+        if regression:
+            r2 = metrics[f"{split}_r2"]
+            cells = [f"{metrics[f'{split}_rmse']:.5g}", "n/a" if r2 is None else f"{r2:.4f}"]
+        else:
+            cells = [f"{100 * metrics[f'{split}_accuracy']:.2f}%"]
+        table.add_row(split, f"{metrics[f'{split}_loss']:.5g}", *cells)
     console = Console()
     console.print(table)
     console.print(f"device {metrics['device']}; precision {cfg.get('precision', 'f32')}; "

@@ -11,7 +11,7 @@ from typing import Callable
 
 import jax
 
-from jaxprop.core.checks import validate_data
+from jaxprop.core.checks import check_labels_fit, validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 
@@ -59,8 +59,9 @@ def value_and_grad(model: Layer, loss: str | Loss, params, x, t, *, state=None, 
 
     Jit-compiled once per (model, loss, shapes). ``grads`` has the structure of ``params``.
     Works under ``jax.vmap`` (per-example gradients: map over ``x`` and ``t``) and on any device.
-    Inputs are validated first: floating dtype matching the params, finite values (when the
-    arrays are concrete and ``check_finite``), shapes that fit the model and the targets.
+    Inputs are validated first: floating point (cast to the params' dtype), not empty, finite
+    (when the arrays are concrete and ``check_finite``), shapes that fit the model and the
+    targets (integer class labels for a loss on integer labels).
 
     Args:
       model: a Layer (``jp.mlp``, ``jp.serial``, ...).
@@ -75,5 +76,7 @@ def value_and_grad(model: Layer, loss: str | Loss, params, x, t, *, state=None, 
       ``(loss, grads)``.
     """
     loss = get_loss(loss)
-    x, t = validate_data(params, x, t, check_finite=check_finite)
+    x, t = validate_data(params, x, t, check_finite=check_finite, loss=loss)
+    if loss.integer_labels:
+        check_labels_fit(model, params, state, x, t)
     return _value_and_grad(model, loss, params, x, t, state, key, train=train)

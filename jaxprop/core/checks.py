@@ -1,4 +1,5 @@
-"""Input checks shared by every entry point: data arrays that suit the params."""
+"""Input checks shared by every entry point: params, data arrays that suit them, outputs that
+suit the loss."""
 
 from __future__ import annotations
 
@@ -7,46 +8,108 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _float_dtype(params):
-    leaves = [leaf for leaf in jax.tree.leaves(params) if hasattr(leaf, "dtype")]
-    return jnp.result_type(*leaves) if leaves else None
+def params_dtype(params):
+    """The floating dtype of ``params`` (``None`` for a model without params).
 
-
-def validate_data(params, x, t=None, *, check_finite: bool = True):
-    """Check ``x`` (and ``t``) are floating arrays of the params' dtype, finite when concrete.
-
-    Returns them as JAX arrays. Raises ``ValueError`` naming the problem.
+    Raises ``ValueError`` naming the first leaf that is not a floating-point array.
     """
-    out = []
-    want = _float_dtype(params)
-    for name, a in (("x", x), ("t", t)):
-        if a is None:
-            continue
-        if not isinstance(a, jax.Array):
-            a = np.asarray(a)
-            if a.dtype == object:
-                raise ValueError(f"{name} is not a numeric array (ragged or mixed types?)")
-            if np.issubdtype(a.dtype, np.floating) and want is not None:
-                a = a.astype(want)  # host float data follows the params' precision
-        if not jnp.issubdtype(a.dtype, jnp.floating):
+    dtypes = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(
-                f"{name} has dtype {a.dtype}; inputs and targets must be floating point "
-                f"(cast with .astype({want or 'float32'}))"
+                f"params{jax.tree_util.keystr(path)} has dtype {dtype}; parameters must be "
+                "floating point (initialise them with model.init, or cast with "
+                ".astype(jnp.float32))"
             )
-        if want is not None and a.dtype != want:
-            raise ValueError(
-                f"{name} has dtype {a.dtype} but the parameters are {want}; cast one to the other"
-            )
-        if check_finite and not isinstance(a, jax.core.Tracer):
-            bad = ~np.isfinite(np.asarray(a))
-            if bad.any():
-                idx = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ValueError(
-                    f"{name} contains {int(bad.sum())} NaN/Inf value(s) (first at index {idx}, "
-                    f"shape {tuple(a.shape)})"
-                )
-        out.append(_to_device(a))
-    return tuple(out) if t is not None else out[0]
+        dtypes.append(dtype)
+    return jnp.result_type(*dtypes) if dtypes else None
+
+
+def _check_finite(name, a):
+    if isinstance(a, jax.core.Tracer):
+        return
+    bad = ~np.isfinite(np.asarray(a))
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} NaN/Inf value(s) (first at index {idx}, "
+            f"shape {tuple(a.shape)})"
+        )
+
+
+def _floating(name, a, want, check_finite):
+    """``a`` as a floating array of dtype ``want``: other float dtypes are cast (NumPy or JAX
+    alike, as Flax and Keras do); integers, objects and empty arrays are refused."""
+    if not isinstance(a, jax.Array):
+        a = np.asarray(a)
+        if a.dtype == object:
+            raise ValueError(f"{name} is not a numeric array (ragged or mixed types?)")
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        raise ValueError(
+            f"{name} has dtype {a.dtype}; inputs and targets must be floating point "
+            f"(cast with .astype({want or 'float32'}))"
+        )
+    if want is not None and a.dtype != want:
+        a = a.astype(want)  # data follows the params' precision
+    if check_finite:
+        _check_finite(name, a)
+    return _to_device(a)
+
+
+def _labels(a, check_finite):
+    """Integer class labels as int32 (whole-number floats are accepted)."""
+    if not isinstance(a, jax.Array):
+        a = np.asarray(a)
+    if jnp.issubdtype(a.dtype, jnp.floating) and not isinstance(a, jax.core.Tracer):
+        if check_finite:
+            _check_finite("t", a)
+        host = np.asarray(a)
+        if not np.all(host == np.round(host)):
+            raise ValueError("t holds class labels but has fractional values; labels are "
+                             "integers 0..k-1 (one per example)")
+        a = host
+    elif not jnp.issubdtype(a.dtype, jnp.integer):
+        raise ValueError(f"t has dtype {a.dtype}; class labels must be integers 0..k-1")
+    if not isinstance(a, jax.core.Tracer) and np.size(a) and np.min(np.asarray(a)) < 0:
+        raise ValueError(f"t holds a negative class label ({int(np.min(np.asarray(a)))}); "
+                         "labels are integers 0..k-1")
+    return jnp.asarray(a, jnp.int32)
+
+
+def validate_data(params, x, t=None, *, check_finite: bool = True, loss=None):
+    """Check ``x`` (and ``t``) suit ``params``: floating arrays, cast to the params' dtype,
+    not empty, finite when concrete.
+
+    With a ``loss`` on integer labels (``loss.integer_labels``), ``t`` must hold integer class
+    labels instead (returned as int32). Returns JAX arrays. Raises ``ValueError`` naming the
+    problem (also for params that are not floating point).
+    """
+    from jaxprop.core.losses import get_loss
+
+    want = params_dtype(params)
+    x = _floating("x", x, want, check_finite)
+    if x.size == 0:
+        raise ValueError(f"x is empty (shape {tuple(x.shape)}): a batch needs at least one "
+                         "example")
+    if t is None:
+        return x
+    if loss is not None and get_loss(loss).integer_labels:
+        return x, _labels(t, check_finite)
+    return x, _floating("t", t, want, check_finite)
+
+
+def check_labels_fit(model, params, state, x, t) -> None:
+    """Raise ``ValueError`` when concrete integer labels ``t`` reach the model's number of
+    outputs (found by tracing ``model.forward`` on ``x``'s shapes, no computation)."""
+    if isinstance(t, jax.core.Tracer) or not np.size(t):
+        return
+    y = jax.eval_shape(lambda p, s, x: model.forward(p, s, x, train=False)[0], params, state, x)
+    num_outputs = y.shape[-1] if y.ndim else 1
+    top = int(np.max(np.asarray(t)))
+    if top >= num_outputs:
+        raise ValueError(f"t holds class label {top} but the model has {num_outputs} outputs "
+                         f"(labels must be 0..{num_outputs - 1})")
 
 
 def _to_device(a):
@@ -105,3 +168,26 @@ def output_shape(layer, in_shape) -> tuple[int, ...]:
 
     jax.eval_shape(init, jax.random.key(0))
     return shapes[0]
+
+
+def warn_if_targets_outside_output(model, loss, t) -> None:
+    """Warn when concrete targets ``t`` lie outside the range the model's output layer can give
+    (``output_range``): a sigmoid output behind targets in [-1, 1] can never fit them."""
+    import warnings
+
+    from jaxprop.core.losses import get_loss
+
+    loss = get_loss(loss)
+    out = getattr(model, "output_range", None)
+    if out is None or loss.integer_labels or loss.from_logits or isinstance(t, jax.core.Tracer):
+        return
+    host = np.asarray(t)
+    if not host.size:
+        return
+    lo, hi = float(np.min(host)), float(np.max(host))
+    if lo < out[0] or hi > out[1]:
+        last = model.sublayers[-1].name if getattr(model, "sublayers", ()) else model.name
+        warnings.warn(
+            f"the targets lie in [{lo:.4g}, {hi:.4g}] but the output layer {last} only gives "
+            f"values in [{out[0]:g}, {out[1]:g}]: the network cannot fit them (use an identity "
+            "output for regression)", UserWarning, stacklevel=3)

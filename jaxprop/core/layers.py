@@ -160,7 +160,7 @@ def Dense(
 
     def forward(params, state, x, *, key=None, train=True):
         del key, train
-        W, b = params["W"], params["b"]
+        W, b = _dense_params(params)
         if x.ndim < 1 or x.shape[-1] != W.shape[0]:
             raise ValueError(
                 f"Dense: input has shape {tuple(x.shape)} but W has shape {tuple(W.shape)}; "
@@ -175,6 +175,20 @@ def Dense(
         return {"W": matmul(x2.T, dy2), "b": dy2.sum(axis=0)}, matmul(dy, W.T)
 
     return Layer(init, forward, backward, f"Dense({out_dim})", spec=f"dense({out_dim})")
+
+
+def _dense_params(params):
+    """``(W, b)`` from Dense params, or a ``ValueError`` saying what is wrong with them."""
+    if not isinstance(params, dict) or set(params) != {"W", "b"}:
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"Dense: params must be a dict with keys 'W' and 'b'; got {got}")
+    W, b = params["W"], params["b"]
+    if getattr(W, "ndim", None) != 2 or tuple(getattr(b, "shape", ())) != (W.shape[1],):
+        raise ValueError(
+            f"Dense: W must be (in, out) and b (out,); got W {tuple(getattr(W, 'shape', ()))} "
+            f"and b {tuple(getattr(b, 'shape', ()))}"
+        )
+    return W, b
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,18 +2,21 @@
 
 A :class:`Loss` is ``value(y, t) -> scalar`` and ``grad(y, t) -> dL/dy`` (shape of ``y``), plus
 its reduction over examples, whether it takes logits, the range of predictions it accepts and
-its gradient with respect to the targets. ``y`` and ``t`` have the same shape ``(..., out)``;
-any leading axes are batch axes (none at all under ``jax.vmap``).
+its gradient with respect to the targets. ``y`` and ``t`` have the same shape ``(..., out)``
+(for a loss on integer labels ``t`` has ``y``'s shape without the last axis); any leading axes
+are batch axes (none at all under ``jax.vmap``).
 
-==========================  =================================================  ================
-name                        value                                              reduction
-==========================  =================================================  ================
-``sse_half``                ``1/2 * sum((y - t)^2)``                           ``sum``
-``mse``                     ``mean((y - t)^2)``                                ``mean_all``
-``bce``                     ``mean(-t log p - (1 - t) log(1 - p))``, ``p=y``   ``mean_all``
-``bce_with_logits``         same on ``p = sigmoid(y)``, computed stably        ``mean_all``
-``softmax_cross_entropy``   ``mean_rows(-sum(t * log_softmax(y), -1))``        ``mean_rows``
-==========================  =================================================  ================
+================================  ==================================================  ==========
+name                              value                                               reduction
+================================  ==================================================  ==========
+``sse_half``                      ``1/2 * sum((y - t)^2)``                            ``sum``
+``mse``                           ``mean((y - t)^2)``                                 ``mean_all``
+``bce``                           ``mean(-t log p - (1 - t) log(1 - p))``, ``p=y``    ``mean_all``
+``bce_with_logits``               same on ``p = sigmoid(y)``, computed stably         ``mean_all``
+``softmax_cross_entropy``         ``mean_rows(-sum(t * log_softmax(y), -1))``         ``mean_rows``
+``sparse_softmax_cross_entropy``  ``mean_rows(-log_softmax(y)[t])``, ``t`` integer    ``mean_rows``
+                                  class labels ``(...,)`` instead of one-hot rows
+================================  ==================================================  ==========
 
 ``bce`` takes probabilities and clips them to ``[eps, 1 - eps]`` (``eps`` = machine epsilon of
 the dtype) so a saturated sigmoid never gives ``log(0)``; its gradient is the formula evaluated
@@ -51,6 +54,8 @@ class Loss(NamedTuple):
         ``(0, 1)``), or ``None`` for any real value.
       target_grad: ``(y, t) -> dL/dt``, for ``jax.grad`` through :func:`jaxprop.as_jax_function`
         with respect to the targets; ``None`` when not defined (the bridge then gives zeros).
+      integer_labels: True when the targets are integer class indices ``t: y.shape[:-1]``
+        (one per example) rather than arrays shaped like ``y``; needs at least two outputs.
     """
 
     value: Callable[[Array, Array], Array]
@@ -61,36 +66,51 @@ class Loss(NamedTuple):
     categorical: bool = False
     input_range: tuple[float, float] | None = None
     target_grad: Callable[[Array, Array], Array] | None = None
+    integer_labels: bool = False
 
 
-def _check(name: str, y: Array, t: Array) -> None:
-    if tuple(y.shape) != tuple(t.shape):
+def _check(name: str, y: Array, t: Array, *, classes: bool, labels: bool) -> None:
+    if labels:
+        if tuple(t.shape) != tuple(y.shape[:-1]) or not jnp.issubdtype(t.dtype, jnp.integer):
+            raise ValueError(
+                f"loss {name} takes integer class labels of shape {tuple(y.shape[:-1])} (one "
+                f"per example) for outputs of shape {tuple(y.shape)}; got {t.dtype} targets of "
+                f"shape {tuple(t.shape)}"
+            )
+    elif tuple(y.shape) != tuple(t.shape):
         raise ValueError(
             f"loss {name}: outputs have shape {tuple(y.shape)} but targets have shape "
             f"{tuple(t.shape)}; they must match"
+        )
+    if classes and (y.ndim == 0 or y.shape[-1] < 2):
+        raise ValueError(
+            f"loss {name} needs one output per class (at least two); the outputs have shape "
+            f"{tuple(y.shape)}. With one output and 0/1 targets use bce_with_logits"
         )
 
 
 def make_loss(name: str, value: Callable, grad: Callable, *, reduction: str, from_logits: bool,
               categorical: bool = False, input_range=None,
-              target_grad: Callable | None = None) -> Loss:
-    """A :class:`Loss` whose ``value``, ``grad`` and ``target_grad`` check that ``y`` and
-    ``t`` agree in shape first."""
+              target_grad: Callable | None = None, integer_labels: bool = False) -> Loss:
+    """A :class:`Loss` whose ``value``, ``grad`` and ``target_grad`` check ``y`` and ``t``
+    first: the same shape (integer labels: ``y.shape[:-1]``), and at least two outputs for a
+    loss over classes (``categorical`` or ``integer_labels``)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"loss {name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    classes = categorical or integer_labels
 
     def checked(fn):
         if fn is None:
             return None
 
         def f(y, t):
-            _check(name, y, t)
+            _check(name, y, t, classes=classes, labels=integer_labels)
             return fn(y, t)
 
         return f
 
     return Loss(checked(value), checked(grad), name, reduction, from_logits, categorical,
-                input_range, checked(target_grad))
+                input_range, checked(target_grad), integer_labels)
 
 
 def rows(y: Array) -> int:
@@ -160,9 +180,26 @@ def _softmax_cross_entropy() -> Loss:
         target_grad=lambda z, t: -jax.nn.log_softmax(z, axis=-1) / rows(z))
 
 
+def _sparse_softmax_cross_entropy() -> Loss:
+    """optax's ``softmax_cross_entropy_with_integer_labels``: ``t`` holds class indices."""
+
+    def value(z, labels):
+        logp = jax.nn.log_softmax(z, axis=-1)
+        return -jnp.sum(jnp.take_along_axis(logp, labels[..., None], axis=-1)) / rows(z)
+
+    def grad(z, labels):
+        # d/dz of -(z[label] - lse(z)) = softmax(z) - one_hot(label)
+        p = jax.nn.softmax(z, axis=-1)
+        return (p - jax.nn.one_hot(labels, z.shape[-1], dtype=z.dtype)) / rows(z)
+
+    return make_loss("sparse_softmax_cross_entropy", value, grad, reduction="mean_rows",
+                     from_logits=True, integer_labels=True)
+
+
 LOSSES: dict[str, Loss] = {
     loss.name: loss
-    for loss in (_sse_half(), _mse(), _bce(), _bce_with_logits(), _softmax_cross_entropy())
+    for loss in (_sse_half(), _mse(), _bce(), _bce_with_logits(), _softmax_cross_entropy(),
+                 _sparse_softmax_cross_entropy())
 }
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxprop.core.layers import Dense, Flatten, Layer
+from jaxprop.core.layers import Dense, Flatten, Layer, get_initializer
 from jaxprop.core.layers import activation as activation_layer
 
 Array = jax.Array
@@ -164,21 +164,36 @@ def default_init(act: str) -> str:
     return "he" if act in ("relu", "leaky_relu", "gelu", "gelu_tanh") else "glorot"
 
 
+def output_for_loss(loss) -> str:
+    """The output activation that gives ``loss`` what it expects: ``"identity"`` for logits
+    and real values, ``"sigmoid"`` for a loss on probabilities."""
+    from jaxprop.core.losses import get_loss
+
+    loss = get_loss(loss)
+    return "sigmoid" if not loss.from_logits and loss.input_range == (0, 1) else "identity"
+
+
 def mlp(
     sizes: Sequence[int],
     activation: str | Sequence[str] = "sigmoid",
-    output_activation: str = "sigmoid",
+    output_activation: str | None = None,
     *,
+    loss=None,
     init: str | None = None,
+    bias_init="zeros",
     dtype=jnp.float32,
 ) -> Model:
     """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
     ``sizes[0]`` may be an example's shape, e.g. an image's ``(8, 8, 1)``: the network then
     starts with a :func:`~jaxprop.core.layers.Flatten`. ``activation`` is one name for every
-    hidden layer, or one name per hidden layer.
+    hidden layer, or one name per hidden layer. ``output_activation`` names the last layer's
+    activation; leave it out and give the ``loss`` instead to get the one that suits it
+    (:func:`output_for_loss`: identity for regression and logits, sigmoid for ``bce``). With
+    both, they must suit each other.
     ``init`` names the weight initialiser (``normal``, ``glorot``, ``he``, ...); by default He
-    for ReLU-like hidden activations and Glorot otherwise. Biases start at zero.
+    for ReLU-like hidden activations and Glorot otherwise. ``bias_init``: the biases'
+    initialiser (default zeros).
     """
     sizes = list(sizes)
     in_shape = tuple(sizes[0]) if sizes and isinstance(sizes[0], (tuple, list)) else None
@@ -195,14 +210,29 @@ def mlp(
         raise ValueError(
             f"mlp: {n_hidden} hidden layers but {len(acts)} activations were given: {acts}"
         )
+    hidden = [activation_layer(act) for act in acts]  # unknown names fail first
+    if init is not None:
+        get_initializer(init)
+    if output_activation is None:
+        if loss is None:
+            raise ValueError(
+                "mlp: name the output activation (output_activation='identity' for regression "
+                "or logits, 'sigmoid' for probabilities) or pass the loss (loss='mse') to pick "
+                "the one that suits it"
+            )
+        output_activation = output_for_loss(loss)
     w_init = init or default_init(acts[0] if acts else output_activation)
     layers: list[Layer] = []
     if in_shape is not None and len(in_shape) > 1:
         layers.append(Flatten(len(in_shape)))
-    for width, act in zip(sizes[1:], acts + [output_activation]):
-        layers += [Dense(width, W_init=w_init, dtype=dtype), activation_layer(act)]
-    return serial(*layers, in_shape=in_shape or (sizes[0],))
+    for width, act in zip(sizes[1:], hidden + [activation_layer(output_activation)]):
+        layers += [Dense(width, W_init=w_init, b_init=bias_init, dtype=dtype), act]
+    model = serial(*layers, in_shape=in_shape or (sizes[0],))
+    if loss is not None:
+        from jaxprop.core.checks import check_output_fits_loss
 
+        check_output_fits_loss(model, loss)
+    return model
 
 
 def Residual(block: Layer) -> Layer:

@@ -2,17 +2,19 @@
 (MNIST, Fashion-MNIST as IDX files) and your own CSV files. Nothing is ever downloaded.
 
 ``load(name, ...)`` returns a :class:`Dataset` split into train and test, float32 (images as
-``(n, H, W, C)``, tables as ``(n, d)``), with targets
-``(n, 1)`` in {0, 1} for two classes and one-hot ``(n, k)`` otherwise. The building blocks it uses
-are exported too.
+``(n, H, W, C)``, tables as ``(n, d)``), with targets ``(n, 1)`` in {0, 1} for two classes and
+one-hot ``(n, k)`` otherwise (or ``(n, 1)`` values for a CSV regression). The building blocks
+it uses are exported too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from jaxprop.data import preprocessing as _preprocessing
-from jaxprop.data.csv import Table, read_csv
+from jaxprop.data.csv import TASKS, Table, read_csv, read_features
 from jaxprop.data.dataset import Dataset
 from jaxprop.data.idx import find_mnist_files, mnist, read_idx, write_idx
 from jaxprop.data.preprocessing import (
@@ -22,6 +24,7 @@ from jaxprop.data.preprocessing import (
     decode_targets,
     encode_targets,
     one_hot,
+    standardization,
     standardize,
     train_test_split,
 )
@@ -30,7 +33,8 @@ from jaxprop.data.synthetic import DEFAULT_N_SAMPLES, DEFAULT_NOISE, moons, two_
 
 __all__ = [
     "DATASETS", "Dataset", "Table", "check_finite", "decode_targets", "digits", "encode_targets",
-    "find_mnist_files", "load", "mnist", "moons", "one_hot", "read_csv", "read_idx", "standardize",
+    "find_mnist_files", "load", "mnist", "moons", "one_hot", "read_csv", "read_features",
+    "read_idx", "standardize", "standardization",
     "train_test_split", "two_spirals", "write_idx", "xor",
 ]
 
@@ -62,13 +66,14 @@ def _load_idx(key, *, data_dir, **_):
     return mnist(data_dir, kind=key)
 
 
-def _load_csv(key, *, path, label_column, seed, test_fraction, **_):
+def _load_csv(key, *, path, label_column, seed, test_fraction, task, **_):
     if path is None:
         raise ValueError("dataset 'csv' needs path: the CSV file to read")
-    table = read_csv(path, label_column=label_column)
-    x_train, x_test, y_train, y_test = train_test_split(table.x, table.y, test_fraction, seed)
+    table = read_csv(path, label_column=label_column, task=task)
+    x_train, x_test, y_train, y_test = train_test_split(
+        table.x, table.y, test_fraction, seed, stratify=task == "classification")
     return Dataset("csv", x_train, y_train, x_test, y_test, table.num_classes,
-                   table.feature_names, table.class_names)
+                   table.feature_names, table.class_names, task)
 
 
 # The dataset registry: name -> loader(name, **load's keyword arguments).
@@ -95,6 +100,7 @@ def load(
     standardize: bool = True,
     n_samples: int | None = None,
     noise: float | None = None,
+    task: str = "classification",
 ) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`) as a train/test :class:`Dataset`.
 
@@ -104,10 +110,12 @@ def load(
     - ``digits``: scikit-learn's 8x8 digits as ``(n, 8, 8, 1)`` images, stratified split.
     - ``mnist``, ``fashion-mnist``: IDX files in ``data_dir`` as ``(n, 28, 28, 1)`` images;
       the official split (``test_fraction`` and ``seed`` do not apply).
-    - ``csv``: the file at ``path`` with labels in ``label_column``; stratified split.
+    - ``csv``: the file at ``path`` with labels in ``label_column``; stratified split. With
+      ``task="regression"`` the label column is a numeric target: one output, a plain split.
 
     ``standardize`` rescales features with the training set's mean and std (test set uses the
-    same): a table per column, images per channel. ``seed`` makes generation and splitting
+    same; a table per column, images per channel), and a regression's targets likewise;
+    ``Dataset.scaling`` keeps the statistics. ``seed`` makes generation and splitting
     deterministic. Raises ``ValueError`` for bad arguments or data (naming the
     file/column/row), ``FileNotFoundError`` for missing files.
     """
@@ -120,9 +128,13 @@ def load(
     _only_for(key, "noise", noise, ("spirals", "moons"))
     _only_for(key, "path", path, ("csv",))
     _only_for(key, "data_dir", data_dir, ("mnist", "fashion-mnist"))
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    _only_for(key, "task='regression'", task if task == "regression" else None, ("csv",))
 
     ds = LOADERS[key](key, seed=seed, test_fraction=test_fraction, data_dir=data_dir,
-                      path=path, label_column=label_column, n_samples=n_samples, noise=noise)
+                      path=path, label_column=label_column, n_samples=n_samples, noise=noise,
+                      task=task)
     if key == "xor":
         return ds  # never standardised
 
@@ -131,8 +143,16 @@ def load(
         check_finite(getattr(ds, field), f"{where}: {field}", columns=(
             ds.feature_names if field.startswith("x") else None))
     if standardize:
-        x_train, x_test = _preprocessing.standardize(ds.x_train, ds.x_test)
-        ds = ds._replace(x_train=x_train, x_test=x_test)
+        mean, std = _preprocessing.standardization(ds.x_train)
+        scaling = {"x_mean": mean, "x_std": std}
+        ds = ds._replace(x_train=((ds.x_train - mean) / std).astype(np.float32),
+                         x_test=((ds.x_test - mean) / std).astype(np.float32))
+        if ds.task == "regression":
+            y_mean, y_std = (float(v[0]) for v in _preprocessing.standardization(ds.y_train))
+            scaling.update(y_mean=y_mean, y_std=y_std)
+            ds = ds._replace(y_train=((ds.y_train - y_mean) / y_std).astype(np.float32),
+                             y_test=((ds.y_test - y_mean) / y_std).astype(np.float32))
+        ds = ds._replace(scaling=scaling)
     return ds
 
 

@@ -12,7 +12,11 @@ class Dataset(NamedTuple):
 
     ``x_*: (n, d)`` float32, or images ``(n, H, W, C)`` (NHWC); ``y_*: (n, 1)`` float32 in
     {0, 1} when ``num_classes == 2`` (one sigmoid/logit output), else ``(n, num_classes)``
-    float32 one-hot.
+    float32 one-hot. For a regression (``task == "regression"``, ``num_classes == 0``)
+    ``y_*: (n, 1)`` float32 values. ``scaling``: what standardisation did, to undo it or
+    repeat it on new data: ``{"x_mean", "x_std"}`` (float64, one entry per column, or per
+    channel for images) and, for a regression, ``{"y_mean", "y_std"}`` (floats; the targets
+    are standardised too); ``None`` when nothing was rescaled.
     """
 
     name: str
@@ -23,6 +27,8 @@ class Dataset(NamedTuple):
     num_classes: int
     feature_names: tuple[str, ...] | None = None
     class_names: tuple[str, ...] | None = None
+    task: str = "classification"
+    scaling: dict | None = None
 
     @property
     def num_features(self) -> int:

@@ -168,6 +168,8 @@ def mnist(data_dir, kind: str = "mnist") -> Dataset:
         if lab.dtype != np.uint8 or lab.ndim != 1:
             raise ValueError(f"{lab_path}: expected uint8 labels of shape (n,); "
                              f"got {lab.dtype} {lab.shape}")
+        if img.shape[0] == 0:
+            raise ValueError(f"{img_path}: holds zero images (an empty {split} set)")
         if img.shape[0] != lab.shape[0]:
             raise ValueError(f"{img_path} has {img.shape[0]} images but {lab_path} has "
                              f"{lab.shape[0]} labels")

@@ -80,7 +80,8 @@ def standardize(x_train, x_test):
     """Shift and scale every feature (the last axis) to zero mean, unit variance using the
     *training* statistics only; the same transform is applied to ``x_test``. A table ``(n, d)``
     is standardised per column; images ``(n, H, W, C)`` per channel, over every image and
-    position. Constant features are only centred. Returns ``(x_train, x_test)`` as float32."""
+    position. Constant features are only centred. Returns ``(x_train, x_test)`` as float32
+    (:func:`standardization` gives the statistics)."""
     x_train = np.asarray(x_train, np.float64)
     x_test = np.asarray(x_test, np.float64)
     if x_train.ndim < 2 or x_train.shape[1:] != x_test.shape[1:]:
@@ -88,13 +89,22 @@ def standardize(x_train, x_test):
             "standardize needs (n, d) or (n, H, W, C) arrays whose examples have one shape; "
             f"got {x_train.shape} and {x_test.shape}"
         )
+    mean, std = standardization(x_train)
+    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def standardization(x_train) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` per feature (last axis) of ``x_train: (n, d)`` or ``(n, H, W, C)``,
+    float64, that :func:`standardize` applies as ``(x - mean) / std`` (``std`` is 1 for a
+    constant feature)."""
+    x_train = np.asarray(x_train, np.float64)
     if x_train.shape[0] == 0:
         raise ValueError("standardize needs at least one training example")
     axes = tuple(range(x_train.ndim - 1))
     mean = x_train.mean(axis=axes)
     std = x_train.std(axis=axes)
     std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # zero-variance safe
-    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+    return mean, std
 
 
 def check_finite(a, where: str, *, columns=None, row_offset: int = 0, row_word: str = "row"):
@@ -131,8 +141,16 @@ def check_test_fraction(test_fraction) -> float:
     return f
 
 
+# scikit-learn's random_state and NumPy's legacy seeds take 32 bits; JAX keys take 64.
+MAX_SEED = 2**32 - 1
+
+
 def check_seed(seed) -> int:
-    return _check_int("seed", seed, minimum=0)
+    """``seed`` as an int in ``0..MAX_SEED`` (what every consumer of a seed accepts)."""
+    seed = _check_int("seed", seed, minimum=0)
+    if seed > MAX_SEED:
+        raise ValueError(f"seed must be at most {MAX_SEED} (2**32 - 1); got {seed}")
+    return seed
 
 
 def _check_int(name, value, *, minimum):

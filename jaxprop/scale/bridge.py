@@ -7,7 +7,8 @@ network's own ``backward`` fed with the loss's own ``grad``, so ``jax.grad(f)`` 
 the network by autodiff. Gradients come for ``params``, ``x`` and ``t``.
 
 The gradient with respect to the targets ``t`` is the loss's own ``target_grad`` (written out
-for every built-in loss); a custom :class:`~jaxprop.Loss` without one gives ``t`` zeros.
+for every built-in loss on float targets); a custom :class:`~jaxprop.Loss` without one gives
+``t`` zeros, and integer class labels get JAX's ``float0`` zero cotangent.
 Like every ``custom_vjp`` function, ``f`` supports reverse mode only (``jax.grad``, ``jax.vjp``,
 ``jax.jacrev``), not forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``).
 """
@@ -18,6 +19,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
@@ -41,9 +43,12 @@ def as_jax_function(model: Layer, loss: str | Loss) -> Callable:
     def bwd(saved, g):
         params, residuals, y, t = saved
         dparams, dx = model.backward(params, residuals, loss.grad(y, t))
-        dt = jnp.zeros_like(t) if loss.target_grad is None else loss.target_grad(y, t)
         scale = lambda a: (g * a).astype(a.dtype)  # noqa: E731  (g: the scalar cotangent)
-        return jax.tree.map(scale, dparams), scale(dx), scale(dt)
+        if not jnp.issubdtype(t.dtype, jnp.inexact):  # integer class labels: no gradient
+            dt = np.zeros(t.shape, jax.dtypes.float0)
+        else:
+            dt = scale(jnp.zeros_like(t) if loss.target_grad is None else loss.target_grad(y, t))
+        return jax.tree.map(scale, dparams), scale(dx), dt
 
     f = jax.custom_vjp(value)
     f.defvjp(fwd, bwd)

@@ -9,12 +9,17 @@ sharded batch axis). We use propagation rather than ``shard_map`` + ``psum`` bec
 the single-device code unchanged, and every loss keeps its exact reduction (a per-shard ``mean``
 would need rescaling loss by loss before a ``psum``).
 
-The batch must divide evenly by the number of devices: anything else raises a ``ValueError``
-naming the sizes (drop or pad examples yourself; padding silently would change mean losses).
+The step helpers here (:func:`data_parallel_grad_fn`, :class:`DataParallelStep`,
+:func:`shard_batch`) need a batch that divides evenly by the number of devices: anything else
+raises a ``ValueError`` naming the sizes. ``jaxprop.train.fit_state(..., mesh=data_mesh())``
+takes any training set: :func:`place_for_training` pads it with zero rows to a multiple of the
+device count and the training step and evaluation mask them out, so the padding never counts
+and the loss equals one device's (to float32 rounding).
 
-Multi-host: call ``jax.distributed.initialize()`` first in each process (one per host);
-``jax.devices()`` then lists every host's devices, the same code builds the global mesh, and
-:func:`shard_batch` assembles each process's local batch into one global array.
+Multi-host: call ``jax.distributed.initialize()`` first in each process (one per host, or see
+:mod:`jaxprop.scale.distributed`); ``jax.devices()`` then lists every host's devices, the same
+code builds the global mesh, and :func:`shard_batch` assembles each process's local batch into
+one global array (:func:`place_for_training` takes the whole data set in every process).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -134,6 +140,38 @@ def make_data_parallel_step(model: Layer, loss: str | Loss, optimizer, mesh: Mes
     """A :class:`DataParallelStep` for ``model``, ``loss``, ``optimizer`` on ``mesh`` (default:
     all devices)."""
     return DataParallelStep(model, loss, optimizer, mesh)
+
+
+def _put(mesh: Mesh, spec: P, a):
+    """``a`` (the same value in every process) as a global array on ``mesh`` laid out by
+    ``spec``; typed PRNG keys too."""
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+        data = _put(mesh, spec, jax.random.key_data(a))
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+    host = np.asarray(a)
+    return jax.make_array_from_callback(host.shape, NamedSharding(mesh, spec),
+                                        lambda index: host[index])
+
+
+def pad_rows(a, rows: int) -> np.ndarray:
+    """``a`` with zero rows appended up to ``rows`` rows (on the host)."""
+    a = np.asarray(a)
+    return np.concatenate([a, np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)])
+
+
+def place_for_training(mesh: Mesh, state, x, t, test_data=()):
+    """``(state, x, t, test_data)`` laid out for data parallel training on ``mesh``.
+
+    ``x`` and ``t`` (the whole training set, the same in every process) get zero rows up to a
+    multiple of ``mesh.size`` and are split along the batch axis; ``state`` and the test set
+    are replicated. The caller masks the padding (``fit_state(mesh=...)`` does, so it never
+    counts). Works across processes: each process places the rows of its own devices.
+    """
+    rows = -(-x.shape[0] // mesh.size) * mesh.size
+    x, t = (_put(mesh, P(AXIS), pad_rows(a, rows)) for a in (x, t))
+    state = jax.tree.map(lambda a: _put(mesh, P(), a), jax.device_get(state))
+    test_data = tuple(_put(mesh, P(), a) for a in test_data)
+    return state, x, t, test_data
 
 
 def data_parallel_inputs(state, data, mesh: Mesh | None = None):

@@ -17,7 +17,7 @@ import optax
 from jaxprop.core.backprop import loss_and_grad_fn
 from jaxprop.core.checks import validate_data
 from jaxprop.core.layers import Layer
-from jaxprop.core.losses import Loss
+from jaxprop.core.losses import Loss, get_loss
 
 
 def per_example_grads_fn(model: Layer, loss: str | Loss) -> Callable:
@@ -36,8 +36,9 @@ def per_example_grads_fn(model: Layer, loss: str | Loss) -> Callable:
 
 def per_example_grads(model: Layer, loss: str | Loss, params, x, t):
     """``(losses (B,), grads)``: each example's loss and gradient (see ``per_example_grads_fn``)."""
-    x, t = validate_data(params, x, t)  # floating, the params' dtype, finite when concrete
-    if x.ndim < 2 or t.ndim < 2 or x.shape[0] != t.shape[0]:
+    x, t = validate_data(params, x, t, loss=loss)  # the params' dtype, finite when concrete
+    if x.ndim < 2 or t.ndim < (1 if get_loss(loss).integer_labels else 2) \
+            or x.shape[0] != t.shape[0]:
         raise ValueError(
             f"per_example_grads: x and t need a leading batch axis of the same length, got "
             f"x {tuple(x.shape)} and t {tuple(t.shape)}"

@@ -5,7 +5,7 @@ and, optionally, its own learning rate; all see the same data. One member's trai
 ``jaxprop.train.make_train_epochs`` (a ``lax.scan`` over epochs of the hand-written step);
 ``vmap`` of it trains the whole population and ``jit`` compiles it once.
 
->>> model = jp.mlp([2, 4, 1])                                  # 2-4-1 sigmoid
+>>> model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid")              # 2-4-1 sigmoid
 >>> res = jp.fit_population(model, "sse_half", 0.1, (x, t), n=1000, epochs=10_000)
 >>> int(res.solved.sum()), res.final_loss.shape                # XOR: how many got it
 """
@@ -160,6 +160,8 @@ def fit_population(
     :func:`population_compiler_options`) or ``None`` (XLA's defaults). ``grad_fn``: another
     gradient for the same step (:func:`jaxprop.train.make_train_step`; the benchmarks pass
     ``jax.grad``'s).
+    A population too large for the device's memory is refused with an out-of-memory
+    ``ValueError`` (:func:`check_population_memory`) before anything is allocated.
     """
     loss = get_loss(loss)
     if data is None or len(data) != 2:
@@ -180,28 +182,35 @@ def fit_population(
         keys = jax.random.split(jax.random.key(0) if key is None else key, n)
     if params is not None:  # our own copy: the training call donates its input
         params = jax.tree.map(jnp.array, params)
+    check_population_memory(model, opt, n, len(data[0]), batch_size)
     state = init_population_state(model, optimizer, keys, lrs, params)
     member = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state.params)
-    x, t = validate_data(member, *data)  # (shapes and dtypes only: no program to slice one)
+    x, t = validate_data(member, *data, loss=loss)  # (shapes and dtypes: no program to slice one)
 
     n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params)) // n
     if compiler_options == "auto":
         compiler_options = population_compiler_options(n_params, x.shape[0], epochs, n)
     batch = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
     k = population_threads(n, n_params, batch)
-    if k == 1:
-        train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
-                                record_losses, grad_fn, compiler_options, state, x, t,
-                                precision)
-        state, losses = train(state, x, t)
-    else:  # k groups of members, each trained by its own thread (the same program)
-        groups = _split(state, k, -(-n // k))
-        train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
-                                record_losses, grad_fn, compiler_options, groups[0], x, t,
-                                precision)
-        with ThreadPoolExecutor(k) as pool:
-            outs = list(pool.map(lambda g: jax.block_until_ready(train(g, x, t)), groups))
-        state, losses = _merge(outs, n)
+    try:
+        if k == 1:
+            train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
+                                    record_losses, grad_fn, compiler_options, state, x, t,
+                                    precision)
+            state, losses = train(state, x, t)
+        else:  # k groups of members, each trained by its own thread (the same program)
+            groups = _split(state, k, -(-n // k))
+            train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size,
+                                    drop_last, record_losses, grad_fn, compiler_options,
+                                    groups[0], x, t, precision)
+            with ThreadPoolExecutor(k) as pool:
+                outs = list(pool.map(lambda g: jax.block_until_ready(train(g, x, t)), groups))
+            state, losses = _merge(outs, n)
+    except Exception as e:  # noqa: BLE001 -- XLA reports running out of memory as a runtime error
+        if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
+            raise ValueError(f"out of memory training {n:,} networks at once ("
+                             f"{str(e).splitlines()[0][:200]}); train fewer") from None
+        raise
     final_loss, acc = _evaluate_fn(model, loss, precision)(state.params, x, t, state.model_state)
     return PopulationResult(state.params, np.asarray(final_loss), np.asarray(acc), seeds, lrs,
                             np.asarray(losses) if record_losses else None)
@@ -275,6 +284,68 @@ def _compiled_train(model, loss, opt, n_examples, epochs, batch_size, drop_last,
 def _evaluate_fn(model, loss, precision=None):
     return jax.jit(jax.vmap(make_eval_fn(model, loss, precision=precision),
                             in_axes=(0, None, None, 0)))
+
+
+def population_bytes(model: Layer, optimizer: optax.GradientTransformation, n: int,
+                     batch: int, in_shape=None) -> int:
+    """About how many bytes training ``n`` members needs: per member its params, optimizer
+    state, gradients and updates, and what the forward pass keeps for the backward pass on a
+    batch of ``batch`` examples (from shapes alone; nothing is allocated)."""
+    shape = tuple(in_shape if in_shape is not None else model.in_shape)
+    params, state, _ = jax.eval_shape(lambda k: model.init(k, shape), jax.random.key(0))
+    opt_state = jax.eval_shape(optimizer.init, params)
+    x = jax.ShapeDtypeStruct((batch, *shape), jnp.float32)
+    y, residuals, _ = jax.eval_shape(
+        lambda p, s, x: model.forward(p, s, x, train=False), params, state, x)
+
+    def size(tree):
+        return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
+                   for a in jax.tree.leaves(tree) if hasattr(a, "shape"))
+
+    per_member = 4 * size(params) + size(opt_state) + 3 * (size(residuals) + size(y))
+    return n * per_member
+
+
+def device_memory_bytes() -> int | None:
+    """The memory of the default device: a GPU's ``bytes_limit``, or the host's available
+    memory for the CPU (``None`` when unknown)."""
+    device = jax.devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 -- not every backend has memory statistics
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_population_memory(model: Layer, optimizer, n: int, n_examples: int,
+                            batch_size: int | None = None, *, what: str | None = None) -> None:
+    """Raise ``ValueError`` (an out-of-memory message) when training ``n`` members is
+    estimated (:func:`population_bytes`) to need more than the device has."""
+    batch = n_examples if batch_size is None else min(batch_size, n_examples)
+    need = population_bytes(model, as_optimizer(optimizer), n, batch)
+    have = device_memory_bytes()
+    if have is not None and need > have:
+        raise ValueError(
+            f"out of memory: {what or f'a population of {n:,} networks'} needs about "
+            f"{_gib(need)} (params, optimizer state and activations of {n:,} networks), more "
+            f"than the {_gib(have)} this {jax.devices()[0].platform} has free; train fewer "
+            "networks at once")
+
+
+def _gib(b: int) -> str:
+    return f"{b / 2**30:,.1f} GiB"
 
 
 def _check_n(n) -> None:

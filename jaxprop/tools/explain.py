@@ -11,6 +11,8 @@ Required: ``layers``, ``input``, ``target``, ``learning_rate``. Optional, with d
 ``b`` zeros, ``activation`` ``"sigmoid"``, ``loss`` ``"sse_half"``, ``steps`` 1,
 ``update_biases`` true, ``description`` (free text). Unknown keys are errors (typos would
 otherwise be ignored silently). ``input``/``target`` are ``(batch, width)``; a flat list is one row.
+``steps`` is at most ``MAX_STEPS`` (every quantity of every step is kept); numbers must fit a
+float64 and JSON may nest at most as deep as Python's parser allows.
 
 :func:`explain` runs plain gradient descent (``p <- p - learning_rate * dL/dp``) in float64
 with the library's own layers and hand-written backward pass (``Model.forward_trace`` and
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 from importlib import resources
 from typing import Any, Mapping, NamedTuple
 
@@ -34,6 +37,11 @@ REQUIRED_KEYS = ("layers", "input", "target", "learning_rate")
 OPTIONAL_KEYS = {"loss": "sse_half", "steps": 1, "update_biases": True, "description": ""}
 LAYER_KEYS = ("W", "b", "activation")
 DEFAULT_ACTIVATION = "sigmoid"
+# explain keeps every quantity of every step (for tables and JSON): a worked example, not a run.
+MAX_STEPS = 10_000
+_repr = reprlib.Repr()  # values quoted in errors: short, even when nested 100,000 deep
+_repr.maxlevel, _repr.maxlist, _repr.maxstring, _repr.maxlong = 2, 4, 40, 40
+_short = _repr.repr
 
 
 class LayerSpec(NamedTuple):
@@ -94,6 +102,11 @@ def _parse_json(text: str, name: str) -> Any:
         raise ValueError(
             f"{name}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
         ) from None
+    except ValueError as e:  # e.g. an integer literal longer than Python's digit limit
+        raise ValueError(f"{name}: cannot read the JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{name}: the JSON is nested too deeply (a spec needs lists of rows "
+                         "of numbers, two levels deep)") from None
 
 
 def _validate(d: Any, where: str) -> Spec:
@@ -162,7 +175,7 @@ def _validate(d: Any, where: str) -> Spec:
         act = raw.get("activation", DEFAULT_ACTIVATION)
         if not isinstance(act, str) or act not in ACTIVATIONS:
             raise ValueError(
-                f"{name}: unknown activation {act!r}; known: {', '.join(ACTIVATIONS)}"
+                f"{name}: unknown activation {_short(act)}; known: {', '.join(ACTIVATIONS)}"
             )
         layers.append(LayerSpec(W, b, act))
         width, prev = W.shape[1], f"{name} (W shape {W.shape})"
@@ -174,14 +187,17 @@ def _validate(d: Any, where: str) -> Spec:
 
     loss = d.get("loss", OPTIONAL_KEYS["loss"])
     if not isinstance(loss, str) or loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+        raise ValueError(f"unknown loss {_short(loss)}; known: {', '.join(LOSSES)}")
+    if LOSSES[loss].integer_labels:
+        raise ValueError(f"loss {loss} takes integer class labels, but explain's target is a "
+                         "matrix: use softmax_cross_entropy with one-hot target rows")
     lr = d["learning_rate"]
-    if not _is_number(lr) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"learning_rate must be a positive finite number, got {lr!r}")
+    if not _is_number(lr) or not _finite(lr) or lr <= 0:
+        raise ValueError(f"learning_rate must be a positive finite number, got {_short(lr)}")
     steps = _check_steps(d.get("steps", OPTIONAL_KEYS["steps"]), "steps")
     ub = d.get("update_biases", OPTIONAL_KEYS["update_biases"])
     if not isinstance(ub, bool):
-        raise ValueError(f"update_biases must be true or false, got {ub!r}")
+        raise ValueError(f"update_biases must be true or false, got {_short(ub)}")
     desc = d.get("description", "")
     if not isinstance(desc, str):
         raise ValueError(f"description must be a string, got {_kind(desc)}")
@@ -192,12 +208,24 @@ def _check_steps(steps: Any, name: str) -> int:
     if isinstance(steps, float) and steps.is_integer():
         steps = int(steps)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"{name} must be a positive integer, got {steps!r}")
+        raise ValueError(f"{name} must be a positive integer, got {_short(steps)}")
+    if steps > MAX_STEPS:
+        raise ValueError(f"{name} must be at most {MAX_STEPS:,} (explain keeps every quantity "
+                         f"of every step; train longer runs with jaxprop train), got "
+                         f"{_short(steps)}")
     return steps
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    """``math.isfinite`` that says no to an integer too large for a float64."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _kind(v: Any) -> str:
@@ -208,9 +236,10 @@ def _kind(v: Any) -> str:
 def _numbers(row: Any, name: str) -> list[float]:
     for j, v in enumerate(row):
         if not _is_number(v):
-            raise ValueError(f"{name}[{j}] is {v!r} ({_kind(v)}), not a number")
-        if not math.isfinite(v):
-            raise ValueError(f"{name}[{j}] is {v!r}; NaN/Inf values are not allowed")
+            raise ValueError(f"{name}[{j}] is {_short(v)} ({_kind(v)}), not a number")
+        if not _finite(v):
+            raise ValueError(f"{name}[{j}] is {_short(v)}; NaN/Inf values and numbers too "
+                             "large for a float64 are not allowed")
     return [float(v) for v in row]
 
 

@@ -237,7 +237,7 @@ def check_gradients(
     loss = get_loss(loss)
     if max_fd_coords < 1:
         raise ValueError(f"max_fd_coords must be >= 1, got {max_fd_coords}")
-    x, t = validate_data(params, x, t)
+    x, t = validate_data(params, x, t, loss=loss)
     dtype = jnp.result_type(*jax.tree.leaves(params)) if jax.tree.leaves(params) else x.dtype
     dtype_name = jnp.dtype(dtype).name
     if grad_rtol is None:
@@ -258,7 +258,7 @@ def check_gradients(
         with jax.enable_x64(True):
             to64 = lambda a: jnp.asarray(a, jnp.float64)  # noqa: E731
             p64 = jax.tree.map(to64, params)
-            x64, t64 = to64(x), to64(t)
+            x64, t64 = to64(x), to64(t) if jnp.issubdtype(t.dtype, jnp.floating) else t
             value64, hand64 = jax.jit(loss_and_grad_fn(model, loss))(p64, x64, t64)
             hand64_l = [np.asarray(a) for a in jax.tree.leaves(hand64)]
             loss64 = lambda p: ref_loss(p, x64, t64)  # noqa: E731

@@ -52,13 +52,16 @@ def xor_data(dtype=jnp.float32):
 
 
 def make_data(key, loss: str | Loss, in_shape, out_shape, batch: int, dtype):
-    """Inputs ~ N(0, 1) and targets that suit the loss: one-hot rows for a categorical loss,
+    """Inputs ~ N(0, 1) and targets that suit the loss: class labels for a loss on integer
+    labels, one-hot rows for a categorical loss,
     values in [0, 1] for a loss on probabilities or binary logits, normal values otherwise."""
     loss = get_loss(loss)
     kx, kt = jax.random.split(key)
     x = jax.random.normal(kx, (batch, *in_shape), dtype)
     shape = (batch, *out_shape)
-    if loss.categorical:
+    if loss.integer_labels:
+        t = jax.random.randint(kt, shape[:-1], 0, shape[-1])
+    elif loss.categorical:
         t = jax.nn.one_hot(jax.random.randint(kt, shape[:-1], 0, shape[-1]), shape[-1], dtype=dtype)
     elif loss.from_logits or loss.input_range == (0, 1):
         t = jax.random.uniform(kt, shape, dtype)

@@ -11,7 +11,7 @@ from jaxprop.train.compile import (
     auto_unroll,
     enable_compilation_cache,
 )
-from jaxprop.train.fit import History, TrainingDiverged, fit, fit_state
+from jaxprop.train.fit import History, TrainingDiverged, TrainingInterrupted, fit, fit_state
 from jaxprop.train.optimizers import OPTIMIZERS, as_optimizer, get_optimizer
 from jaxprop.train.precision import PRECISIONS, Precision, get_precision
 from jaxprop.train.step import (
@@ -28,9 +28,9 @@ from jaxprop.train.step import (
 )
 
 __all__ = [
-    "FAST_COMPILE", "History", "OPTIMIZERS", "TrainState", "TrainingDiverged", "accuracy_fn",
-    "as_optimizer", "auto_compiler_options", "auto_unroll", "enable_compilation_cache", "fit",
-    "fit_state", "get_optimizer", "init_state",
+    "FAST_COMPILE", "History", "OPTIMIZERS", "TrainState", "TrainingDiverged",
+    "TrainingInterrupted", "accuracy_fn", "as_optimizer", "auto_compiler_options", "auto_unroll",
+    "enable_compilation_cache", "fit", "fit_state", "get_optimizer", "init_state",
     "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
     "masked_loss_and_grad_fn", "masked_loss_grad_state_fn", "step_key",
     "PRECISIONS", "Precision", "get_precision",

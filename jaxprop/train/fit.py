@@ -2,17 +2,24 @@
 
 ``fit`` compiles one chunk of ``log_every`` epochs (``make_train_epochs``, then an evaluation of
 train/test loss and accuracy) and calls it repeatedly, so the host sees metrics only once per
-chunk. The state buffers are donated to each call (from ``DONATE_MIN_BYTES`` up), and each
-compiled chunk is kept for later calls with the same model, loss, optimizer and shapes.
+chunk. The state buffers are donated to each call.
 
 **Divergence guard.** ``fit`` checks the chunk's per-epoch losses on the host after each chunk
 (never inside a step); the first non-finite one names the epoch in :class:`TrainingDiverged`,
 which carries the state from the end of the last all-finite chunk.
+
+**Stopping.** A compiled chunk cannot be cut short, so with ``should_stop`` ``fit`` never blocks
+on one: each chunk compiles and runs in a daemon thread (XLA releases the GIL; the CPU backend
+may run a call inline, so asynchronous dispatch alone is not enough) while the main thread polls
+``should_stop()`` every ``POLL_SECONDS``; when it says stop, :class:`TrainingInterrupted`
+carries the state from the end of the last whole chunk and the chunk in flight is abandoned
+(a process that exits then should leave with ``os._exit``, which does not wait for it).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -21,15 +28,33 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprop.core.checks import validate_data
+from jaxprop.core.checks import (
+    check_labels_fit,
+    check_output_fits_loss,
+    params_dtype,
+    validate_data,
+    warn_if_targets_outside_output,
+)
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.train.compile import auto_compiler_options, auto_unroll, forward_flops
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import Precision, get_precision
-from jaxprop.train.step import TrainState, init_state, make_eval_fn, make_train_epochs
+from jaxprop.train.step import (
+    TrainState,
+    accuracy_fn,
+    init_state,
+    make_eval_fn,
+    make_train_epochs,
+)
 
 Array = jax.Array
+
+
+# The epoch counter is an int32 (TrainState.epoch) and each step's key folds in a uint32.
+MAX_EPOCHS = 2**31 - 1
+# How often (seconds) the host asks should_stop() while a chunk computes or compiles.
+POLL_SECONDS = 0.02
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,6 +72,18 @@ class TrainingDiverged(RuntimeError):
             f"training diverged at epoch {epoch}: the loss became {value} "
             f"(kept the parameters from epoch {good}); try a smaller learning rate"
         )
+
+
+class TrainingInterrupted(RuntimeError):
+    """``should_stop()`` asked training to stop (Ctrl-C, SIGTERM).
+
+    ``state`` is the last finished :class:`TrainState` (the end of the last whole chunk, on
+    the host), ``history`` the :class:`History` up to it; the chunk in flight is abandoned.
+    """
+
+    def __init__(self, state: TrainState, history):
+        self.state, self.history = state, history
+        super().__init__(f"training interrupted after epoch {int(state.epoch)}")
 
 
 class History(NamedTuple):
@@ -68,19 +105,25 @@ def _split_data(data):
 
 
 def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate,
-              precision=None, grad_fn=None, unroll=1):
+              precision=None, grad_fn=None, unroll=1, n_rows=None):
     """The jitted ``(state, x, t, test_data, n_epochs) -> (state, losses, metrics)``:
-    ``n_epochs`` epochs, then loss and accuracy on the training (and test) data."""
+    ``n_epochs`` epochs, then loss (and accuracy) on the training (and test) data; ``metrics``
+    is a dict ``{"train_loss", "train_accuracy", "test_loss", "test_accuracy"}``."""
     train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last,
-                                     precision=precision, grad_fn=grad_fn, unroll=unroll)
+                                     precision=precision, grad_fn=grad_fn, unroll=unroll,
+                                     n_rows=n_rows)
     evaluate = make_eval_fn(model, loss, accuracy, precision=precision)
+    names = ("loss",) if accuracy is False else ("loss", "accuracy")
+    mask = None if n_rows is None or n_rows == n_examples else np.arange(n_rows) < n_examples
 
     def chunk(state, x, t, test_data, n_epochs):
         state, losses = train_epochs(state, x, t, n_epochs)
-        metrics = evaluate(state.params, x, t, state.model_state)
+        values = {f"train_{k}": v for k, v in zip(
+            names, evaluate(state.params, x, t, state.model_state, mask))}
         if test_data:
-            metrics += evaluate(state.params, *test_data, state.model_state)
-        return state, losses, jnp.stack([jnp.asarray(m, losses.dtype) for m in metrics])
+            values.update({f"test_{k}": v for k, v in zip(
+                names, evaluate(state.params, *test_data, state.model_state))})
+        return state, losses, {k: jnp.asarray(v, losses.dtype) for k, v in values.items()}
 
     return jax.jit(chunk, static_argnums=4, donate_argnums=(0,) if donate else ())
 
@@ -112,13 +155,58 @@ def _nbytes(tree) -> int:
 def _host_key(key):
     """A copy of ``key`` that owns its buffer (typed PRNG keys or raw uint32 keys)."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(np.asarray(jax.random.key_data(key)),
+        return jax.random.wrap_key_data(_host(jax.random.key_data(key)),
                                         impl=jax.random.key_impl(key))
-    return np.asarray(key)
+    return _host(key)
+
+
+def _host(a) -> np.ndarray:
+    """``a`` as a NumPy array; for an array spread over several processes, this process's
+    copy of it (the losses, metrics and state of data parallel training are replicated)."""
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        return np.asarray(a.addressable_shards[0].data)
+    return np.asarray(a)
+
+
+def to_host(state: TrainState) -> TrainState:
+    """A copy of ``state`` in host memory (NumPy arrays, a key that owns its buffer), also for
+    a state replicated over several processes; it survives the donation of ``state``."""
+    params, opt_state, epoch, model_state = jax.tree.map(
+        _host, (state.params, state.opt_state, state.epoch, state.model_state))
+    return TrainState(params, opt_state, _host_key(state.key), epoch, model_state)
 
 
 def _finite(a) -> bool:
     return bool(np.all(np.isfinite(a)))
+
+
+def _check_params_finite(params, what: str) -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        host = _host(leaf)
+        if not _finite(host):
+            raise ValueError(
+                f"the {what} params contain NaN/Inf: params{jax.tree_util.keystr(path)} has "
+                f"{int(np.sum(~np.isfinite(host)))} non-finite value(s); training cannot start "
+                "from them"
+            )
+
+
+def _is_classification(loss: Loss, t) -> bool:
+    """Whether accuracy means something for targets ``t``: class labels, one-hot rows, or
+    0/1 targets of one output."""
+    if loss.integer_labels or loss.categorical:
+        return True
+    host = _host(t)
+    return bool(np.all((host == 0) | (host == 1)))
+
+
+def _wait(ready: Callable[[], bool], should_stop: Callable[[], bool] | None) -> bool:
+    """Poll until ``ready()``; ``False`` as soon as ``should_stop()`` says so."""
+    while not ready():
+        if should_stop is not None and should_stop():
+            return False
+        time.sleep(POLL_SECONDS)
+    return True
 
 
 def fit_state(
@@ -135,60 +223,73 @@ def fit_state(
     drop_last: bool = False,
     params=None,
     state: TrainState | None = None,
-    accuracy: Callable | None = None,
+    accuracy: Callable | bool | None = None,
     donate: bool = True,
     compiler_options: dict | str | None = "auto",
     precision: str | Precision | None = None,
     unroll: int | str = "auto",
     grad_fn: Callable | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    mesh=None,
+    losses_out: list | None = None,
 ):
     """Train ``model``; return ``(state, history)`` (``state`` the final :class:`TrainState`).
 
     ``optimizer``: an optax ``GradientTransformation``, or a number: the learning rate of
-    plain gradient descent. ``data``: a ``jaxprop.data.Dataset``, ``(x, t)`` or ``(x, t, x_test, t_test)``.
-    ``epochs``: the total number of epochs; with ``state`` (a resumed :class:`TrainState`)
-    training continues from ``state.epoch`` up to ``epochs``. ``key`` seeds initialisation and
-    shuffling (required unless ``state`` is given); ``params`` overrides the initial params.
+    plain gradient descent. ``data``: a ``jaxprop.data.Dataset``, ``(x, t)`` or ``(x, t, x_test,
+    t_test)``; float data of another dtype is cast to the params' dtype; for a loss on integer
+    labels ``t`` holds class indices. ``epochs``: the total number of epochs (at most
+    ``MAX_EPOCHS``); with ``state`` (a resumed :class:`TrainState`) training continues from
+    ``state.epoch`` up to ``epochs``. ``key`` seeds initialisation and shuffling (required
+    unless ``state`` is given); ``params`` overrides the initial params.
     The loop runs in compiled chunks of ``log_every`` epochs (default ``ceil(epochs / 10)``);
     after each chunk the host gets the per-epoch losses and train/test loss and accuracy,
     checks them for NaN/Inf, appends a record to ``history.records`` and calls
     ``callback(state, record)``; a true return value stops training early (don't keep
     ``state``'s arrays: they are donated to the next chunk; ``jax.device_get`` them).
     ``history.compile_time`` is the seconds spent compiling. ``accuracy``: ``(y, t) ->
-    fraction`` (default :func:`accuracy_fn`); ``donate=False`` keeps the input buffers.
-    ``compiler_options`` go to XLA; ``"auto"`` (default): :func:`auto_compiler_options`
-    (faster compilation for short runs, single-threaded matmuls for tiny steps, on CPU);
-    ``None``: XLA's defaults. ``precision``: ``"f32"``, ``"bf16"`` (float32 params and
-    optimizer state, bfloat16 forward and backward, float32 loss), ``"highest"`` (float32 with
-    full-precision matmuls on GPU/TPU), ``"f64"``, or ``None`` (default: the params' own
-    dtype, no casts); see :mod:`jaxprop.train.precision`. Evaluation runs under it too.
-    ``unroll``: epochs per iteration of the compiled loop; ``"auto"`` (default):
-    :func:`~jaxprop.train.compile.auto_unroll`. ``grad_fn``: another gradient for the same
-    step (see :func:`~jaxprop.train.make_train_step`; the benchmarks pass ``jax.grad``'s).
+    fraction``; by default :func:`accuracy_fn` when the targets are classes (class labels,
+    one-hot rows or 0/1 values) and none for a regression; ``False``: none. ``donate=False``
+    keeps the input buffers. ``compiler_options`` go to XLA; ``"auto"`` (default):
+    :func:`auto_compiler_options` (faster compilation for short runs, single-threaded matmuls
+    for tiny steps, on CPU); ``None``: XLA's defaults. ``precision``: ``"f32"``, ``"bf16"``
+    (float32 params and optimizer state, bfloat16 forward and backward, float32 loss),
+    ``"highest"`` (float32 with full-precision matmuls on GPU/TPU), ``"f64"``, or ``None``
+    (default: the params' own dtype, no casts); see :mod:`jaxprop.train.precision`.
+    Evaluation runs under it too. ``unroll``: epochs per iteration of the compiled loop;
+    ``"auto"`` (default): :func:`~jaxprop.train.compile.auto_unroll`. ``grad_fn``: another
+    gradient for the same step (see :func:`~jaxprop.train.make_train_step`; the benchmarks
+    pass ``jax.grad``'s). ``should_stop``: polled while chunks
+    compile and run; when it returns true, :class:`TrainingInterrupted` is raised at once with
+    the last finished state. ``mesh``: a 1-D ``jax.sharding.Mesh`` (see
+    :func:`jaxprop.data_mesh`) to train data parallel: the training set is padded to a
+    multiple of the mesh's size (the padding never counts) and split over its devices, which
+    may belong to several processes (``jax.distributed``). ``losses_out``: a list that
+    receives each finished chunk's per-epoch losses (a NumPy array) before ``callback`` runs.
+
+    Raises ``ValueError`` for bad input (an output layer that does not suit the loss, NaN
+    params, data that does not suit the params), :class:`TrainingDiverged` when the loss
+    turns NaN/Inf and :class:`TrainingInterrupted` when ``should_stop`` asks.
     """
     loss = get_loss(loss)
     optimizer = as_optimizer(optimizer)
     policy = get_precision(precision)
-    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     given_state = state is not None
-    if state is None:
-        if key is None:
-            raise ValueError("fit needs a PRNG key (key=jax.random.key(seed)) or a state")
-        state = init_state(model, optimizer, key, params)
+    state = _initial_state(model, loss, optimizer, epochs, key, params, state)
     donate = donate and _nbytes((state.params, state.opt_state)) >= DONATE_MIN_BYTES
     if given_state and donate:
         state = jax.tree.map(jnp.copy, state)  # own copies: the caller's arrays stay valid
-    start = int(state.epoch)
-    if start > epochs:
-        raise ValueError(f"the state is already at epoch {start}, past epochs={epochs}")
     policy.check_params(state.params)
-    x, t, x_test, t_test = _split_data(data)
-    x, t = validate_data(state.params, x, t)
-    has_test = x_test is not None
-    if has_test:
-        x_test, t_test = validate_data(state.params, x_test, t_test)
-    test_data = (x_test, t_test) if has_test else ()
+    start = int(_host(state.epoch))
+    x, t, test_data = _validated_data(model, loss, state, data)
+    if accuracy is None:
+        accuracy = accuracy_fn(loss) if _is_classification(loss, t) else False
+    n_examples, n_rows = x.shape[0], None
+    if mesh is not None:
+        from jaxprop.scale.parallel import place_for_training
+
+        state, x, t, test_data = place_for_training(mesh, state, x, t, test_data)
+        n_rows = x.shape[0]
     remaining = epochs - start
     if isinstance(compiler_options, str):
         if compiler_options != "auto":
@@ -196,18 +297,18 @@ def fit_state(
                              f"got {compiler_options!r}")
         n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
         flops = forward_flops(model, state.params, state.model_state, x[:1])
-        compiler_options = auto_compiler_options(n_params, x.shape[0], batch_size,
+        compiler_options = auto_compiler_options(n_params, n_examples, batch_size,
                                                  forward_flops=flops)
     if unroll == "auto":
-        unroll = auto_unroll(state.params, x.shape[0], batch_size)
+        unroll = auto_unroll(state.params, n_examples, batch_size)
     if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
         raise ValueError(f"unroll must be a positive integer or 'auto', got {unroll!r}")
     log_every = int(log_every or max(1, -(-epochs // 10)))
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
 
-    args = (model, loss, optimizer, x.shape[0], batch_size, drop_last, accuracy, donate,
-            policy, grad_fn, int(unroll))
+    args = (model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate, policy,
+            grad_fn, int(unroll), n_rows)
     try:
         jitted = _cached_chunk_fn(*args)
     except TypeError:  # something unhashable: no reuse across calls
@@ -215,61 +316,126 @@ def fit_state(
     options_key = tuple(sorted((compiler_options or {}).items()))
     signature = _signature((state, x, t, test_data))
     compile_time = 0.0
+    records, losses_all = [], []
+
+    def history():
+        return History(records, np.concatenate(losses_all) if losses_all else np.zeros(0),
+                       compile_time)
+
+    def compile_chunk(args):
+        with policy.matmul():  # "highest": around tracing and compilation, in this thread
+            return jitted.lower(*args).compile(compiler_options)
 
     def get_compiled(n):
         nonlocal compile_time
         cache_key = (jitted, n, options_key, signature)
         if cache_key not in _COMPILED:
             t0 = time.perf_counter()
-            with policy.matmul():  # "highest": around tracing and compilation
-                _COMPILED[cache_key] = jitted.lower(state, x, t, test_data, n).compile(
-                    compiler_options)
+            args = (state, x, t, test_data, n)
+            fn = _stoppable(lambda: compile_chunk(args), should_stop)
             compile_time += time.perf_counter() - t0
+            if fn is _STOPPED:
+                raise TrainingInterrupted(good, history())
+            _COMPILED[cache_key] = fn
             while len(_COMPILED) > _COMPILED_MAX:
                 _COMPILED.pop(next(iter(_COMPILED)))
         return _COMPILED[cache_key]
 
-    key_host = _host_key(state.key)
-
-    def host_copy(st):  # survives the donation of ``st`` to the next chunk
-        params, opt_state, epoch, model_state = jax.device_get(
-            (st.params, st.opt_state, st.epoch, st.model_state))
-        return TrainState(params, opt_state, key_host, epoch, model_state)
-
-    records, losses_all = [], []
-    good = host_copy(state) if donate else state
+    # the last good state: a host copy survives the donation of ``state`` to the next chunk
+    good = to_host(state) if donate or mesh is not None else state
     t_start = time.perf_counter()
     done = 0
     while done < remaining:
+        if should_stop is not None and should_stop():
+            raise TrainingInterrupted(good, history())
         n = min(log_every, remaining - done)
         fn = get_compiled(n)
-        state, losses, metrics = fn(state, x, t, test_data)
-        losses, metrics = np.asarray(losses), np.asarray(metrics)
-        if not _finite(losses) or not _finite(metrics[0]):
+        out = _stoppable(lambda: jax.block_until_ready(fn(state, x, t, test_data)), should_stop)
+        if out is _STOPPED:
+            raise TrainingInterrupted(good, history())  # the chunk in flight is abandoned
+        state, losses, metrics = out
+        losses = _host(losses)
+        metrics = {k: float(_host(v)) for k, v in metrics.items()}
+        if not _finite(losses) or not _finite(metrics["train_loss"]):
             bad = np.flatnonzero(~np.isfinite(losses))
             first = start + done + (int(bad[0]) + 1 if bad.size else n)
-            value = float(losses[bad[0]]) if bad.size else float(metrics[0])
+            value = float(losses[bad[0]]) if bad.size else metrics["train_loss"]
             losses_all.append(losses[: bad[0]] if bad.size else losses)
-            hist = History(records, np.concatenate(losses_all), compile_time)
-            raise TrainingDiverged(first, value, good, hist)
+            raise TrainingDiverged(first, value, good, history())
         done += n
         losses_all.append(losses)
-        record = {
-            "epoch": start + done,
-            "loss": float(losses[-1]),
-            "train_loss": float(metrics[0]),
-            "train_accuracy": float(metrics[1]),
-            "time": time.perf_counter() - t_start,
-        }
-        if has_test:
-            record.update(test_loss=float(metrics[2]), test_accuracy=float(metrics[3]))
+        if losses_out is not None:
+            losses_out.append(losses)
+        record = {"epoch": start + done, "loss": float(losses[-1]), **metrics,
+                  "time": time.perf_counter() - t_start}
         records.append(record)
-        good = host_copy(state) if donate else state
+        good = to_host(state) if donate or mesh is not None else state
         if callback is not None and callback(state, record):
             break  # the callback asked to stop early
-    history = History(records, np.concatenate(losses_all) if losses_all else np.zeros(0),
-                      compile_time)
-    return state, history
+    return state, history()
+
+
+def _initial_state(model, loss, optimizer, epochs, key, params, state) -> TrainState:
+    """The state training starts from, after the checks that need no data."""
+    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if epochs > MAX_EPOCHS:
+        raise ValueError(f"epochs={epochs} is more than the epoch counter holds "
+                         f"({MAX_EPOCHS:,}, int32)")
+    check_output_fits_loss(model, loss)
+    if state is None:
+        if key is None:
+            raise ValueError("fit needs a PRNG key (key=jax.random.key(seed)) or a state")
+        if params is not None:
+            params_dtype(params)
+        state = init_state(model, optimizer, key, params)
+        _check_params_finite(state.params, "initial" if params is None else "given")
+    else:
+        _check_params_finite(state.params, "state's")
+    start = int(_host(state.epoch))
+    if start > epochs:
+        raise ValueError(f"the state is already at epoch {start}, past epochs={epochs}")
+    return state
+
+
+def _validated_data(model, loss, state, data):
+    """``(x, t, test_data)``: the training arrays and ``(x_test, t_test)`` or ``()``, checked
+    against the params (and the targets against the model's outputs)."""
+    x, t, x_test, t_test = _split_data(data)
+    x, t = validate_data(state.params, x, t, loss=loss)
+    test_data = ()
+    if x_test is not None:
+        test_data = validate_data(state.params, x_test, t_test, loss=loss)
+    if loss.integer_labels:
+        check_labels_fit(model, state.params, state.model_state, x, t)
+    else:
+        warn_if_targets_outside_output(model, loss, t)
+    return x, t, test_data
+
+
+_STOPPED = object()
+
+
+def _stoppable(work: Callable, should_stop: Callable[[], bool] | None):
+    """``work()``; with ``should_stop``, in a daemon thread while the caller polls it, and
+    ``_STOPPED`` (the thread abandoned) as soon as it says stop."""
+    if should_stop is None:
+        return work()
+    result = {}
+
+    def target():
+        try:
+            result["value"] = work()
+        except BaseException as e:  # re-raised in the caller's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=target, name="jaxprop-chunk", daemon=True)
+    thread.start()
+    if not _wait(lambda: not thread.is_alive(), should_stop):
+        return _STOPPED
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def fit(model: Layer, loss: str | Loss, optimizer, data, **options):

@@ -141,21 +141,32 @@ def masked_loss_grad_state_fn(model: Layer, loss: str | Loss) -> Callable:
             "cannot train on a padded ragged last minibatch; use drop_last=True or a batch "
             "size that divides the number of examples"
         )
-    row_value = jax.vmap(lambda y, t: loss.value(y[None], t[None]))
     row_grad = jax.vmap(lambda y, t: loss.grad(y[None], t[None])[0])
 
     def masked(params, state, x, t, key, train, mask):
         y, residuals, new_state = model.forward(params, state, x, key=key, train=train)
-        # weights in at least float32: 1/count in bfloat16 would be off by up to 0.4%
-        w = mask.astype(jnp.promote_types(y.dtype, jnp.float32))
-        if loss.reduction != "sum":
-            w = w / jnp.maximum(jnp.sum(w), 1)
-        value = jnp.sum(w * row_value(y, t))
+        w = row_weights(loss, mask, y.dtype)
         dy = (w.reshape((-1,) + (1,) * (y.ndim - 1)) * row_grad(y, t)).astype(y.dtype)
         dparams, _ = model.backward(params, residuals, dy)
-        return value, dparams, new_state
+        return masked_value(loss, y, t, mask), dparams, new_state
 
     return masked
+
+
+def row_weights(loss: Loss, mask, dtype):
+    """``(n,)`` weights of the rows of a padded batch: the 0/1 ``mask``, divided by the number of
+    real rows unless the loss sums over examples; in at least float32 (``1 / count`` in a
+    16-bit type would be off by up to 0.4%)."""
+    w = mask.astype(jnp.promote_types(dtype, jnp.float32))
+    return w if loss.reduction == "sum" else w / jnp.maximum(jnp.sum(w), 1)
+
+
+def masked_value(loss: str | Loss, y, t, mask):
+    """The loss of the rows of ``(y, t)`` where ``mask`` is set (each row scored as a batch of
+    one, then summed or averaged as the loss's reduction says)."""
+    loss = get_loss(loss)
+    row_value = jax.vmap(lambda y, t: loss.value(y[None], t[None]))
+    return jnp.sum(row_weights(loss, mask, y.dtype) * row_value(y, t))
 
 
 def masked_loss_and_grad_fn(model: Layer, loss: str | Loss) -> Callable:
@@ -213,7 +224,8 @@ def step_key(run_key: Array, step) -> Array:
 
 def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
                   n_examples: int, batch_size: int | None = None, drop_last: bool = False, *,
-                  grad_fn: Callable | None = None, precision: str | Precision | None = None):
+                  grad_fn: Callable | None = None, precision: str | Precision | None = None,
+                  n_rows: int | None = None):
     """The pure epoch ``(params, opt_state, model_state, x, t, run_key, epoch) -> (params,
     opt_state, model_state, epoch_loss)``.
 
@@ -221,19 +233,27 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
     permutation from ``fold_in(run_key, epoch)`` and ``ceil(n / batch_size)`` minibatch steps
     in a ``lax.scan`` (the last one padded and masked), or ``floor`` of it with ``drop_last``.
     ``epoch_loss`` is the minibatch losses averaged with weights = real rows per batch.
-    ``grad_fn``, ``precision``: see :func:`make_train_step`.
+    ``grad_fn``, ``precision``: see :func:`make_train_step`. ``n_rows``: ``x`` and ``t`` have this many rows,
+    of which the first ``n_examples`` are real and the rest padding that never counts (data
+    parallel training pads the training set to a multiple of the device count).
     """
     n = int(n_examples)
     if n < 1:
         raise ValueError("training needs at least one example")
+    rows = n if n_rows is None else int(n_rows)
+    if rows < n:
+        raise ValueError(f"n_rows ({rows}) must be at least n_examples ({n})")
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                    or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if batch_size is None or batch_size >= n:
-        step = make_train_step(model, loss, optimizer, grad_fn=grad_fn, precision=precision)
+        padded = rows > n
+        step = make_train_step(model, loss, optimizer, masked=padded, grad_fn=grad_fn,
+                               precision=precision)
+        extra = (np.arange(rows) < n,) if padded else ()
 
         def full_batch_epoch(params, opt_state, model_state, x, t, run_key, epoch):
-            return step(params, opt_state, model_state, x, t, step_key(run_key, epoch))
+            return step(params, opt_state, model_state, x, t, step_key(run_key, epoch), *extra)
 
         return full_batch_epoch
 
@@ -269,7 +289,8 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
 def make_train_epochs(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
                       n_examples: int, batch_size: int | None = None, drop_last: bool = False,
                       *, grad_fn: Callable | None = None,
-                      precision: str | Precision | None = None, unroll: int = 1):
+                      precision: str | Precision | None = None, unroll: int = 1,
+                      n_rows: int | None = None):
     """The pure loop ``(state, x, t, n_epochs) -> (state, losses)`` over ``n_epochs`` epochs.
 
     One ``lax.scan`` over epochs (each epoch itself a scan over minibatches); ``n_epochs`` must
@@ -277,11 +298,11 @@ def make_train_epochs(model: Layer, loss: str | Loss, optimizer: optax.GradientT
     loss of epoch ``state.epoch + i``. To train a population: ``jax.vmap(partial(train_epochs,
     n_epochs=N), in_axes=(0, None, None))`` over a stacked ``TrainState``. ``unroll``: epochs per
     iteration of the compiled loop (``lax.scan``'s ``unroll``; the same arithmetic, fewer loop
-    iterations: see :func:`jaxprop.train.compile.auto_unroll`). ``grad_fn``: see
-    :func:`make_train_step`.
+    iterations: see :func:`jaxprop.train.compile.auto_unroll`). ``grad_fn``, ``precision``,
+    ``n_rows``: see :func:`make_epoch_fn`.
     """
     epoch_fn = make_epoch_fn(model, loss, optimizer, n_examples, batch_size, drop_last,
-                             grad_fn=grad_fn, precision=precision)
+                             grad_fn=grad_fn, precision=precision, n_rows=n_rows)
 
     def train_epochs(state: TrainState, x, t, n_epochs: int):
         def body(carry, _):
@@ -302,12 +323,18 @@ def make_train_epochs(model: Layer, loss: str | Loss, optimizer: optax.GradientT
 # Evaluation
 
 
+@functools.lru_cache(maxsize=64)
 def accuracy_fn(loss: str | Loss) -> Callable:
-    """``(y, t) -> accuracy``: argmax agreement for several outputs; for one output a threshold
-    (0 for a loss that takes logits, 0.5 for probabilities) against 0/1 targets."""
-    threshold = 0.0 if get_loss(loss).from_logits else 0.5
+    """``(y, t) -> accuracy``: argmax agreement for several outputs (with the integer labels
+    themselves for a loss on integer labels); for one output a threshold (0 for a loss that
+    takes logits, 0.5 for probabilities) against 0/1 targets. The same function for the same
+    loss (so programs compiled around it are reused)."""
+    loss = get_loss(loss)
+    threshold = 0.0 if loss.from_logits else 0.5
 
     def accuracy(y, t):
+        if loss.integer_labels:
+            return jnp.mean(jnp.argmax(y, -1) == t)
         if y.shape[-1] == 1:
             return jnp.mean((y > threshold) == (t > 0.5))
         return jnp.mean(jnp.argmax(y, -1) == jnp.argmax(t, -1))
@@ -315,18 +342,35 @@ def accuracy_fn(loss: str | Loss) -> Callable:
     return accuracy
 
 
-def make_eval_fn(model: Layer, loss: str | Loss, accuracy: Callable | None = None, *,
+def make_eval_fn(model: Layer, loss: str | Loss, accuracy: Callable | None | bool = None, *,
                  precision: str | Precision | None = None) -> Callable:
-    """The pure ``(params, x, t, state=None) -> (loss, accuracy)`` on a whole data set, in
-    evaluation mode (``train=False``: no dropout, BatchNorm's running averages), computed
-    as under ``precision`` (see :func:`make_train_step`)."""
+    """The pure ``(params, x, t, state=None, mask=None) -> (loss, accuracy)`` on a whole data
+    set, in evaluation mode (``train=False``: no dropout, BatchNorm's running averages),
+    computed as under ``precision`` (see :func:`make_train_step`).
+
+    ``accuracy``: ``(y, t) -> fraction`` (default :func:`accuracy_fn`); ``False`` for a
+    regression: then ``(loss,)`` alone. ``mask``: ``(n,)``, count only the rows where it is
+    set (padding in data parallel training).
+    """
     policy = get_precision(precision)
     loss = policy.loss(get_loss(loss))
-    accuracy = accuracy or accuracy_fn(loss)
+    if accuracy is not False:
+        accuracy = accuracy or accuracy_fn(loss)
 
-    def evaluate(params, x, t, state=None):
+    def evaluate(params, x, t, state=None, mask=None):
         with policy.matmul():
             y = model.forward(*policy.cast_to_compute((params, state, x)), train=False)[0]
-        return policy.cast_to_output(loss.value(y, t)), accuracy(y, t)
+        if mask is None:
+            value = loss.value(y, t)
+        else:
+            value = masked_value(loss, y, t, mask)
+        value = policy.cast_to_output(value)
+        if accuracy is False:
+            return (value,)
+        if mask is None:
+            return value, accuracy(y, t)
+        w = mask.astype(jnp.promote_types(y.dtype, jnp.float32))
+        row_accuracy = jax.vmap(lambda y, t: accuracy(y[None], t[None]))(y, t)
+        return value, jnp.sum(w * row_accuracy) / jnp.maximum(jnp.sum(w), 1)
 
     return evaluate

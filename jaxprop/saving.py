@@ -1,0 +1,132 @@
+"""Save a trained model and load it back: the architecture as text, the params as arrays.
+
+>>> jp.save("model.npz", model, params, classes=["cat", "dog"], mean=mean)
+>>> model, params, extra = jp.load("model.npz")      # extra == {"classes": [...], "mean": ...}
+
+The file is an ``.npz`` archive read with ``allow_pickle=False`` (nothing in it can run code):
+every leaf of the params (and of the model state) as an array, plus a JSON header::
+
+    {"format": "jaxprop-model", "version": 1, "spec": "dense(4)-tanh-dense(1)-identity",
+     "in_shape": [2], "dtype": "float32", "trees": {"params": {...}, "state": {...}},
+     "extra": {...}, "extra_arrays": {"mean": "extra/mean"}}
+
+``spec`` is ``model.spec``, the text :func:`jaxprop.parse_model` rebuilds the model from, so
+any model made of registered layers comes back by itself. A model with layers of your own has
+no spec (``None``): pass it to :func:`load` (``jp.load(path, model=model)``). ``extra``
+keyword arguments are arrays (stored as arrays) or JSON values (numbers, strings, lists,
+dicts; tuples come back as lists). A model with state (BatchNorm statistics) saves it with
+``state=...`` and gets it back as ``extra["state"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxprop.checkpoint import flatten_tree, read_npz, restore_tree, write_npz
+
+FORMAT = "jaxprop-model"
+VERSION = 1
+
+
+def save(path: str | os.PathLike, model, params, *, state=None, **extra) -> Path:
+    """Write ``model``'s architecture, ``params`` (and ``state``) and ``extra`` to ``path``.
+
+    Args:
+      path: the file to write (``.npz``; atomic, like checkpoints).
+      model: a :class:`~jaxprop.Model` with an input shape (``jp.mlp``, ``jp.serial(...,
+        in_shape=...)``, ``jp.parse_model(text, in_shape)``).
+      params: its params; state: its state, for a model with state.
+      **extra: anything else to keep with the model: arrays, or JSON values.
+
+    Returns:
+      the file's path.
+    """
+    path = Path(path)
+    in_shape = getattr(model, "in_shape", None)
+    if in_shape is None:
+        raise ValueError("jp.save: the model has no input shape; build it with in_shape=... "
+                         "(jp.serial(..., in_shape=(4,)) or jp.parse_model(text, (4,)))")
+    trees, arrays = {}, {}
+    trees["params"], a = flatten_tree("params", params)
+    arrays.update(a)
+    if state is not None:
+        trees["state"], a = flatten_tree("state", state)
+        arrays.update(a)
+    leaves = list(arrays.values())
+    dtype = str(np.result_type(*leaves)) if leaves else None
+    header_extra, extra_arrays = {}, {}
+    for name, value in extra.items():
+        if isinstance(value, (np.ndarray, jax.Array)):
+            a = np.asarray(value)
+            if a.dtype == object:
+                raise ValueError(f"jp.save: extra {name!r} is an array of Python objects; "
+                                 "store numbers or strings")
+            arrays[f"extra/{name}"] = a
+            extra_arrays[name] = f"extra/{name}"
+        else:
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"jp.save: extra {name!r} is neither an array nor a JSON value "
+                                 f"({e})") from None
+            header_extra[name] = value
+    header = {"format": FORMAT, "version": VERSION, "spec": getattr(model, "spec", None),
+              "in_shape": list(in_shape), "dtype": dtype, "trees": trees,
+              "extra": header_extra, "extra_arrays": extra_arrays}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_npz(path, arrays, header)
+
+
+def load(path: str | os.PathLike, model=None):
+    """``(model, params, extra)`` from a file :func:`save` wrote.
+
+    ``model``: the model to load into (required when it was saved without a spec, i.e. has
+    layers of your own); by default the architecture is rebuilt from the file. The params are
+    checked against the model's (every leaf's path and shape). Raises ``FileNotFoundError``
+    for a missing file and ``ValueError`` naming the file for anything it cannot read.
+    """
+    from jaxprop.core.spec import parse_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved model at {path}")
+    header, arrays = read_npz(path, FORMAT, "model file")
+    if header.get("version") != VERSION:
+        raise ValueError(f"{path}: model file version {header.get('version')!r} is not "
+                         f"supported (this jaxprop reads version {VERSION})")
+    try:
+        in_shape = tuple(int(d) for d in header["in_shape"])
+        trees, spec = header["trees"], header.get("spec")
+        extra = dict(header.get("extra") or {})
+        extra_arrays = dict(header.get("extra_arrays") or {})
+        params_entry = trees["params"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: corrupt model header ({e})") from None
+    if model is None:
+        if spec is None:
+            raise ValueError(f"{path}: saved from a model with layers of its own (no textual "
+                             "spec); pass it: jp.load(path, model=model)")
+        try:
+            model = parse_model(spec, in_shape)
+        except ValueError as e:
+            raise ValueError(f"{path}: cannot rebuild the architecture {spec!r} ({e}); if it "
+                             "has layers of your own, pass the model: jp.load(path, "
+                             "model=model)") from None
+    params_t, state_t, _ = jax.eval_shape(lambda k: model.init(k, in_shape), jax.random.key(0))
+    where = str(path)
+    params = restore_tree(where, "params", params_entry, arrays, params_t)
+    if "state" in trees:
+        extra["state"] = restore_tree(where, "state", trees["state"], arrays, state_t)
+    elif jax.tree.leaves(state_t):
+        raise ValueError(f"{path}: the model has state (e.g. BatchNorm statistics) but the file "
+                         "holds none; save it with jp.save(..., state=state)")
+    for name, key in extra_arrays.items():
+        if key not in arrays:
+            raise ValueError(f"{path}: corrupt model file (no array for extra {name!r})")
+        extra[name] = arrays[key]
+    return model, params, extra

@@ -1,0 +1,107 @@
+"""Several processes, one training run: JAX's multi-process runtime (``jax.distributed``).
+
+Every process runs the same program on its own devices; ``jax.devices()`` then lists the
+devices of all of them, a :func:`~jaxprop.scale.parallel.data_mesh` spans them, and the
+training step's gradient all-reduce crosses process boundaries (on CPUs through gloo over
+TCP). Call :func:`initialize` first in every process, before anything else touches JAX::
+
+    initialize("10.0.0.1:1234", num_processes=2, process_id=0)   # on the first host
+    initialize("10.0.0.1:1234", num_processes=2, process_id=1)   # on the second
+
+Arguments left out come from the environment: ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``, else JAX's own cluster detection (SLURM, Open MPI,
+Kubernetes, Cloud TPU). When the coordinator is a loopback address (several processes on one
+machine), the coordinator service and the CPU collectives are bound to loopback too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
+       "process_id": "JAX_PROCESS_ID"}
+
+
+def settings(coordinator: str | None = None, num_processes: int | None = None,
+             process_id: int | None = None) -> dict | None:
+    """The multi-process settings from the arguments, else the environment (``ENV``);
+    ``None`` when neither asks for several processes. Checks what is given."""
+    given = {"coordinator": coordinator, "num_processes": num_processes,
+             "process_id": process_id}
+    for key, var in ENV.items():
+        if given[key] is None and os.environ.get(var, "").strip():
+            given[key] = os.environ[var].strip()
+    if all(v is None for v in given.values()):
+        return None
+    for key in ("num_processes", "process_id"):
+        if given[key] is not None:
+            try:
+                given[key] = int(given[key])
+            except (TypeError, ValueError):
+                raise ValueError(f"--{key.replace('_', '-')} must be an integer; got "
+                                 f"{given[key]!r}") from None
+    n, i = given["num_processes"], given["process_id"]
+    if n is not None and n < 1:
+        raise ValueError(f"--num-processes must be at least 1; got {n}")
+    if i is not None and (i < 0 or (n is not None and i >= n)):
+        raise ValueError(f"--process-id must be in 0..{'N-1' if n is None else n - 1}; got {i}")
+    if given["coordinator"] is not None:
+        host, _, port = str(given["coordinator"]).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:1234); got "
+                             f"{given['coordinator']!r}")
+    return given
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``HOST:PORT`` names this machine's loopback interface."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, *, timeout_s: int = 300) -> dict | None:
+    """Join the multi-process run (``jax.distributed.initialize``) with gloo collectives on
+    CPUs; returns the settings used, or ``None`` (one process) when nothing asks for more.
+
+    Must run before JAX starts its backends (before the first array or ``jax.devices()``).
+    """
+    given = settings(coordinator, num_processes, process_id)
+    if given is None:
+        return None
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {"initialization_timeout": timeout_s}
+    address = given["coordinator"]
+    if address is not None and is_loopback(address):
+        kwargs["coordinator_bind_address"] = address
+        _bind_gloo_to_loopback()
+    try:
+        jax.distributed.initialize(address, given["num_processes"], given["process_id"],
+                                   **kwargs)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"cannot join the multi-process run (coordinator {address}, "
+                         f"{given['num_processes']} processes, this one "
+                         f"{given['process_id']}): {str(e).splitlines()[0][:300]}") from None
+    return given
+
+
+def _bind_gloo_to_loopback() -> None:
+    """Make the CPU collectives listen on 127.0.0.1 rather than on the host name's address
+    (JAX creates them without a host name; this wraps its factory, when it has one)."""
+    try:
+        from functools import partial
+
+        from jax._src import xla_bridge
+    except ImportError:
+        return
+    make = getattr(xla_bridge._jax, "make_gloo_tcp_collectives", None)
+    if make is not None and not isinstance(make, partial):
+        xla_bridge._jax.make_gloo_tcp_collectives = partial(make, hostname="127.0.0.1")
