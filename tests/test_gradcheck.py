@@ -63,7 +63,11 @@ def test_broken_layer_is_reported(factor):
     assert bad == {"layer 0 Dense(6) W", "layer 0 Dense(6) b"}
     for c in report.failures:
         assert not c.grad_ok and not c.fd_ok
-    assert report.verdict().startswith("FAILED: 2 of 4 gradient leaves disagree")
+    # per-layer checks name the wrong layer itself, not the Dense layer upstream of it
+    assert report.first_failure.index == "1" and report.first_failure.name == "broken_tanh"
+    assert report.verdict().startswith("FAILED: layer 1 (broken_tanh): dx disagrees")
+    assert "2 of 4 gradient leaves disagree: layer 0 Dense(6) W, layer 0 Dense(6) b" \
+        in report.verdict()
 
 
 @pytest.mark.x64
@@ -104,7 +108,8 @@ def test_cli_check_exits_1_when_a_gradient_is_wrong(capsys, monkeypatch):
     monkeypatch.setattr(presets, "mixed_preset", broken_preset)
     assert main(["check", "--dtype", "float64"]) == 1
     out = capsys.readouterr().out
-    assert "NO" in out and "FAILED: 2 of 4" in out
+    assert "NO" in out and "FAILED: layer 1 (broken_tanh)" in out
+    assert "2 of 4 gradient leaves disagree" in out
 
 
 def test_report_errors_follow_the_documented_definition():

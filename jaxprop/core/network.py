@@ -97,7 +97,7 @@ class Model(Layer):
         """``(outputs, residuals, new_state)``: every layer's output ``[y_1, ..., y_L]``, every
         layer's residuals and the new per-layer state."""
         self._check_list(params, "params")
-        states = self._states(state)
+        states = self.layer_states(state)
         outputs, residuals, new_states, inputs = [], [], [], []
         for layer, p, s, k in zip(self.layers, params, states, self.layer_keys(key)):
             inputs.append(Spec.of(x))
@@ -164,7 +164,8 @@ class Model(Layer):
                                            f"forward pass gave an output of shape {out}")
         return tuple(Spec(lead + s.shape, s.dtype) for s in residuals.inputs)
 
-    def _states(self, state):
+    def layer_states(self, state) -> tuple:
+        """Each layer's entry of ``state`` (``None`` for each when there is no state)."""
         if state is None or (isinstance(state, (list, tuple)) and len(state) == 0):
             return (None,) * len(self.layers)
         self._check_list(state, "state")

@@ -1,78 +1,307 @@
-"""Gradient checking: the hand-written backward pass against ``jax.grad`` and finite differences.
+"""Gradient checking: every hand-written backward pass against autodiff and finite differences.
 
-:func:`check_gradients` computes, for every parameter leaf (named by its path, e.g.
-``"layer 0 Dense(4) W"``), the hand-written gradient (:func:`jaxprop.value_and_grad`) and two
-references:
+Three entry points, all returning a report with ``.ok``, ``.verdict()`` and a table (``str``):
 
-* **autodiff** -- ``jax.grad`` of the same forward, ``loss.value(model.apply(p, x), t)``, in the
-  params' own dtype. This checks the implementation as it runs.
-* **finite differences** -- central differences ``(L(p + h e_i) - L(p - h e_i)) / 2h`` in float64
-  (params, ``x`` and ``t`` are cast to float64 inside ``jax.enable_x64(True)``), vectorised with
-  ``jax.vmap`` over the coordinates ``i`` (in chunks of ``FD_CHUNK``; one compilation). This
-  checks the mathematics, so it is compared with the hand-written gradient evaluated in float64
-  from the same (cast) params, whatever their dtype. Leaves with more than ``max_fd_coords``
-  entries are checked on a random subset of that many coordinates (``LeafCheck.fd_coords <
-  LeafCheck.size``; the report and its verdict say so).
+* :func:`check_layer` -- one layer alone, at random inputs, random *non-trivial* params
+  (what ``init`` gives, perturbed, so a scale of 1 or zero biases cannot hide a bug) and a random
+  cotangent ``dy``.
+* :func:`check_gradients` -- a model: first every layer on the activations that actually reach
+  it (nested models layer by layer), at the given params and by default again at perturbed
+  params; then the end-to-end gradient of the loss. A wrong layer is named by its index and
+  ``name`` -- also a parameter-free one whose ``dx`` is wrong, which no parameter gradient
+  downstream of it would show.
+* :func:`check_loss` -- a loss's ``grad`` (and ``target_grad``) the same way.
+
+**One layer at one point** (``x``, params, state, key, ``train``). The layer's ``backward`` gives
+``(dparams, dx)`` for the cotangent ``dy``; its output is first checked for structure, shape and
+dtype (:func:`jaxprop.core.checks.check_backward_output`: a malformed result is reported with
+the layer, the leaf and both shapes). Then every *quantity* -- ``dx`` (when ``x`` is floating)
+and every floating ``dparams`` leaf -- is compared with
+
+* ``jax.vjp`` of the layer's own ``forward`` (same state, key and ``train``) in the working
+  dtype (float32 unless asked otherwise): checks the implementation as it runs;
+* ``jax.vjp`` in float64 (inside ``jax.enable_x64(True)``): checks it without rounding noise;
+* central finite differences in float64 along ``fd_directions`` random directions ``u`` per
+  quantity: ``(<dy, f(q + h u)> - <dy, f(q - h u)>) / 2h`` against ``<g_q, u>``, i.e.
+  ``dy^T J u`` (as jax's ``check_vjp`` and PyTorch's ``gradcheck(fast_mode=True)``); cheap for
+  any size and independent of autodiff, so it checks the mathematics. ``h = FD_EPS * max(1,
+  rms(q))``.
+
+A layer check passes only if it checked at least one quantity and all agree; a report is never
+``ok`` with nothing checked.
+
+**End to end** (:func:`check_gradients`): every parameter leaf (named ``"layer 0 Dense(4) W"``)
+of the hand-written gradient (:func:`jaxprop.value_and_grad`) against ``jax.grad`` of ``loss(
+model(params, x), t)`` in the params' dtype, and against central differences ``(L(p + h e_i) -
+L(p - h e_i)) / 2h`` in float64 coordinate by coordinate (``h = FD_EPS``). Leaves with more than
+``max_fd_coords`` entries are checked on a random subset of that many coordinates
+(``LeafCheck.fd_coords < LeafCheck.size``; the report says so); the per-layer
+random-direction checks cover every coordinate of them.
 
 Everything runs under ``jax.default_matmul_precision("highest")`` (TF32/bf16 matmuls on GPU/TPU
 would otherwise dominate the error).
 
-Error definitions, per leaf, for a hand-written gradient ``g`` and a reference ``r`` (over the
-checked coordinates ``i``)::
+Error definitions, for a hand-written quantity ``g`` and a reference ``r`` (entries ``i``; for
+finite differences along directions: one entry per direction)::
 
     abs_err = max_i |g_i - r_i|
     rel_err = max_i |g_i - r_i| / (|r_i| + atol / rtol)
     atol    = rtol * atol_frac * scale        (+ fd_noise for finite differences)
-    scale   = max_i |r_i| over the leaf (if that is 0: over the whole gradient; if 0 too: 1)
+    scale   = max_i |r_i| over the quantity (if 0: over the layer or the whole gradient; else 1)
 
+(for directions, ``scale`` is the root mean square of the directional derivatives, ~ ``||r||``),
 so ``rel_err <= rtol`` exactly when ``|g_i - r_i| <= rtol * |r_i| + atol`` for every ``i``
-(``numpy.allclose(g, r, rtol, atol)``). The small ``atol`` (a fraction of the leaf's own gradient
+(``numpy.allclose(g, r, rtol, atol)``). The small ``atol`` (a fraction of the quantity's own
 scale) keeps entries that are zero up to rounding -- sums that cancel -- from failing on noise.
-``fd_noise = FD_NOISE_ULPS * eps64 * (1 + |L|) / h`` bounds the rounding error of a central
-difference of a float64 loss of size ``|L|``. Defaults (:data:`TOLERANCES`):
+``fd_noise = FD_NOISE_ULPS * eps64 * M / h`` bounds the rounding error of a float64 central
+difference of a function of size ``M`` (``1 + |L|`` for the loss, ``sum |dy * y|`` for a
+layer). Defaults (:data:`TOLERANCES`):
 
-=====================  ========  ==========  ==============================================
-reference              rtol      atol_frac   notes
-=====================  ========  ==========  ==============================================
-jax.grad, float32      1e-5      1e-2        atol = 1e-7 * scale
-jax.grad, float64      1e-10     1e-2        atol = 1e-12 * scale
-finite differences     1e-6      1e-2        h = 1e-6, float64; fd_noise ~ 3.6e-9 (1+|L|)
-=====================  ========  ==========  ==============================================
-
-A leaf is ``ok`` when both checks pass; the report is ``ok`` when every leaf is.
+=========================  ========  ==========  ==========================================
+reference                  rtol      atol_frac   notes
+=========================  ========  ==========  ==========================================
+jax.grad/vjp, float32      1e-5      1e-1        atol = 1e-6 * scale (wide layers sum
+                                                 thousands of float32 products)
+jax.grad/vjp, float64      1e-10     1e-2        atol = 1e-12 * scale
+finite differences         1e-6      1e-2        h = 1e-6, float64; fd_noise ~ 3.6e-9 M
+=========================  ========  ==========  ==========================================
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from jaxprop.core.backprop import loss_and_grad_fn, value_and_grad
-from jaxprop.core.checks import validate_data
+from jaxprop.core.checks import BackwardError, checked_backward, layer_label, validate_data
+from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.core.network import Model
+from jaxprop.core.network import Model, Spec
+from jaxprop.train.compile import FAST_COMPILE
 
-# rtol per reference (and per dtype for jax.grad); atol = rtol * ATOL_FRAC * leaf gradient scale.
+# rtol per reference (and per dtype for autodiff); atol = rtol * atol_frac * scale.
 TOLERANCES: dict[str, float] = {
     "grad_float32": 1e-5,
     "grad_float64": 1e-10,
     "fd": 1e-6,
 }
 ATOL_FRAC = 1e-2
+ATOL_FRAC_FLOAT32 = 1e-1
 FD_EPS = 1e-6
 FD_NOISE_ULPS = 16
-MAX_FD_COORDS = 256
-FD_CHUNK = 128
+MAX_FD_COORDS = 64
+FD_DIRECTIONS = 3
+FD_MEMORY = 1 << 27  # bytes of perturbed parameter copies alive at once (end-to-end FD)
+PERTURB_SCALE = 0.5
+
+FD_REFERENCE = "finite differences float64"
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A hand-written quantity against one reference (errors as in the module docstring)."""
+
+    reference: str  # "jax.vjp float32", "jax.vjp float64" or "finite differences float64"
+    abs_err: float
+    rel_err: float
+    ok: bool
+    rtol: float
+
+    def describe(self) -> str:
+        return f"{self.reference} (rel err {self.rel_err:.1e} > rtol {self.rtol:g})"
+
+
+@dataclass(frozen=True)
+class QuantityCheck:
+    """``dx`` or one ``dparams`` leaf of one layer, against every reference."""
+
+    name: str  # "dx", "W", "b", "0 W" (nested params)
+    shape: tuple[int, ...]
+    dtype: str
+    comparisons: tuple[Comparison, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.comparisons)
+
+    def rel_err(self, reference: str) -> float | None:
+        return next((c.rel_err for c in self.comparisons if c.reference == reference), None)
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """The backward pass of one layer at one point. ``index`` is its position in the model
+    (``"3"``, ``"2.1"`` inside a nested model; ``""`` for a layer checked alone); ``point`` says
+    which params (``"given params"``, ``"perturbed params"``, ``"random params"``); ``error``
+    is set when ``backward`` returned something malformed (or raised)."""
+
+    index: str
+    name: str
+    point: str
+    quantities: tuple[QuantityCheck, ...] = ()
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return _label(self.index, self.name)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.quantities) and all(q.ok for q in self.quantities)
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for q in self.quantities:
+            for c in q.comparisons:
+                seen[c.reference] = None
+        return tuple(seen)
+
+    def problem(self) -> str:
+        """What is wrong, in one line (``""`` when ok)."""
+        if self.error is not None:
+            return self.error
+        if not self.quantities:
+            return "nothing to check: no floating input and no floating parameters"
+        bad = [q for q in self.quantities if not q.ok]
+        if not bad:
+            return ""
+        first = bad[0]
+        refs = ", ".join(c.describe() for c in first.comparisons if not c.ok)
+        others = f" (also wrong: {', '.join(q.name for q in bad[1:])})" if bad[1:] else ""
+        return f"{first.name} disagrees with {refs} at the {self.point}{others}"
+
+
+def _label(index: str, name: str) -> str:
+    """``"layer 2.1 (tanh)"`` for a layer of a model; the name alone otherwise."""
+    return f"layer {index} ({name})" if index[:1].isdigit() else name
+
+
+def _references(layers: Sequence[LayerCheck]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for layer in layers:
+        for r in layer.references:
+            seen[r] = None
+    return tuple(seen)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1e}"
+
+
+def layer_rows(layers: Sequence[LayerCheck]) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: one row per layer check, the worst relative error per reference."""
+    refs = _references(layers)
+    header = ["layer", "at", "checked", *(f"vs {r}" for r in refs), "ok"]
+    rows = []
+    for lc in layers:
+        worst = []
+        for r in refs:
+            errs = [e for q in lc.quantities if (e := q.rel_err(r)) is not None]
+            worst.append(_fmt(max(errs) if errs else None))
+        checked = " ".join(q.name for q in lc.quantities) or "-"
+        rows.append([lc.label, lc.point, checked, *worst, "yes" if lc.ok else "NO"])
+    return header, rows
+
+
+def quantity_rows(layers: Sequence[LayerCheck]) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: one row per checked quantity (for a layer checked alone)."""
+    refs = _references(layers)
+    header = ["quantity", "shape", *(f"vs {r}" for r in refs), "ok"]
+    rows = []
+    for lc in layers:
+        prefix = f"{lc.label}: " if len(layers) > 1 else ""
+        for q in lc.quantities:
+            rows.append([prefix + q.name, str(q.shape), *(_fmt(q.rel_err(r)) for r in refs),
+                         "yes" if q.ok else "NO"])
+        if lc.error is not None:
+            rows.append([prefix + "backward", "-", *("-" for _ in refs), "NO"])
+    return header, rows
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header)] + [line(r) for r in rows])
+
+
+def _layers_summary(layers: Sequence[LayerCheck]) -> str:
+    n_q = sum(len(lc.quantities) for lc in layers)
+    names = {lc.index or lc.name for lc in layers}
+    points = sorted({lc.point for lc in layers})
+    return (f"{len(names)} layer(s), {n_q} quantities checked against "
+            f"{', '.join(_references(layers))}, at the {' and at the '.join(points)}")
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """The result of :func:`check_layer` or :func:`check_loss`: one :class:`LayerCheck` per
+    layer (and point) checked; ``ok`` when each checked something and all of it agreed."""
+
+    layers: tuple[LayerCheck, ...]
+    dtype: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.layers) and all(lc.ok for lc in self.layers)
+
+    @property
+    def leaves(self) -> tuple[QuantityCheck, ...]:
+        return tuple(q for lc in self.layers for q in lc.quantities)
+
+    @property
+    def failures(self) -> tuple[LayerCheck, ...]:
+        return tuple(lc for lc in self.layers if not lc.ok)
+
+    @property
+    def first_failure(self) -> LayerCheck | None:
+        return next(iter(self.failures), None)
+
+    def verdict(self) -> str:
+        """One line: passed or failed, what was checked, the first problem."""
+        s = self.settings
+        where = ", ".join(f"{k.replace('_', ' ')} {s[k]}" for k in ("in_shape", "out_shape",
+                                                                    "batch", "train") if k in s)
+        if self.ok:
+            what = ", ".join(q.name for q in self.leaves)
+            return (f"OK: {', '.join(dict.fromkeys(lc.label for lc in self.layers))}: backward "
+                    f"agrees for {what} ({_layers_summary(self.layers)}; {where}; "
+                    f"tolerances: {_tolerance_text(self.dtype)})")
+        first = self.first_failure
+        return f"FAILED: {first.label}: {first.problem()}" + (f" ({where})" if where else "")
+
+    def __str__(self) -> str:
+        return _text_table(*quantity_rows(self.layers)) + "\n" + _problems(self.layers) + \
+            self.verdict()
+
+
+def _problems(layers: Sequence[LayerCheck]) -> str:
+    lines = [f"  {lc.label}: {lc.problem()}" for lc in layers if not lc.ok]
+    return "".join(line + "\n" for line in lines)
+
+
+def _tolerance_text(dtype: str) -> str:
+    own = "" if dtype == "float64" else (
+        f"jax.vjp {dtype} rtol {TOLERANCES['grad_float32']:g}, ")
+    return (f"{own}jax.vjp float64 rtol {TOLERANCES['grad_float64']:g}, finite differences "
+            f"rtol {TOLERANCES['fd']:g}")
 
 
 @dataclass(frozen=True)
 class LeafCheck:
-    """The check of one parameter leaf. Errors follow the module docstring's definitions."""
+    """The end-to-end check of one parameter leaf. Errors follow the module docstring."""
 
     name: str
     shape: tuple[int, ...]
@@ -100,7 +329,9 @@ class LeafCheck:
 
 @dataclass(frozen=True)
 class GradCheckReport:
-    """Per-leaf results of :func:`check_gradients`; ``ok`` when every leaf passed."""
+    """The result of :func:`check_gradients`: per-layer checks (``layers``, in forward order,
+    at each point) and per-leaf end-to-end checks (``leaves``). ``ok`` when something was
+    checked and everything agreed."""
 
     leaves: tuple[LeafCheck, ...]
     dtype: str
@@ -112,35 +343,74 @@ class GradCheckReport:
     fd_noise: float
     max_fd_coords: int
     settings: dict[str, Any] = field(default_factory=dict)
+    layers: tuple[LayerCheck, ...] = ()
+    end_to_end_error: str | None = None
+    grad_atol_frac: float = ATOL_FRAC
+
+    @property
+    def checked(self) -> int:
+        """Quantities checked: end-to-end leaves plus every layer's ``dx`` and ``dparams``."""
+        return len(self.leaves) + sum(len(lc.quantities) for lc in self.layers)
 
     @property
     def ok(self) -> bool:
-        return all(leaf.ok for leaf in self.leaves)
+        return (self.checked > 0 and self.end_to_end_error is None
+                and all(leaf.ok for leaf in self.leaves) and all(lc.ok for lc in self.layers))
 
     @property
     def failures(self) -> tuple[LeafCheck, ...]:
+        """The end-to-end leaves that disagree."""
         return tuple(leaf for leaf in self.leaves if not leaf.ok)
 
+    @property
+    def layer_failures(self) -> tuple[LayerCheck, ...]:
+        return tuple(lc for lc in self.layers if not lc.ok)
+
+    @property
+    def first_failure(self) -> LayerCheck | None:
+        """The first disagreeing layer in forward order (at the given params first)."""
+        return next(iter(self.layer_failures), None)
+
+    def _tolerances(self) -> str:
+        n_sampled = sum(leaf.sampled for leaf in self.leaves)
+        tail = (f"; finite differences on a random {self.max_fd_coords}-coordinate subset of "
+                f"{n_sampled} large leaf(s)" if n_sampled else "")
+        atol = (f"atol {self.atol_frac:g} x rtol x leaf scale" if self.grad_atol_frac ==
+                self.atol_frac else f"atol {self.grad_atol_frac:g} (jax.grad) and "
+                f"{self.atol_frac:g} (finite differences) x rtol x leaf scale")
+        return (f"(vs jax.grad rtol {self.grad_rtol:g} in {self.dtype}, vs finite differences "
+                f"rtol {self.fd_rtol:g} in float64, {atol}{tail})")
+
     def verdict(self) -> str:
-        """One line: passed/failed, how many leaves, the tolerances, any sampling."""
-        n = len(self.leaves)
-        sampled = sum(leaf.sampled for leaf in self.leaves)
-        tail = (
-            f"; finite differences on a random {self.max_fd_coords}-coordinate subset of "
-            f"{sampled} large leaf(s)"
-            if sampled
-            else ""
-        )
-        tol = (
-            f"(vs jax.grad rtol {self.grad_rtol:g} in {self.dtype}, vs finite differences rtol "
-            f"{self.fd_rtol:g} in float64, atol {self.atol_frac:g} x rtol x leaf scale{tail})"
-        )
+        """One line: passed/failed, the first wrong layer, how many leaves, the tolerances."""
+        n, tol = len(self.leaves), self._tolerances()
+        layers = (f"; every layer's backward agrees with jax.vjp and finite differences "
+                  f"({_layers_summary(self.layers)})" if self.layers else "")
         if self.ok:
-            return f"OK: all {n} gradient leaves agree {tol}"
+            head = f"OK: all {n} gradient leaves agree" if n else \
+                "OK: no parameters; every layer's dx agrees"
+            return f"{head} {tol}{layers}"
+        if self.checked == 0:
+            return "FAILED: nothing was checked (no parameters, no floating inputs)"
         bad = ", ".join(leaf.name for leaf in self.failures)
-        return f"FAILED: {len(self.failures)} of {n} gradient leaves disagree: {bad} {tol}"
+        if self.end_to_end_error is not None:
+            e2e = f"end to end: {self.end_to_end_error}"
+        elif self.failures:
+            e2e = f"{len(self.failures)} of {n} gradient leaves disagree: {bad}"
+        else:
+            e2e = f"end to end all {n} gradient leaves agree"
+        first = self.first_failure
+        if first is None:  # every layer agrees, the composition does not: the loss's grad
+            return (f"FAILED: {e2e}; every layer's backward agrees with jax.vjp, so look at the "
+                    f"loss's grad {tol}")
+        also = [lc.label for lc in self.layer_failures if lc.label != first.label]
+        also_text = f" (also wrong: {', '.join(dict.fromkeys(also))})" if also else ""
+        return f"FAILED: {first.label}: {first.problem()}{also_text}; {e2e} {tol}"
 
     def __str__(self) -> str:
+        parts = []
+        if self.layers:
+            parts.append(_text_table(*layer_rows(self.layers)))
         lines = [
             f"{'leaf':<28} {'shape':<10} {'abs vs grad':>11} {'rel vs grad':>11} "
             f"{'abs vs FD':>10} {'rel vs FD':>10}  ok"
@@ -151,7 +421,12 @@ class GradCheckReport:
                 f"{c.fd_abs_err:10.2e} {c.fd_rel_err:10.2e}  {'yes' if c.ok else 'NO'}"
                 + (f"  (FD on {c.fd_coords}/{c.size})" if c.sampled else "")
             )
-        return "\n".join(lines + [self.verdict()])
+        parts.append("\n".join(lines))
+        return "\n\n".join(parts) + "\n" + _problems(self.layers) + self.verdict()
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
 
 
 def _path_str(path) -> str:
@@ -188,12 +463,13 @@ def _scale(r: np.ndarray, global_scale: float) -> float:
     return s if s > 0.0 else 1.0
 
 
-def _errors(g, r, rtol: float, scale: float, extra_atol: float = 0.0):
+def _errors(g, r, rtol: float, scale: float, extra_atol: float = 0.0,
+            atol_frac: float = ATOL_FRAC):
     """``(abs_err, rel_err, ok)`` per the module docstring."""
     g, r = np.asarray(g, np.float64).ravel(), np.asarray(r, np.float64).ravel()
     if g.size == 0:
         return 0.0, 0.0, True
-    atol = rtol * ATOL_FRAC * scale + extra_atol
+    atol = rtol * atol_frac * scale + extra_atol
     diff = np.abs(g - r)
     if not np.all(np.isfinite(diff)):
         return float("inf"), float("inf"), False
@@ -201,18 +477,450 @@ def _errors(g, r, rtol: float, scale: float, extra_atol: float = 0.0):
     return float(np.max(diff)), rel, rel <= rtol
 
 
-def _central_differences(loss_fn, params, coords: np.ndarray, h: float) -> np.ndarray:
-    """Central differences of ``loss_fn(params)`` w.r.t. the given coordinates of the flattened
-    params (``ravel_pytree`` order, which is ``jax.tree.leaves`` order)."""
-    flat, unravel = ravel_pytree(params)
+def _autodiff_tolerance(dtype_name: str) -> tuple[float, float]:
+    """``(rtol, atol_frac)`` against autodiff in ``dtype_name``."""
+    if dtype_name == "float64":
+        return TOLERANCES["grad_float64"], ATOL_FRAC
+    return TOLERANCES["grad_float32"], ATOL_FRAC_FLOAT32
 
-    def central(c):
-        e = jnp.zeros_like(flat).at[c].set(h)
-        return (loss_fn(unravel(flat + e)) - loss_fn(unravel(flat - e))) / (2 * h)
 
-    # vmap in chunks of FD_CHUNK coordinates: memory stays FD_CHUNK copies of the params
-    run = jax.jit(lambda cs: jax.lax.map(central, cs, batch_size=FD_CHUNK))
-    return np.asarray(run(jnp.asarray(coords)))
+# --------------------------------------------------------------------------------------------
+# Helpers: dtypes, perturbation
+
+
+def _is_float(a) -> bool:
+    return hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
+
+
+def _cast(tree, dtype):
+    """Floating leaves of ``tree`` cast to ``dtype``; other leaves unchanged."""
+    return jax.tree.map(lambda a: jnp.asarray(a, dtype) if _is_float(a) else a, tree)
+
+
+def perturb(tree, rng: np.random.Generator | int = 0, scale: float = PERTURB_SCALE):
+    """``tree`` with every floating leaf moved to random, non-special values: non-zero entries
+    multiplied by ``exp(scale * N(0, 1))`` (signs kept: a positive scale stays positive, a
+    scale of 1 leaves 1), zero entries set to ``scale * rms(leaf) * N(0, 1)`` (``rms`` 1 for an
+    all-zero leaf such as a fresh bias). Other leaves are unchanged. ``rng``: a NumPy generator
+    or seed (drawn on the host: nothing to compile)."""
+    rng = np.random.default_rng(rng)
+
+    def move(a):
+        if not _is_float(a) or a.size == 0:
+            return a
+        v = np.asarray(a, np.float64)
+        rms = float(np.sqrt(np.mean(v * v)))
+        mul = v * np.exp(scale * rng.standard_normal(v.shape))
+        add = scale * (rms if rms > 0 else 1.0) * rng.standard_normal(v.shape)
+        return jnp.asarray(np.where(v != 0, mul, add), a.dtype)
+
+    return jax.tree.map(move, tree)
+
+
+def _host_rng(key) -> np.random.Generator:
+    """A NumPy generator seeded from a JAX key (for what is drawn on the host)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+# --------------------------------------------------------------------------------------------
+# Layers at one point: one compiled program per dtype
+
+
+def _layer_math(layer: Layer, where: str, params, state, x, key, train: bool, rng, *,
+                with_fd: bool, n_dirs: int, fd_eps: float):
+    """Inside a trace: the layer's backward and ``jax.vjp`` for a random cotangent, and (with
+    ``with_fd``) central differences along ``n_dirs`` random directions per quantity.
+
+    Returns ``(names, arrays)``: the quantity names (``dx``, then the floating params leaves)
+    and a dict of ``hand``/``ref`` lists and, with ``with_fd``, ``fd``/``dir`` (``(n_q,
+    n_dirs)``: the differences and ``<g, u>``), ``h`` (``(n_q,)``) and ``size`` (``sum |dy *
+    y|``). Raises :class:`BackwardError` for a malformed backward, ``ValueError`` when the
+    forward fails.
+    """
+
+    def f(p, x_):
+        return layer.forward(p, state, x_, key=key, train=train)[0]
+
+    try:  # one forward: its output, its residuals (as aux) and autodiff's VJP
+        y, vjp_fn, residuals = jax.vjp(
+            lambda p, x_: layer.forward(p, state, x_, key=key, train=train)[:2], params, x,
+            has_aux=True)
+    except BackwardError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's forward: say which layer and input
+        raise ValueError(f"{where}: forward failed on an input of shape {tuple(x.shape)}: "
+                         f"{e}") from e
+    k_dy, k_fd = jax.random.split(rng)
+    dy = jax.random.normal(k_dy, y.shape, y.dtype)
+    dparams, dx = checked_backward(layer, where, params, residuals, dy, Spec.of(x))
+    ref_dparams, ref_dx = vjp_fn(dy)
+    names, hand, ref, targets = [], [], [], []
+    if _is_float(x):
+        names.append("dx"), hand.append(dx), ref.append(ref_dx), targets.append(None)
+    p_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [a for _, a in p_paths]
+    for i, ((path, p), g, r) in enumerate(zip(p_paths, jax.tree.leaves(dparams),
+                                              jax.tree.leaves(ref_dparams))):
+        if _is_float(p):
+            names.append(_path_str(path) or "params")
+            hand.append(g), ref.append(r), targets.append(i)
+    arrays = {"hand": hand, "ref": ref}
+    if not with_fd:
+        return names, arrays
+
+    # Every quantity's directions in one lax.map (one copy of the forward in the program):
+    # step r moves only the quantity it belongs to, by +h u_k or -h u_k.
+    n_q, per_q = len(targets), 2 * n_dirs
+    hs, dirs = [], []
+    for n, (which, g) in enumerate(zip(targets, hand)):
+        base = x if which is None else leaves[which]
+        hs.append(fd_eps * jnp.maximum(1.0, jnp.sqrt(jnp.mean(jnp.square(base)))))
+        dirs.append(jax.random.normal(jax.random.fold_in(k_fd, n), (n_dirs, *base.shape),
+                                      base.dtype))
+    slot = lambda which: "x" if which is None else f"p{which:06d}"  # noqa: E731
+    moves = {slot(which): jnp.zeros((n_q * per_q, *u.shape[1:]), u.dtype).at[
+        n * per_q:(n + 1) * per_q].set(jnp.concatenate([hs[n] * u, -hs[n] * u]))
+        for n, (which, u) in enumerate(zip(targets, dirs))}
+
+    def phi(move):
+        x_ = x + move["x"] if "x" in move else x
+        p = treedef.unflatten([a + move[slot(i)] if slot(i) in move else a
+                               for i, a in enumerate(leaves)])
+        return jnp.sum(dy * f(p, x_))
+
+    values = jax.lax.map(phi, moves).reshape(n_q, 2, n_dirs)
+    arrays.update(
+        fd=[(values[n, 0] - values[n, 1]) / (2 * hs[n]) for n in range(n_q)],
+        dir=[jnp.sum(u * g, axis=tuple(range(1, u.ndim))) for u, g in zip(dirs, hand)],
+        h=hs, size=jnp.sum(jnp.abs(dy * y)))
+    return names, arrays
+
+
+class _Program:
+    """Every layer that ``walk(params, state, x, key)`` yields, checked by one compiled program
+    (:func:`_layer_math` per layer). What is static -- the order, the layers, the quantity
+    names, a malformed backward's message -- is noted while tracing; the arrays come back."""
+
+    def __init__(self, walk, *, train: bool, with_fd: bool, n_dirs: int, fd_eps: float):
+        self.walk, self.train, self.with_fd = walk, train, with_fd
+        self.n_dirs, self.fd_eps = n_dirs, fd_eps
+        self.order: list[str] = []
+        self.layers: dict[str, Layer] = {}
+        self.names: dict[str, list[str]] = {}
+        self.errors: dict[str, str] = {}
+        # it runs once: compile it fast (CPU), as train/compile.py does for tiny trainings
+        options = FAST_COMPILE if jax.default_backend() == "cpu" else None
+        self._jit = jax.jit(self._run, compiler_options=options)
+
+    def _run(self, params, state, x, key, rng):
+        self.order, self.layers, self.names, self.errors = [], {}, {}, {}
+        out = {}
+        for n, (index, layer, p, s, xi, k) in enumerate(self.walk(params, state, x, key)):
+            self.order.append(index)
+            self.layers[index] = layer
+            where = _label(index, layer.name)
+            try:
+                self.names[index], out[index] = _layer_math(
+                    layer, where, p, s, xi, k, self.train, jax.random.fold_in(rng, n),
+                    with_fd=self.with_fd, n_dirs=self.n_dirs, fd_eps=self.fd_eps)
+            except BackwardError as e:
+                self.errors[index] = _strip_where(str(e), where)
+        return out
+
+    def __call__(self, params, state, x, key, rng):
+        with jax.default_matmul_precision("highest"):
+            return jax.device_get(self._jit(params, state, x, key, rng))
+
+
+def _strip_where(message: str, where: str) -> str:
+    """The message of an error about ``where`` without ``where`` in front (the report's label
+    says it already)."""
+    if message.startswith(where + ": "):
+        return message[len(where) + 2:]
+    if message.startswith(where + " > "):
+        return "in " + message[len(where) + 3:]
+    return message
+
+
+def _compare(hand, ref, reference: str, rtol: float, atol_frac: float) -> list[Comparison]:
+    refs = [np.asarray(r) for r in ref]
+    global_scale = max((float(np.max(np.abs(r))) for r in refs if r.size), default=0.0)
+    return [Comparison(reference, *_errors(g, r, rtol, _scale(r, global_scale),
+                                           atol_frac=atol_frac), rtol=rtol)
+            for g, r in zip(hand, refs)]
+
+
+def _compare_fd(arrays, rtol: float) -> list[Comparison]:
+    eps = float(np.finfo(np.float64).eps)
+    rms = [math.sqrt(float(np.mean(np.square(fd)))) for fd in arrays["fd"]]
+    global_scale = max(rms, default=0.0)
+    return [Comparison(FD_REFERENCE, *_errors(
+        d, fd, rtol, _scale(np.array([r]), global_scale),
+        extra_atol=FD_NOISE_ULPS * eps * float(arrays["size"]) / float(h)), rtol=rtol)
+        for d, fd, h, r in zip(arrays["dir"], arrays["fd"], arrays["h"], rms)]
+
+
+class _Checker:
+    """Checks the layers of a walk at any point: the working-dtype program (``jax.vjp``) and the
+    float64 one (``jax.vjp`` and finite differences), each compiled once."""
+
+    def __init__(self, walk, *, dtype, train: bool, fd_rtol: float, fd_eps: float,
+                 fd_directions: int):
+        self.dtype_name = jnp.dtype(dtype).name
+        self.fd_rtol = fd_rtol
+        settings = dict(train=train, n_dirs=fd_directions, fd_eps=fd_eps)
+        self.own = None if self.dtype_name == "float64" else _Program(walk, with_fd=False,
+                                                                       **settings)
+        self.f64 = _Program(walk, with_fd=True, **settings)
+
+    def __call__(self, point: str, params, state, x, key, rng) -> list[LayerCheck]:
+        k_own, k_64 = jax.random.split(rng)
+        passes = []  # (program, arrays, reference name, rtol, atol_frac)
+        if self.own is not None:
+            cast = lambda tree: _cast(tree, self.dtype_name)  # noqa: E731
+            out = self.own(cast(params), cast(state), cast(x), key, k_own)
+            passes.append((self.own, out, f"jax.vjp {self.dtype_name}",
+                           *_autodiff_tolerance(self.dtype_name)))
+        with jax.enable_x64(True):
+            cast = lambda tree: _cast(tree, jnp.float64)  # noqa: E731
+            out64 = self.f64(cast(params), cast(state), cast(x), key, k_64)
+        passes.append((self.f64, out64, "jax.vjp float64", *_autodiff_tolerance("float64")))
+        checks = []
+        for index in self.f64.order:
+            layer = self.f64.layers[index]
+            error = next((prog.errors[index] for prog, *_ in passes if index in prog.errors),
+                         None)
+            if error is not None:
+                checks.append(LayerCheck(index, layer.name, point, error=error))
+                continue
+            columns = [_compare(out[index]["hand"], out[index]["ref"], *rest)
+                       for _, out, *rest in passes]
+            columns.append(_compare_fd(out64[index], self.fd_rtol))
+            names, hand = self.f64.names[index], out64[index]["hand"]
+            checks.append(LayerCheck(index, layer.name, point, tuple(
+                QuantityCheck(name, tuple(np.shape(g)), self.dtype_name,
+                              tuple(column[i] for column in columns))
+                for i, (name, g) in enumerate(zip(names, hand)))))
+        return checks
+
+
+def _validate_common(dtype, fd_directions: int):
+    name = jnp.dtype(dtype).name
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64, got {name}")
+    if not isinstance(fd_directions, int) or fd_directions < 1:
+        raise ValueError(f"fd_directions must be a positive int, got {fd_directions!r}")
+    return name
+
+
+def check_layer(
+    layer: Layer,
+    in_shape: Sequence[int],
+    *,
+    batch: int = 4,
+    key=None,
+    dtype=jnp.float32,
+    train: bool = True,
+    params=None,
+    state=None,
+    x=None,
+    perturb_params: bool = True,
+    fd_rtol: float = TOLERANCES["fd"],
+    fd_eps: float = FD_EPS,
+    fd_directions: int = FD_DIRECTIONS,
+) -> LayerReport:
+    """Check one layer's ``backward`` against ``jax.vjp`` of its ``forward`` (in ``dtype`` and in
+    float64) and float64 finite differences, for ``dx`` and every ``dparams`` leaf.
+
+    ``x: (batch, *in_shape)`` drawn from N(0, 1) (or given); params and state from
+    ``layer.init``, perturbed (:func:`perturb`) unless ``perturb_params=False`` (given ones are
+    used as they are); a random cotangent; ``key`` (default ``jax.random.key(0)``) fixes the
+    forward's key (a Dropout mask) and everything drawn.
+
+    Args:
+      layer: any :class:`~jaxprop.Layer` (a model checks as one layer: see
+        :func:`check_gradients` to check it layer by layer).
+      in_shape: one example's shape, e.g. ``(8,)``.
+      batch: examples in the batch (> 1 finds bugs that only show across a batch).
+      key, dtype, train: PRNG key, working dtype (float32 or float64), training mode.
+      params, state, x: check at these instead of random ones.
+      perturb_params, fd_rtol, fd_eps, fd_directions: see the module docstring.
+
+    Returns:
+      A :class:`LayerReport`. A malformed backward gives a failing report whose verdict names
+      the problem; a forward that fails on this input raises ``ValueError``.
+    """
+    if not isinstance(layer, Layer):
+        raise ValueError(f"check_layer takes a Layer, got {type(layer).__name__}")
+    dtype_name = _validate_common(dtype, fd_directions)
+    in_shape = _shape(in_shape)
+    if x is None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    key = jax.random.key(0) if key is None else key
+    k_init, k_fwd, k_check = jax.random.split(key, 3)
+    host = _host_rng(key)
+    try:
+        p0, s0, _ = layer.init(k_init, in_shape)
+    except Exception as e:  # noqa: BLE001 - the user's init: name the layer and the shape
+        raise ValueError(f"{layer.name}: init failed for in_shape {in_shape}: {e}") from e
+    if perturb_params:
+        p0, s0 = perturb(p0, host), perturb(s0, host)
+    params = p0 if params is None else params
+    state = s0 if state is None else state
+    if x is None:
+        x = jnp.asarray(host.standard_normal((batch, *in_shape)), jnp.float32)
+    point = "given params" if params is not p0 else (
+        "random params" if perturb_params else "initial params")
+    checker = _Checker(lambda p, s, x_, k: [("", layer, p, s, x_, k)], dtype=dtype, train=train,
+                       fd_rtol=fd_rtol, fd_eps=fd_eps, fd_directions=fd_directions)
+    checks = checker(point, params, state, x, k_fwd, k_check)
+    return LayerReport(tuple(checks), dtype_name, {
+        "in_shape": in_shape, "batch": int(np.shape(x)[0]) if np.ndim(x) else None,
+        "train": train})
+
+
+def _shape(in_shape) -> tuple[int, ...]:
+    if isinstance(in_shape, (int, np.integer)):
+        in_shape = (in_shape,)
+    try:
+        shape = tuple(int(s) for s in in_shape)
+        bad = any(s < 1 or s != t for s, t in zip(shape, in_shape))
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        raise ValueError(f"in_shape must be positive ints, e.g. (8,), got {in_shape!r}")
+    return shape
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+
+
+def _loss_layers(loss: Loss) -> tuple[Layer, Layer | None]:
+    """A loss as layers to check: ``y -> value(y, t)`` with ``grad`` as its backward (``t`` in
+    the state), and ``t -> value(y, t)`` with ``target_grad`` (``y`` in the state)."""
+
+    def init(key, in_shape):
+        return (), (), ()
+
+    def fwd_y(params, state, y, *, key=None, train=True):
+        return loss.value(y, state["t"]), (y, state["t"]), state
+
+    def fwd_t(params, state, t, *, key=None, train=True):
+        return loss.value(state["y"], t), (state["y"], t), state
+
+    by_y = Layer(init, fwd_y, lambda p, r, g: ((), g * loss.grad(*r)), name=f"{loss.name} grad")
+    by_t = None if loss.target_grad is None else Layer(
+        init, fwd_t, lambda p, r, g: ((), g * loss.target_grad(*r)),
+        name=f"{loss.name} target_grad")
+    return by_y, by_t
+
+
+def check_loss(loss: str | Loss, out_shape: Sequence[int] = (3,), *, batch: int = 4, key=None,
+               dtype=jnp.float32, fd_rtol: float = TOLERANCES["fd"], fd_eps: float = FD_EPS,
+               fd_directions: int = FD_DIRECTIONS) -> LayerReport:
+    """Check a loss's hand-written ``grad`` (and ``target_grad``, when it has one) against
+    ``jax.vjp`` of its ``value`` and float64 finite differences, as :func:`check_layer` does.
+
+    Predictions ``y: (batch, *out_shape)`` are N(0, 1), or in ``[0.05, 0.95]`` for a loss on
+    probabilities; targets suit the loss (one-hot for a categorical loss, ``[0, 1]`` for a
+    binary one). Returns a :class:`LayerReport`.
+    """
+    from jaxprop.tools.presets import make_data  # targets that suit the loss
+
+    loss = get_loss(loss)
+    dtype_name = _validate_common(dtype, fd_directions)
+    out_shape = _shape(out_shape)
+    key = jax.random.key(0) if key is None else key
+    k_y, k_t, k_check = jax.random.split(key, 3)
+    if loss.input_range is not None:
+        y = jax.random.uniform(k_y, (batch, *out_shape), jnp.float32, 0.05, 0.95)
+    else:
+        y = jax.random.normal(k_y, (batch, *out_shape), jnp.float32)
+    _, t = make_data(k_t, loss, out_shape, out_shape, batch, jnp.float32)
+    by_y, by_t = _loss_layers(loss)
+
+    def walk(params, state, x, key):
+        yield "dL/dy", by_y, (), {"t": state["t"]}, x, None
+        if by_t is not None:
+            yield "dL/dt", by_t, (), {"y": x}, state["t"], None
+
+    checker = _Checker(walk, dtype=dtype, train=True, fd_rtol=fd_rtol, fd_eps=fd_eps,
+                       fd_directions=fd_directions)
+    checks = checker("random predictions and targets", (), {"t": t}, y, None, k_check)
+    return LayerReport(tuple(checks), dtype_name, {"out_shape": out_shape, "batch": batch})
+
+
+# --------------------------------------------------------------------------------------------
+# A model: layer by layer, then end to end
+
+
+def _layer_points(model: Model, params, state, x, key, train, prefix: str = ""):
+    """``(index, layer, params, state, x, key)`` for every layer at the input that reaches it,
+    recursing into nested models (index ``"2.1"``)."""
+    outputs, _, _ = model.forward_trace(params, state, x, key=key, train=train)
+    for i, (layer, p, s, k) in enumerate(zip(model.layers, params, model.layer_states(state),
+                                              model.layer_keys(key))):
+        xi = x if i == 0 else outputs[i - 1]
+        if isinstance(layer, Model):
+            yield from _layer_points(layer, p, s, xi, k, train, f"{prefix}{i}.")
+        else:
+            yield f"{prefix}{i}", layer, p, s, xi, k
+
+
+def check_model_layers(model: Model, params, x, *, state=None, key=None, train: bool = True,
+                       perturb_params: bool = True, seed: int = 0, dtype=None,
+                       fd_rtol: float = TOLERANCES["fd"], fd_eps: float = FD_EPS,
+                       fd_directions: int = FD_DIRECTIONS) -> tuple[LayerCheck, ...]:
+    """Every layer of ``model`` checked on the activations that reach it (forward order), at
+    ``params`` and, with ``perturb_params``, again at perturbed params. ``dtype`` defaults to
+    the params' (see :func:`check_gradients`)."""
+    if dtype is None:
+        leaves = [a for a in jax.tree.leaves(params) if _is_float(a)]
+        dtype = jnp.result_type(*leaves) if leaves else jnp.asarray(x).dtype
+    rng = jax.random.key(seed)
+    points = [("given params", params)]
+    if perturb_params:
+        points.append(("perturbed params", perturb(params, seed)))
+    checker = _Checker(lambda p, s, x_, k: _layer_points(model, p, s, x_, k, train),
+                       dtype=dtype, train=train, fd_rtol=fd_rtol, fd_eps=fd_eps,
+                       fd_directions=fd_directions)
+    checks = []
+    for n, (point, p) in enumerate(points):
+        checks += checker(point, p, state, x, key, jax.random.fold_in(rng, 1000 + n))
+    return tuple(checks)
+
+
+def _central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float) -> list:
+    """Central differences of ``loss_fn(params)`` w.r.t. the given coordinates of each leaf
+    (``jax.tree.leaves`` order), in one compiled program: a ``lax.map`` per leaf, perturbing
+    that leaf only, in chunks that keep ``FD_MEMORY`` bytes of perturbed copies alive."""
+    leaves, treedef = jax.tree.flatten(params)
+
+    def central(i, c):
+        def at(step):
+            moved = leaves[i].ravel().at[c].add(step).reshape(leaves[i].shape)
+            return loss_fn(treedef.unflatten(leaves[:i] + [moved] + leaves[i + 1:]))
+
+        return (at(h) - at(-h)) / (2 * h)
+
+    def run(coords):
+        return [jax.lax.map(functools.partial(central, i), cs, batch_size=int(max(
+            1, min(128, FD_MEMORY // max(1, leaves[i].nbytes))))) if cs.size else cs
+            for i, cs in enumerate(coords)]
+
+    options = FAST_COMPILE if jax.default_backend() == "cpu" else None
+    out = jax.jit(run, compiler_options=options)([jnp.asarray(c) for c in coords_l])
+    return [np.asarray(o, np.float64) for o in out]
+
+
+def _model_state(model: Model, state, x):
+    """The state to check at: as given, else a fresh one when the model has state."""
+    if state is not None:
+        return state
+    in_shape = model.in_shape or tuple(np.shape(x)[1:])
+    abstract = jax.eval_shape(lambda k: model.init(k, in_shape)[1], jax.random.key(0))
+    return model.init(jax.random.key(0), in_shape)[1] if jax.tree.leaves(abstract) else None
 
 
 def check_gradients(
@@ -222,99 +930,114 @@ def check_gradients(
     x,
     t,
     *,
+    state=None,
+    key=None,
+    train: bool = True,
+    perturb_params: bool = True,
     grad_rtol: float | None = None,
     fd_rtol: float = TOLERANCES["fd"],
     fd_eps: float = FD_EPS,
     max_fd_coords: int = MAX_FD_COORDS,
+    fd_directions: int = FD_DIRECTIONS,
     seed: int = 0,
 ) -> GradCheckReport:
-    """Check the hand-written gradient of ``loss(model.apply(params, x), t)`` leaf by leaf.
+    """Check every layer's backward, then the gradient of ``loss(model(params, x), t)``.
 
-    ``grad_rtol`` defaults to ``TOLERANCES["grad_float32"]`` or ``["grad_float64"]`` by the
-    params' dtype. ``seed`` picks the coordinates of leaves larger than ``max_fd_coords``.
-    Raises ``ValueError`` for bad input (as :func:`jaxprop.value_and_grad`).
+    Per layer (:func:`check_model_layers`): ``jax.vjp`` in the params' dtype and float64, and
+    float64 finite differences along random directions, on the activations that reach the
+    layer, at ``params`` and (``perturb_params``) at perturbed params. End to end, leaf by leaf:
+    ``jax.grad`` in the params' dtype and float64 central differences (see the module
+    docstring). ``seed`` draws the cotangents, directions, perturbation and sampled coordinates.
+
+    Args:
+      model: a :class:`~jaxprop.Model` (``jp.serial``, ``jp.mlp``); check a single layer with
+        :func:`check_layer`.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      params, x, t: parameters, inputs ``(batch, *in_shape)`` and targets.
+      state, key, train: the model's state (default: a fresh one if it has state), the forward
+        key (default ``jax.random.key(seed)``; Dropout) and the mode.
+      perturb_params, grad_rtol, fd_rtol, fd_eps, max_fd_coords, fd_directions: see above;
+        ``grad_rtol`` defaults to ``TOLERANCES["grad_float32"]`` or ``["grad_float64"]``.
+
+    Returns:
+      A :class:`GradCheckReport`; its verdict names the first disagreeing layer by index and
+      name. Raises ``ValueError`` for bad input (as :func:`jaxprop.value_and_grad`).
     """
     loss = get_loss(loss)
+    if not isinstance(model, Model):
+        raise ValueError(f"check_gradients takes a model (jp.serial, jp.mlp), got "
+                         f"{type(model).__name__}; check a single layer with jp.check_layer")
     if max_fd_coords < 1:
         raise ValueError(f"max_fd_coords must be >= 1, got {max_fd_coords}")
+    _validate_common(jnp.float32, fd_directions)
     x, t = validate_data(params, x, t)
     dtype = jnp.result_type(*jax.tree.leaves(params)) if jax.tree.leaves(params) else x.dtype
     dtype_name = jnp.dtype(dtype).name
-    if grad_rtol is None:
-        grad_rtol = TOLERANCES["grad_float64" if dtype_name == "float64" else "grad_float32"]
+    default_rtol, grad_atol_frac = _autodiff_tolerance(dtype_name)
+    grad_rtol = default_rtol if grad_rtol is None else grad_rtol
+    key = jax.random.key(seed) if key is None else key
+    state = _model_state(model, state, x)
+    run = dict(state=state, key=key, train=train)
+
+    try:  # validates data, shapes and every layer's backward output before the slow part
+        value, hand = value_and_grad(model, loss, params, x, t, **run)
+        e2e_error = None
+    except BackwardError as e:
+        e2e_error = str(e)
+    layers = check_model_layers(model, params, x, state=state, key=key, train=train,
+                                perturb_params=perturb_params, seed=seed, dtype=dtype,
+                                fd_rtol=fd_rtol, fd_eps=fd_eps, fd_directions=fd_directions)
+    common = dict(dtype=dtype_name, grad_rtol=grad_rtol, fd_rtol=fd_rtol, atol_frac=ATOL_FRAC,
+                  fd_eps=fd_eps, max_fd_coords=max_fd_coords, layers=layers,
+                  grad_atol_frac=grad_atol_frac,
+                  settings={"seed": seed, "loss": loss.name, "model": model.describe(),
+                            "train": train, "perturb_params": perturb_params})
+    if e2e_error is not None:
+        return GradCheckReport(leaves=(), loss_value=float("nan"), fd_noise=0.0,
+                               end_to_end_error=e2e_error, **common)
+    leaves, fd_noise = _end_to_end(model, loss, params, x, t, hand, run, grad_rtol=grad_rtol,
+                                   grad_atol_frac=grad_atol_frac, fd_rtol=fd_rtol,
+                                   fd_eps=fd_eps, max_fd_coords=max_fd_coords, seed=seed)
+    return GradCheckReport(leaves=leaves, loss_value=float(value), fd_noise=fd_noise, **common)
+
+
+def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_frac, fd_rtol,
+                fd_eps, max_fd_coords, seed):
+    """Per-leaf :class:`LeafCheck` of the hand-written gradient ``hand`` against ``jax.grad``
+    and float64 central differences, and the ``fd_noise`` used."""
     names = leaf_names(model, params)
 
-    def ref_loss(p, x, t):
-        return loss.value(model.forward(p, None, x)[0], t)
+    def ref_loss(p, x, t, state):
+        return loss.value(model.forward(p, state, x, key=run["key"], train=run["train"])[0], t)
 
     with jax.default_matmul_precision("highest"):
-        # (a) hand-written vs jax.grad, in the params' dtype
-        value, hand = value_and_grad(model, loss, params, x, t)
-        ref = jax.jit(jax.grad(ref_loss))(params, x, t)
+        ref = jax.jit(jax.grad(ref_loss))(params, x, t, run["state"])
         hand_l = [np.asarray(a) for a in jax.tree.leaves(hand)]
         ref_l = [np.asarray(a) for a in jax.tree.leaves(ref)]
-
-        # (b) hand-written vs central finite differences, both in float64
         with jax.enable_x64(True):
-            to64 = lambda a: jnp.asarray(a, jnp.float64)  # noqa: E731
-            p64 = jax.tree.map(to64, params)
-            x64, t64 = to64(x), to64(t)
-            value64, hand64 = jax.jit(loss_and_grad_fn(model, loss))(p64, x64, t64)
+            to64 = lambda tree: _cast(tree, jnp.float64)  # noqa: E731
+            p64, x64, t64, s64 = to64(params), to64(x), to64(t), to64(run["state"])
+            value64, hand64 = jax.jit(loss_and_grad_fn(model, loss), static_argnames="train")(
+                p64, x64, t64, state=s64, key=run["key"], train=run["train"])
             hand64_l = [np.asarray(a) for a in jax.tree.leaves(hand64)]
-            loss64 = lambda p: ref_loss(p, x64, t64)  # noqa: E731
             fd_noise = FD_NOISE_ULPS * float(np.finfo(np.float64).eps) * (
-                1.0 + abs(float(value64))
-            ) / fd_eps
+                1.0 + abs(float(value64))) / fd_eps
             rng = np.random.default_rng(seed)
-            sizes = [int(leaf.size) for leaf in jax.tree.leaves(p64)]
-            coords_l = [
-                np.arange(n)
-                if n <= max_fd_coords
-                else np.sort(rng.choice(n, size=max_fd_coords, replace=False))
-                for n in sizes
-            ]
-            offsets = np.cumsum([0] + sizes[:-1])
-            all_coords = np.concatenate(
-                [c + o for c, o in zip(coords_l, offsets)] + [np.zeros((0,), np.int64)]
-            )
-            fd_all = (
-                _central_differences(loss64, p64, all_coords, fd_eps)
-                if all_coords.size
-                else np.zeros((0,))
-            )
-            fd_l = np.split(fd_all, np.cumsum([c.size for c in coords_l])[:-1])
+            coords_l = [np.arange(leaf.size) if leaf.size <= max_fd_coords else
+                        np.sort(rng.choice(leaf.size, size=max_fd_coords, replace=False))
+                        for leaf in jax.tree.leaves(p64)]
+            fd_l = _central_differences(lambda p: ref_loss(p, x64, t64, s64), p64, coords_l,
+                                        fd_eps)
 
     global_ref = max((float(np.max(np.abs(r))) for r in ref_l if r.size), default=0.0)
     global_fd = max((float(np.max(np.abs(f))) for f in fd_l if f.size), default=0.0)
     checks = []
     for name, g, r, g64, fd, coords in zip(names, hand_l, ref_l, hand64_l, fd_l, coords_l):
-        ga, gr, gok = _errors(g, r, grad_rtol, _scale(r, global_ref))
-        fa, fr, fok = _errors(
-            g64.ravel()[coords], fd, fd_rtol, _scale(fd, global_fd), extra_atol=fd_noise
-        )
-        checks.append(
-            LeafCheck(
-                name=name,
-                shape=tuple(int(s) for s in g.shape),
-                dtype=str(g.dtype),
-                grad_abs_err=ga,
-                grad_rel_err=gr,
-                grad_ok=gok,
-                fd_abs_err=fa,
-                fd_rel_err=fr,
-                fd_ok=fok,
-                fd_coords=int(coords.size),
-            )
-        )
-    return GradCheckReport(
-        leaves=tuple(checks),
-        dtype=dtype_name,
-        loss_value=float(value),
-        grad_rtol=grad_rtol,
-        fd_rtol=fd_rtol,
-        atol_frac=ATOL_FRAC,
-        fd_eps=fd_eps,
-        fd_noise=fd_noise,
-        max_fd_coords=max_fd_coords,
-        settings={"seed": seed, "loss": loss.name, "model": model.describe()},
-    )
+        ga, gr, gok = _errors(g, r, grad_rtol, _scale(r, global_ref), atol_frac=grad_atol_frac)
+        fa, fr, fok = _errors(g64.ravel()[coords], fd, fd_rtol, _scale(fd, global_fd),
+                              extra_atol=fd_noise)
+        checks.append(LeafCheck(
+            name=name, shape=tuple(int(s) for s in g.shape), dtype=str(g.dtype),
+            grad_abs_err=ga, grad_rel_err=gr, grad_ok=gok, fd_abs_err=fa, fd_rel_err=fr,
+            fd_ok=fok, fd_coords=int(coords.size)))
+    return tuple(checks), fd_noise
