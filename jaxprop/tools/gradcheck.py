@@ -526,10 +526,24 @@ def _host_rng(key) -> np.random.Generator:
 # Layers at one point: one compiled program per dtype
 
 
-def _layer_math(layer: Layer, where: str, params, state, x, key, train: bool, rng, *,
-                with_fd: bool, n_dirs: int, fd_eps: float):
-    """Inside a trace: the layer's backward and ``jax.vjp`` for a random cotangent, and (with
-    ``with_fd``) central differences along ``n_dirs`` random directions per quantity.
+def _once(fn):
+    """``jax.jit(fn)`` for a program that runs once or twice: compiled fast on CPU (as
+    ``train/compile.py`` does for tiny trainings), where compiling costs more than running."""
+    return jax.jit(fn, compiler_options=FAST_COMPILE if jax.default_backend() == "cpu" else None)
+
+
+def _targets(params, x) -> list:
+    """``(which, array)`` for every quantity to check: ``(None, x)`` for ``dx`` when ``x`` is
+    floating, then ``(i, leaf)`` for every floating leaf ``i`` of ``params``."""
+    out = [(None, x)] if _is_float(x) else []
+    return out + [(i, a) for i, a in enumerate(jax.tree.leaves(params)) if _is_float(a)]
+
+
+def _layer_math(layer: Layer, where: str, params, state, x, key, train: bool, noise, *,
+                with_fd: bool, fd_eps: float):
+    """Inside a trace: the layer's backward and ``jax.vjp`` for the cotangent ``noise["dy"]``,
+    and (with ``with_fd``) central differences along the directions ``noise["dirs"]`` (one
+    ``(n_dirs, *shape)`` array per quantity).
 
     Returns ``(names, arrays)``: the quantity names (``dx``, then the floating params leaves)
     and a dict of ``hand``/``ref`` lists and, with ``with_fd``, ``fd``/``dir`` (``(n_q,
@@ -550,33 +564,27 @@ def _layer_math(layer: Layer, where: str, params, state, x, key, train: bool, rn
     except Exception as e:  # noqa: BLE001 - the user's forward: say which layer and input
         raise ValueError(f"{where}: forward failed on an input of shape {tuple(x.shape)}: "
                          f"{e}") from e
-    k_dy, k_fd = jax.random.split(rng)
-    dy = jax.random.normal(k_dy, y.shape, y.dtype)
+    dy = noise["dy"]
     dparams, dx = checked_backward(layer, where, params, residuals, dy, Spec.of(x))
     ref_dparams, ref_dx = vjp_fn(dy)
-    names, hand, ref, targets = [], [], [], []
-    if _is_float(x):
-        names.append("dx"), hand.append(dx), ref.append(ref_dx), targets.append(None)
     p_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
     leaves = [a for _, a in p_paths]
-    for i, ((path, p), g, r) in enumerate(zip(p_paths, jax.tree.leaves(dparams),
-                                              jax.tree.leaves(ref_dparams))):
-        if _is_float(p):
-            names.append(_path_str(path) or "params")
-            hand.append(g), ref.append(r), targets.append(i)
+    targets = [which for which, _ in _targets(params, x)]
+    names = ["dx" if i is None else _path_str(p_paths[i][0]) or "params" for i in targets]
+    hand = [dx if i is None else jax.tree.leaves(dparams)[i] for i in targets]
+    ref = [ref_dx if i is None else jax.tree.leaves(ref_dparams)[i] for i in targets]
     arrays = {"hand": hand, "ref": ref}
     if not with_fd:
         return names, arrays
 
     # Every quantity's directions in one lax.map (one copy of the forward in the program):
     # step r moves only the quantity it belongs to, by +h u_k or -h u_k.
-    n_q, per_q = len(targets), 2 * n_dirs
-    hs, dirs = [], []
-    for n, (which, g) in enumerate(zip(targets, hand)):
-        base = x if which is None else leaves[which]
-        hs.append(fd_eps * jnp.maximum(1.0, jnp.sqrt(jnp.mean(jnp.square(base)))))
-        dirs.append(jax.random.normal(jax.random.fold_in(k_fd, n), (n_dirs, *base.shape),
-                                      base.dtype))
+    dirs = noise["dirs"]
+    n_q, n_dirs = len(targets), (dirs[0].shape[0] if dirs else 0)
+    per_q = 2 * n_dirs
+    hs = [fd_eps * jnp.maximum(1.0, jnp.sqrt(jnp.mean(jnp.square(x if which is None else
+                                                                 leaves[which]))))
+          for which in targets]
     slot = lambda which: "x" if which is None else f"p{which:06d}"  # noqa: E731
     moves = {slot(which): jnp.zeros((n_q * per_q, *u.shape[1:]), u.dtype).at[
         n * per_q:(n + 1) * per_q].set(jnp.concatenate([hs[n] * u, -hs[n] * u]))
@@ -608,28 +616,47 @@ class _Program:
         self.layers: dict[str, Layer] = {}
         self.names: dict[str, list[str]] = {}
         self.errors: dict[str, str] = {}
-        # it runs once: compile it fast (CPU), as train/compile.py does for tiny trainings
-        options = FAST_COMPILE if jax.default_backend() == "cpu" else None
-        self._jit = jax.jit(self._run, compiler_options=options)
+        self._jit = _once(self._run)
 
-    def _run(self, params, state, x, key, rng):
+    def _run(self, params, state, x, key, noise):
         self.order, self.layers, self.names, self.errors = [], {}, {}, {}
         out = {}
-        for n, (index, layer, p, s, xi, k) in enumerate(self.walk(params, state, x, key)):
+        for index, layer, p, s, xi, k in self.walk(params, state, x, key):
             self.order.append(index)
             self.layers[index] = layer
             where = _label(index, layer.name)
             try:
                 self.names[index], out[index] = _layer_math(
-                    layer, where, p, s, xi, k, self.train, jax.random.fold_in(rng, n),
-                    with_fd=self.with_fd, n_dirs=self.n_dirs, fd_eps=self.fd_eps)
+                    layer, where, p, s, xi, k, self.train, noise[index],
+                    with_fd=self.with_fd, fd_eps=self.fd_eps)
             except BackwardError as e:
                 self.errors[index] = _strip_where(str(e), where)
         return out
 
-    def __call__(self, params, state, x, key, rng):
+    def _shapes(self, params, state, x, key):
+        """Per layer: the shape of its output and of each quantity (``jax.eval_shape``)."""
+        def shapes(params, state, x, key):
+            return {index: {"dy": layer.forward(p, s, xi, key=k, train=self.train)[0],
+                            "dirs": [a for _, a in _targets(p, xi)]}
+                    for index, layer, p, s, xi, k in self.walk(params, state, x, key)}
+
+        return jax.eval_shape(shapes, params, state, x, key)
+
+    def _noise(self, rng: np.random.Generator, params, state, x, key):
+        """The random cotangents and directions, drawn on the host (N(0, 1)): jax.random
+        would cost far more to compile than the whole check."""
+        def draw(shape, dtype):
+            return np.asarray(rng.standard_normal(shape), dtype)
+
+        return {index: {"dy": draw(s["dy"].shape, s["dy"].dtype),
+                        "dirs": [draw((self.n_dirs, *a.shape), a.dtype) for a in s["dirs"]]
+                        if self.with_fd else []}
+                for index, s in self._shapes(params, state, x, key).items()}
+
+    def __call__(self, params, state, x, key, rng: np.random.Generator):
         with jax.default_matmul_precision("highest"):
-            return jax.device_get(self._jit(params, state, x, key, rng))
+            noise = self._noise(rng, params, state, x, key)
+            return jax.device_get(self._jit(params, state, x, key, noise))
 
 
 def _strip_where(message: str, where: str) -> str:
@@ -673,17 +700,17 @@ class _Checker:
                                                                        **settings)
         self.f64 = _Program(walk, with_fd=True, **settings)
 
-    def __call__(self, point: str, params, state, x, key, rng) -> list[LayerCheck]:
-        k_own, k_64 = jax.random.split(rng)
+    def __call__(self, point: str, params, state, x, key,
+                 rng: np.random.Generator) -> list[LayerCheck]:
         passes = []  # (program, arrays, reference name, rtol, atol_frac)
         if self.own is not None:
             cast = lambda tree: _cast(tree, self.dtype_name)  # noqa: E731
-            out = self.own(cast(params), cast(state), cast(x), key, k_own)
+            out = self.own(cast(params), cast(state), cast(x), key, rng)
             passes.append((self.own, out, f"jax.vjp {self.dtype_name}",
                            *_autodiff_tolerance(self.dtype_name)))
         with jax.enable_x64(True):
             cast = lambda tree: _cast(tree, jnp.float64)  # noqa: E731
-            out64 = self.f64(cast(params), cast(state), cast(x), key, k_64)
+            out64 = self.f64(cast(params), cast(state), cast(x), key, rng)
         passes.append((self.f64, out64, "jax.vjp float64", *_autodiff_tolerance("float64")))
         checks = []
         for index in self.f64.order:
@@ -757,7 +784,7 @@ def check_layer(
     if x is None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     key = jax.random.key(0) if key is None else key
-    k_init, k_fwd, k_check = jax.random.split(key, 3)
+    k_init, k_fwd = jax.random.split(key)
     host = _host_rng(key)
     try:
         p0, s0, _ = layer.init(k_init, in_shape)
@@ -773,7 +800,7 @@ def check_layer(
         "random params" if perturb_params else "initial params")
     checker = _Checker(lambda p, s, x_, k: [("", layer, p, s, x_, k)], dtype=dtype, train=train,
                        fd_rtol=fd_rtol, fd_eps=fd_eps, fd_directions=fd_directions)
-    checks = checker(point, params, state, x, k_fwd, k_check)
+    checks = checker(point, params, state, x, k_fwd, host)
     return LayerReport(tuple(checks), dtype_name, {
         "in_shape": in_shape, "batch": int(np.shape(x)[0]) if np.ndim(x) else None,
         "train": train})
@@ -832,12 +859,11 @@ def check_loss(loss: str | Loss, out_shape: Sequence[int] = (3,), *, batch: int 
     dtype_name = _validate_common(dtype, fd_directions)
     out_shape = _shape(out_shape)
     key = jax.random.key(0) if key is None else key
-    k_y, k_t, k_check = jax.random.split(key, 3)
-    if loss.input_range is not None:
-        y = jax.random.uniform(k_y, (batch, *out_shape), jnp.float32, 0.05, 0.95)
-    else:
-        y = jax.random.normal(k_y, (batch, *out_shape), jnp.float32)
-    _, t = make_data(k_t, loss, out_shape, out_shape, batch, jnp.float32)
+    host = _host_rng(key)
+    shape = (batch, *out_shape)
+    y = jnp.asarray(host.uniform(0.05, 0.95, shape) if loss.input_range is not None
+                    else host.standard_normal(shape), jnp.float32)
+    _, t = make_data(key, loss, out_shape, out_shape, batch, jnp.float32)
     by_y, by_t = _loss_layers(loss)
 
     def walk(params, state, x, key):
@@ -847,7 +873,7 @@ def check_loss(loss: str | Loss, out_shape: Sequence[int] = (3,), *, batch: int 
 
     checker = _Checker(walk, dtype=dtype, train=True, fd_rtol=fd_rtol, fd_eps=fd_eps,
                        fd_directions=fd_directions)
-    checks = checker("random predictions and targets", (), {"t": t}, y, None, k_check)
+    checks = checker("random predictions and targets", (), {"t": t}, y, None, host)
     return LayerReport(tuple(checks), dtype_name, {"out_shape": out_shape, "batch": batch})
 
 
@@ -878,7 +904,7 @@ def check_model_layers(model: Model, params, x, *, state=None, key=None, train: 
     if dtype is None:
         leaves = [a for a in jax.tree.leaves(params) if _is_float(a)]
         dtype = jnp.result_type(*leaves) if leaves else jnp.asarray(x).dtype
-    rng = jax.random.key(seed)
+    rng = np.random.default_rng(seed)
     points = [("given params", params)]
     if perturb_params:
         points.append(("perturbed params", perturb(params, seed)))
@@ -886,8 +912,8 @@ def check_model_layers(model: Model, params, x, *, state=None, key=None, train: 
                        dtype=dtype, train=train, fd_rtol=fd_rtol, fd_eps=fd_eps,
                        fd_directions=fd_directions)
     checks = []
-    for n, (point, p) in enumerate(points):
-        checks += checker(point, p, state, x, key, jax.random.fold_in(rng, 1000 + n))
+    for point, p in points:
+        checks += checker(point, p, state, x, key, rng)
     return tuple(checks)
 
 
@@ -897,20 +923,19 @@ def _central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float) 
     that leaf only, in chunks that keep ``FD_MEMORY`` bytes of perturbed copies alive."""
     leaves, treedef = jax.tree.flatten(params)
 
-    def central(i, c):
-        def at(step):
-            moved = leaves[i].ravel().at[c].add(step).reshape(leaves[i].shape)
-            return loss_fn(treedef.unflatten(leaves[:i] + [moved] + leaves[i + 1:]))
+    def run(leaves, coords):  # leaves as arguments: as constants they would slow compiling
+        def central(i, c):
+            def at(step):
+                moved = leaves[i].ravel().at[c].add(step).reshape(leaves[i].shape)
+                return loss_fn(treedef.unflatten(leaves[:i] + [moved] + leaves[i + 1:]))
 
-        return (at(h) - at(-h)) / (2 * h)
+            return (at(h) - at(-h)) / (2 * h)
 
-    def run(coords):
         return [jax.lax.map(functools.partial(central, i), cs, batch_size=int(max(
             1, min(128, FD_MEMORY // max(1, leaves[i].nbytes))))) if cs.size else cs
             for i, cs in enumerate(coords)]
 
-    options = FAST_COMPILE if jax.default_backend() == "cpu" else None
-    out = jax.jit(run, compiler_options=options)([jnp.asarray(c) for c in coords_l])
+    out = _once(run)(leaves, [jnp.asarray(c) for c in coords_l])
     return [np.asarray(o, np.float64) for o in out]
 
 
@@ -1011,14 +1036,15 @@ def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_fr
         return loss.value(model.forward(p, state, x, key=run["key"], train=run["train"])[0], t)
 
     with jax.default_matmul_precision("highest"):
-        ref = jax.jit(jax.grad(ref_loss))(params, x, t, run["state"])
+        ref = _once(jax.grad(ref_loss))(params, x, t, run["state"])
         hand_l = [np.asarray(a) for a in jax.tree.leaves(hand)]
         ref_l = [np.asarray(a) for a in jax.tree.leaves(ref)]
         with jax.enable_x64(True):
             to64 = lambda tree: _cast(tree, jnp.float64)  # noqa: E731
             p64, x64, t64, s64 = to64(params), to64(x), to64(t), to64(run["state"])
-            value64, hand64 = jax.jit(loss_and_grad_fn(model, loss), static_argnames="train")(
-                p64, x64, t64, state=s64, key=run["key"], train=run["train"])
+            value64, hand64 = _once(functools.partial(
+                loss_and_grad_fn(model, loss), train=run["train"]))(p64, x64, t64, state=s64,
+                                                                    key=run["key"])
             hand64_l = [np.asarray(a) for a in jax.tree.leaves(hand64)]
             fd_noise = FD_NOISE_ULPS * float(np.finfo(np.float64).eps) * (
                 1.0 + abs(float(value64))) / fd_eps
