@@ -41,7 +41,15 @@ from jaxprop.scale.parallel import (
 )
 from jaxprop.scale.per_example import clip_per_example, per_example_grads, per_example_norms
 from jaxprop.scale.population import PopulationResult, fit_population, init_population
-from jaxprop.tools.gradcheck import GradCheckReport, LeafCheck, check_gradients
+from jaxprop.tools.gradcheck import (
+    GradCheckReport,
+    LayerCheck,
+    LayerReport,
+    LeafCheck,
+    check_gradients,
+    check_layer,
+    check_loss,
+)
 from jaxprop.train import (
     OPTIMIZERS,
     History,
@@ -66,6 +74,7 @@ __all__ = [
     "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn", "validate_data",
     "value_and_grad",
     "GradCheckReport", "LeafCheck", "check_gradients",
+    "LayerCheck", "LayerReport", "check_layer", "check_loss",
     "PopulationResult", "as_jax_function", "clip_per_example", "data_mesh",
     "data_parallel_grad_fn", "data_parallel_inputs", "fit_population", "init_population",
     "make_data_parallel_step", "per_example_grads", "per_example_norms", "shard_batch",

@@ -574,7 +574,7 @@ def _layer_math(layer: Layer, where: str, params, state, x, key, train: bool, no
     hand = [dx if i is None else jax.tree.leaves(dparams)[i] for i in targets]
     ref = [ref_dx if i is None else jax.tree.leaves(ref_dparams)[i] for i in targets]
     arrays = {"hand": hand, "ref": ref}
-    if not with_fd:
+    if not with_fd or not targets:
         return names, arrays
 
     # Every quantity's directions in one lax.map (one copy of the forward in the program):
@@ -678,6 +678,8 @@ def _compare(hand, ref, reference: str, rtol: float, atol_frac: float) -> list[C
 
 
 def _compare_fd(arrays, rtol: float) -> list[Comparison]:
+    if "fd" not in arrays:  # nothing to check
+        return []
     eps = float(np.finfo(np.float64).eps)
     rms = [math.sqrt(float(np.mean(np.square(fd)))) for fd in arrays["fd"]]
     global_scale = max(rms, default=0.0)
