@@ -195,6 +195,11 @@ def _references(layers: Sequence[LayerCheck]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _short(reference: str) -> str:
+    """A reference's name for a table header: ``"vjp float32"``, ``"FD float64"``."""
+    return reference.replace("finite differences", "FD").replace("jax.vjp", "vjp")
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1e}"
 
@@ -202,7 +207,7 @@ def _fmt(v: float | None) -> str:
 def layer_rows(layers: Sequence[LayerCheck]) -> tuple[list[str], list[list[str]]]:
     """``(header, rows)``: one row per layer check, the worst relative error per reference."""
     refs = _references(layers)
-    header = ["layer", "at", "checked", *(f"vs {r}" for r in refs), "ok"]
+    header = ["layer", "at", "checked", *(f"vs {_short(r)}" for r in refs), "ok"]
     rows = []
     for lc in layers:
         worst = []
@@ -217,7 +222,7 @@ def layer_rows(layers: Sequence[LayerCheck]) -> tuple[list[str], list[list[str]]
 def quantity_rows(layers: Sequence[LayerCheck]) -> tuple[list[str], list[list[str]]]:
     """``(header, rows)``: one row per checked quantity (for a layer checked alone)."""
     refs = _references(layers)
-    header = ["quantity", "shape", *(f"vs {r}" for r in refs), "ok"]
+    header = ["quantity", "shape", *(f"vs {_short(r)}" for r in refs), "ok"]
     rows = []
     for lc in layers:
         prefix = f"{lc.label}: " if len(layers) > 1 else ""
@@ -240,7 +245,7 @@ def _layers_summary(layers: Sequence[LayerCheck]) -> str:
     n_q = sum(len(lc.quantities) for lc in layers)
     names = {lc.index or lc.name for lc in layers}
     points = sorted({lc.point for lc in layers})
-    return (f"{len(names)} layer(s), {n_q} quantities checked against "
+    return (f"{len(names)} layer(s), {n_q} quantit{'y' if n_q == 1 else 'ies'} checked against "
             f"{', '.join(_references(layers))}, at the {' and at the '.join(points)}")
 
 
@@ -283,13 +288,17 @@ class LayerReport:
         return f"FAILED: {first.label}: {first.problem()}" + (f" ({where})" if where else "")
 
     def __str__(self) -> str:
-        return _text_table(*quantity_rows(self.layers)) + "\n" + _problems(self.layers) + \
+        return _text_table(*quantity_rows(self.layers)) + "\n" + _problem_text(self.layers) + \
             self.verdict()
 
 
-def _problems(layers: Sequence[LayerCheck]) -> str:
-    lines = [f"  {lc.label}: {lc.problem()}" for lc in layers if not lc.ok]
-    return "".join(line + "\n" for line in lines)
+def problems(layers: Sequence[LayerCheck]) -> list[str]:
+    """One line per failing layer check: ``"layer 2 (scale): dx disagrees with ..."``."""
+    return [f"{lc.label}: {lc.problem()}" for lc in layers if not lc.ok]
+
+
+def _problem_text(layers: Sequence[LayerCheck]) -> str:
+    return "".join(f"  {line}\n" for line in problems(layers))
 
 
 def _tolerance_text(dtype: str) -> str:
@@ -422,7 +431,7 @@ class GradCheckReport:
                 + (f"  (FD on {c.fd_coords}/{c.size})" if c.sampled else "")
             )
         parts.append("\n".join(lines))
-        return "\n\n".join(parts) + "\n" + _problems(self.layers) + self.verdict()
+        return "\n\n".join(parts) + "\n" + _problem_text(self.layers) + self.verdict()
 
 
 # --------------------------------------------------------------------------------------------
