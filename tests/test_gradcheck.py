@@ -122,3 +122,22 @@ def test_report_errors_follow_the_documented_definition():
     expected = max(1e-6 / (1 + 1e-6 + atol / 1e-5), 1e-9 / (1e-9 + atol / 1e-5))
     assert rel_err == pytest.approx(expected) and ok == (rel_err <= 1e-5)
     assert ok == np.allclose(g, r, rtol=1e-5, atol=atol)
+
+
+@pytest.mark.x64
+def test_a_step_across_a_relu_kink_is_not_a_failure(monkeypatch):
+    """A pre-activation 3e-7 from ReLU's kink: central differences with h = 1e-6 straddle it
+    (and are wrong); at h/100 they do not. A true gradient passes, a wrong one would not."""
+    from jaxprop.tools import gradcheck
+
+    model = jp.serial(jp.Dense(2, dtype=jnp.float64), jp.Relu(), in_shape=(1,))
+    params = [{"W": jnp.array([[1.0, 1.0]]), "b": jnp.array([-1.0 + 3e-7, 0.5])}, ()]
+    x, t = jnp.ones((1, 1)), jnp.array([[2.0, -1.0]])
+    report = jp.check_gradients(model, "mse", params, x, t, perturb_params=False)
+    assert report.ok, str(report)
+    monkeypatch.setattr(gradcheck, "FD_STEPS", (1.0,))  # one step only: the kink bites
+    report = jp.check_gradients(model, "mse", params, x, t, perturb_params=False)
+    assert not report.ok
+    bad = {c.name for c in report.failures}
+    assert bad == {"layer 0 Dense(2) W", "layer 0 Dense(2) b"}  # both move z_0 across 0
+    assert all(c.grad_ok and not c.fd_ok for c in report.failures)

@@ -97,6 +97,7 @@ FD_EPS = 1e-6
 FD_NOISE_ULPS = 16
 MAX_FD_COORDS = 64
 FD_DIRECTIONS = 3
+FD_STEPS = (1.0, 1e-2)  # central differences at h and h/100 (see _errors_steps)
 FD_MEMORY = 1 << 27  # bytes of perturbed parameter copies alive at once (end-to-end FD)
 PERTURB_SCALE = 0.5
 
@@ -486,6 +487,33 @@ def _errors(g, r, rtol: float, scale: float, extra_atol: float = 0.0,
     return float(np.max(diff)), rel, rel <= rtol
 
 
+def _rel_steps(g, fds, rtol: float, scale: float, noises: Sequence[float]):
+    """Per entry and per step: ``(|g - fd|, relative error)`` as in ``_errors`` (an entry not
+    evaluated at a step, NaN, has an infinite error there)."""
+    g = np.asarray(g, np.float64).ravel()
+    fds = np.asarray(fds, np.float64).reshape(len(noises), -1)
+    atol = rtol * ATOL_FRAC * scale + np.asarray(noises, np.float64)[:, None]
+    diff = np.abs(g[None] - fds)
+    rel = np.where(np.isfinite(diff), diff / (np.abs(fds) + atol / rtol), np.inf)
+    return diff, rel
+
+
+def _errors_steps(g, fds, rtol: float, scale: float, noises: Sequence[float]):
+    """``_errors`` of ``g`` against central differences taken with each of ``FD_STEPS``
+    (``fds[j]``, rounding noise ``noises[j]``), keeping for every entry the step that agrees
+    best: a step across a kink (ReLU, max) spoils a difference and stops doing so as the step
+    shrinks; a wrong gradient stays wrong at every step."""
+    if np.size(g) == 0:
+        return 0.0, 0.0, True
+    diff, rel = _rel_steps(g, fds, rtol, scale, noises)
+    best = np.argmin(rel, axis=0)
+    cols = np.arange(rel.shape[1])
+    rel_best = float(np.max(rel[best, cols]))
+    if not np.isfinite(rel_best):
+        return float("inf"), float("inf"), False
+    return float(np.max(diff[best, cols])), rel_best, rel_best <= rtol
+
+
 def _autodiff_tolerance(dtype_name: str) -> tuple[float, float]:
     """``(rtol, atol_frac)`` against autodiff in ``dtype_name``."""
     if dtype_name == "float64":
@@ -586,28 +614,29 @@ def _layer_math(layer: Layer, where: str, params, state, x, key, train: bool, no
     if not with_fd or not targets:
         return names, arrays
 
-    # Every quantity's directions in one lax.map (one copy of the forward in the program):
-    # step r moves only the quantity it belongs to, by +h u_k or -h u_k.
+    # Every quantity, direction and step in one lax.map (one copy of the forward in the
+    # program): step (n, j, sign, k) moves quantity n by sign * h_n * FD_STEPS[j] * u_k.
     dirs = noise["dirs"]
-    n_q, n_dirs = len(targets), (dirs[0].shape[0] if dirs else 0)
-    per_q = 2 * n_dirs
+    n_q, n_dirs, n_s = len(targets), dirs[0].shape[0], len(FD_STEPS)
     hs = [fd_eps * jnp.maximum(1.0, jnp.sqrt(jnp.mean(jnp.square(x if which is None else
                                                                  leaves[which]))))
           for which in targets]
-    slot = lambda which: "x" if which is None else f"p{which:06d}"  # noqa: E731
-    moves = {slot(which): jnp.zeros((n_q * per_q, *u.shape[1:]), u.dtype).at[
-        n * per_q:(n + 1) * per_q].set(jnp.concatenate([hs[n] * u, -hs[n] * u]))
-        for n, (which, u) in enumerate(zip(targets, dirs))}
+    grid = np.stack(np.meshgrid(np.arange(n_q), np.arange(n_s), [1.0, -1.0], np.arange(n_dirs),
+                                indexing="ij"), -1).reshape(-1, 4)
+    steps = jnp.asarray(FD_STEPS, x.dtype)
 
-    def phi(move):
-        x_ = x + move["x"] if "x" in move else x
-        p = treedef.unflatten([a + move[slot(i)] if slot(i) in move else a
-                               for i, a in enumerate(leaves)])
+    def phi(row):
+        n, j, sign, k = row[0].astype(int), row[1].astype(int), row[2], row[3].astype(int)
+        moved = {which: jnp.where(n == m, sign * hs[m] * steps[j], 0) * dirs[m][k]
+                 for m, which in enumerate(targets)}
+        x_ = x + moved[None] if None in moved else x
+        p = treedef.unflatten([a + moved[i] if i in moved else a for i, a in enumerate(leaves)])
         return jnp.sum(dy * f(p, x_))
 
-    values = jax.lax.map(phi, moves).reshape(n_q, 2, n_dirs)
+    values = jax.lax.map(phi, jnp.asarray(grid, x.dtype)).reshape(n_q, n_s, 2, n_dirs)
     arrays.update(
-        fd=[(values[n, 0] - values[n, 1]) / (2 * hs[n]) for n in range(n_q)],
+        fd=[(values[n, :, 0] - values[n, :, 1]) / (2 * hs[n] * steps[:, None])
+            for n in range(n_q)],  # (n_s, n_dirs) per quantity
         dir=[jnp.sum(u * g, axis=tuple(range(1, u.ndim))) for u, g in zip(dirs, hand)],
         h=hs, size=jnp.sum(jnp.abs(dy * y)))
     return names, arrays
@@ -690,12 +719,12 @@ def _compare_fd(arrays, rtol: float) -> list[Comparison]:
     if "fd" not in arrays:  # nothing to check
         return []
     eps = float(np.finfo(np.float64).eps)
-    rms = [math.sqrt(float(np.mean(np.square(fd)))) for fd in arrays["fd"]]
+    rms = [math.sqrt(float(np.mean(np.square(fd[0])))) for fd in arrays["fd"]]
     global_scale = max(rms, default=0.0)
-    return [Comparison(FD_REFERENCE, *_errors(
+    return [Comparison(FD_REFERENCE, *_errors_steps(
         d, fd, rtol, _scale(np.array([r]), global_scale),
-        extra_atol=FD_NOISE_ULPS * eps * float(arrays["size"]) / float(h)), rtol=rtol)
-        for d, fd, h, r in zip(arrays["dir"], arrays["fd"], arrays["h"], rms)]
+        [FD_NOISE_ULPS * eps * float(arrays["size"]) / (float(h) * s) for s in FD_STEPS]),
+        rtol=rtol) for d, fd, h, r in zip(arrays["dir"], arrays["fd"], arrays["h"], rms)]
 
 
 class _Checker:
@@ -928,10 +957,12 @@ def check_model_layers(model: Model, params, x, *, state=None, key=None, train: 
     return tuple(checks)
 
 
-def _central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float) -> list:
+def _central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float,
+                         steps: Sequence[float] = (1.0,)) -> list:
     """Central differences of ``loss_fn(params)`` w.r.t. the given coordinates of each leaf
-    (``jax.tree.leaves`` order), in one compiled program: a ``lax.map`` per leaf, perturbing
-    that leaf only, in chunks that keep ``FD_MEMORY`` bytes of perturbed copies alive."""
+    (``jax.tree.leaves`` order), with each step ``h * steps[j]``: ``(len(steps), n_coords)``
+    per leaf. One compiled program: a ``lax.map`` per leaf, perturbing that leaf
+    only, in chunks that keep ``FD_MEMORY`` bytes of perturbed copies alive."""
     leaves, treedef = jax.tree.flatten(params)
 
     def run(leaves, coords):  # leaves as arguments: as constants they would slow compiling
@@ -940,14 +971,22 @@ def _central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float) 
                 moved = leaves[i].ravel().at[c].add(step).reshape(leaves[i].shape)
                 return loss_fn(treedef.unflatten(leaves[:i] + [moved] + leaves[i + 1:]))
 
-            return (at(h) - at(-h)) / (2 * h)
+            return jnp.stack([(at(h * s) - at(-h * s)) / (2 * h * s) for s in steps])
 
         return [jax.lax.map(functools.partial(central, i), cs, batch_size=int(max(
             1, min(128, FD_MEMORY // max(1, leaves[i].nbytes))))) if cs.size else cs
             for i, cs in enumerate(coords)]
 
     out = _once(run)(leaves, [jnp.asarray(c) for c in coords_l])
-    return [np.asarray(o, np.float64) for o in out]
+    return [np.asarray(o, np.float64).reshape(-1, len(steps)).T for o in out]
+
+
+def _scatter(values, at, coords) -> np.ndarray:
+    """``values`` (``(n_steps, len(at))``, at coordinates ``at``) laid out over ``coords``, NaN
+    where not evaluated."""
+    out = np.full((values.shape[0], coords.size), np.nan)
+    out[:, np.searchsorted(coords, at)] = values
+    return out
 
 
 def _model_state(model: Model, state, x):
@@ -1063,16 +1102,27 @@ def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_fr
             coords_l = [np.arange(leaf.size) if leaf.size <= max_fd_coords else
                         np.sort(rng.choice(leaf.size, size=max_fd_coords, replace=False))
                         for leaf in jax.tree.leaves(p64)]
-            fd_l = _central_differences(lambda p: ref_loss(p, x64, t64, s64), p64, coords_l,
-                                        fd_eps)
+            loss64 = lambda p: ref_loss(p, x64, t64, s64)  # noqa: E731
+            fd_l = _central_differences(loss64, p64, coords_l, fd_eps)
+            global_fd = max((float(np.max(np.abs(f))) for f in fd_l if f.size), default=0.0)
+            noises = [fd_noise / s for s in FD_STEPS]
+            # coordinates that disagree at h: again at the smaller steps (a kink crossed?)
+            again = [coords_l[i][_rel_steps(g.ravel()[c], f, fd_rtol,
+                                            _scale(f, global_fd), noises[:1])[1][0] > fd_rtol]
+                     for i, (g, f, c) in enumerate(zip(hand64_l, fd_l, coords_l))]
+            if len(FD_STEPS) > 1 and any(a.size for a in again):
+                smaller = _central_differences(loss64, p64, again, fd_eps, FD_STEPS[1:])
+            else:
+                smaller = [np.zeros((len(FD_STEPS) - 1, a.size)) for a in again]
+            fd_l = [np.concatenate([f, _scatter(sm, a, c)]) for f, sm, a, c in
+                    zip(fd_l, smaller, again, coords_l)]
 
     global_ref = max((float(np.max(np.abs(r))) for r in ref_l if r.size), default=0.0)
-    global_fd = max((float(np.max(np.abs(f))) for f in fd_l if f.size), default=0.0)
     checks = []
     for name, g, r, g64, fd, coords in zip(names, hand_l, ref_l, hand64_l, fd_l, coords_l):
         ga, gr, gok = _errors(g, r, grad_rtol, _scale(r, global_ref), atol_frac=grad_atol_frac)
-        fa, fr, fok = _errors(g64.ravel()[coords], fd, fd_rtol, _scale(fd, global_fd),
-                              extra_atol=fd_noise)
+        fa, fr, fok = _errors_steps(g64.ravel()[coords], fd, fd_rtol, _scale(fd[0], global_fd),
+                                    noises)
         checks.append(LeafCheck(
             name=name, shape=tuple(int(s) for s in g.shape), dtype=str(g.dtype),
             grad_abs_err=ga, grad_rel_err=gr, grad_ok=gok, fd_abs_err=fa, fd_rel_err=fr,
