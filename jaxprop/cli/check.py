@@ -31,12 +31,10 @@ from jaxprop.core.checks import check_output_fits_loss
 from jaxprop.core.layers import ACTIVATIONS, Layer
 from jaxprop.core.losses import LOSSES, get_loss
 from jaxprop.core.network import Model, mlp, serial
-from jaxprop.tools.gradcheck import (
-    MAX_FD_COORDS,
+from jaxprop.tools.gradcheck import MAX_FD_COORDS, check_gradients, check_layer
+from jaxprop.tools.gradcheck_report import (
     GradCheckReport,
     LayerReport,
-    check_gradients,
-    check_layer,
     layer_rows,
     problems,
     quantity_rows,

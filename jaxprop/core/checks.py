@@ -90,9 +90,9 @@ class BackwardError(ValueError):
         return BackwardError(f"{where} > {self.where}", self.problem)
 
 
-def layer_label(index, layer) -> str:
+def layer_label(index, name: str) -> str:
     """``"layer 3 (scale)"``: how errors and reports name a layer of a model."""
-    return f"layer {index} ({layer.name})"
+    return f"layer {index} ({name})"
 
 
 def _key_text(path) -> str:

@@ -127,7 +127,7 @@ class Model(Layer):
         dparams, dxs = [None] * n, [None] * n
         for i in reversed(range(n)):
             layer = self.layers[i]
-            dparams[i], dy = checked_backward(layer, layer_label(i, layer), params[i],
+            dparams[i], dy = checked_backward(layer, layer_label(i, layer.name), params[i],
                                               residuals[i], dy, specs[i])
             dxs[i] = dy
         return dparams, dxs
