@@ -10,7 +10,7 @@ the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples)
 """
 
 from jaxprop.core.backprop import loss_and_grad_fn, loss_grad_state_fn, value_and_grad
-from jaxprop.core.checks import check_output_fits_loss, validate_data
+from jaxprop.core.checks import BackwardError, check_output_fits_loss, validate_data
 from jaxprop.core.layers import (
     ACTIVATIONS,
     INITIALIZERS,
@@ -71,7 +71,7 @@ __all__ = [
     "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Dense", "Gelu", "Identity", "Layer",
     "LeakyRelu", "Loss", "Model", "Relu", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation",
     "elementwise", "get_initializer", "get_loss", "make_loss", "mlp", "parse_model", "serial",
-    "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn", "validate_data",
+    "BackwardError", "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn", "validate_data",
     "value_and_grad",
     "GradCheckReport", "LeafCheck", "check_gradients",
     "LayerCheck", "LayerReport", "check_layer", "check_loss",

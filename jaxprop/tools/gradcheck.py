@@ -25,10 +25,19 @@ and every floating ``dparams`` leaf -- is compared with
   quantity: ``(<dy, f(q + h u)> - <dy, f(q - h u)>) / 2h`` against ``<g_q, u>``, i.e.
   ``dy^T J u`` (as jax's ``check_vjp`` and PyTorch's ``gradcheck(fast_mode=True)``); cheap for
   any size and independent of autodiff, so it checks the mathematics. ``h = FD_EPS * max(1,
-  rms(q))``.
+  rms(q))``, and again ``h / 100`` (``FD_STEPS``): each direction keeps the step that agrees
+  best, because a step across a kink (ReLU, max-pooling) spoils a difference and stops doing
+  so as the step shrinks, while a wrong gradient stays wrong at every step.
 
 A layer check passes only if it checked at least one quantity and all agree; a report is never
-``ok`` with nothing checked.
+``ok`` with nothing checked. "Non-trivial" params (:func:`perturb`): non-zero entries times
+``exp(0.5 N(0, 1))``, zero entries ``0.5 rms N(0, 1)``; state is perturbed the same way in
+:func:`check_layer` (signs kept, so a running variance stays positive).
+
+Each pass (the working dtype; float64) over all the layers of a model is ONE compiled program
+(compiled fast on CPU); the cotangents and directions are drawn on the host with NumPy
+(``jax.random`` would take longer to compile than the whole check runs). A 784-1024-1024-10
+MLP checks in seconds on 2 CPU cores (``benchmarks/gradcheck_speed.py``).
 
 **End to end** (:func:`check_gradients`): every parameter leaf (named ``"layer 0 Dense(4) W"``)
 of the hand-written gradient (:func:`jaxprop.value_and_grad`) against ``jax.grad`` of ``loss(
@@ -36,7 +45,8 @@ model(params, x), t)`` in the params' dtype, and against central differences ``(
 L(p - h e_i)) / 2h`` in float64 coordinate by coordinate (``h = FD_EPS``). Leaves with more than
 ``max_fd_coords`` entries are checked on a random subset of that many coordinates
 (``LeafCheck.fd_coords < LeafCheck.size``; the report says so); the per-layer
-random-direction checks cover every coordinate of them.
+random-direction checks cover every coordinate of them. Coordinates that disagree at ``h`` are
+differenced again at ``h / 100`` (kinks, as above).
 
 Everything runs under ``jax.default_matmul_precision("highest")`` (TF32/bf16 matmuls on GPU/TPU
 would otherwise dominate the error).
