@@ -79,6 +79,7 @@ finite differences         1e-6      1e-2        h = 1e-6, float64; fd_noise ~ 3
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Sequence
@@ -256,6 +257,21 @@ def _once(fn):
     return jax.jit(fn, compiler_options=FAST_COMPILE if jax.default_backend() == "cpu" else None)
 
 
+@contextlib.contextmanager
+def _forward_errors(where: str, x):
+    """A failing forward (the user's code) as one ``ValueError`` naming the layer and input."""
+    try:
+        yield
+    except (BackwardError, ValueError) as e:
+        if str(e).startswith(where):
+            raise
+        raise ValueError(f"{where}: forward failed on an input of shape {tuple(x.shape)}: "
+                         f"{e}") from e
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{where}: forward failed on an input of shape {tuple(x.shape)}: "
+                         f"{type(e).__name__}: {e}") from e
+
+
 def _targets(params, x) -> list:
     """``(which, array)`` for every quantity to check: ``(None, x)`` for ``dx`` when ``x`` is
     floating, then ``(i, leaf)`` for every floating leaf ``i`` of ``params``."""
@@ -279,15 +295,10 @@ def _layer_math(layer: Layer, where: str, params, state, x, key, train: bool, no
     def f(p, x_):
         return layer.forward(p, state, x_, key=key, train=train)[0]
 
-    try:  # one forward: its output, its residuals (as aux) and autodiff's VJP
+    with _forward_errors(where, x):  # one forward: output, residuals (as aux) and its VJP
         y, vjp_fn, residuals = jax.vjp(
             lambda p, x_: layer.forward(p, state, x_, key=key, train=train)[:2], params, x,
             has_aux=True)
-    except BackwardError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the user's forward: say which layer and input
-        raise ValueError(f"{where}: forward failed on an input of shape {tuple(x.shape)}: "
-                         f"{e}") from e
     dy = noise["dy"]
     dparams, dx = checked_backward(layer, where, params, residuals, dy, Spec.of(x))
     ref_dparams, ref_dx = vjp_fn(dy)
@@ -361,9 +372,12 @@ class _Program:
     def _shapes(self, params, state, x, key):
         """Per layer: the shape of its output and of each quantity (``jax.eval_shape``)."""
         def shapes(params, state, x, key):
-            return {index: {"dy": layer.forward(p, s, xi, key=k, train=self.train)[0],
-                            "dirs": [a for _, a in _targets(p, xi)]}
-                    for index, layer, p, s, xi, k in self.walk(params, state, x, key)}
+            out = {}
+            for index, layer, p, s, xi, k in self.walk(params, state, x, key):
+                with _forward_errors(label(index, layer.name), xi):
+                    y = layer.forward(p, s, xi, key=k, train=self.train)[0]
+                out[index] = {"dy": y, "dirs": [a for _, a in _targets(p, xi)]}
+            return out
 
         return jax.eval_shape(shapes, params, state, x, key)
 
