@@ -15,7 +15,8 @@ The same check from the command line (the time there also includes starting Pyth
     time jaxprop check --sizes 784,1024,1024,10 --activation relu --loss softmax_cross_entropy
 
 Reported: seconds for the whole check (median/min/max of ``--repeats`` calls, after one call
-that warms JAX up), and the part spent in the per-layer checks alone.
+that warms JAX up), and the part spent in the per-layer checks alone; wall-clock time and the
+process's CPU time (all threads), which a busy shared machine disturbs less.
 """
 
 from __future__ import annotations
@@ -63,13 +64,27 @@ def main(argv=None) -> dict:
     def layers():
         return all(c.ok for c in check_model_layers(model, params, x))
 
-    whole = summarize(time_calls(full, repeats=args.repeats, warmup=1, sync=lambda r: r))
-    per_layer = summarize(time_calls(layers, repeats=args.repeats, warmup=0, sync=lambda r: r))
+    cpu = {"full": [], "layers": []}  # process CPU seconds per call: steadier on a busy machine
+
+    def cpu_timed(name, fn):
+        def call():
+            start = time.process_time()
+            out = fn()
+            cpu[name].append(time.process_time() - start)
+            return out
+        return call
+
+    whole = summarize(time_calls(cpu_timed("full", full), repeats=args.repeats, warmup=1,
+                                 sync=lambda r: r))
+    per_layer = summarize(time_calls(cpu_timed("layers", layers), repeats=args.repeats,
+                                     warmup=0, sync=lambda r: r))
+    cpu_full, cpu_layers = (summarize(cpu[k][-args.repeats:]) for k in ("full", "layers"))
     result = {
         "model": model.describe(), "sizes": sizes, "loss": args.loss, "batch": args.batch,
         "n_params": sum(a.size for a in jax.tree.leaves(params)),
         "max_fd_coords": args.max_fd_coords, "ok": report.ok,
         "check_s": whole._asdict(), "per_layer_s": per_layer._asdict(),
+        "check_cpu_s": cpu_full._asdict(), "per_layer_cpu_s": cpu_layers._asdict(),
         "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(), "jax_version": jax.__version__,
         "machine": platform.processor() or platform.machine(),
@@ -77,8 +92,9 @@ def main(argv=None) -> dict:
     }
     print(f"{result['model']} ({result['n_params']:,} params), batch {args.batch}, "
           f"{args.loss}: {report.verdict()[:60]}...")
-    print(f"whole check: median {whole.median:.2f} s (min {whole.min:.2f}, max {whole.max:.2f}"
-          f") over {args.repeats}; per-layer checks alone: median {per_layer.median:.2f} s")
+    print(f"whole check: median {whole.median:.2f} s wall (min {whole.min:.2f}, max "
+          f"{whole.max:.2f}) over {args.repeats}, {cpu_full.median:.2f} s CPU; per-layer checks "
+          f"alone: {per_layer.median:.2f} s wall, {cpu_layers.median:.2f} s CPU")
     print(f"device {result['device']}, {result['cpu_count']} CPUs, load average "
           f"{result['load_average'][0]:.1f}")
     if args.json:

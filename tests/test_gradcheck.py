@@ -141,3 +141,18 @@ def test_a_step_across_a_relu_kink_is_not_a_failure(monkeypatch):
     bad = {c.name for c in report.failures}
     assert bad == {"layer 0 Dense(2) W", "layer 0 Dense(2) b"}  # both move z_0 across 0
     assert all(c.grad_ok and not c.fd_ok for c in report.failures)
+
+
+def test_gradcheck_speed_benchmark_runs(tmp_path):
+    """benchmarks/gradcheck_speed.py on a tiny network (no speed is asserted)."""
+    import json
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gradcheck_speed.py"
+    main_fn = runpy.run_path(str(script))["main"]
+    out = tmp_path / "speed.json"
+    result = main_fn(["--sizes", "4,8,3", "--activation", "tanh", "--repeats", "1",
+                      "--json", str(out)])
+    assert result["ok"] and json.loads(out.read_text())["n_params"] == 4 * 8 + 8 + 8 * 3 + 3
+    assert result["check_s"]["median"] > 0 and result["per_layer_cpu_s"]["median"] > 0
