@@ -156,3 +156,18 @@ def test_gradcheck_speed_benchmark_runs(tmp_path):
                       "--json", str(out)])
     assert result["ok"] and json.loads(out.read_text())["n_params"] == 4 * 8 + 8 + 8 * 3 + 3
     assert result["check_s"]["median"] > 0 and result["per_layer_cpu_s"]["median"] > 0
+
+
+def test_a_gradient_that_is_zero_up_to_rounding_is_not_a_failure():
+    """A bias before BatchNorm: its exact gradient is 0, hand-written and autodiff both give
+    rounding noise of sums of terms as large as the rest of the gradient. A leaf's own scale
+    is then noise too; the floor of CANCEL_ULPS ulps of the whole gradient's scale decides."""
+    from jaxprop.tools.gradcheck import CANCEL_ULPS, _cancel_floor, _errors, _scale
+
+    g, r = np.array([3e-16, -1e-16]), np.array([-2e-16, 2e-16])
+    assert not _errors(g, r, 1e-10, _scale(r, 1.0))[2]  # the leaf's scale alone: "wrong"
+    floor = _cancel_floor("float64", 1.0)
+    assert floor == pytest.approx(CANCEL_ULPS * np.finfo(np.float64).eps)
+    assert _errors(g, r, 1e-10, _scale(r, 1.0), floor)[2]
+    wrong = np.array([1e-9, 0.0])  # a real error far above the noise is still caught
+    assert not _errors(wrong, r, 1e-10, _scale(r, 1.0), floor)[2]

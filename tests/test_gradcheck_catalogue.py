@@ -387,3 +387,38 @@ def test_a_wrong_loss_gradient_is_blamed_on_the_loss():
     report = jp.check_gradients(model, wrong, params, x, t)
     assert not report.ok and report.first_failure is None
     assert "look at the loss's grad" in report.verdict()
+
+
+# -- no false alarms at the usual non-differentiable or cancelling points -------------------
+
+
+def PairMax():
+    """The max of each pair of features; the gradient goes to the first maximal one (as a
+    max-pool does): at a tie, hand-written and autodiff gradients are both valid, and differ."""
+
+    def forward(x):
+        a, b = x[..., 0::2], x[..., 1::2]
+        return jnp.maximum(a, b), b > a
+
+    def backward(second, dy):
+        return jnp.stack([jnp.where(second, 0, dy), jnp.where(second, dy, 0)], -1).reshape(
+            dy.shape[:-1] + (-1,))
+
+    layer = jp.elementwise("pairmax", forward, backward)
+
+    def init(key, in_shape):
+        return (), (), tuple(in_shape[:-1]) + (in_shape[-1] // 2,)
+
+    return jp.Layer(init, layer.forward, layer.backward, name="pairmax")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
+def test_relu_zeros_into_a_max_and_a_bias_before_centring_pass(dtype):
+    """ReLU's zeros meet in PairMax (exact ties: without the per-layer jitter this fails);
+    Dense's bias feeds Center, which removes the batch mean, so its exact gradient is 0."""
+    layers = [jp.Dense(8), Center(), jp.Relu(), PairMax(), jp.Dense(3)]
+    model, params, state, x, t = problem(layers, 0, dtype, batch=16)
+    report = jp.check_gradients(model, "mse", params, x, t, state=state)
+    assert report.ok, str(report)
+    bias = next(leaf for leaf in report.leaves if leaf.name == "layer 0 Dense(8) b")
+    assert bias.grad_ok

@@ -272,6 +272,7 @@ class GradCheckReport:
     layers: tuple[LayerCheck, ...] = ()
     end_to_end_error: str | None = None
     grad_atol_frac: float | None = None  # vs jax.grad; None: the same as atol_frac
+    cancel_ulps: int | None = None  # vs jax.grad: atol floor, ulps of the largest entry
 
     @property
     def checked(self) -> int:
@@ -305,8 +306,10 @@ class GradCheckReport:
         atol = (f"atol {self.atol_frac:g} x rtol x leaf scale" if grad_frac ==
                 self.atol_frac else f"atol {grad_frac:g} (jax.grad) and "
                 f"{self.atol_frac:g} (finite differences) x rtol x leaf scale")
+        floor = (f" (vs jax.grad at least {self.cancel_ulps} ulps of the largest gradient entry)"
+                 if self.cancel_ulps else "")
         return (f"(vs jax.grad rtol {self.grad_rtol:g} in {self.dtype}, vs finite differences "
-                f"rtol {self.fd_rtol:g} in float64, {atol}{tail})")
+                f"rtol {self.fd_rtol:g} in float64, {atol}{floor}{tail})")
 
     def verdict(self) -> str:
         """One line: passed/failed, the first wrong layer, how many leaves, the tolerances."""
