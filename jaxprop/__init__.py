@@ -11,7 +11,7 @@ the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples)
 """
 
 from jaxprop.core.backprop import loss_and_grad_fn, loss_grad_state_fn, value_and_grad
-from jaxprop.core.checks import check_output_fits_loss, validate_data
+from jaxprop.core.checks import BackwardError, check_output_fits_loss, validate_data
 from jaxprop.core.conv import AvgPool2D, Conv2D, MaxPool2D
 from jaxprop.core.layers import (
     ACTIVATIONS,
@@ -48,7 +48,15 @@ from jaxprop.scale.parallel import (
 )
 from jaxprop.scale.per_example import clip_per_example, per_example_grads, per_example_norms
 from jaxprop.scale.population import PopulationResult, fit_population, init_population
-from jaxprop.tools.gradcheck import GradCheckReport, LeafCheck, check_gradients
+from jaxprop.tools.gradcheck import (
+    GradCheckReport,
+    LayerCheck,
+    LayerReport,
+    LeafCheck,
+    check_gradients,
+    check_layer,
+    check_loss,
+)
 from jaxprop.train import (
     OPTIMIZERS,
     PRECISIONS,
@@ -76,9 +84,11 @@ __all__ = [
     "LeakyRelu", "Loss", "Model", "Relu", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation",
     "elementwise", "get_initializer", "get_loss", "load", "make_loss", "mlp", "parse_model",
     "save", "serial",
-    "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn", "validate_data",
+    "BackwardError", "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn",
+    "validate_data",
     "value_and_grad",
     "GradCheckReport", "LeafCheck", "check_gradients",
+    "LayerCheck", "LayerReport", "check_layer", "check_loss",
     "PopulationResult", "as_jax_function", "clip_per_example", "data_mesh",
     "data_parallel_grad_fn", "data_parallel_inputs", "fit_population", "init_population",
     "make_data_parallel_step", "per_example_grads", "per_example_norms", "shard_batch",

@@ -63,7 +63,11 @@ def test_broken_layer_is_reported(factor):
     assert bad == {"layer 0 Dense(6) W", "layer 0 Dense(6) b"}
     for c in report.failures:
         assert not c.grad_ok and not c.fd_ok
-    assert report.verdict().startswith("FAILED: 2 of 4 gradient leaves disagree")
+    # per-layer checks name the wrong layer itself, not the Dense layer upstream of it
+    assert report.first_failure.index == "1" and report.first_failure.name == "broken_tanh"
+    assert report.verdict().startswith("FAILED: layer 1 (broken_tanh): dx disagrees")
+    assert "2 of 4 gradient leaves disagree: layer 0 Dense(6) W, layer 0 Dense(6) b" \
+        in report.verdict()
 
 
 @pytest.mark.x64
@@ -104,7 +108,8 @@ def test_cli_check_exits_1_when_a_gradient_is_wrong(capsys, monkeypatch):
     monkeypatch.setattr(presets, "mixed_preset", broken_preset)
     assert main(["check", "--dtype", "float64"]) == 1
     out = capsys.readouterr().out
-    assert "NO" in out and "FAILED: 2 of 4" in out
+    assert "NO" in out and "FAILED: layer 1 (broken_tanh)" in out
+    assert "2 of 4 gradient leaves disagree" in out
 
 
 def test_report_errors_follow_the_documented_definition():
@@ -117,3 +122,52 @@ def test_report_errors_follow_the_documented_definition():
     expected = max(1e-6 / (1 + 1e-6 + atol / 1e-5), 1e-9 / (1e-9 + atol / 1e-5))
     assert rel_err == pytest.approx(expected) and ok == (rel_err <= 1e-5)
     assert ok == np.allclose(g, r, rtol=1e-5, atol=atol)
+
+
+@pytest.mark.x64
+def test_a_step_across_a_relu_kink_is_not_a_failure(monkeypatch):
+    """A pre-activation 3e-7 from ReLU's kink: central differences with h = 1e-6 straddle it
+    (and are wrong); at h/100 they do not. A true gradient passes, a wrong one would not."""
+    from jaxprop.tools import gradcheck
+
+    model = jp.serial(jp.Dense(2, dtype=jnp.float64), jp.Relu(), in_shape=(1,))
+    params = [{"W": jnp.array([[1.0, 1.0]]), "b": jnp.array([-1.0 + 3e-7, 0.5])}, ()]
+    x, t = jnp.ones((1, 1)), jnp.array([[2.0, -1.0]])
+    report = jp.check_gradients(model, "mse", params, x, t, perturb_params=False)
+    assert report.ok, str(report)
+    monkeypatch.setattr(gradcheck, "FD_STEPS", (1.0,))  # one step only: the kink bites
+    report = jp.check_gradients(model, "mse", params, x, t, perturb_params=False)
+    assert not report.ok
+    bad = {c.name for c in report.failures}
+    assert bad == {"layer 0 Dense(2) W", "layer 0 Dense(2) b"}  # both move z_0 across 0
+    assert all(c.grad_ok and not c.fd_ok for c in report.failures)
+
+
+def test_gradcheck_speed_benchmark_runs(tmp_path):
+    """benchmarks/gradcheck_speed.py on a tiny network (no speed is asserted)."""
+    import json
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gradcheck_speed.py"
+    main_fn = runpy.run_path(str(script))["main"]
+    out = tmp_path / "speed.json"
+    result = main_fn(["--sizes", "4,8,3", "--activation", "tanh", "--repeats", "1",
+                      "--json", str(out)])
+    assert result["ok"] and json.loads(out.read_text())["n_params"] == 4 * 8 + 8 + 8 * 3 + 3
+    assert result["check_s"]["median"] > 0 and result["per_layer_cpu_s"]["median"] > 0
+
+
+def test_a_gradient_that_is_zero_up_to_rounding_is_not_a_failure():
+    """A bias before BatchNorm: its exact gradient is 0, hand-written and autodiff both give
+    rounding noise of sums of terms as large as the rest of the gradient. A leaf's own scale
+    is then noise too; the floor of CANCEL_ULPS ulps of the whole gradient's scale decides."""
+    from jaxprop.tools.gradcheck import CANCEL_ULPS, _cancel_floor, _errors, _scale
+
+    g, r = np.array([3e-16, -1e-16]), np.array([-2e-16, 2e-16])
+    assert not _errors(g, r, 1e-10, _scale(r, 1.0))[2]  # the leaf's scale alone: "wrong"
+    floor = _cancel_floor("float64", 1.0)
+    assert floor == pytest.approx(CANCEL_ULPS * np.finfo(np.float64).eps)
+    assert _errors(g, r, 1e-10, _scale(r, 1.0), floor)[2]
+    wrong = np.array([1e-9, 0.0])  # a real error far above the noise is still caught
+    assert not _errors(wrong, r, 1e-10, _scale(r, 1.0), floor)[2]

@@ -1,23 +1,44 @@
-"""``jaxprop check``: hand-written gradients against ``jax.grad`` and finite differences.
+"""``jaxprop check``: hand-written gradients against ``jax.grad``/``jax.vjp`` and finite differences.
 
-Builds a preset network (``--preset mixed|xor``) or a described one (``--sizes 4,16,8,3
---activation tanh --output-activation identity --loss mse``), draws a batch of inputs and
-targets that suit the loss, runs :func:`jaxprop.tools.gradcheck.check_gradients` and prints a table
-and a one-line verdict. Exit 0 when every leaf agrees, 1 when any does not, 2 on bad arguments.
+What to check:
+
+* a preset network (``--preset mixed|xor``, the default) or a described one (``--sizes 4,16,8,3
+  --activation tanh --output-activation identity --loss mse``);
+* your own layer: ``--layer my_module:MyLayer --in-shape 8 [--batch 16]``;
+* your own model: ``--model my_module:make_model [--in-shape 8] [--loss mse]``.
+
+``my_module`` is a module on the path (the current folder included) or a file,
+``path/to/file.py:Name``; ``Name`` is a Layer (a model is a Layer) or a function of no
+arguments that returns one. The checking lives in :mod:`jaxprop.tools.gradcheck`; this module
+parses, loads and prints the per-layer table, the per-leaf table and a one-line verdict.
+Exit 0 when everything agrees, 1 when anything does not, 2 on bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from jaxprop.core.checks import check_output_fits_loss
-from jaxprop.core.layers import ACTIVATIONS
+from jaxprop.core.layers import ACTIVATIONS, Layer
 from jaxprop.core.losses import LOSSES, get_loss
-from jaxprop.core.network import Model, mlp
-from jaxprop.tools.gradcheck import MAX_FD_COORDS, GradCheckReport, check_gradients
+from jaxprop.core.network import Model, mlp, serial
+from jaxprop.tools.gradcheck import MAX_FD_COORDS, check_gradients, check_layer
+from jaxprop.tools.gradcheck_report import (
+    GradCheckReport,
+    LayerReport,
+    layer_rows,
+    problems,
+    quantity_rows,
+)
 from jaxprop.tools.presets import PRESETS, make_data, preset, xor_data
 
 
@@ -33,10 +54,40 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def parse_in_shape(text: str) -> tuple[int, ...]:
+    """``"8"`` -> ``(8,)``, ``"28,28,1"`` (or ``"28x28x1"``, ``"(28, 28, 1)"``) -> ``(28, 28, 1)``."""
+    parts = text.strip().strip("()[]").replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise ValueError(f"--in-shape must be positive ints like 8 or 28,28,1, got {text!r}")
+    return shape
+
+
+def _in_shape_arg(text: str) -> tuple[int, ...]:
+    try:
+        return parse_in_shape(text)
+    except ValueError as e:  # argparse shows this message (exit 2)
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=PRESETS, default=None,
-                   help="network to check (default: mixed, unless --sizes is given)")
-    p.add_argument("--sizes", help="layer widths, e.g. 4,16,8,3 (instead of a preset)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--preset", choices=PRESETS, default=None,
+                      help="network to check (default: mixed, unless another choice is given)")
+    what.add_argument("--sizes", help="layer widths, e.g. 4,16,8,3 (instead of a preset)")
+    what.add_argument("--layer", metavar="MODULE:NAME",
+                      help="check your own layer: a Layer, or a function of no arguments "
+                           "returning one, from a module (my_layers:Scale) or a file "
+                           "(path/to/file.py:Scale); needs --in-shape")
+    what.add_argument("--model", metavar="MODULE:NAME",
+                      help="check your own model layer by layer, then end to end (as --layer)")
+    p.add_argument("--in-shape", type=_in_shape_arg, default=None,
+                   help="one example's shape for --layer/--model, e.g. 8 or 28,28,1")
+    p.add_argument("--eval", action="store_true",
+                   help="check the evaluation-mode backward (train=False; default: training)")
     p.add_argument("--activation", default="tanh",
                    help="hidden activation, or one per hidden layer: a,b,c "
                         f"(known: {', '.join(ACTIVATIONS)})")
@@ -51,12 +102,109 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="finite differences on at most this many random coordinates per leaf")
 
 
+# --------------------------------------------------------------------------------------------
+# Loading user code
+
+
+def load_object(text: str, option: str):
+    """The object ``NAME`` of ``MODULE:NAME`` or ``path/to/file.py:NAME``; ``ValueError`` for
+    a missing file, module or attribute, or a module that fails to import."""
+    source, _, name = text.rpartition(":")
+    if not source or not name.isidentifier():
+        raise ValueError(f"{option} must be MODULE:NAME or path/to/file.py:NAME, got {text!r}")
+    if source.endswith(".py") or "/" in source or os.sep in source:
+        module = _import_file(Path(source), option)
+    else:
+        module = _import_module(source, option)
+    if not hasattr(module, name):
+        found = sorted(k for k, v in vars(module).items()
+                       if not k.startswith("_") and (isinstance(v, Layer) or inspect.isfunction(v)))
+        hint = f"; it has: {', '.join(found)}" if found else ""
+        raise ValueError(f"{option}: {source} has no attribute {name!r}{hint}")
+    return getattr(module, name)
+
+
+def _import_file(path: Path, option: str):
+    if not path.is_file():
+        raise ValueError(f"{option}: no such file: {path}")
+    name = f"_jaxprop_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{option}: cannot import {path} (not a Python file?)")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))  # its own imports of neighbouring modules
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's code: one line, exit 2
+        sys.modules.pop(name, None)
+        raise ValueError(f"{option}: importing {path} failed: {type(e).__name__}: {e}") from e
+    finally:
+        sys.path.remove(str(path.resolve().parent))
+    return module
+
+
+def _import_module(source: str, option: str):
+    added = os.getcwd() not in sys.path  # `jaxprop check --layer my_layers:X` in my project
+    if added:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(source)
+    except ModuleNotFoundError as e:
+        if e.name and (source == e.name or source.startswith(e.name + ".")):
+            raise ValueError(f"{option}: no module named {source!r} (run from the folder that "
+                             "holds it, or give the path of its .py file)") from None
+        raise ValueError(f"{option}: importing {source} failed: {e}") from e
+    except Exception as e:  # noqa: BLE001 - the user's code: one line, exit 2
+        raise ValueError(f"{option}: importing {source} failed: {type(e).__name__}: {e}") from e
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
+
+
+def as_layer(obj, text: str, option: str) -> Layer:
+    """``obj`` if it is a Layer, else what calling it with no arguments returns, if a Layer."""
+    if isinstance(obj, Layer):
+        return obj
+    if callable(obj):
+        try:
+            required = [p.name for p in inspect.signature(obj).parameters.values()
+                        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
+                                                               p.POSITIONAL_OR_KEYWORD,
+                                                               p.KEYWORD_ONLY)]
+        except (TypeError, ValueError):
+            required = []
+        if required:
+            raise ValueError(f"{option}: {text} takes arguments ({', '.join(required)}); give a "
+                             "Layer or a function of no arguments that returns one")
+        try:
+            made = obj()
+        except Exception as e:  # noqa: BLE001 - the user's code: one line, exit 2
+            raise ValueError(f"{option}: calling {text}() failed: {type(e).__name__}: {e}") \
+                from e
+        if isinstance(made, Layer):
+            return made
+        raise ValueError(f"{option}: {text}() returned an object of type "
+                         f"{type(made).__name__}, not a jaxprop Layer")
+    raise ValueError(f"{option}: {text} is not a jaxprop Layer or a function returning one "
+                     f"(it is of type {type(obj).__name__})")
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
 def build(args) -> tuple[Model, str]:
-    """The model and loss name that ``args`` describe."""
+    """The model and loss name that ``args`` describe (a preset, ``--sizes`` or ``--model``)."""
     dtype = jnp.dtype(args.dtype)
-    if args.sizes is not None:
-        if args.preset is not None:
-            raise ValueError("give either --preset or --sizes, not both")
+    if args.model is not None:
+        layer = as_layer(load_object(args.model, "--model"), args.model, "--model")
+        shape = args.in_shape or getattr(layer, "in_shape", None)
+        if shape is None:
+            raise ValueError(f"--model {args.model} has no input shape: give --in-shape")
+        model = layer if isinstance(layer, Model) else serial(layer, in_shape=shape)
+        loss_name = args.loss or "mse"
+    elif args.sizes is not None:
         acts = args.activation.split(",") if "," in args.activation else args.activation
         model = mlp(_sizes(args.sizes), acts, args.output_activation, dtype=dtype)
         loss_name = args.loss or "mse"
@@ -71,27 +219,89 @@ def build(args) -> tuple[Model, str]:
 def run(args) -> int:
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    if args.in_shape is not None and args.layer is None and args.model is None:
+        raise ValueError("--in-shape goes with --layer or --model")
+    if args.layer is not None:
+        return run_layer(args)
     with jax.enable_x64(args.dtype == "float64" or jax.config.jax_enable_x64):
         model, loss_name = build(args)
         dtype = jnp.dtype(args.dtype)
+        in_shape = args.in_shape or model.in_shape
         k_params, k_data = jax.random.split(jax.random.key(args.seed))
-        params, _, out_shape = model.init(k_params, model.in_shape)
+        params, state, out_shape = model.init(k_params, in_shape)
+        cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
+        params, state = jax.tree.map(cast, params), jax.tree.map(cast, state)
         if args.preset == "xor" and args.sizes is None:
             x, t = xor_data(dtype)
         else:
-            x, t = make_data(k_data, loss_name, model.in_shape, out_shape, args.batch, dtype)
+            x, t = make_data(k_data, loss_name, in_shape, out_shape, args.batch, dtype)
         report = check_gradients(
-            model, loss_name, params, x, t, max_fd_coords=args.max_fd_coords, seed=args.seed
+            model, loss_name, params, x, t, state=state, train=not args.eval,
+            max_fd_coords=args.max_fd_coords, seed=args.seed,
         )
     print_report(report, f"{model.describe()}  |  loss {loss_name}  |  batch {x.shape[0]}")
     return 0 if report.ok else 1
 
 
-def print_report(report: GradCheckReport, title: str) -> None:
+def run_layer(args) -> int:
+    """``--layer``: :func:`~jaxprop.tools.gradcheck.check_layer` and its table."""
+    if args.in_shape is None:
+        raise ValueError("--layer needs --in-shape (one example's shape, e.g. 8 or 28,28,1)")
+    layer = as_layer(load_object(args.layer, "--layer"), args.layer, "--layer")
+    report = check_layer(layer, args.in_shape, batch=args.batch, key=jax.random.key(args.seed),
+                         dtype=jnp.dtype(args.dtype), train=not args.eval)
+    mode = "evaluation" if args.eval else "training"
+    print_layer_report(report, f"{layer.name}  |  in shape {args.in_shape}  |  batch "
+                               f"{args.batch}  |  {mode}  |  {args.dtype}")
+    return 0 if report.ok else 1
+
+
+# --------------------------------------------------------------------------------------------
+# Printing
+
+
+def _console():
     from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
+        console = Console(width=150)
+    return console
+
+
+def _rich_table(header, rows, title=None):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, no_wrap=True, justify="right" if name.startswith("vs ") else
+                         "center" if name == "ok" else "left")
+    for row in rows:
+        table.add_row(*row[:-1], "[green]yes[/green]" if row[-1] == "yes" else
+                      "[bold red]NO[/bold red]")
+    return table
+
+
+def _print_problems_and_verdict(console, layers, verdict: str, ok: bool) -> None:
+    for line in problems(layers):
+        console.print(f"  {line}", style="red", highlight=False, soft_wrap=True)
+    console.print(verdict, style="green" if ok else "bold red", highlight=False, soft_wrap=True)
+
+
+def print_layer_report(report: LayerReport, title: str) -> None:
+    console = _console()
+    console.print(_rich_table(*quantity_rows(report.layers), title=title))
+    _print_problems_and_verdict(console, report.layers, report.verdict(), report.ok)
+
+
+def print_report(report: GradCheckReport, title: str) -> None:
+    from rich.table import Table
+
+    console = _console()
+    if report.layers:
+        console.print(_rich_table(*layer_rows(report.layers),
+                                  title=f"{title}  |  every layer's backward"))
+    table = Table(title=f"{title}  |  end to end", title_justify="left")
     table.add_column("leaf", no_wrap=True)
     table.add_column("shape", no_wrap=True)
     table.add_column("vs jax.grad: abs / rel", justify="right", no_wrap=True)
@@ -105,8 +315,6 @@ def print_report(report: GradCheckReport, title: str) -> None:
             c.name, str(c.shape), f"{c.grad_abs_err:.1e} / {c.grad_rel_err:.1e}", fd,
             "[green]yes[/green]" if c.ok else "[bold red]NO[/bold red]",
         )  # fmt: skip
-    console = Console()
-    if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
-        console = Console(width=130)
-    console.print(table)
-    console.print(report.verdict(), style="green" if report.ok else "bold red", highlight=False)
+    if report.leaves:
+        console.print(table)
+    _print_problems_and_verdict(console, report.layers, report.verdict(), report.ok)

@@ -11,9 +11,10 @@ from typing import Callable
 
 import jax
 
-from jaxprop.core.checks import check_labels_fit, validate_data
+from jaxprop.core.checks import check_labels_fit, checked_backward, validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
+from jaxprop.core.network import Model
 
 Array = jax.Array
 
@@ -27,9 +28,14 @@ def loss_grad_state_fn(model: Layer, loss: str | Loss) -> Callable:
     """
     loss = get_loss(loss)
 
+    def backward(params, residuals, dy, x):
+        if isinstance(model, Model):  # a Model checks each layer's backward itself
+            return model.backward(params, residuals, dy)
+        return checked_backward(model, f"layer {model.name}", params, residuals, dy, x)
+
     def loss_grad_state(params, state, x, t, key=None, train=True):
         y, residuals, new_state = model.forward(params, state, x, key=key, train=train)
-        dparams, _ = model.backward(params, residuals, loss.grad(y, t))
+        dparams, _ = backward(params, residuals, loss.grad(y, t), x)
         return loss.value(y, t), dparams, new_state
 
     return loss_grad_state

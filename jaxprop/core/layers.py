@@ -270,7 +270,7 @@ def Gelu(approximate: bool = False) -> Layer:
     Tanh:  ``g = x/2 (1 + tanh(u))``, ``u = c (x + 0.044715 x^3)``, ``c = sqrt(2/pi)``;
            ``d/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 * 0.044715 x^2)``.
     """
-    c = jnp.sqrt(2.0 / jnp.pi)
+    c = math.sqrt(2.0 / math.pi)  # a Python float: takes the dtype of x (float64 stays float64)
 
     def forward(x):
         return jax.nn.gelu(x, approximate=approximate), x

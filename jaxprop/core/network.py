@@ -6,21 +6,62 @@ nests like any other layer. Its params and state are plain lists with one entry 
 splitting the key once per layer and threading the state list, and keeps each layer's
 residuals; ``backward`` walks the layers in reverse, each turning ``dL/d(output)`` into
 ``dL/d(params)`` and ``dL/d(input)``.
+
+The forward pass also notes (statically, at trace time) the shape and dtype of every layer's
+input, so the backward pass checks what each layer's ``backward`` returns -- the structure,
+shapes and dtypes of ``dparams`` and ``dx`` -- and stops a malformed one with a
+:class:`~jaxprop.core.checks.BackwardError` naming the layer, instead of a shape error deep
+inside XLA or ``lax.scan``. Under ``jit`` these checks run once, while tracing, and cost nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
+from jaxprop.core.checks import BackwardError, checked_backward, layer_label
 from jaxprop.core.layers import Dense, Flatten, Layer, get_initializer
 from jaxprop.core.layers import activation as activation_layer
 
 Array = jax.Array
+
+
+class Spec(NamedTuple):
+    """Shape and dtype (name) of an array, noted at trace time."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def of(cls, a) -> "Spec":
+        return cls(tuple(int(d) for d in a.shape), jnp.dtype(a.dtype).name)
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["per_layer"],
+                   meta_fields=["inputs", "output"])
+@dataclasses.dataclass(frozen=True)
+class Residuals:
+    """``serial``'s residuals: each layer's own (``residuals[i]``), and, as static pytree
+    metadata, the :class:`Spec` of every layer's input and of the model's output (what the
+    backward pass checks each layer's ``dx`` against)."""
+
+    per_layer: list
+    inputs: tuple[Spec, ...] | None = None
+    output: Spec | None = None
+
+    def __getitem__(self, i):
+        return self.per_layer[i]
+
+    def __len__(self) -> int:
+        return len(self.per_layer)
+
+    def __iter__(self):
+        return iter(self.per_layer)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -57,10 +98,10 @@ class Model(Layer):
         """``(outputs, residuals, new_state)``: every layer's output ``[y_1, ..., y_L]``, every
         layer's residuals and the new per-layer state."""
         self._check_list(params, "params")
-        states = self._states(state)
-        keys = (None,) * len(self.layers) if key is None else jax.random.split(key, len(self.layers))
-        outputs, residuals, new_states = [], [], []
-        for layer, p, s, k in zip(self.layers, params, states, keys):
+        states = self.layer_states(state)
+        outputs, residuals, new_states, inputs = [], [], [], []
+        for layer, p, s, k in zip(self.layers, params, states, self.layer_keys(key)):
+            inputs.append(Spec.of(x))
             x, r, s = layer.forward(p, s, x, key=k, train=train)
             outputs.append(x)
             residuals.append(r)
@@ -68,14 +109,27 @@ class Model(Layer):
         if state is None or (isinstance(state, (list, tuple)) and len(state) == 0):
             if not jax.tree.leaves(new_states):
                 new_states = state  # stateless: keep the caller's structure
-        return outputs, residuals, new_states
+        return outputs, Residuals(residuals, tuple(inputs), Spec.of(x)), new_states
+
+    def layer_keys(self, key) -> tuple:
+        """The key each layer gets from ``key`` in ``forward`` (``None`` for each if ``key`` is
+        ``None``): one ``jax.random.split``, once per layer."""
+        n = len(self.layers)
+        return (None,) * n if key is None else tuple(jax.random.split(key, n))
 
     def backward_trace(self, params, residuals, dy: Array):
-        """``(dparams, [dL/dx_1, ..., dL/dx_L])``: gradients w.r.t. params and each layer input."""
+        """``(dparams, [dL/dx_1, ..., dL/dx_L])``: gradients w.r.t. params and each layer input.
+
+        What each layer's ``backward`` returns is checked against its params and (when
+        ``residuals`` come from :meth:`forward_trace`) its input; a malformed result raises a
+        :class:`~jaxprop.core.checks.BackwardError` naming the layer."""
         n = len(self.layers)
+        specs = self._input_specs(residuals, dy)
         dparams, dxs = [None] * n, [None] * n
         for i in reversed(range(n)):
-            dparams[i], dy = self.layers[i].backward(params[i], residuals[i], dy)
+            layer = self.layers[i]
+            dparams[i], dy = checked_backward(layer, layer_label(i, layer.name), params[i],
+                                              residuals[i], dy, specs[i])
             dxs[i] = dy
         return dparams, dxs
 
@@ -98,7 +152,21 @@ class Model(Layer):
                 f"{what} must be a list with one entry per layer ({len(self.layers)}), got {got}"
             )
 
-    def _states(self, state):
+    def _input_specs(self, residuals, dy) -> tuple[Any, ...]:
+        """Each layer's input :class:`Spec` noted by the forward pass, with any extra leading
+        axes that ``dy`` has over the output noted there (residuals carried out of a
+        ``vmap``); ``None`` for each when unknown."""
+        if not isinstance(residuals, Residuals) or residuals.inputs is None:
+            return (None,) * len(self.layers)
+        out, shape = residuals.output.shape, tuple(dy.shape)
+        lead = shape[:len(shape) - len(out)]
+        if shape[len(lead):] != out:
+            raise BackwardError(self.name, f"the backward pass got dy of shape {shape} but the "
+                                           f"forward pass gave an output of shape {out}")
+        return tuple(Spec(lead + s.shape, s.dtype) for s in residuals.inputs)
+
+    def layer_states(self, state) -> tuple:
+        """Each layer's entry of ``state`` (``None`` for each when there is no state)."""
         if state is None or (isinstance(state, (list, tuple)) and len(state) == 0):
             return (None,) * len(self.layers)
         self._check_list(state, "state")

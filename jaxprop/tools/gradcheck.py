@@ -1,157 +1,136 @@
-"""Gradient checking: the hand-written backward pass against ``jax.grad`` and finite differences.
+"""Gradient checking: every hand-written backward pass against autodiff and finite differences.
 
-:func:`check_gradients` computes, for every parameter leaf (named by its path, e.g.
-``"layer 0 Dense(4) W"``), the hand-written gradient (:func:`jaxprop.value_and_grad`) and two
-references:
+Three entry points, all returning a report with ``.ok``, ``.verdict()`` and a table (``str``):
 
-* **autodiff** -- ``jax.grad`` of the same forward, ``loss.value(model.apply(p, x), t)``, in the
-  params' own dtype. This checks the implementation as it runs.
-* **finite differences** -- central differences ``(L(p + h e_i) - L(p - h e_i)) / 2h`` in float64
-  (params, ``x`` and ``t`` are cast to float64 inside ``jax.enable_x64(True)``), vectorised with
-  ``jax.vmap`` over the coordinates ``i`` (in chunks of ``FD_CHUNK``; one compilation). This
-  checks the mathematics, so it is compared with the hand-written gradient evaluated in float64
-  from the same (cast) params, whatever their dtype. Leaves with more than ``max_fd_coords``
-  entries are checked on a random subset of that many coordinates (``LeafCheck.fd_coords <
-  LeafCheck.size``; the report and its verdict say so).
+* :func:`check_layer` -- one layer alone, at random inputs, random *non-trivial* params
+  (what ``init`` gives, perturbed, so a scale of 1 or zero biases cannot hide a bug) and a random
+  cotangent ``dy``.
+* :func:`check_gradients` -- a model: first every layer on the activations that actually reach
+  it (nested models layer by layer; jittered by 1e-3 of their size, off the exact ties a ReLU
+  hands a max-pool), at the given params and by default again at perturbed params; then the
+  end-to-end gradient of the loss. A wrong layer is named by its index and
+  ``name`` -- also a parameter-free one whose ``dx`` is wrong, which no parameter gradient
+  downstream of it would show.
+* :func:`check_loss` -- a loss's ``grad`` (and ``target_grad``) the same way.
+
+**One layer at one point** (``x``, params, state, key, ``train``). The layer's ``backward`` gives
+``(dparams, dx)`` for the cotangent ``dy``; its output is first checked for structure, shape and
+dtype (:func:`jaxprop.core.checks.check_backward_output`: a malformed result is reported with
+the layer, the leaf and both shapes). Then every *quantity* -- ``dx`` (when ``x`` is floating)
+and every floating ``dparams`` leaf -- is compared with
+
+* ``jax.vjp`` of the layer's own ``forward`` (same state, key and ``train``) in the working
+  dtype (float32 unless asked otherwise): checks the implementation as it runs;
+* ``jax.vjp`` in float64 (inside ``jax.enable_x64(True)``): checks it without rounding noise;
+* central finite differences in float64 along ``fd_directions`` random directions ``u`` per
+  quantity: ``(<dy, f(q + h u)> - <dy, f(q - h u)>) / 2h`` against ``<g_q, u>``, i.e.
+  ``dy^T J u`` (as jax's ``check_vjp`` and PyTorch's ``gradcheck(fast_mode=True)``); cheap for
+  any size and independent of autodiff, so it checks the mathematics. ``h = FD_EPS * max(1,
+  rms(q))``, and again ``h / 100`` (``FD_STEPS``): each direction keeps the step that agrees
+  best, because a step across a kink (ReLU, max-pooling) spoils a difference and stops doing
+  so as the step shrinks, while a wrong gradient stays wrong at every step.
+
+A layer check passes only if it checked at least one quantity and all agree; a report is never
+``ok`` with nothing checked. "Non-trivial" params (:func:`perturb`): non-zero entries times
+``exp(0.5 N(0, 1))``, zero entries ``0.5 rms N(0, 1)``; state is perturbed the same way in
+:func:`check_layer` (signs kept, so a running variance stays positive).
+
+Each pass (the working dtype; float64) over all the layers of a model is ONE compiled program
+(compiled fast on CPU); the cotangents and directions are drawn on the host with NumPy
+(``jax.random`` would take longer to compile than the whole check runs). A 784-1024-1024-10
+MLP checks in seconds on 2 CPU cores (``benchmarks/gradcheck_speed.py``).
+
+**End to end** (:func:`check_gradients`): every parameter leaf (named ``"layer 0 Dense(4) W"``)
+of the hand-written gradient (:func:`jaxprop.value_and_grad`) against ``jax.grad`` of ``loss(
+model(params, x), t)`` in the params' dtype, and against central differences ``(L(p + h e_i) -
+L(p - h e_i)) / 2h`` in float64 coordinate by coordinate (``h = FD_EPS``). Leaves with more than
+``max_fd_coords`` entries are checked on a random subset of that many coordinates
+(``LeafCheck.fd_coords < LeafCheck.size``; the report says so); the per-layer
+random-direction checks cover every coordinate of them. Coordinates that disagree at ``h`` are
+differenced again at ``h / 100`` (kinks, as above).
 
 Everything runs under ``jax.default_matmul_precision("highest")`` (TF32/bf16 matmuls on GPU/TPU
 would otherwise dominate the error).
 
-Error definitions, per leaf, for a hand-written gradient ``g`` and a reference ``r`` (over the
-checked coordinates ``i``)::
+Error definitions, for a hand-written quantity ``g`` and a reference ``r`` (entries ``i``; for
+finite differences along directions: one entry per direction)::
 
     abs_err = max_i |g_i - r_i|
     rel_err = max_i |g_i - r_i| / (|r_i| + atol / rtol)
     atol    = rtol * atol_frac * scale        (+ fd_noise for finite differences)
-    scale   = max_i |r_i| over the leaf (if that is 0: over the whole gradient; if 0 too: 1)
+    scale   = max_i |r_i| over the quantity (if 0: over the layer or the whole gradient; else 1)
 
+(for directions, ``scale`` is the root mean square of the directional derivatives, ~ ``||r||``),
 so ``rel_err <= rtol`` exactly when ``|g_i - r_i| <= rtol * |r_i| + atol`` for every ``i``
-(``numpy.allclose(g, r, rtol, atol)``). The small ``atol`` (a fraction of the leaf's own gradient
+(``numpy.allclose(g, r, rtol, atol)``). The small ``atol`` (a fraction of the quantity's own
 scale) keeps entries that are zero up to rounding -- sums that cancel -- from failing on noise.
-``fd_noise = FD_NOISE_ULPS * eps64 * (1 + |L|) / h`` bounds the rounding error of a central
-difference of a float64 loss of size ``|L|``. Defaults (:data:`TOLERANCES`):
+Against autodiff, ``atol`` also has a floor of ``CANCEL_ULPS * eps(dtype)`` times the largest
+entry of the whole gradient (of the layer, end to end: of all leaves), for entries that are 0
+exactly but come out of sums that cancel (a bias before BatchNorm), where a leaf's own scale is
+noise too. ``fd_noise = FD_NOISE_ULPS * eps64 * M / h`` bounds the rounding error of a float64 central
+difference of a function of size ``M`` (``1 + |L|`` for the loss, ``sum |dy * y|`` for a
+layer). Defaults (:data:`TOLERANCES`):
 
-=====================  ========  ==========  ==============================================
-reference              rtol      atol_frac   notes
-=====================  ========  ==========  ==============================================
-jax.grad, float32      1e-5      1e-2        atol = 1e-7 * scale
-jax.grad, float64      1e-10     1e-2        atol = 1e-12 * scale
-finite differences     1e-6      1e-2        h = 1e-6, float64; fd_noise ~ 3.6e-9 (1+|L|)
-=====================  ========  ==========  ==============================================
-
-A leaf is ``ok`` when both checks pass; the report is ``ok`` when every leaf is.
+=========================  ========  ==========  ==========================================
+reference                  rtol      atol_frac   notes
+=========================  ========  ==========  ==========================================
+jax.grad/vjp, float32      1e-5      1e-1        atol = 1e-6 * scale (wide layers sum
+                                                 thousands of float32 products)
+jax.grad/vjp, float64      1e-10     1e-2        atol = 1e-12 * scale
+finite differences         1e-6      1e-2        h = 1e-6, float64; fd_noise ~ 3.6e-9 M
+=========================  ========  ==========  ==========================================
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import contextlib
+import functools
+import math
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from jaxprop.core.backprop import loss_and_grad_fn, value_and_grad
-from jaxprop.core.checks import validate_data
+from jaxprop.core.checks import BackwardError, checked_backward, validate_data
+from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.core.network import Model
+from jaxprop.core.network import Model, Spec
+from jaxprop.tools.gradcheck_report import (
+    Comparison,
+    GradCheckReport,
+    LayerCheck,
+    LayerReport,
+    LeafCheck,
+    QuantityCheck,
+    label,
+)
+from jaxprop.train.compile import FAST_COMPILE
 
-# rtol per reference (and per dtype for jax.grad); atol = rtol * ATOL_FRAC * leaf gradient scale.
+# rtol per reference (and per dtype for autodiff); atol = rtol * atol_frac * scale.
 TOLERANCES: dict[str, float] = {
     "grad_float32": 1e-5,
     "grad_float64": 1e-10,
     "fd": 1e-6,
 }
 ATOL_FRAC = 1e-2
+ATOL_FRAC_FLOAT32 = 1e-1
 FD_EPS = 1e-6
 FD_NOISE_ULPS = 16
-MAX_FD_COORDS = 256
-FD_CHUNK = 128
+MAX_FD_COORDS = 64
+FD_DIRECTIONS = 3
+FD_STEPS = (1.0, 1e-2)  # central differences at h and h/100 (see _errors_steps)
+FD_MEMORY = 1 << 27  # bytes of perturbed parameter copies alive at once (end-to-end FD)
+PERTURB_SCALE = 0.5
+CANCEL_ULPS = 1000  # atol floor vs autodiff, in ulps of the largest entry (_cancel_floor)
+JITTER = 1e-3  # per-layer checks in a model: inputs moved by JITTER * rms (see check_model_layers)
+
+FD_REFERENCE = "finite differences float64"
 
 
-@dataclass(frozen=True)
-class LeafCheck:
-    """The check of one parameter leaf. Errors follow the module docstring's definitions."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    grad_abs_err: float
-    grad_rel_err: float
-    grad_ok: bool
-    fd_abs_err: float
-    fd_rel_err: float
-    fd_ok: bool
-    fd_coords: int  # coordinates checked by finite differences (== size unless sampled)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def sampled(self) -> bool:
-        return self.fd_coords < self.size
-
-    @property
-    def ok(self) -> bool:
-        return self.grad_ok and self.fd_ok
-
-
-@dataclass(frozen=True)
-class GradCheckReport:
-    """Per-leaf results of :func:`check_gradients`; ``ok`` when every leaf passed."""
-
-    leaves: tuple[LeafCheck, ...]
-    dtype: str
-    loss_value: float
-    grad_rtol: float
-    fd_rtol: float
-    atol_frac: float
-    fd_eps: float
-    fd_noise: float
-    max_fd_coords: int
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return all(leaf.ok for leaf in self.leaves)
-
-    @property
-    def failures(self) -> tuple[LeafCheck, ...]:
-        return tuple(leaf for leaf in self.leaves if not leaf.ok)
-
-    def verdict(self) -> str:
-        """One line: passed/failed, how many leaves, the tolerances, any sampling."""
-        n = len(self.leaves)
-        sampled = sum(leaf.sampled for leaf in self.leaves)
-        tail = (
-            f"; finite differences on a random {self.max_fd_coords}-coordinate subset of "
-            f"{sampled} large leaf(s)"
-            if sampled
-            else ""
-        )
-        tol = (
-            f"(vs jax.grad rtol {self.grad_rtol:g} in {self.dtype}, vs finite differences rtol "
-            f"{self.fd_rtol:g} in float64, atol {self.atol_frac:g} x rtol x leaf scale{tail})"
-        )
-        if self.ok:
-            return f"OK: all {n} gradient leaves agree {tol}"
-        bad = ", ".join(leaf.name for leaf in self.failures)
-        return f"FAILED: {len(self.failures)} of {n} gradient leaves disagree: {bad} {tol}"
-
-    def __str__(self) -> str:
-        lines = [
-            f"{'leaf':<28} {'shape':<10} {'abs vs grad':>11} {'rel vs grad':>11} "
-            f"{'abs vs FD':>10} {'rel vs FD':>10}  ok"
-        ]
-        for c in self.leaves:
-            lines.append(
-                f"{c.name:<28} {str(c.shape):<10} {c.grad_abs_err:11.2e} {c.grad_rel_err:11.2e} "
-                f"{c.fd_abs_err:10.2e} {c.fd_rel_err:10.2e}  {'yes' if c.ok else 'NO'}"
-                + (f"  (FD on {c.fd_coords}/{c.size})" if c.sampled else "")
-            )
-        return "\n".join(lines + [self.verdict()])
+# --------------------------------------------------------------------------------------------
+# Errors
 
 
 def _path_str(path) -> str:
@@ -188,12 +167,14 @@ def _scale(r: np.ndarray, global_scale: float) -> float:
     return s if s > 0.0 else 1.0
 
 
-def _errors(g, r, rtol: float, scale: float, extra_atol: float = 0.0):
-    """``(abs_err, rel_err, ok)`` per the module docstring."""
+def _errors(g, r, rtol: float, scale: float, extra_atol: float = 0.0,
+            atol_frac: float = ATOL_FRAC):
+    """``(abs_err, rel_err, ok)`` per the module docstring (``extra_atol``: ``fd_noise`` or
+    the cancellation floor, :func:`_cancel_floor`)."""
     g, r = np.asarray(g, np.float64).ravel(), np.asarray(r, np.float64).ravel()
     if g.size == 0:
         return 0.0, 0.0, True
-    atol = rtol * ATOL_FRAC * scale + extra_atol
+    atol = rtol * atol_frac * scale + extra_atol
     diff = np.abs(g - r)
     if not np.all(np.isfinite(diff)):
         return float("inf"), float("inf"), False
@@ -201,18 +182,546 @@ def _errors(g, r, rtol: float, scale: float, extra_atol: float = 0.0):
     return float(np.max(diff)), rel, rel <= rtol
 
 
-def _central_differences(loss_fn, params, coords: np.ndarray, h: float) -> np.ndarray:
-    """Central differences of ``loss_fn(params)`` w.r.t. the given coordinates of the flattened
-    params (``ravel_pytree`` order, which is ``jax.tree.leaves`` order)."""
-    flat, unravel = ravel_pytree(params)
+def _rel_steps(g, fds, rtol: float, scale: float, noises: Sequence[float]):
+    """Per entry and per step: ``(|g - fd|, relative error)`` as in ``_errors`` (an entry not
+    evaluated at a step, NaN, has an infinite error there)."""
+    g = np.asarray(g, np.float64).ravel()
+    fds = np.asarray(fds, np.float64).reshape(len(noises), -1)
+    atol = rtol * ATOL_FRAC * scale + np.asarray(noises, np.float64)[:, None]
+    diff = np.abs(g[None] - fds)
+    rel = np.where(np.isfinite(diff), diff / (np.abs(fds) + atol / rtol), np.inf)
+    return diff, rel
 
-    def central(c):
-        e = jnp.zeros_like(flat).at[c].set(h)
-        return (loss_fn(unravel(flat + e)) - loss_fn(unravel(flat - e))) / (2 * h)
 
-    # vmap in chunks of FD_CHUNK coordinates: memory stays FD_CHUNK copies of the params
-    run = jax.jit(lambda cs: jax.lax.map(central, cs, batch_size=FD_CHUNK))
-    return np.asarray(run(jnp.asarray(coords)))
+def _errors_steps(g, fds, rtol: float, scale: float, noises: Sequence[float]):
+    """``_errors`` of ``g`` against central differences taken with each of ``FD_STEPS``
+    (``fds[j]``, rounding noise ``noises[j]``), keeping for every entry the step that agrees
+    best: a step across a kink (ReLU, max) spoils a difference and stops doing so as the step
+    shrinks; a wrong gradient stays wrong at every step."""
+    if np.size(g) == 0:
+        return 0.0, 0.0, True
+    diff, rel = _rel_steps(g, fds, rtol, scale, noises)
+    best = np.argmin(rel, axis=0)
+    cols = np.arange(rel.shape[1])
+    rel_best = float(np.max(rel[best, cols]))
+    if not np.isfinite(rel_best):
+        return float("inf"), float("inf"), False
+    return float(np.max(diff[best, cols])), rel_best, rel_best <= rtol
+
+
+def _cancel_floor(dtype_name: str, global_scale: float) -> float:
+    """``CANCEL_ULPS * eps(dtype) * global_scale``: how far from 0 rounding leaves an entry whose
+    exact value is 0 but which sums terms as large as the rest of the gradient (a bias before
+    BatchNorm): there a leaf's own scale is noise too, and only the whole gradient's says what
+    "small" means."""
+    return CANCEL_ULPS * float(np.finfo(dtype_name).eps) * global_scale
+
+
+def _autodiff_tolerance(dtype_name: str) -> tuple[float, float]:
+    """``(rtol, atol_frac)`` against autodiff in ``dtype_name``."""
+    if dtype_name == "float64":
+        return TOLERANCES["grad_float64"], ATOL_FRAC
+    return TOLERANCES["grad_float32"], ATOL_FRAC_FLOAT32
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers: dtypes, perturbation
+
+
+def _is_float(a) -> bool:
+    return hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
+
+
+def _cast(tree, dtype):
+    """Floating leaves of ``tree`` cast to ``dtype``; other leaves unchanged."""
+    return jax.tree.map(lambda a: jnp.asarray(a, dtype) if _is_float(a) else a, tree)
+
+
+def perturb(tree, rng: np.random.Generator | int = 0, scale: float = PERTURB_SCALE):
+    """``tree`` with every floating leaf moved to random, non-special values: non-zero entries
+    multiplied by ``exp(scale * N(0, 1))`` (signs kept: a positive scale stays positive, a
+    scale of 1 leaves 1), zero entries set to ``scale * rms(leaf) * N(0, 1)`` (``rms`` 1 for an
+    all-zero leaf such as a fresh bias). Other leaves are unchanged. ``rng``: a NumPy generator
+    or seed (drawn on the host: nothing to compile)."""
+    rng = np.random.default_rng(rng)
+
+    def move(a):
+        if not _is_float(a) or a.size == 0:
+            return a
+        v = np.asarray(a, np.float64)
+        rms = float(np.sqrt(np.mean(v * v)))
+        mul = v * np.exp(scale * rng.standard_normal(v.shape))
+        add = scale * (rms if rms > 0 else 1.0) * rng.standard_normal(v.shape)
+        return jnp.asarray(np.where(v != 0, mul, add), a.dtype)
+
+    return jax.tree.map(move, tree)
+
+
+def _host_rng(key) -> np.random.Generator:
+    """A NumPy generator seeded from a JAX key (for what is drawn on the host)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+# --------------------------------------------------------------------------------------------
+# Layers at one point: one compiled program per dtype
+
+
+def _once(fn):
+    """``jax.jit(fn)`` for a program that runs once or twice: compiled fast on CPU (as
+    ``train/compile.py`` does for tiny trainings), where compiling costs more than running."""
+    return jax.jit(fn, compiler_options=FAST_COMPILE if jax.default_backend() == "cpu" else None)
+
+
+@contextlib.contextmanager
+def _forward_errors(where: str, x):
+    """A failing forward (the user's code) as one ``ValueError`` naming the layer and input."""
+    try:
+        yield
+    except (BackwardError, ValueError) as e:
+        if str(e).startswith(where):
+            raise
+        raise ValueError(f"{where}: forward failed on an input of shape {tuple(x.shape)}: "
+                         f"{e}") from e
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{where}: forward failed on an input of shape {tuple(x.shape)}: "
+                         f"{type(e).__name__}: {e}") from e
+
+
+def _targets(params, x) -> list:
+    """``(which, array)`` for every quantity to check: ``(None, x)`` for ``dx`` when ``x`` is
+    floating, then ``(i, leaf)`` for every floating leaf ``i`` of ``params``."""
+    out = [(None, x)] if _is_float(x) else []
+    return out + [(i, a) for i, a in enumerate(jax.tree.leaves(params)) if _is_float(a)]
+
+
+def _layer_math(layer: Layer, where: str, params, state, x, key, train: bool, noise, *,
+                with_fd: bool, fd_eps: float):
+    """Inside a trace: the layer's backward and ``jax.vjp`` for the cotangent ``noise["dy"]``,
+    and (with ``with_fd``) central differences along the directions ``noise["dirs"]`` (one
+    ``(n_dirs, *shape)`` array per quantity).
+
+    Returns ``(names, arrays)``: the quantity names (``dx``, then the floating params leaves)
+    and a dict of ``hand``/``ref`` lists and, with ``with_fd``, ``fd``/``dir`` (``(n_q,
+    n_dirs)``: the differences and ``<g, u>``), ``h`` (``(n_q,)``) and ``size`` (``sum |dy *
+    y|``). Raises :class:`BackwardError` for a malformed backward, ``ValueError`` when the
+    forward fails.
+    """
+
+    def f(p, x_):
+        return layer.forward(p, state, x_, key=key, train=train)[0]
+
+    with _forward_errors(where, x):  # one forward: output, residuals (as aux) and its VJP
+        y, vjp_fn, residuals = jax.vjp(
+            lambda p, x_: layer.forward(p, state, x_, key=key, train=train)[:2], params, x,
+            has_aux=True)
+    dy = noise["dy"]
+    dparams, dx = checked_backward(layer, where, params, residuals, dy, Spec.of(x))
+    ref_dparams, ref_dx = vjp_fn(dy)
+    p_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [a for _, a in p_paths]
+    targets = [which for which, _ in _targets(params, x)]
+    names = ["dx" if i is None else _path_str(p_paths[i][0]) or "params" for i in targets]
+    hand = [dx if i is None else jax.tree.leaves(dparams)[i] for i in targets]
+    ref = [ref_dx if i is None else jax.tree.leaves(ref_dparams)[i] for i in targets]
+    arrays = {"hand": hand, "ref": ref}
+    if not with_fd or not targets:
+        return names, arrays
+
+    # Every quantity, direction and step in one lax.map (one copy of the forward in the
+    # program): step (n, j, sign, k) moves quantity n by sign * h_n * FD_STEPS[j] * u_k.
+    dirs = noise["dirs"]
+    n_q, n_dirs, n_s = len(targets), dirs[0].shape[0], len(FD_STEPS)
+    hs = [fd_eps * jnp.maximum(1.0, jnp.sqrt(jnp.mean(jnp.square(x if which is None else
+                                                                 leaves[which]))))
+          for which in targets]
+    grid = np.stack(np.meshgrid(np.arange(n_q), np.arange(n_s), [1.0, -1.0], np.arange(n_dirs),
+                                indexing="ij"), -1).reshape(-1, 4)
+    steps = jnp.asarray(FD_STEPS, x.dtype)
+
+    def phi(row):
+        n, j, sign, k = row[0].astype(int), row[1].astype(int), row[2], row[3].astype(int)
+        moved = {which: jnp.where(n == m, sign * hs[m] * steps[j], 0) * dirs[m][k]
+                 for m, which in enumerate(targets)}
+        x_ = x + moved[None] if None in moved else x
+        p = treedef.unflatten([a + moved[i] if i in moved else a for i, a in enumerate(leaves)])
+        return jnp.sum(dy * f(p, x_))
+
+    values = jax.lax.map(phi, jnp.asarray(grid, x.dtype)).reshape(n_q, n_s, 2, n_dirs)
+    arrays.update(
+        fd=[(values[n, :, 0] - values[n, :, 1]) / (2 * hs[n] * steps[:, None])
+            for n in range(n_q)],  # (n_s, n_dirs) per quantity
+        dir=[jnp.sum(u * g, axis=tuple(range(1, u.ndim))) for u, g in zip(dirs, hand)],
+        h=hs, size=jnp.sum(jnp.abs(dy * y)))
+    return names, arrays
+
+
+class _Program:
+    """Every layer that ``walk(params, state, x, key)`` yields, checked by one compiled program
+    (:func:`_layer_math` per layer). What is static -- the order, the layers, the quantity
+    names, a malformed backward's message -- is noted while tracing; the arrays come back."""
+
+    def __init__(self, walk, *, train: bool, with_fd: bool, n_dirs: int, fd_eps: float,
+                 jitter: float = 0.0):
+        self.walk, self.train, self.with_fd, self.jitter = walk, train, with_fd, jitter
+        self.n_dirs, self.fd_eps = n_dirs, fd_eps
+        self.order: list[str] = []
+        self.layers: dict[str, Layer] = {}
+        self.names: dict[str, list[str]] = {}
+        self.errors: dict[str, str] = {}
+        self._jit = _once(self._run)
+
+    def _run(self, params, state, x, key, noise):
+        self.order, self.layers, self.names, self.errors = [], {}, {}, {}
+        out = {}
+        for index, layer, p, s, xi, k in self.walk(params, state, x, key):
+            self.order.append(index)
+            self.layers[index] = layer
+            where = label(index, layer.name)
+            if self.jitter and _is_float(xi):  # off exact ties and kinks made upstream
+                xi = xi + self.jitter * jnp.sqrt(jnp.mean(jnp.square(xi))) * noise[index]["x"]
+            try:
+                self.names[index], out[index] = _layer_math(
+                    layer, where, p, s, xi, k, self.train, noise[index],
+                    with_fd=self.with_fd, fd_eps=self.fd_eps)
+            except BackwardError as e:
+                self.errors[index] = _strip_where(str(e), where)
+        return out
+
+    def _shapes(self, params, state, x, key):
+        """Per layer: the shape of its output and of each quantity (``jax.eval_shape``)."""
+        def shapes(params, state, x, key):
+            out = {}
+            for index, layer, p, s, xi, k in self.walk(params, state, x, key):
+                with _forward_errors(label(index, layer.name), xi):
+                    y = layer.forward(p, s, xi, key=k, train=self.train)[0]
+                out[index] = {"dy": y, "dirs": [a for _, a in _targets(p, xi)], "x": xi}
+            return out
+
+        return jax.eval_shape(shapes, params, state, x, key)
+
+    def _noise(self, rng: np.random.Generator, params, state, x, key):
+        """The random cotangents and directions, drawn on the host (N(0, 1)): jax.random
+        would cost far more to compile than the whole check."""
+        def draw(shape, dtype):
+            return np.asarray(rng.standard_normal(shape), dtype)
+
+        return {index: {"dy": draw(s["dy"].shape, s["dy"].dtype),
+                        "x": draw(s["x"].shape, s["x"].dtype) if _is_float(s["x"]) else None,
+                        "dirs": [draw((self.n_dirs, *a.shape), a.dtype) for a in s["dirs"]]
+                        if self.with_fd else []}
+                for index, s in self._shapes(params, state, x, key).items()}
+
+    def __call__(self, params, state, x, key, rng: np.random.Generator):
+        with jax.default_matmul_precision("highest"):
+            noise = self._noise(rng, params, state, x, key)
+            return jax.device_get(self._jit(params, state, x, key, noise))
+
+
+def _strip_where(message: str, where: str) -> str:
+    """The message of an error about ``where`` without ``where`` in front (the report's label
+    says it already)."""
+    if message.startswith(where + ": "):
+        return message[len(where) + 2:]
+    if message.startswith(where + " > "):
+        return "in " + message[len(where) + 3:]
+    return message
+
+
+def _compare(hand, ref, reference: str, rtol: float, atol_frac: float) -> list[Comparison]:
+    refs = [np.asarray(r) for r in ref]
+    global_scale = max((float(np.max(np.abs(r))) for r in refs if r.size), default=0.0)
+    floor = _cancel_floor(reference.split()[-1], global_scale)
+    return [Comparison(reference, *_errors(g, r, rtol, _scale(r, global_scale), floor,
+                                           atol_frac=atol_frac), rtol=rtol)
+            for g, r in zip(hand, refs)]
+
+
+def _compare_fd(arrays, rtol: float) -> list[Comparison]:
+    if "fd" not in arrays:  # nothing to check
+        return []
+    eps = float(np.finfo(np.float64).eps)
+    rms = [math.sqrt(float(np.mean(np.square(fd[0])))) for fd in arrays["fd"]]
+    global_scale = max(rms, default=0.0)
+    return [Comparison(FD_REFERENCE, *_errors_steps(
+        d, fd, rtol, _scale(np.array([r]), global_scale),
+        [FD_NOISE_ULPS * eps * float(arrays["size"]) / (float(h) * s) for s in FD_STEPS]),
+        rtol=rtol) for d, fd, h, r in zip(arrays["dir"], arrays["fd"], arrays["h"], rms)]
+
+
+class _Checker:
+    """Checks the layers of a walk at any point: the working-dtype program (``jax.vjp``) and the
+    float64 one (``jax.vjp`` and finite differences), each compiled once."""
+
+    def __init__(self, walk, *, dtype, train: bool, fd_rtol: float, fd_eps: float,
+                 fd_directions: int, jitter: float = 0.0):
+        self.dtype_name = jnp.dtype(dtype).name
+        self.fd_rtol = fd_rtol
+        settings = dict(train=train, n_dirs=fd_directions, fd_eps=fd_eps, jitter=jitter)
+        self.own = None if self.dtype_name == "float64" else _Program(walk, with_fd=False,
+                                                                       **settings)
+        self.f64 = _Program(walk, with_fd=True, **settings)
+
+    def __call__(self, point: str, params, state, x, key,
+                 rng: np.random.Generator) -> list[LayerCheck]:
+        passes = []  # (program, arrays, reference name, rtol, atol_frac)
+        if self.own is not None:
+            cast = lambda tree: _cast(tree, self.dtype_name)  # noqa: E731
+            out = self.own(cast(params), cast(state), cast(x), key, rng)
+            passes.append((self.own, out, f"jax.vjp {self.dtype_name}",
+                           *_autodiff_tolerance(self.dtype_name)))
+        with jax.enable_x64(True):
+            cast = lambda tree: _cast(tree, jnp.float64)  # noqa: E731
+            out64 = self.f64(cast(params), cast(state), cast(x), key, rng)
+        passes.append((self.f64, out64, "jax.vjp float64", *_autodiff_tolerance("float64")))
+        checks = []
+        for index in self.f64.order:
+            layer = self.f64.layers[index]
+            error = next((prog.errors[index] for prog, *_ in passes if index in prog.errors),
+                         None)
+            if error is not None:
+                checks.append(LayerCheck(index, layer.name, point, error=error))
+                continue
+            columns = [_compare(out[index]["hand"], out[index]["ref"], *rest)
+                       for _, out, *rest in passes]
+            columns.append(_compare_fd(out64[index], self.fd_rtol))
+            names, hand = self.f64.names[index], out64[index]["hand"]
+            checks.append(LayerCheck(index, layer.name, point, tuple(
+                QuantityCheck(name, tuple(np.shape(g)), self.dtype_name,
+                              tuple(column[i] for column in columns))
+                for i, (name, g) in enumerate(zip(names, hand)))))
+        return checks
+
+
+def _validate_common(dtype, fd_directions: int):
+    name = jnp.dtype(dtype).name
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64, got {name}")
+    if not isinstance(fd_directions, int) or fd_directions < 1:
+        raise ValueError(f"fd_directions must be a positive int, got {fd_directions!r}")
+    return name
+
+
+def check_layer(
+    layer: Layer,
+    in_shape: Sequence[int],
+    *,
+    batch: int = 4,
+    key=None,
+    dtype=jnp.float32,
+    train: bool = True,
+    params=None,
+    state=None,
+    x=None,
+    perturb_params: bool = True,
+    fd_rtol: float = TOLERANCES["fd"],
+    fd_eps: float = FD_EPS,
+    fd_directions: int = FD_DIRECTIONS,
+) -> LayerReport:
+    """Check one layer's ``backward`` against ``jax.vjp`` of its ``forward`` (in ``dtype`` and in
+    float64) and float64 finite differences, for ``dx`` and every ``dparams`` leaf.
+
+    ``x: (batch, *in_shape)`` drawn from N(0, 1) (or given); params and state from
+    ``layer.init``, perturbed (:func:`perturb`) unless ``perturb_params=False`` (given ones are
+    used as they are); a random cotangent; ``key`` (default ``jax.random.key(0)``) fixes the
+    forward's key (a Dropout mask) and everything drawn.
+
+    Args:
+      layer: any :class:`~jaxprop.Layer` (a model checks as one layer: see
+        :func:`check_gradients` to check it layer by layer).
+      in_shape: one example's shape, e.g. ``(8,)``.
+      batch: examples in the batch (> 1 finds bugs that only show across a batch).
+      key, dtype, train: PRNG key, working dtype (float32 or float64), training mode.
+      params, state, x: check at these instead of random ones.
+      perturb_params, fd_rtol, fd_eps, fd_directions: see the module docstring.
+
+    Returns:
+      A :class:`LayerReport`. A malformed backward gives a failing report whose verdict names
+      the problem; a forward that fails on this input raises ``ValueError``.
+    """
+    if not isinstance(layer, Layer):
+        raise ValueError(f"check_layer takes a Layer, got {type(layer).__name__}")
+    dtype_name = _validate_common(dtype, fd_directions)
+    in_shape = _shape(in_shape)
+    if x is None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    key = jax.random.key(0) if key is None else key
+    k_init, k_fwd = jax.random.split(key)
+    host = _host_rng(key)
+    try:
+        p0, s0, _ = layer.init(k_init, in_shape)
+    except Exception as e:  # noqa: BLE001 - the user's init: name the layer and the shape
+        raise ValueError(f"{layer.name}: init failed for in_shape {in_shape}: {e}") from e
+    if perturb_params:
+        p0, s0 = perturb(p0, host), perturb(s0, host)
+    params = p0 if params is None else params
+    state = s0 if state is None else state
+    if x is None:
+        x = jnp.asarray(host.standard_normal((batch, *in_shape)), jnp.float32)
+    point = "given params" if params is not p0 else (
+        "random params" if perturb_params else "initial params")
+    checker = _Checker(lambda p, s, x_, k: [("", layer, p, s, x_, k)], dtype=dtype, train=train,
+                       fd_rtol=fd_rtol, fd_eps=fd_eps, fd_directions=fd_directions)
+    checks = checker(point, params, state, x, k_fwd, host)
+    return LayerReport(tuple(checks), dtype_name, {
+        "in_shape": in_shape, "batch": int(np.shape(x)[0]) if np.ndim(x) else None,
+        "train": train})
+
+
+def _shape(in_shape) -> tuple[int, ...]:
+    if isinstance(in_shape, (int, np.integer)):
+        in_shape = (in_shape,)
+    try:
+        shape = tuple(int(s) for s in in_shape)
+        bad = any(s < 1 or s != t for s, t in zip(shape, in_shape))
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        raise ValueError(f"in_shape must be positive ints, e.g. (8,), got {in_shape!r}")
+    return shape
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+
+
+def _loss_layers(loss: Loss) -> tuple[Layer, Layer | None]:
+    """A loss as layers to check: ``y -> value(y, t)`` with ``grad`` as its backward (``t`` in
+    the state), and ``t -> value(y, t)`` with ``target_grad`` (``y`` in the state)."""
+
+    def init(key, in_shape):
+        return (), (), ()
+
+    def fwd_y(params, state, y, *, key=None, train=True):
+        return loss.value(y, state["t"]), (y, state["t"]), state
+
+    def fwd_t(params, state, t, *, key=None, train=True):
+        return loss.value(state["y"], t), (state["y"], t), state
+
+    by_y = Layer(init, fwd_y, lambda p, r, g: ((), g * loss.grad(*r)), name=f"{loss.name} grad")
+    by_t = None if loss.target_grad is None else Layer(
+        init, fwd_t, lambda p, r, g: ((), g * loss.target_grad(*r)),
+        name=f"{loss.name} target_grad")
+    return by_y, by_t
+
+
+def check_loss(loss: str | Loss, out_shape: Sequence[int] = (3,), *, batch: int = 4, key=None,
+               dtype=jnp.float32, fd_rtol: float = TOLERANCES["fd"], fd_eps: float = FD_EPS,
+               fd_directions: int = FD_DIRECTIONS) -> LayerReport:
+    """Check a loss's hand-written ``grad`` (and ``target_grad``, when it has one) against
+    ``jax.vjp`` of its ``value`` and float64 finite differences, as :func:`check_layer` does.
+
+    Predictions ``y: (batch, *out_shape)`` are N(0, 1), or in ``[0.05, 0.95]`` for a loss on
+    probabilities; targets suit the loss (one-hot for a categorical loss, ``[0, 1]`` for a
+    binary one). Returns a :class:`LayerReport`.
+    """
+    from jaxprop.tools.presets import make_data  # targets that suit the loss
+
+    loss = get_loss(loss)
+    dtype_name = _validate_common(dtype, fd_directions)
+    out_shape = _shape(out_shape)
+    key = jax.random.key(0) if key is None else key
+    host = _host_rng(key)
+    shape = (batch, *out_shape)
+    y = jnp.asarray(host.uniform(0.05, 0.95, shape) if loss.input_range is not None
+                    else host.standard_normal(shape), jnp.float32)
+    _, t = make_data(key, loss, out_shape, out_shape, batch, jnp.float32)
+    by_y, by_t = _loss_layers(loss)
+
+    def walk(params, state, x, key):
+        yield "dL/dy", by_y, (), {"t": state["t"]}, x, None
+        if by_t is not None:
+            yield "dL/dt", by_t, (), {"y": x}, state["t"], None
+
+    checker = _Checker(walk, dtype=dtype, train=True, fd_rtol=fd_rtol, fd_eps=fd_eps,
+                       fd_directions=fd_directions)
+    checks = checker("random predictions and targets", (), {"t": t}, y, None, host)
+    return LayerReport(tuple(checks), dtype_name, {"out_shape": out_shape, "batch": batch})
+
+
+# --------------------------------------------------------------------------------------------
+# A model: layer by layer, then end to end
+
+
+def _layer_points(model: Model, params, state, x, key, train, prefix: str = ""):
+    """``(index, layer, params, state, x, key)`` for every layer at the input that reaches it,
+    recursing into nested models (index ``"2.1"``)."""
+    outputs, _, _ = model.forward_trace(params, state, x, key=key, train=train)
+    for i, (layer, p, s, k) in enumerate(zip(model.layers, params, model.layer_states(state),
+                                              model.layer_keys(key))):
+        xi = x if i == 0 else outputs[i - 1]
+        if isinstance(layer, Model):
+            yield from _layer_points(layer, p, s, xi, k, train, f"{prefix}{i}.")
+        else:
+            yield f"{prefix}{i}", layer, p, s, xi, k
+
+
+def check_model_layers(model: Model, params, x, *, state=None, key=None, train: bool = True,
+                       perturb_params: bool = True, seed: int = 0, dtype=None,
+                       fd_rtol: float = TOLERANCES["fd"], fd_eps: float = FD_EPS,
+                       fd_directions: int = FD_DIRECTIONS) -> tuple[LayerCheck, ...]:
+    """Every layer of ``model`` checked on the activations that reach it (forward order), at
+    ``params`` and, with ``perturb_params``, again at perturbed params. ``dtype`` defaults to
+    the params' (see :func:`check_gradients`).
+
+    Each layer's floating input is moved by ``JITTER`` (1e-3) times its root mean square times
+    N(0, 1): the zeros a ReLU hands a max-pool are exact ties, where the hand-written and
+    autodiff gradients are different valid choices; the jitter takes the check off such
+    points without moving it anywhere else that matters."""
+    if dtype is None:
+        leaves = [a for a in jax.tree.leaves(params) if _is_float(a)]
+        dtype = jnp.result_type(*leaves) if leaves else jnp.asarray(x).dtype
+    rng = np.random.default_rng(seed)
+    points = [("given params", params)]
+    if perturb_params:
+        points.append(("perturbed params", perturb(params, seed)))
+    checker = _Checker(lambda p, s, x_, k: _layer_points(model, p, s, x_, k, train),
+                       dtype=dtype, train=train, fd_rtol=fd_rtol, fd_eps=fd_eps,
+                       fd_directions=fd_directions, jitter=JITTER)
+    checks = []
+    for point, p in points:
+        checks += checker(point, p, state, x, key, rng)
+    return tuple(checks)
+
+
+def _central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float,
+                         steps: Sequence[float] = (1.0,)) -> list:
+    """Central differences of ``loss_fn(params)`` w.r.t. the given coordinates of each leaf
+    (``jax.tree.leaves`` order), with each step ``h * steps[j]``: ``(len(steps), n_coords)``
+    per leaf. One compiled program: a ``lax.map`` per leaf, perturbing that leaf
+    only, in chunks that keep ``FD_MEMORY`` bytes of perturbed copies alive."""
+    leaves, treedef = jax.tree.flatten(params)
+
+    def run(leaves, coords):  # leaves as arguments: as constants they would slow compiling
+        def central(i, c):
+            def at(step):
+                moved = leaves[i].ravel().at[c].add(step).reshape(leaves[i].shape)
+                return loss_fn(treedef.unflatten(leaves[:i] + [moved] + leaves[i + 1:]))
+
+            return jnp.stack([(at(h * s) - at(-h * s)) / (2 * h * s) for s in steps])
+
+        return [jax.lax.map(functools.partial(central, i), cs, batch_size=int(max(
+            1, min(128, FD_MEMORY // max(1, leaves[i].nbytes))))) if cs.size else cs
+            for i, cs in enumerate(coords)]
+
+    out = _once(run)(leaves, [jnp.asarray(c) for c in coords_l])
+    return [np.asarray(o, np.float64).reshape(-1, len(steps)).T for o in out]
+
+
+def _scatter(values, at, coords) -> np.ndarray:
+    """``values`` (``(n_steps, len(at))``, at coordinates ``at``) laid out over ``coords``, NaN
+    where not evaluated."""
+    out = np.full((values.shape[0], coords.size), np.nan)
+    out[:, np.searchsorted(coords, at)] = values
+    return out
+
+
+def _model_state(model: Model, state, x):
+    """The state to check at: as given, else a fresh one when the model has state."""
+    if state is not None:
+        return state
+    in_shape = model.in_shape or tuple(np.shape(x)[1:])
+    abstract = jax.eval_shape(lambda k: model.init(k, in_shape)[1], jax.random.key(0))
+    return model.init(jax.random.key(0), in_shape)[1] if jax.tree.leaves(abstract) else None
 
 
 def check_gradients(
@@ -222,99 +731,127 @@ def check_gradients(
     x,
     t,
     *,
+    state=None,
+    key=None,
+    train: bool = True,
+    perturb_params: bool = True,
     grad_rtol: float | None = None,
     fd_rtol: float = TOLERANCES["fd"],
     fd_eps: float = FD_EPS,
     max_fd_coords: int = MAX_FD_COORDS,
+    fd_directions: int = FD_DIRECTIONS,
     seed: int = 0,
 ) -> GradCheckReport:
-    """Check the hand-written gradient of ``loss(model.apply(params, x), t)`` leaf by leaf.
+    """Check every layer's backward, then the gradient of ``loss(model(params, x), t)``.
 
-    ``grad_rtol`` defaults to ``TOLERANCES["grad_float32"]`` or ``["grad_float64"]`` by the
-    params' dtype. ``seed`` picks the coordinates of leaves larger than ``max_fd_coords``.
-    Raises ``ValueError`` for bad input (as :func:`jaxprop.value_and_grad`).
+    Per layer (:func:`check_model_layers`): ``jax.vjp`` in the params' dtype and float64, and
+    float64 finite differences along random directions, on the activations that reach the
+    layer, at ``params`` and (``perturb_params``) at perturbed params. End to end, leaf by leaf:
+    ``jax.grad`` in the params' dtype and float64 central differences (see the module
+    docstring). ``seed`` draws the cotangents, directions, perturbation and sampled coordinates.
+
+    Args:
+      model: a :class:`~jaxprop.Model` (``jp.serial``, ``jp.mlp``); check a single layer with
+        :func:`check_layer`.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      params, x, t: parameters, inputs ``(batch, *in_shape)`` and targets.
+      state, key, train: the model's state (default: a fresh one if it has state), the forward
+        key (default ``jax.random.key(seed)``; Dropout) and the mode.
+      perturb_params, grad_rtol, fd_rtol, fd_eps, max_fd_coords, fd_directions: see above;
+        ``grad_rtol`` defaults to ``TOLERANCES["grad_float32"]`` or ``["grad_float64"]``.
+
+    Returns:
+      A :class:`GradCheckReport`; its verdict names the first disagreeing layer by index and
+      name. Raises ``ValueError`` for bad input (as :func:`jaxprop.value_and_grad`).
     """
     loss = get_loss(loss)
+    if not isinstance(model, Model):
+        raise ValueError(f"check_gradients takes a model (jp.serial, jp.mlp), got "
+                         f"{type(model).__name__}; check a single layer with jp.check_layer")
     if max_fd_coords < 1:
         raise ValueError(f"max_fd_coords must be >= 1, got {max_fd_coords}")
+    _validate_common(jnp.float32, fd_directions)
     x, t = validate_data(params, x, t, loss=loss)
     dtype = jnp.result_type(*jax.tree.leaves(params)) if jax.tree.leaves(params) else x.dtype
     dtype_name = jnp.dtype(dtype).name
-    if grad_rtol is None:
-        grad_rtol = TOLERANCES["grad_float64" if dtype_name == "float64" else "grad_float32"]
+    default_rtol, grad_atol_frac = _autodiff_tolerance(dtype_name)
+    grad_rtol = default_rtol if grad_rtol is None else grad_rtol
+    key = jax.random.key(seed) if key is None else key
+    state = _model_state(model, state, x)
+    run = dict(state=state, key=key, train=train)
+
+    try:  # validates data, shapes and every layer's backward output before the slow part
+        value, hand = value_and_grad(model, loss, params, x, t, **run)
+        e2e_error = None
+    except BackwardError as e:
+        e2e_error = str(e)
+    layers = check_model_layers(model, params, x, state=state, key=key, train=train,
+                                perturb_params=perturb_params, seed=seed, dtype=dtype,
+                                fd_rtol=fd_rtol, fd_eps=fd_eps, fd_directions=fd_directions)
+    common = dict(dtype=dtype_name, grad_rtol=grad_rtol, fd_rtol=fd_rtol, atol_frac=ATOL_FRAC,
+                  fd_eps=fd_eps, max_fd_coords=max_fd_coords, layers=layers,
+                  grad_atol_frac=grad_atol_frac, cancel_ulps=CANCEL_ULPS,
+                  settings={"seed": seed, "loss": loss.name, "model": model.describe(),
+                            "train": train, "perturb_params": perturb_params})
+    if e2e_error is not None:
+        return GradCheckReport(leaves=(), loss_value=float("nan"), fd_noise=0.0,
+                               end_to_end_error=e2e_error, **common)
+    leaves, fd_noise = _end_to_end(model, loss, params, x, t, hand, run, grad_rtol=grad_rtol,
+                                   grad_atol_frac=grad_atol_frac, fd_rtol=fd_rtol,
+                                   fd_eps=fd_eps, max_fd_coords=max_fd_coords, seed=seed)
+    return GradCheckReport(leaves=leaves, loss_value=float(value), fd_noise=fd_noise, **common)
+
+
+def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_frac, fd_rtol,
+                fd_eps, max_fd_coords, seed):
+    """Per-leaf :class:`LeafCheck` of the hand-written gradient ``hand`` against ``jax.grad``
+    and float64 central differences, and the ``fd_noise`` used."""
     names = leaf_names(model, params)
 
-    def ref_loss(p, x, t):
-        return loss.value(model.forward(p, None, x)[0], t)
+    def ref_loss(p, x, t, state):
+        return loss.value(model.forward(p, state, x, key=run["key"], train=run["train"])[0], t)
 
     with jax.default_matmul_precision("highest"):
-        # (a) hand-written vs jax.grad, in the params' dtype
-        value, hand = value_and_grad(model, loss, params, x, t)
-        ref = jax.jit(jax.grad(ref_loss))(params, x, t)
+        ref = _once(jax.grad(ref_loss))(params, x, t, run["state"])
         hand_l = [np.asarray(a) for a in jax.tree.leaves(hand)]
         ref_l = [np.asarray(a) for a in jax.tree.leaves(ref)]
-
-        # (b) hand-written vs central finite differences, both in float64
         with jax.enable_x64(True):
-            to64 = lambda a: jnp.asarray(a, jnp.float64)  # noqa: E731
-            p64 = jax.tree.map(to64, params)
-            x64, t64 = to64(x), to64(t) if jnp.issubdtype(t.dtype, jnp.floating) else t
-            value64, hand64 = jax.jit(loss_and_grad_fn(model, loss))(p64, x64, t64)
+            to64 = lambda tree: _cast(tree, jnp.float64)  # noqa: E731
+            p64, x64, t64, s64 = to64(params), to64(x), to64(t), to64(run["state"])
+            value64, hand64 = _once(functools.partial(
+                loss_and_grad_fn(model, loss), train=run["train"]))(p64, x64, t64, state=s64,
+                                                                    key=run["key"])
             hand64_l = [np.asarray(a) for a in jax.tree.leaves(hand64)]
-            loss64 = lambda p: ref_loss(p, x64, t64)  # noqa: E731
             fd_noise = FD_NOISE_ULPS * float(np.finfo(np.float64).eps) * (
-                1.0 + abs(float(value64))
-            ) / fd_eps
+                1.0 + abs(float(value64))) / fd_eps
             rng = np.random.default_rng(seed)
-            sizes = [int(leaf.size) for leaf in jax.tree.leaves(p64)]
-            coords_l = [
-                np.arange(n)
-                if n <= max_fd_coords
-                else np.sort(rng.choice(n, size=max_fd_coords, replace=False))
-                for n in sizes
-            ]
-            offsets = np.cumsum([0] + sizes[:-1])
-            all_coords = np.concatenate(
-                [c + o for c, o in zip(coords_l, offsets)] + [np.zeros((0,), np.int64)]
-            )
-            fd_all = (
-                _central_differences(loss64, p64, all_coords, fd_eps)
-                if all_coords.size
-                else np.zeros((0,))
-            )
-            fd_l = np.split(fd_all, np.cumsum([c.size for c in coords_l])[:-1])
+            coords_l = [np.arange(leaf.size) if leaf.size <= max_fd_coords else
+                        np.sort(rng.choice(leaf.size, size=max_fd_coords, replace=False))
+                        for leaf in jax.tree.leaves(p64)]
+            loss64 = lambda p: ref_loss(p, x64, t64, s64)  # noqa: E731
+            fd_l = _central_differences(loss64, p64, coords_l, fd_eps)
+            global_fd = max((float(np.max(np.abs(f))) for f in fd_l if f.size), default=0.0)
+            noises = [fd_noise / s for s in FD_STEPS]
+            # coordinates that disagree at h: again at the smaller steps (a kink crossed?)
+            again = [coords_l[i][_rel_steps(g.ravel()[c], f, fd_rtol,
+                                            _scale(f, global_fd), noises[:1])[1][0] > fd_rtol]
+                     for i, (g, f, c) in enumerate(zip(hand64_l, fd_l, coords_l))]
+            if len(FD_STEPS) > 1 and any(a.size for a in again):
+                smaller = _central_differences(loss64, p64, again, fd_eps, FD_STEPS[1:])
+            else:
+                smaller = [np.zeros((len(FD_STEPS) - 1, a.size)) for a in again]
+            fd_l = [np.concatenate([f, _scatter(sm, a, c)]) for f, sm, a, c in
+                    zip(fd_l, smaller, again, coords_l)]
 
     global_ref = max((float(np.max(np.abs(r))) for r in ref_l if r.size), default=0.0)
-    global_fd = max((float(np.max(np.abs(f))) for f in fd_l if f.size), default=0.0)
     checks = []
     for name, g, r, g64, fd, coords in zip(names, hand_l, ref_l, hand64_l, fd_l, coords_l):
-        ga, gr, gok = _errors(g, r, grad_rtol, _scale(r, global_ref))
-        fa, fr, fok = _errors(
-            g64.ravel()[coords], fd, fd_rtol, _scale(fd, global_fd), extra_atol=fd_noise
-        )
-        checks.append(
-            LeafCheck(
-                name=name,
-                shape=tuple(int(s) for s in g.shape),
-                dtype=str(g.dtype),
-                grad_abs_err=ga,
-                grad_rel_err=gr,
-                grad_ok=gok,
-                fd_abs_err=fa,
-                fd_rel_err=fr,
-                fd_ok=fok,
-                fd_coords=int(coords.size),
-            )
-        )
-    return GradCheckReport(
-        leaves=tuple(checks),
-        dtype=dtype_name,
-        loss_value=float(value),
-        grad_rtol=grad_rtol,
-        fd_rtol=fd_rtol,
-        atol_frac=ATOL_FRAC,
-        fd_eps=fd_eps,
-        fd_noise=fd_noise,
-        max_fd_coords=max_fd_coords,
-        settings={"seed": seed, "loss": loss.name, "model": model.describe()},
-    )
+        ga, gr, gok = _errors(g, r, grad_rtol, _scale(r, global_ref),
+                              _cancel_floor(str(g.dtype), global_ref), atol_frac=grad_atol_frac)
+        fa, fr, fok = _errors_steps(g64.ravel()[coords], fd, fd_rtol, _scale(fd[0], global_fd),
+                                    noises)
+        checks.append(LeafCheck(
+            name=name, shape=tuple(int(s) for s in g.shape), dtype=str(g.dtype),
+            grad_abs_err=ga, grad_rel_err=gr, grad_ok=gok, fd_abs_err=fa, fd_rel_err=fr,
+            fd_ok=fok, fd_coords=int(coords.size)))
+    return tuple(checks), fd_noise

@@ -1,0 +1,355 @@
+"""The records and tables of gradient checks (:mod:`jaxprop.tools.gradcheck`): what was
+compared with what, the errors, and one-line verdicts that name the first wrong layer.
+
+* :class:`Comparison` -- one hand-written quantity against one reference;
+* :class:`QuantityCheck` -- ``dx`` or one ``dparams`` leaf of a layer, against every reference;
+* :class:`LayerCheck` -- one layer's backward at one point (or the message of a malformed one);
+* :class:`LayerReport` -- what :func:`~jaxprop.check_layer` and :func:`~jaxprop.check_loss`
+  return;
+* :class:`LeafCheck`, :class:`GradCheckReport` -- end-to-end leaves, and what
+  :func:`~jaxprop.check_gradients` returns (its layers and its leaves).
+
+``layer_rows``, ``quantity_rows`` and ``problems`` give the tables' rows and the problem lines
+(plain strings: ``str(report)`` and the CLI's rich tables both use them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxprop.core.checks import layer_label
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A hand-written quantity against one reference (errors as in the module docstring)."""
+
+    reference: str  # "jax.vjp float32", "jax.vjp float64" or "finite differences float64"
+    abs_err: float
+    rel_err: float
+    ok: bool
+    rtol: float
+
+    def describe(self) -> str:
+        return f"{self.reference} (rel err {self.rel_err:.1e} > rtol {self.rtol:g})"
+
+
+@dataclass(frozen=True)
+class QuantityCheck:
+    """``dx`` or one ``dparams`` leaf of one layer, against every reference."""
+
+    name: str  # "dx", "W", "b", "0 W" (nested params)
+    shape: tuple[int, ...]
+    dtype: str
+    comparisons: tuple[Comparison, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.comparisons)
+
+    def rel_err(self, reference: str) -> float | None:
+        return next((c.rel_err for c in self.comparisons if c.reference == reference), None)
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """The backward pass of one layer at one point. ``index`` is its position in the model
+    (``"3"``, ``"2.1"`` inside a nested model; ``""`` for a layer checked alone); ``point`` says
+    which params (``"given params"``, ``"perturbed params"``, ``"random params"``); ``error``
+    is set when ``backward`` returned something malformed (or raised)."""
+
+    index: str
+    name: str
+    point: str
+    quantities: tuple[QuantityCheck, ...] = ()
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return label(self.index, self.name)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.quantities) and all(q.ok for q in self.quantities)
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for q in self.quantities:
+            for c in q.comparisons:
+                seen[c.reference] = None
+        return tuple(seen)
+
+    def problem(self) -> str:
+        """What is wrong, in one line (``""`` when ok)."""
+        if self.error is not None:
+            return self.error
+        if not self.quantities:
+            return "nothing to check: no floating input and no floating parameters"
+        bad = [q for q in self.quantities if not q.ok]
+        if not bad:
+            return ""
+        first = bad[0]
+        refs = ", ".join(c.describe() for c in first.comparisons if not c.ok)
+        others = f" (also wrong: {', '.join(q.name for q in bad[1:])})" if bad[1:] else ""
+        return f"{first.name} disagrees with {refs} at the {self.point}{others}"
+
+
+def label(index: str, name: str) -> str:
+    """``"layer 2.1 (tanh)"`` for a layer of a model; the name alone otherwise."""
+    return layer_label(index, name) if index[:1].isdigit() else name
+
+
+def _references(layers: Sequence[LayerCheck]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for layer in layers:
+        for r in layer.references:
+            seen[r] = None
+    return tuple(seen)
+
+
+def _short(reference: str) -> str:
+    """A reference's name for a table header: ``"vjp float32"``, ``"FD float64"``."""
+    return reference.replace("finite differences", "FD").replace("jax.vjp", "vjp")
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1e}"
+
+
+def layer_rows(layers: Sequence[LayerCheck]) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: one row per layer check, the worst relative error per reference."""
+    refs = _references(layers)
+    header = ["layer", "at", "checked", *(f"vs {_short(r)}" for r in refs), "ok"]
+    rows = []
+    for lc in layers:
+        worst = []
+        for r in refs:
+            errs = [e for q in lc.quantities if (e := q.rel_err(r)) is not None]
+            worst.append(_fmt(max(errs) if errs else None))
+        checked = " ".join(q.name for q in lc.quantities) or "-"
+        rows.append([lc.label, lc.point, checked, *worst, "yes" if lc.ok else "NO"])
+    return header, rows
+
+
+def quantity_rows(layers: Sequence[LayerCheck]) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: one row per checked quantity (for a layer checked alone)."""
+    refs = _references(layers)
+    header = ["quantity", "shape", *(f"vs {_short(r)}" for r in refs), "ok"]
+    rows = []
+    for lc in layers:
+        prefix = f"{lc.label}: " if len(layers) > 1 else ""
+        for q in lc.quantities:
+            rows.append([prefix + q.name, str(q.shape), *(_fmt(q.rel_err(r)) for r in refs),
+                         "yes" if q.ok else "NO"])
+        if lc.error is not None:
+            rows.append([prefix + "backward", "-", *("-" for _ in refs), "NO"])
+    return header, rows
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header)] + [line(r) for r in rows])
+
+
+def _layers_summary(layers: Sequence[LayerCheck]) -> str:
+    n_q = sum(len(lc.quantities) for lc in layers)
+    names = {lc.index or lc.name for lc in layers}
+    points = sorted({lc.point for lc in layers})
+    return (f"{len(names)} layer(s), {n_q} quantit{'y' if n_q == 1 else 'ies'} checked against "
+            f"{', '.join(_references(layers))}, at the {' and at the '.join(points)}")
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """The result of :func:`check_layer` or :func:`check_loss`: one :class:`LayerCheck` per
+    layer (and point) checked; ``ok`` when each checked something and all of it agreed."""
+
+    layers: tuple[LayerCheck, ...]
+    dtype: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.layers) and all(lc.ok for lc in self.layers)
+
+    @property
+    def leaves(self) -> tuple[QuantityCheck, ...]:
+        return tuple(q for lc in self.layers for q in lc.quantities)
+
+    @property
+    def failures(self) -> tuple[LayerCheck, ...]:
+        return tuple(lc for lc in self.layers if not lc.ok)
+
+    @property
+    def first_failure(self) -> LayerCheck | None:
+        return next(iter(self.failures), None)
+
+    def verdict(self) -> str:
+        """One line: passed or failed, what was checked, the first problem."""
+        s = self.settings
+        where = ", ".join(f"{k.replace('_', ' ')} {s[k]}" for k in ("in_shape", "out_shape",
+                                                                    "batch", "train") if k in s)
+        if self.ok:
+            what = ", ".join(q.name for q in self.leaves)
+            return (f"OK: {', '.join(dict.fromkeys(lc.label for lc in self.layers))}: backward "
+                    f"agrees for {what} ({_layers_summary(self.layers)}; {where}; "
+                    f"tolerances: {_tolerance_text(self.layers)})")
+        first = self.first_failure
+        return f"FAILED: {first.label}: {first.problem()}" + (f" ({where})" if where else "")
+
+    def __str__(self) -> str:
+        return _text_table(*quantity_rows(self.layers)) + "\n" + _problem_text(self.layers) + \
+            self.verdict()
+
+
+def problems(layers: Sequence[LayerCheck]) -> list[str]:
+    """One line per failing layer check: ``"layer 2 (scale): dx disagrees with ..."``."""
+    return [f"{lc.label}: {lc.problem()}" for lc in layers if not lc.ok]
+
+
+def _problem_text(layers: Sequence[LayerCheck]) -> str:
+    return "".join(f"  {line}\n" for line in problems(layers))
+
+
+def _tolerance_text(layers: Sequence[LayerCheck]) -> str:
+    rtols = {c.reference: c.rtol for lc in layers for q in lc.quantities for c in q.comparisons}
+    return ", ".join(f"{ref} rtol {rtol:g}" for ref, rtol in rtols.items())
+
+
+@dataclass(frozen=True)
+class LeafCheck:
+    """The end-to-end check of one parameter leaf. Errors follow the module docstring."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    grad_abs_err: float
+    grad_rel_err: float
+    grad_ok: bool
+    fd_abs_err: float
+    fd_rel_err: float
+    fd_ok: bool
+    fd_coords: int  # coordinates checked by finite differences (== size unless sampled)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def sampled(self) -> bool:
+        return self.fd_coords < self.size
+
+    @property
+    def ok(self) -> bool:
+        return self.grad_ok and self.fd_ok
+
+
+@dataclass(frozen=True)
+class GradCheckReport:
+    """The result of :func:`check_gradients`: per-layer checks (``layers``, in forward order,
+    at each point) and per-leaf end-to-end checks (``leaves``). ``ok`` when something was
+    checked and everything agreed."""
+
+    leaves: tuple[LeafCheck, ...]
+    dtype: str
+    loss_value: float
+    grad_rtol: float
+    fd_rtol: float
+    atol_frac: float
+    fd_eps: float
+    fd_noise: float
+    max_fd_coords: int
+    settings: dict[str, Any] = field(default_factory=dict)
+    layers: tuple[LayerCheck, ...] = ()
+    end_to_end_error: str | None = None
+    grad_atol_frac: float | None = None  # vs jax.grad; None: the same as atol_frac
+    cancel_ulps: int | None = None  # vs jax.grad: atol floor, ulps of the largest entry
+
+    @property
+    def checked(self) -> int:
+        """Quantities checked: end-to-end leaves plus every layer's ``dx`` and ``dparams``."""
+        return len(self.leaves) + sum(len(lc.quantities) for lc in self.layers)
+
+    @property
+    def ok(self) -> bool:
+        return (self.checked > 0 and self.end_to_end_error is None
+                and all(leaf.ok for leaf in self.leaves) and all(lc.ok for lc in self.layers))
+
+    @property
+    def failures(self) -> tuple[LeafCheck, ...]:
+        """The end-to-end leaves that disagree."""
+        return tuple(leaf for leaf in self.leaves if not leaf.ok)
+
+    @property
+    def layer_failures(self) -> tuple[LayerCheck, ...]:
+        return tuple(lc for lc in self.layers if not lc.ok)
+
+    @property
+    def first_failure(self) -> LayerCheck | None:
+        """The first disagreeing layer in forward order (at the given params first)."""
+        return next(iter(self.layer_failures), None)
+
+    def _tolerances(self) -> str:
+        n_sampled = sum(leaf.sampled for leaf in self.leaves)
+        tail = (f"; finite differences on a random {self.max_fd_coords}-coordinate subset of "
+                f"{n_sampled} large leaf(s)" if n_sampled else "")
+        grad_frac = self.atol_frac if self.grad_atol_frac is None else self.grad_atol_frac
+        atol = (f"atol {self.atol_frac:g} x rtol x leaf scale" if grad_frac ==
+                self.atol_frac else f"atol {grad_frac:g} (jax.grad) and "
+                f"{self.atol_frac:g} (finite differences) x rtol x leaf scale")
+        floor = (f" (vs jax.grad at least {self.cancel_ulps} ulps of the largest gradient entry)"
+                 if self.cancel_ulps else "")
+        return (f"(vs jax.grad rtol {self.grad_rtol:g} in {self.dtype}, vs finite differences "
+                f"rtol {self.fd_rtol:g} in float64, {atol}{floor}{tail})")
+
+    def verdict(self) -> str:
+        """One line: passed/failed, the first wrong layer, how many leaves, the tolerances."""
+        n, tol = len(self.leaves), self._tolerances()
+        layers = (f"; every layer's backward agrees with jax.vjp and finite differences "
+                  f"({_layers_summary(self.layers)})" if self.layers else "")
+        if self.ok:
+            head = f"OK: all {n} gradient leaves agree" if n else \
+                "OK: no parameters; every layer's dx agrees"
+            return f"{head} {tol}{layers}"
+        if self.checked == 0:
+            return "FAILED: nothing was checked (no parameters, no floating inputs)"
+        bad = ", ".join(leaf.name for leaf in self.failures)
+        if self.end_to_end_error is not None:
+            e2e = f"end to end: {self.end_to_end_error}"
+        elif self.failures:
+            e2e = f"{len(self.failures)} of {n} gradient leaves disagree: {bad}"
+        else:
+            e2e = f"end to end all {n} gradient leaves agree"
+        first = self.first_failure
+        if first is None:  # every layer agrees, the composition does not: the loss's grad
+            return (f"FAILED: {e2e}; every layer's backward agrees with jax.vjp, so look at the "
+                    f"loss's grad {tol}")
+        also = [lc.label for lc in self.layer_failures if lc.label != first.label]
+        also_text = f" (also wrong: {', '.join(dict.fromkeys(also))})" if also else ""
+        return f"FAILED: {first.label}: {first.problem()}{also_text}; {e2e} {tol}"
+
+    def __str__(self) -> str:
+        parts = []
+        if self.layers:
+            parts.append(_text_table(*layer_rows(self.layers)))
+        lines = [
+            f"{'leaf':<28} {'shape':<10} {'abs vs grad':>11} {'rel vs grad':>11} "
+            f"{'abs vs FD':>10} {'rel vs FD':>10}  ok"
+        ]
+        for c in self.leaves:
+            lines.append(
+                f"{c.name:<28} {str(c.shape):<10} {c.grad_abs_err:11.2e} {c.grad_rel_err:11.2e} "
+                f"{c.fd_abs_err:10.2e} {c.fd_rel_err:10.2e}  {'yes' if c.ok else 'NO'}"
+                + (f"  (FD on {c.fd_coords}/{c.size})" if c.sampled else "")
+            )
+        parts.append("\n".join(lines))
+        return "\n\n".join(parts) + "\n" + _problem_text(self.layers) + self.verdict()

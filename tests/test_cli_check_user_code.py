@@ -1,0 +1,120 @@
+"""`jaxprop check --layer/--model` on user code: a module on the path or a .py file; exit 0 when
+every gradient agrees, 1 when one does not, 2 (one line) for bad arguments."""
+
+import textwrap
+import uuid
+
+import pytest
+
+from jaxprop.cli import main
+
+USER_CODE = textwrap.dedent('''
+    import jax.numpy as jnp
+    import jaxprop as jp
+
+    def Scale(forget_s=False):
+        """y = x * s; the buggy version forgets s in dx (hidden while s == 1)."""
+        def init(key, in_shape):
+            return {"s": jnp.ones(in_shape[-1:])}, (), tuple(in_shape)
+
+        def forward(params, state, x, *, key=None, train=True):
+            return x * params["s"], x, state
+
+        def backward(params, x, dy):
+            ds = (dy * x).reshape(-1, x.shape[-1]).sum(0)
+            return {"s": ds}, dy if forget_s else dy * params["s"]
+
+        return jp.Layer(init, forward, backward, name="scale")
+
+    def BuggyScale():
+        return Scale(forget_s=True)
+
+    good_scale = Scale()
+
+    def make_model():
+        return jp.serial(jp.Dense(8), jp.Tanh(), Scale(), jp.Dense(2), in_shape=(4,))
+
+    def make_buggy_model():
+        return jp.serial(jp.Dense(8), jp.Tanh(), BuggyScale(), jp.Dense(2), in_shape=(4,))
+
+    def WrongShape():
+        def backward(params, x, dy):
+            return {"s": (dy * x).sum(0, keepdims=True)}, dy * params["s"]
+        good = Scale()
+        return jp.Layer(good.init, good.forward, backward, name="wrong_shape")
+
+    NOT_A_LAYER = 3
+
+    def needs_width(n):
+        return jp.Dense(n)
+''')
+
+
+@pytest.fixture()
+def user_file(tmp_path):
+    path = tmp_path / "my_layers.py"
+    path.write_text(USER_CODE)
+    return path
+
+
+@pytest.fixture()
+def user_module(tmp_path, monkeypatch):
+    """A module importable by name from the current folder (a fresh name per test)."""
+    name = f"user_layers_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(USER_CODE)
+    monkeypatch.chdir(tmp_path)
+    return name
+
+
+def test_layer_from_a_file_wrong_dx_exits_1(user_file, capsys):
+    assert main(["check", "--layer", f"{user_file}:BuggyScale", "--in-shape", "8"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: scale: dx disagrees with jax.vjp float32" in out
+    assert "dx" in out and "NO" in out and "in shape (8,), batch 8" in out
+
+
+def test_layer_from_a_module_by_name_exits_0(user_module, capsys):
+    argv = ["check", "--layer", f"{user_module}:good_scale", "--in-shape", "3,8", "--batch",
+            "16", "--dtype", "float64"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "OK: scale: backward agrees for dx, s" in out and "(16, 3, 8)" in out
+
+
+def test_model_is_checked_layer_by_layer(user_file, capsys):
+    assert main(["check", "--model", f"{user_file}:make_model"]) == 0
+    assert "OK: all 5 gradient leaves agree" in capsys.readouterr().out
+    assert main(["check", "--model", f"{user_file}:make_buggy_model"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: layer 2 (scale): dx disagrees" in out and "at the perturbed params" in out
+
+
+def test_malformed_backward_exits_1_naming_the_leaf(user_file, capsys):
+    assert main(["check", "--layer", f"{user_file}:WrongShape", "--in-shape", "8"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: wrong_shape: dparams['s'] has shape (1, 8) but the parameter has shape (8,)" \
+        in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layer", "{file}:BuggyScale"], "--layer needs --in-shape"),
+    (["--layer", "nowhere/missing.py:X", "--in-shape", "3"], "no such file"),
+    (["--layer", "no_such_module_xyz:X", "--in-shape", "3"], "no module named 'no_such_module_xyz'"),
+    (["--layer", "{file}:Nope", "--in-shape", "3"], "has no attribute 'Nope'; it has: BuggyScale"),
+    (["--layer", "{file}:NOT_A_LAYER", "--in-shape", "3"], "not a jaxprop Layer"),
+    (["--layer", "{file}:needs_width", "--in-shape", "3"], "takes arguments (n)"),
+    (["--layer", "{file}", "--in-shape", "3"], "must be MODULE:NAME or path/to/file.py:NAME"),
+    (["--layer", "{file}:Scale", "--in-shape", "3,a"], "--in-shape must be positive ints"),
+    (["--layer", "{file}:Scale", "--in-shape", "0"], "--in-shape must be positive ints"),
+    (["--layer", "{file}:Scale", "--sizes", "3,4", "--in-shape", "3"], "not allowed with"),
+    (["--in-shape", "3"], "--in-shape goes with --layer or --model"),
+    (["--model", "{file}:good_scale"], "has no input shape: give --in-shape"),
+    (["--layer", "{broken}:X", "--in-shape", "3"], "importing"),
+])
+def test_bad_arguments_exit_2_with_one_line(user_file, tmp_path, capsys, args, message):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import jaxprop\nraise RuntimeError('boom')\n")
+    argv = ["check"] + [a.format(file=user_file, broken=broken) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
