@@ -52,16 +52,29 @@ def auto_compiler_options(n_params: int, n_examples: int,
     return options or None
 
 
+# forward_flops' answers, per model and argument types (lowering costs ~15 ms a call: more than
+# a whole XOR run, so a second fit of the same model must not pay it again)
+_FLOPS: dict = {}
+
+
 def forward_flops(model, params, model_state, x_one) -> float | None:
     """XLA's FLOP count for ``model``'s forward pass (evaluation mode) on ``x_one``, one
-    example with a batch axis of 1; traced and lowered, never compiled. ``None`` if unknown."""
-    try:
-        lowered = jax.jit(lambda p, s, x: model.forward(p, s, x, train=False)[0]).lower(
-            params, model_state, x_one)
-        flops = (lowered.cost_analysis() or {}).get("flops")
-    except Exception:  # noqa: BLE001 - an estimate only: fall back to counting parameters
-        return None
-    return float(flops) if flops else None
+    example with a batch axis of 1; traced and lowered, never compiled (and remembered per
+    model and argument types). ``None`` if unknown."""
+    leaves, treedef = jax.tree.flatten((params, model_state, x_one))
+    key = (model, treedef, tuple((np.shape(a), str(np.result_type(a))) for a in leaves))
+    if key not in _FLOPS:
+        try:
+            lowered = jax.jit(lambda p, s, x: model.forward(p, s, x, train=False)[0]).lower(
+                params, model_state, x_one)
+            flops = (lowered.cost_analysis() or {}).get("flops")
+        except Exception:  # noqa: BLE001 - an estimate only: fall back to counting parameters
+            flops = None
+        _FLOPS[key] = float(flops) if flops else None
+        while len(_FLOPS) > 64:
+            _FLOPS.pop(next(iter(_FLOPS)))
+    return _FLOPS[key]
+
 
 def auto_unroll(params, n_examples: int, batch_size: int | None) -> int:
     """The ``unroll`` (epochs per compiled loop iteration) ``fit(unroll="auto")`` picks.

@@ -200,15 +200,6 @@ def _is_classification(loss: Loss, t) -> bool:
     return bool(np.all((host == 0) | (host == 1)))
 
 
-def _wait(ready: Callable[[], bool], should_stop: Callable[[], bool] | None) -> bool:
-    """Poll until ``ready()``; ``False`` as soon as ``should_stop()`` says so."""
-    while not ready():
-        if should_stop is not None and should_stop():
-            return False
-        time.sleep(POLL_SECONDS)
-    return True
-
-
 def fit_state(
     model: Layer,
     loss: str | Loss,
@@ -431,8 +422,10 @@ def _stoppable(work: Callable, should_stop: Callable[[], bool] | None):
 
     thread = threading.Thread(target=target, name="jaxprop-chunk", daemon=True)
     thread.start()
-    if not _wait(lambda: not thread.is_alive(), should_stop):
-        return _STOPPED
+    while thread.is_alive():
+        thread.join(POLL_SECONDS)  # returns as soon as the work is done
+        if thread.is_alive() and should_stop():
+            return _STOPPED
     if "error" in result:
         raise result["error"]
     return result["value"]
