@@ -62,7 +62,8 @@ def forward_flops(model, params, model_state, x_one) -> float | None:
     example with a batch axis of 1; traced and lowered, never compiled (and remembered per
     model and argument types). ``None`` if unknown."""
     leaves, treedef = jax.tree.flatten((params, model_state, x_one))
-    key = (model, treedef, tuple((np.shape(a), str(np.result_type(a))) for a in leaves))
+    key = (model, treedef, tuple((np.shape(a), str(getattr(a, "dtype", type(a).__name__)))
+                                 for a in leaves))
     if key not in _FLOPS:
         try:
             lowered = jax.jit(lambda p, s, x: model.forward(p, s, x, train=False)[0]).lower(
