@@ -71,9 +71,22 @@ def flatten_tree(prefix: str, tree) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def restore_tree(where: str, what: str, entry: dict, arrays: dict, template) -> Any:
-    """The tree ``what`` saved as ``entry`` (see :func:`flatten_tree`), structured like
-    ``template`` (arrays or ``jax.ShapeDtypeStruct``); a ``ValueError`` naming ``where`` when
-    the leaves' paths or shapes differ, or a float64 leaf cannot be held without x64."""
+    """The tree ``what`` saved as ``entry`` (:func:`flatten_tree`), structured like ``template``.
+
+    A ``ValueError`` naming ``where`` when the leaves' paths or shapes differ, or a float64 leaf
+    cannot be held without x64.
+
+    Args:
+      where: the file, named in error messages.
+      what: the tree's name (``"params"``, ``"opt_state"``, ...), named in error messages.
+      entry: the tree's header entry ``{"treedef", "leaves": [{"path", "name", ...}]}``.
+      arrays: the file's arrays by name.
+      template: a tree of arrays or ``jax.ShapeDtypeStruct`` with the expected structure,
+        leaf paths and shapes.
+
+    Returns:
+      ``template``'s structure with the saved arrays as its leaves (``jnp`` arrays).
+    """
     path_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     paths = [jax.tree_util.keystr(p) for p, _ in path_leaves]
     try:
@@ -188,9 +201,19 @@ def save(path: str | os.PathLike, state: TrainState, config: dict | None = None,
          losses=None, history: list | None = None) -> Path:
     """Write ``state`` (params, optimizer and model state, key, epoch) and ``config`` to ``path``.
 
-    ``path`` is a file, or a directory (then ``path/checkpoint.npz``). ``losses``: the training
-    loss of every epoch so far (``(state.epoch,)``); ``history``: the logged records (JSON
-    dicts). Atomic; returns the file.
+    Atomic; returns the file.
+
+    Args:
+      path: a file, or a directory (then ``path/checkpoint.npz``; a path without a suffix counts
+        as a directory); missing folders are created.
+      state: the :class:`TrainState` to save.
+      config: the run's config (a JSON dict; ``None`` saves ``{}``).
+      losses: the training loss of every epoch so far, shape ``(state.epoch,)`` (another shape
+        raises ``ValueError``); ``None`` for none.
+      history: the logged records (JSON dicts); ``None`` for none.
+
+    Returns:
+      the file written.
     """
     path = Path(path)
     if path.is_dir() or not path.suffix:

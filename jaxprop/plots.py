@@ -17,8 +17,20 @@ def _figure(size=(6, 4)) -> Figure:
 
 
 def loss_curve(losses, path, *, records=None, title: str = "training loss") -> Path:
-    """Per-epoch training loss (log scale when positive) and, from ``records`` (the history's
-    host-sync dicts), the test loss at each logged epoch. Saved as PNG to ``path``."""
+    """Per-epoch training loss and the test loss at each logged epoch, saved as PNG to ``path``.
+
+    The loss axis is on a log scale when every finite loss is positive.
+
+    Args:
+      losses: the training loss of every epoch, ``(epochs,)``.
+      path: the PNG file to write.
+      records: the history's host-sync dicts; those with ``"test_loss"`` give the test loss at
+        their ``"epoch"``. ``None`` for no test curve.
+      title: the plot's title.
+
+    Returns:
+      ``path`` as a :class:`~pathlib.Path`.
+    """
     losses = np.asarray(losses, dtype=float)
     fig = _figure()
     ax = fig.add_subplot()
@@ -44,7 +56,21 @@ def decision_boundary(predict: Callable, x, labels, path, *, x_test=None, labels
                       title: str = "decision boundary", resolution: int = 200) -> Path:
     """Colour the plane by ``predict(points) -> class index (n,)`` and scatter the data.
 
-    ``x``: ``(n, 2)`` inputs, ``labels``: ``(n,)`` class indices (test points as crosses).
+    ``x: (n, 2)``, ``labels: (n,)``; the plane covers the training and test points with a 10%
+    margin. Saved as PNG to ``path``.
+
+    Args:
+      predict: ``predict(points) -> class index (n,)`` for ``points: (n, 2)`` in ``x``'s dtype.
+      x: the training inputs (2-D, else ``ValueError``).
+      labels: their class indices.
+      path: the PNG file to write.
+      x_test: the test inputs ``(m, 2)``, drawn as crosses; ``None`` for none.
+      labels_test: their class indices.
+      title: the plot's title.
+      resolution: grid points along each axis of the plane.
+
+    Returns:
+      ``path`` as a :class:`~pathlib.Path`.
     """
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != 2:

@@ -32,10 +32,24 @@ class Predictor(NamedTuple):
 
 
 def save_predictor(path: Path, model, state, ds, cfg: dict) -> Path:
-    """``model.npz`` for ``jaxprop predict``: the model and its params (:func:`jaxprop.save`)
-    with what turns a CSV row into a prediction: ``task``, ``loss``, ``feature_names``,
-    ``class_names``, the label column, and the standardisation ``x_mean``/``x_std`` (and
-    ``y_mean``/``y_std`` for a regression)."""
+    """``model.npz`` for ``jaxprop predict``: the model, its params and how to use them.
+
+    The model and its params (:func:`jaxprop.save`) with what turns a CSV row into a
+    prediction: ``task``, ``loss``, ``feature_names``, ``class_names``, the label column, and
+    the standardisation ``x_mean``/``x_std`` (and ``y_mean``/``y_std`` for a regression); also
+    the dataset's name and the state's epoch.
+
+    Args:
+      path: the file to write.
+      model: the trained :class:`~jaxprop.Model`, with its input shape.
+      state: the :class:`~jaxprop.train.TrainState` (its params, and its model state when the
+        model has one).
+      ds: the :class:`~jaxprop.data.Dataset` trained on (task, names, ``scaling``).
+      cfg: the run's config (``"loss"``, and ``"label_column"`` when given).
+
+    Returns:
+      the file's path.
+    """
     from jaxprop.core.losses import get_loss
     from jaxprop.saving import save
     from jaxprop.train.fit import to_host

@@ -556,9 +556,23 @@ def _write_error(out: Path, error: OSError, what: str) -> RunWriteError:
 
 
 def final_metrics(model, loss, state, ds, precision=None) -> dict:
-    """Train and test loss and accuracy of ``state`` on ``ds`` (evaluation mode, computed as
-    under ``precision``); for a regression, loss, RMSE and R² in the units of the data
-    (undoing the target scaling)."""
+    """Train and test loss and accuracy of ``state`` on ``ds``, in evaluation mode.
+
+    For a regression: loss, RMSE and R² in the units of the data (undoing the target scaling).
+
+    Args:
+      model: the trained model.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      state: the :class:`~jaxprop.train.TrainState` (its params and model state are used).
+      ds: the :class:`~jaxprop.data.Dataset`, with the targets ``loss`` takes.
+      precision: the precision policy the classification figures are computed under (a name
+        from ``PRECISIONS``, or ``None``); a regression's are computed without it.
+
+    Returns:
+      ``{"train_loss", "train_accuracy", "test_loss", "test_accuracy"}``; for a regression
+      ``{"train_loss", "train_rmse", "train_r2", "test_loss", ...}`` (R² ``None`` for constant
+      targets).
+    """
     params = jax.tree.map(_host, state.params)
     model_state = jax.tree.map(_host, state.model_state)
     out = {}
@@ -594,8 +608,23 @@ def device_name() -> str:
 
 
 def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records) -> str | None:
-    """``loss_curve.png``, and ``decision_boundary.png`` for 2-D classification inputs;
-    returns ``None``, or why writing them failed (a full disk: the partial file is removed)."""
+    """``loss_curve.png``, and ``decision_boundary.png`` for 2-D classification inputs.
+
+    A failed write (a full disk) removes the partial file.
+
+    Args:
+      out: the run folder to write into.
+      model: the trained model.
+      loss: a loss name or :class:`~jaxprop.Loss` (named in the title; a loss on logits puts
+        the boundary of a one-output model at 0, else at 0.5).
+      state: the :class:`~jaxprop.train.TrainState` whose params draw the boundary.
+      ds: the :class:`~jaxprop.data.Dataset`.
+      losses: the training loss of every epoch.
+      records: the logged records (test losses for the curve).
+
+    Returns:
+      ``None``, or why writing them failed.
+    """
     from jaxprop import plots  # matplotlib loads only when a plot is drawn (0.3 s)
 
     loss = get_loss(loss)
@@ -634,8 +663,7 @@ def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records) ->
 
 def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True,
                    force: bool = False) -> dict:
-    """Train ``population`` networks per learning rate in ``lrs`` and write the run to
-    ``cfg["out"]``; returns the metrics.
+    """Train ``population`` networks per learning rate and write the run to ``cfg["out"]``.
 
     Members are the grid ``lrs x seeds``, seeds ``seed, seed + 1, ..., seed + population - 1``
     (member with seed ``s`` starts exactly like ``jaxprop train --seed s``), all in one
@@ -644,6 +672,18 @@ def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True
     ``diverged``; plus ``"solved"`` for the XOR dataset) and ``population_losses.png``. The
     run's ``"status"`` is ``finished`` when at least one member finished, else ``diverged``.
     A population too large for the device's memory is refused before anything is allocated.
+
+    Args:
+      cfg: the run's config (module docstring); ``cfg["seed"]`` is the first seed.
+      population: networks per learning rate (a positive int).
+      lrs: the learning rates: ``population`` networks for each, with the optimizer
+        ``cfg["optimizer"]`` names.
+      plots_on: write ``population_losses.png``.
+      force: replace a run already in the folder (refused otherwise).
+
+    Returns:
+      the metrics written to ``metrics.json`` (with ``"plot_error"`` added when the plot
+      could not be written).
     """
     if not isinstance(population, (int, np.integer)) or isinstance(population, bool) \
             or population < 1:

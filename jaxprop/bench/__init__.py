@@ -46,7 +46,22 @@ def workload_names(config: Config) -> tuple[str, ...]:
 
 
 def run(config: Config, *, json_path=None, markdown_path=None, plots_dir=None, console=None):
-    """Run the benchmark, print the table, write the requested files; returns the JSON dict."""
+    """Run the benchmark, print the table, write the requested files; returns the JSON dict.
+
+    Every output path is checked (:func:`check_output_paths`) before anything runs.
+
+    Args:
+      config: the benchmark's :class:`Config` (workloads, implementations, dtypes, isolation).
+      json_path: the file to write the JSON dict to, or ``None`` for none.
+      markdown_path: the file to write the Markdown table to, or ``None`` for none.
+      plots_dir: the folder to write the plots into, or ``None`` for none.
+      console: the ``rich`` console to print to; ``None`` makes one (as wide as the terminal,
+        240 columns when writing to a file or pipe).
+
+    Returns:
+      the JSON dict: ``{"header": ..., "records": [...], "targets": [...]}`` (no targets for a
+      quick run).
+    """
     import sys
 
     from rich.console import Console

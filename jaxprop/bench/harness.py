@@ -263,8 +263,22 @@ class Bench:
 
     def cell(self, workload: str, dtype: str, batch, width, entries: list[Entry], *,
              roofline: bool = True) -> list[dict]:
-        """Time ``entries`` in alternating rounds (those with ``fixed`` times are already
-        measured), then add one record each, with the ratio columns filled in."""
+        """Time ``entries`` in alternating rounds, then add one record each to ``records``.
+
+        Entries with ``fixed`` times are already measured; the ratio columns are filled in.
+
+        Args:
+          workload: the workload's name, the records' ``workload`` column.
+          dtype: the dtype measured (``"float32"``, ``"bfloat16"``), the ``dtype`` column.
+          batch: the batch size, the ``batch`` column (or ``None``).
+          width: the width, the ``width`` column (or ``None``).
+          entries: the implementations measured on this cell, one :class:`Entry` each.
+          roofline: fill in ``roofline_ratio`` from the device's best matmul rate
+            (:meth:`peak`) for entries on a JAX device.
+
+        Returns:
+          the cell's records, one per entry, in the order of ``entries``.
+        """
         timed = [e for e in entries if e.fixed is None]
         times = time_rounds([Contender(e.runner, e.job, e.warmup) for e in timed],
                             self.config.repeats)

@@ -126,7 +126,22 @@ class NumpyMLP:
         return self.loss_value(y, t), self.backward(params, cache, self.loss_grad(y, t))
 
     def train(self, params, x, t, *, lr=0.1, epochs=10_000):
-        """Classic full-batch gradient descent; returns ``(params, last_loss)`` (inputs untouched)."""
+        """Classic full-batch gradient descent; returns ``(params, last_loss)`` (inputs untouched).
+
+        ``x: (batch, sizes[0])``, ``t: (batch, sizes[-1])``; params are ``(W, b)`` pairs,
+        ``W: (in, out)``, ``b: (out,)``.
+
+        Args:
+          params: the starting ``(W, b)`` pairs, one per Dense layer (copied, not modified).
+          x: the inputs, all of them in every step.
+          t: the targets.
+          lr: the learning rate: each step subtracts ``lr * grad`` in place.
+          epochs: the number of gradient steps.
+
+        Returns:
+          ``(params, last_loss)``: the trained pairs and the loss computed in the last epoch
+          (before its update; ``None`` for ``epochs=0``).
+        """
         params = [(W.copy(), b.copy()) for W, b in params]
         value = None
         for _ in range(epochs):
@@ -150,10 +165,25 @@ def _sigmoid(z):
 
 
 def classic_xor(W1, b1, W2, b2, *, lr=0.1, epochs=10_000, x=None, t=None):
-    """The classic program, written out: a 2-4-1 sigmoid network, full-batch gradient descent
-    on ``1/2 sum((out - t)^2)`` with in-place updates. Works in the weights' dtype (the inputs
-    are not modified); ``x``/``t`` default to the four XOR patterns. Returns the trained
-    ``(W1, b1, W2, b2)``."""
+    """The classic program, written out: a 2-4-1 sigmoid network learning XOR.
+
+    Full-batch gradient descent on ``1/2 sum((out - t)^2)`` with in-place updates. Works in the
+    weights' dtype (the inputs are not modified). ``W1: (2, 4)``, ``b1: (4,)``, ``W2: (4, 1)``,
+    ``b2: (1,)``; ``x: (batch, 2)``, ``t: (batch, 1)``.
+
+    Args:
+      W1: the hidden layer's weights (copied; their dtype is the working dtype).
+      b1: the hidden layer's biases (copied).
+      W2: the output layer's weights (copied).
+      b2: the output layer's biases (copied).
+      lr: the learning rate.
+      epochs: the number of gradient steps.
+      x: the inputs, cast to ``W1``'s dtype; ``None`` for the four XOR patterns.
+      t: the targets, cast to ``W1``'s dtype; ``None`` for the four XOR targets.
+
+    Returns:
+      the trained ``(W1, b1, W2, b2)``.
+    """
     W1, b1, W2, b2 = (np.array(a) for a in (W1, b1, W2, b2))
     x = (XOR_X if x is None else np.asarray(x)).astype(W1.dtype)
     t = (XOR_T if t is None else np.asarray(t)).astype(W1.dtype)

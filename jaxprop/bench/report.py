@@ -198,6 +198,17 @@ QUICK_NOTICE = ("--quick: tiny sizes, a smoke test of the benchmark itself; thes
 
 
 def print_table(console, records, summary, *, quick: bool = False) -> None:
+    """Print the records as one table, then each target and whether it was met.
+
+    Args:
+      console: the ``rich`` console to print to.
+      records: the benchmark's records (``RECORD_KEYS``), one row each (``matmul`` rows dim).
+      summary: the targets (:func:`targets`): dicts with ``target``, ``value`` and ``met``.
+      quick: a ``--quick`` run: print ``QUICK_NOTICE`` under the table.
+
+    Returns:
+      ``None``; everything goes to ``console``.
+    """
     from rich.table import Table
 
     table = Table(title="jaxprop bench", header_style="bold")
@@ -214,6 +225,18 @@ def print_table(console, records, summary, *, quick: bool = False) -> None:
 
 
 def write_json(path, head, records, summary) -> None:
+    """Write ``{"header", "records", "targets"}`` to ``path`` as indented JSON.
+
+    Args:
+      path: the file to write (replaced if it exists).
+      head: the run's header (:func:`header`).
+      records: the benchmark's records; each is written with exactly the ``RECORD_KEYS``
+        (``null`` for a missing one).
+      summary: the targets (:func:`targets`).
+
+    Returns:
+      ``None``; the file is written.
+    """
     data = {"header": head, "records": [{k: r.get(k) for k in RECORD_KEYS} for r in records],
             "targets": summary}
     Path(path).write_text(json.dumps(data, indent=1) + "\n")

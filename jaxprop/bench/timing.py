@@ -66,8 +66,19 @@ def quiet(*, window: float = 0.005, busy: float = 0.1, timeout: float = 2.0) -> 
 
 def time_calls(call: Callable[[], object], *, repeats: int, warmup: int,
                sync=None) -> list[float]:
-    """Run ``call()`` ``warmup`` times, then time ``repeats`` calls, each waited on by ``sync``
-    (``jax.block_until_ready`` by default). For one library in one process."""
+    """Run ``call()`` ``warmup`` times, then time ``repeats`` calls, each waited on by ``sync``.
+
+    For one library in one process.
+
+    Args:
+      call: the work to time, called with no arguments.
+      repeats: the number of timed calls.
+      warmup: the number of untimed calls first.
+      sync: called on each call's result to wait for it (``jax.block_until_ready`` by default).
+
+    Returns:
+      the seconds of each timed call, ``repeats`` of them.
+    """
     sync = sync or jax.block_until_ready
     for _ in range(warmup):
         sync(call())
@@ -80,8 +91,21 @@ def time_calls(call: Callable[[], object], *, repeats: int, warmup: int,
 
 
 def time_interleaved(calls, syncs, *, repeats: int, warmups) -> list[list[float]]:
-    """Calls of ONE process timed in rounds, one call of each per round, no waiting between
-    them (what ``isolation="shared"`` amounts to; fine among JAX calls, or on an accelerator)."""
+    """Calls of ONE process timed in rounds, one call of each per round, no waiting between them.
+
+    What ``isolation="shared"`` amounts to; fine among JAX calls, or on an accelerator. Every
+    call is warmed up first (its own ``warmups`` entry), then the rounds run.
+
+    Args:
+      calls: the calls to time, each called with no arguments.
+      syncs: one per call: called on its result to wait for it (``None``:
+        ``jax.block_until_ready``).
+      repeats: the number of rounds (timed calls of each).
+      warmups: one per call: its number of untimed calls first.
+
+    Returns:
+      one list per call, in the order of ``calls``: the seconds of each of its timed calls.
+    """
     for call, sync, warmup in zip(calls, syncs, warmups):
         time_calls(call, repeats=0, warmup=warmup, sync=sync)
     times = [[] for _ in calls]

@@ -68,7 +68,20 @@ class TorchMLP:
         return value, torch.autograd.grad(value, self.params)
 
     def sgd_train(self, x, t, *, lr, epochs):
-        """Classic full-batch gradient descent, in place."""
+        """Classic full-batch gradient descent, in place.
+
+        ``x: (batch, in)``, ``t: (batch, out)``, tensors on the params' device and dtype
+        (:meth:`to_tensor`).
+
+        Args:
+          x: the inputs, all of them in every step.
+          t: the targets.
+          lr: the learning rate: each step subtracts ``lr * grad`` from every param.
+          epochs: the number of gradient steps.
+
+        Returns:
+          ``None``: the params are trained in place.
+        """
         for _ in range(epochs):
             _, grads = self.loss_and_grad(x, t)
             with torch.no_grad():
@@ -88,8 +101,22 @@ class TorchMLP:
         return step
 
     def adam_epochs(self, x, t, *, lr, batch_size, epochs):
-        """``epochs`` epochs of shuffled minibatches (the last one ragged) with Adam: the eager
-        training loop a PyTorch user writes."""
+        """``epochs`` epochs of shuffled minibatches with Adam, in place.
+
+        The eager training loop a PyTorch user writes: a fresh ``torch.optim.Adam`` per call,
+        a new permutation each epoch, the last minibatch ragged. ``x: (n, in)``,
+        ``t: (n, out)``, tensors on the params' device and dtype (:meth:`to_tensor`).
+
+        Args:
+          x: the training inputs.
+          t: the training targets.
+          lr: Adam's learning rate.
+          batch_size: examples per minibatch (the last one may have fewer).
+          epochs: passes over the ``n`` examples.
+
+        Returns:
+          ``None``: the params are trained in place.
+        """
         opt = torch.optim.Adam(self.params, lr=lr)
         n = x.shape[0]
         for _ in range(epochs):

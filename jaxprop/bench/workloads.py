@@ -255,9 +255,30 @@ def _mlp_data(sizes, batch, loss="softmax_cross_entropy", seed=0):
 def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str = "grad",
              activation: str = "relu", output_activation: str = "identity",
              loss: str = "softmax_cross_entropy", model=None) -> list[dict]:
-    """Every implementation on one network, batch and dtype: a gradient (``step="grad"``) or
-    an Adam training step (``"adam"``); ``model`` replaces ``jp.mlp(sizes, ...)`` (then only
-    the JAX implementations run)."""
+    """Every implementation on one network, batch and dtype: a gradient or an Adam step.
+
+    ``x: (batch, sizes[0])`` from N(0, 1); ``t: (batch, sizes[-1])`` random targets that suit
+    ``loss``. NumPy runs only the float32 gradient; NumPy and torch only ``jp.mlp``'s network
+    with activations and a loss they know.
+
+    Args:
+      bench: the :class:`~jaxprop.bench.harness.Bench` that times the cell and keeps its records.
+      workload: the workload's name, the records' ``workload`` column.
+      sizes: the layer widths, input first.
+      batch: examples per step.
+      dtype: the working dtype (``"float32"``, ``"bfloat16"``); devices that cannot run a matmul
+        in it are skipped.
+      step: ``"grad"`` for one gradient, ``"adam"`` for an Adam training step (learning rate
+        1e-3).
+      activation: the hidden layers' activation name.
+      output_activation: the output layer's activation name.
+      loss: the loss name.
+      model: a model that replaces ``jp.mlp(sizes, ...)`` (it must take ``sizes[0]`` inputs and
+        give ``sizes[-1]`` outputs); then only the JAX implementations run.
+
+    Returns:
+      the cell's records (:meth:`~jaxprop.bench.harness.Bench.cell`).
+    """
     cfg = bench.config
     x, t = _mlp_data(sizes, batch, loss)
     own = model is None
@@ -485,10 +506,27 @@ DEFAULT_WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep
 
 def compare(model, loss, x, t, *, impls=("jaxprop", "jax.grad"), step: str = "grad",
             repeats: int = 7, warmup: int = 2, isolation: str = "process") -> list[dict]:
-    """Benchmark your own ``model`` (any :class:`~jaxprop.Model`) on ``(x, t)``: the hand-written
-    gradient against ``jax.grad`` (``step="adam"``: a whole Adam training step), with the
-    roofline of this machine. Returns the records (see ``RECORD_KEYS``); print them with
-    :func:`jaxprop.bench.report.print_table`."""
+    """Benchmark your own ``model`` (any :class:`~jaxprop.Model`) on ``(x, t)``.
+
+    The hand-written gradient against ``jax.grad`` (``step="adam"``: a whole Adam training step),
+    with the roofline of this machine, on the CPU. ``x: (batch, *in_shape)``; the dtype of ``x``
+    is the working dtype. GFLOP/s are an estimate: ``6 x batch x`` the number of params.
+
+    Args:
+      model: the model, built with its input shape (``model.init(key)`` must work).
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      x: the inputs.
+      t: the targets.
+      impls: the implementations to time: ``"jaxprop"`` and/or ``"jax.grad"``.
+      step: ``"grad"`` for one gradient, ``"adam"`` for an Adam training step.
+      repeats: timed rounds.
+      warmup: untimed calls of each implementation first.
+      isolation: ``"process"`` or ``"shared"`` (:mod:`jaxprop.bench.timing`).
+
+    Returns:
+      the records (see ``RECORD_KEYS``; the ``roofline`` rows included); print them with
+      :func:`jaxprop.bench.report.print_table`.
+    """
     from jaxprop.bench.harness import Bench, Config
 
     x, t = np.asarray(x), np.asarray(t)

@@ -78,12 +78,23 @@ def _labels(a, check_finite):
 
 
 def validate_data(params, x, t=None, *, check_finite: bool = True, loss=None):
-    """Check ``x`` (and ``t``) suit ``params``: floating arrays, cast to the params' dtype,
-    not empty, finite when concrete.
+    """Check ``x`` (and ``t``) suit ``params``: floating arrays, cast to the params' dtype.
 
-    With a ``loss`` on integer labels (``loss.integer_labels``), ``t`` must hold integer class
-    labels instead (returned as int32). Returns JAX arrays. Raises ``ValueError`` naming the
-    problem (also for params that are not floating point).
+    Not empty, finite when concrete. With a ``loss`` on integer labels
+    (``loss.integer_labels``), ``t`` must hold integer class labels instead (returned as
+    int32). Raises ``ValueError`` naming the problem (also for params that are not floating
+    point).
+
+    Args:
+      params: the model's params; their floating dtype is the one ``x`` and ``t`` get.
+      x: the inputs (at least one example).
+      t: the targets, or ``None`` to check ``x`` alone.
+      check_finite: check concrete (not traced) arrays for NaN/Inf.
+      loss: a loss name or :class:`~jaxprop.Loss`, or ``None``; only whether it takes integer
+        labels matters.
+
+    Returns:
+      JAX arrays: ``x`` when ``t`` is ``None``, else ``(x, t)``.
     """
     from jaxprop.core.losses import get_loss
 
@@ -100,8 +111,21 @@ def validate_data(params, x, t=None, *, check_finite: bool = True, loss=None):
 
 
 def check_labels_fit(model, params, state, x, t) -> None:
-    """Raise ``ValueError`` when concrete integer labels ``t`` reach the model's number of
-    outputs (found by tracing ``model.forward`` on ``x``'s shapes, no computation)."""
+    """Raise ``ValueError`` when concrete integer labels ``t`` reach the model's number of outputs.
+
+    The number of outputs is found by tracing ``model.forward`` (evaluation mode) on the
+    shapes, no computation. Traced or empty ``t`` is not checked.
+
+    Args:
+      model: the model (any Layer).
+      params: its params.
+      state: its state.
+      x: the inputs, ``(batch, *in_shape)``.
+      t: the integer class labels, ``(batch,)``.
+
+    Returns:
+      ``None`` when every label fits (or ``t`` is not checked).
+    """
     if isinstance(t, jax.core.Tracer) or not np.size(t):
         return
     y = jax.eval_shape(lambda p, s, x: model.forward(p, s, x, train=False)[0], params, state, x)
@@ -244,10 +268,19 @@ def check_backward_output(where: str, params, out, x_spec=None, dy=None):
     """Check what ``backward(params, residuals, dy)`` returned and give ``(dparams, dx)``.
 
     ``dparams`` must have the pytree structure of ``params`` with each leaf's shape and dtype;
-    ``dx`` must be an array with the input's shape and dtype (``x_spec``: anything with
-    ``.shape`` and ``.dtype``; ``None`` skips that check, as does a non-floating input). A
-    parameter-free layer may return ``None`` for ``dparams``. ``dy`` (optional) only sharpens
-    the messages. Raises :class:`BackwardError`.
+    ``dx`` must be an array with the input's shape and dtype. A parameter-free layer may return
+    ``None`` for ``dparams``. Raises :class:`BackwardError`.
+
+    Args:
+      where: the layer's label, named in the error.
+      params: the layer's params.
+      out: what ``backward`` returned.
+      x_spec: the layer's input: anything with ``.shape`` and ``.dtype``; ``None`` skips the
+        check of ``dx``, as does a non-floating input.
+      dy: the cotangent given to ``backward`` (optional); it only sharpens the messages.
+
+    Returns:
+      ``(dparams, dx)``; a parameter-free layer's ``dparams`` is ``params`` itself.
     """
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise BackwardError(where, f"backward must return a pair (dparams, dx), got "
@@ -320,9 +353,23 @@ def _check_dx(where, dx, x_spec, dy):
 
 
 def checked_backward(layer, where: str, params, residuals, dy, x_spec=None):
-    """``layer.backward(params, residuals, dy)`` with its output checked
-    (:func:`check_backward_output`); an exception inside it becomes a :class:`BackwardError`
-    naming ``where``, and one from a nested model gets ``where`` in front."""
+    """``layer.backward(params, residuals, dy)`` with its output checked.
+
+    The check is :func:`check_backward_output`; an exception inside ``backward`` becomes a
+    :class:`BackwardError` naming ``where``, and one from a nested model gets ``where`` in front.
+
+    Args:
+      layer: the :class:`~jaxprop.Layer` whose ``backward`` runs.
+      where: the layer's label, named in errors.
+      params: the layer's params.
+      residuals: what its ``forward`` kept.
+      dy: ``dL/dy``, the cotangent of its output.
+      x_spec: the layer's input (anything with ``.shape`` and ``.dtype``), or ``None`` to skip
+        the check of ``dx``.
+
+    Returns:
+      ``(dparams, dx)``, checked.
+    """
     try:
         out = layer.backward(params, residuals, dy)
     except BackwardError as e:

@@ -122,6 +122,22 @@ def Conv2D(
     with strides ``s`` and dilation ``d`` (each an int or a pair for rows and columns).
     Shapes: ``x: (..., H, W, C) -> y: (..., H', W', features)``; params
     ``{"W": (KH, KW, C, features), "b": (features,)}`` (no ``"b"`` with ``use_bias=False``).
+
+    Args:
+      features: output channels (a positive int).
+      kernel_size: ``KH x KW``: an int or a pair ``(KH, KW)``.
+      strides: ``s``: an int or a pair for rows and columns (default 1).
+      padding: ``"SAME"`` (default), ``"VALID"`` (any case), an int, ``(ph, pw)`` or
+        ``((top, bottom), (left, right))`` (the module docstring).
+      dilation: ``d``: an int or a pair for rows and columns (default 1).
+      use_bias: add the bias ``b``.
+      W_init: the kernel's initializer: a name from ``INITIALIZERS`` or a function
+        ``(key, shape, dtype) -> array``.
+      b_init: the bias's initializer, likewise.
+      dtype: the params' dtype (float64 needs ``jax_enable_x64`` when ``init`` runs).
+
+    Returns:
+      the :class:`~jaxprop.Layer`.
     """
     if not _is_int(features) or features < 1:
         raise ValueError(f"Conv2D: features must be a positive int, got {features!r}")

@@ -140,8 +140,18 @@ def Dense(
     """Fully connected layer ``y = x @ W + b`` with ``W: (in, out)`` and ``b: (out,)``.
 
     Row ``i`` of ``W`` holds the weights leaving input ``i``. Params: ``{"W", "b"}``.
-    Shapes: ``x: (..., in) -> y: (..., out)``. ``dtype`` float64 needs ``jax_enable_x64`` when
-    ``init`` runs (``ValueError`` otherwise, never a silent float32).
+    Shapes: ``x: (..., in) -> y: (..., out)``.
+
+    Args:
+      out_dim: ``out``, the number of outputs (a positive int).
+      W_init: the weights' initializer: a name from ``INITIALIZERS`` or a function
+        ``(key, shape, dtype) -> array``.
+      b_init: the biases' initializer, likewise.
+      dtype: the params' dtype; float64 needs ``jax_enable_x64`` when ``init`` runs
+        (``ValueError`` otherwise, never a silent float32).
+
+    Returns:
+      the :class:`Layer`.
     """
     if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
         raise ValueError(f"Dense: out_dim must be a positive int, got {out_dim!r}")
@@ -197,9 +207,21 @@ def _dense_params(params):
 
 def elementwise(name: str, forward: Callable, backward: Callable, *,
                 output_range: tuple[float, float] | None = None) -> Layer:
-    """A parameter-free, shape-preserving layer from ``forward(x) -> (y, residuals)`` and
-    ``backward(residuals, dy) -> dx`` (stax's ``elementwise`` with the chain rule beside it).
-    Its params and state are ``()``; it ignores ``key`` and ``train``."""
+    """A parameter-free, shape-preserving layer from a forward function and its chain rule.
+
+    stax's ``elementwise`` with the chain rule beside it. Shapes: ``x: (..., *shape) -> y``
+    of the same shape. Its params and state are ``()``; it ignores ``key`` and ``train``.
+
+    Args:
+      name: the layer's name, also its textual spec.
+      forward: ``forward(x) -> (y, residuals)``.
+      backward: ``backward(residuals, dy) -> dx``.
+      output_range: ``(low, high)`` bounds of the outputs (a sigmoid's ``(0, 1)``), or ``None``
+        for any real value.
+
+    Returns:
+      the :class:`Layer`.
+    """
 
     def init(key, in_shape):
         del key

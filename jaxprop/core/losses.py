@@ -92,9 +92,27 @@ def _check(name: str, y: Array, t: Array, *, classes: bool, labels: bool) -> Non
 def make_loss(name: str, value: Callable, grad: Callable, *, reduction: str, from_logits: bool,
               categorical: bool = False, input_range=None,
               target_grad: Callable | None = None, integer_labels: bool = False) -> Loss:
-    """A :class:`Loss` whose ``value``, ``grad`` and ``target_grad`` check ``y`` and ``t``
-    first: the same shape (integer labels: ``y.shape[:-1]``), and at least two outputs for a
-    loss over classes (``categorical`` or ``integer_labels``)."""
+    """A :class:`Loss` whose ``value``, ``grad`` and ``target_grad`` check ``y`` and ``t`` first.
+
+    The checks: the same shape (integer labels: ``t: y.shape[:-1]``), and at least two outputs
+    for a loss over classes (``categorical`` or ``integer_labels``); a failed one raises
+    ``ValueError`` naming the loss.
+
+    Args:
+      name: the name used by the CLI, specs, reports and error messages.
+      value: ``(y, t) -> scalar``.
+      grad: ``(y, t) -> dL/dy``, the shape of ``y``.
+      reduction: ``"sum"``, ``"mean_rows"`` or ``"mean_all"`` (:class:`Loss`); anything else
+        raises ``ValueError``.
+      from_logits: True when ``y`` is a logit (the loss applies the sigmoid/softmax itself).
+      categorical: True when each row of targets is a distribution over the classes.
+      input_range: ``(low, high)`` that predictions must lie in, or ``None`` for any real value.
+      target_grad: ``(y, t) -> dL/dt``, or ``None`` when not defined.
+      integer_labels: True when the targets are integer class indices ``t: y.shape[:-1]``.
+
+    Returns:
+      the :class:`Loss`.
+    """
     if reduction not in REDUCTIONS:
         raise ValueError(f"loss {name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     classes = categorical or integer_labels

@@ -91,12 +91,42 @@ class Model(Layer):
         return params, state
 
     def apply(self, params, x: Array, state=None, *, key=None, train: bool = False) -> Array:
-        """The network's output ``y`` for ``x`` (the new state is dropped)."""
+        """The network's output ``y`` for ``x`` (the new state is dropped).
+
+        Shapes: ``x: (..., *in_shape) -> y: (..., *out_shape)``.
+
+        Args:
+          params: the per-layer params list.
+          x: the inputs.
+          state: the per-layer state list, or ``None`` for a model without state.
+          key: PRNG key for layers that draw random numbers in training (Dropout); split once
+            per layer.
+          train: training mode; evaluation mode by default (dropout off, BatchNorm's running
+            averages).
+
+        Returns:
+          ``y``, the last layer's output.
+        """
         return self.forward(params, state, x, key=key, train=train)[0]
 
     def forward_trace(self, params, state, x: Array, *, key=None, train: bool = True):
-        """``(outputs, residuals, new_state)``: every layer's output ``[y_1, ..., y_L]``, every
-        layer's residuals and the new per-layer state."""
+        """``(outputs, residuals, new_state)``: every layer's output, residuals and new state.
+
+        ``x: (..., *in_shape)``; ``y_i`` is layer ``i``'s output.
+
+        Args:
+          params: the per-layer params list (one entry per layer, else ``ValueError``).
+          state: the per-layer state list, or ``None`` (or empty) for none.
+          x: the inputs.
+          key: PRNG key, split once per layer (:meth:`layer_keys`), or ``None``.
+          train: training mode (default) or evaluation mode.
+
+        Returns:
+          ``(outputs, residuals, new_state)``: ``[y_1, ..., y_L]``; a :class:`Residuals`
+          (each layer's residuals, with the input and output :class:`Spec` the backward pass
+          checks against); the new per-layer state (the caller's ``state`` itself when no layer
+          has state).
+        """
         self._check_list(params, "params")
         states = self.layer_states(state)
         outputs, residuals, new_states, inputs = [], [], [], []
@@ -253,15 +283,26 @@ def mlp(
 ) -> Model:
     """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
-    ``sizes[0]`` may be an example's shape, e.g. an image's ``(8, 8, 1)``: the network then
-    starts with a :func:`~jaxprop.core.layers.Flatten`. ``activation`` is one name for every
-    hidden layer, or one name per hidden layer. ``output_activation`` names the last layer's
-    activation; leave it out and give the ``loss`` instead to get the one that suits it
-    (:func:`output_for_loss`: identity for regression and logits, sigmoid for ``bce``). With
-    both, they must suit each other.
-    ``init`` names the weight initialiser (``normal``, ``glorot``, ``he``, ...); by default He
-    for ReLU-like hidden activations and Glorot otherwise. ``bias_init``: the biases'
-    initialiser (default zeros).
+    Dense layers, each followed by its activation. Shapes: ``x: (..., sizes[0]) ->
+    y: (..., sizes[-1])`` (``x: (..., *sizes[0])`` when ``sizes[0]`` is a shape).
+
+    Args:
+      sizes: the widths, input first (at least two positive ints). ``sizes[0]`` may be an
+        example's shape, e.g. an image's ``(8, 8, 1)``: the network then starts with a
+        :func:`~jaxprop.core.layers.Flatten`.
+      activation: one name for every hidden layer, or one name per hidden layer.
+      output_activation: the last layer's activation; leave it out and give the ``loss``
+        instead to get the one that suits it (:func:`output_for_loss`: identity for regression
+        and logits, sigmoid for ``bce``). With both, they must suit each other.
+      loss: a loss name or :class:`~jaxprop.Loss`, or ``None``.
+      init: the weight initialiser's name (``normal``, ``glorot``, ``he``, ...); by default He
+        for ReLU-like hidden activations and Glorot otherwise (:func:`default_init` of the
+        first hidden activation, or of the output activation when there is no hidden layer).
+      bias_init: the biases' initialiser (default zeros).
+      dtype: the params' dtype.
+
+    Returns:
+      a :class:`Model` with its input shape (``(sizes[0],)``, or the shape given).
     """
     sizes = list(sizes)
     in_shape = tuple(sizes[0]) if sizes and isinstance(sizes[0], (tuple, list)) else None

@@ -41,8 +41,20 @@ _WORD = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 def register(name: str, constructor: Callable[..., Layer], usage: str, *,
              block: bool = False) -> None:
-    """Make ``name(args...)`` build ``constructor(*args, **keywords)`` in :func:`parse_model`;
-    with ``block=True``, ``name(architecture)`` builds ``constructor(model)``."""
+    """Make ``name(args...)`` build ``constructor(*args, **keywords)`` in :func:`parse_model`.
+
+    A name already registered is replaced.
+
+    Args:
+      name: the layer's name in architecture texts.
+      constructor: builds the :class:`~jaxprop.Layer` from the parsed arguments.
+      usage: how to write the layer (``"dropout(rate)"``), shown in error messages.
+      block: with ``block=True``, ``name(architecture)`` builds ``constructor(model)``, the
+        architecture parsed into a model.
+
+    Returns:
+      ``None``; :func:`parse_model` knows ``name`` from then on (``LAYER_SPECS``).
+    """
     LAYER_SPECS[name] = (constructor, usage)
     (BLOCK_LAYERS.add if block else BLOCK_LAYERS.discard)(name)
 

@@ -113,11 +113,27 @@ def load(
     - ``csv``: the file at ``path`` with labels in ``label_column``; stratified split. With
       ``task="regression"`` the label column is a numeric target: one output, a plain split.
 
-    ``standardize`` rescales features with the training set's mean and std (test set uses the
-    same; a table per column, images per channel), and a regression's targets likewise;
-    ``Dataset.scaling`` keeps the statistics. ``seed`` makes generation and splitting
-    deterministic. Raises ``ValueError`` for bad arguments or data (naming the
-    file/column/row), ``FileNotFoundError`` for missing files.
+    Raises ``ValueError`` for bad arguments or data (naming the file/column/row), or for an
+    argument given to a dataset it does not apply to; ``FileNotFoundError`` for missing files.
+
+    Args:
+      name: the dataset (any case; ``_`` counts as ``-``).
+      data_dir: the folder of the IDX files (``mnist``, ``fashion-mnist`` only).
+      path: the CSV file (``csv`` only).
+      label_column: the CSV's label column: an index (negative counts from the end) or a header
+        name.
+      seed: makes generation and splitting deterministic.
+      test_fraction: the share of the examples in the test set.
+      standardize: rescale features with the training set's mean and std (test set uses the
+        same; a table per column, images per channel), and a regression's targets likewise;
+        ``Dataset.scaling`` keeps the statistics.
+      n_samples: points to generate (``spirals``, ``moons`` only; ``None``: 400).
+      noise: the Gaussian noise (``spirals``, ``moons`` only; ``None``: 0.05 and 0.1).
+      task: ``"classification"`` or ``"regression"`` (``csv`` only).
+
+    Returns:
+      the :class:`Dataset`: float32 features, targets ``(n, 1)`` in {0, 1} for two classes,
+      one-hot ``(n, k)`` otherwise, ``(n, 1)`` values for a regression.
     """
     key = str(name).lower().replace("_", "-")
     if key not in DATASETS:

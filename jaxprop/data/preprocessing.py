@@ -48,11 +48,22 @@ def decode_targets(y) -> np.ndarray:
 
 
 def train_test_split(x, y, test_fraction: float = 0.2, seed: int = 0, stratify: bool = True):
-    """Shuffle and split ``x: (n, ...)`` and ``y`` (labels ``(n,)``, targets ``(n, 1)``/``(n, k)``)
-    into ``(x_train, x_test, y_train, y_test)`` -- scikit-learn's order.
+    """Shuffle and split ``x`` and ``y`` into ``(x_train, x_test, y_train, y_test)``.
 
-    Deterministic in ``seed``. With ``stratify`` every class keeps its proportion in both parts
-    (to within one example).
+    scikit-learn's order. ``x: (n, ...)``; ``y``: labels ``(n,)`` or targets ``(n, 1)``/``(n, k)``.
+    Raises ``ValueError`` when the split is impossible (fewer than two examples, a class too
+    small to stratify, ...).
+
+    Args:
+      x: the features.
+      y: the labels or targets, one row per example of ``x``.
+      test_fraction: the share of the examples in the test part, strictly between 0 and 1.
+      seed: the shuffle's seed (an int in ``0..MAX_SEED``); deterministic in ``seed``.
+      stratify: every class keeps its proportion in both parts (to within one example); the
+        classes are ``y`` itself for labels, :func:`decode_targets` of targets.
+
+    Returns:
+      ``(x_train, x_test, y_train, y_test)``.
     """
     from sklearn.model_selection import train_test_split as sk_split
 
@@ -110,7 +121,18 @@ def standardization(x_train) -> tuple[np.ndarray, np.ndarray]:
 def check_finite(a, where: str, *, columns=None, row_offset: int = 0, row_word: str = "row"):
     """Raise ``ValueError`` naming ``where``, the first bad row and column if ``a`` has NaN/Inf.
 
-    ``columns``: optional column names; rows are reported as ``row_offset + index``.
+    ``a: (n,)``, ``(n, d)`` (rows and columns) or ``(n, ...)`` (rows and positions); arrays that
+    are not floating point are not checked.
+
+    Args:
+      a: the array to check.
+      where: what ``a`` is, at the start of the message.
+      columns: optional column names (for ``(n, d)``), else columns are reported by index.
+      row_offset: rows are reported as ``row_offset + index``.
+      row_word: the word for a row in the message (``"row"``).
+
+    Returns:
+      ``None`` when ``a`` is finite (or not floating point).
     """
     a = np.asarray(a)
     if not np.issubdtype(a.dtype, np.floating):

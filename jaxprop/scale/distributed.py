@@ -67,10 +67,22 @@ def is_loopback(address: str) -> bool:
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, *, timeout_s: int = 300) -> dict | None:
-    """Join the multi-process run (``jax.distributed.initialize``) with gloo collectives on
-    CPUs; returns the settings used, or ``None`` (one process) when nothing asks for more.
+    """Join the multi-process run (``jax.distributed.initialize``) with gloo collectives on CPUs.
 
     Must run before JAX starts its backends (before the first array or ``jax.devices()``).
+    Arguments left out come from the environment (``ENV``); a failure to join raises
+    ``ValueError``.
+
+    Args:
+      coordinator: the coordinator's ``HOST:PORT`` (process 0's); a loopback address binds the
+        coordinator service and the CPU collectives to loopback.
+      num_processes: the number of processes in the run.
+      process_id: this process's index, ``0..num_processes-1``.
+      timeout_s: seconds to wait for every process to join.
+
+    Returns:
+      the settings used (``{"coordinator", "num_processes", "process_id"}``), or ``None``
+      (one process) when nothing asks for more.
     """
     given = settings(coordinator, num_processes, process_id)
     if given is None:

@@ -130,6 +130,21 @@ class DataParallelStep:
         return params, replicate(self.mesh, self.optimizer.init(params), copy=True)
 
     def step(self, params, opt_state, x, t):
+        """One data parallel update of ``params`` on the batch ``(x, t)``.
+
+        ``x: (batch, *in_shape)``, ``t: (batch, ...)``, with ``batch`` a multiple of the number
+        of devices in the mesh (``ValueError`` otherwise).
+
+        Args:
+          params: the replicated params (from :meth:`init`); donated.
+          opt_state: the replicated optimizer state; donated.
+          x: the inputs, sharded along the batch axis.
+          t: the targets, likewise.
+
+        Returns:
+          ``(params, opt_state, loss)``: the updated params and optimizer state and the loss
+          before the update.
+        """
         _check_divisible(x.shape[0], self.mesh.size)
         return self._step(params, opt_state, x, t)
 
@@ -137,8 +152,17 @@ class DataParallelStep:
 
 
 def make_data_parallel_step(model: Layer, loss: str | Loss, optimizer, mesh: Mesh | None = None):
-    """A :class:`DataParallelStep` for ``model``, ``loss``, ``optimizer`` on ``mesh`` (default:
-    all devices)."""
+    """A :class:`DataParallelStep` for ``model``, ``loss``, ``optimizer`` on ``mesh``.
+
+    Args:
+      model: the model to train (a Layer without state or keys).
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: an optax optimizer, or a number: the learning rate of plain gradient descent.
+      mesh: the device mesh; ``None`` for all devices (:func:`data_mesh`).
+
+    Returns:
+      the :class:`DataParallelStep`.
+    """
     return DataParallelStep(model, loss, optimizer, mesh)
 
 
@@ -162,10 +186,19 @@ def pad_rows(a, rows: int) -> np.ndarray:
 def place_for_training(mesh: Mesh, state, x, t, test_data=()):
     """``(state, x, t, test_data)`` laid out for data parallel training on ``mesh``.
 
-    ``x`` and ``t`` (the whole training set, the same in every process) get zero rows up to a
-    multiple of ``mesh.size`` and are split along the batch axis; ``state`` and the test set
-    are replicated. The caller masks the padding (``fit_state(mesh=...)`` does, so it never
-    counts). Works across processes: each process places the rows of its own devices.
+    The caller masks the padding (``fit_state(mesh=...)`` does, so it never counts). Works
+    across processes: each process places the rows of its own devices.
+
+    Args:
+      mesh: the device mesh.
+      state: the training state (any pytree), replicated.
+      x: the whole training set's inputs ``(n, ...)``, the same in every process: zero rows
+        are appended up to a multiple of ``mesh.size`` and it is split along the batch axis.
+      t: the training targets ``(n, ...)``, likewise.
+      test_data: the test arrays (e.g. ``(x_test, t_test)``), replicated.
+
+    Returns:
+      ``(state, x, t, test_data)`` as global arrays on ``mesh``.
     """
     rows = -(-x.shape[0] // mesh.size) * mesh.size
     x, t = (_put(mesh, P(AXIS), pad_rows(a, rows)) for a in (x, t))

@@ -35,7 +35,23 @@ def per_example_grads_fn(model: Layer, loss: str | Loss) -> Callable:
 
 
 def per_example_grads(model: Layer, loss: str | Loss, params, x, t):
-    """``(losses (B,), grads)``: each example's loss and gradient (see ``per_example_grads_fn``)."""
+    """``(losses (B,), grads)``: each example's loss and gradient (see ``per_example_grads_fn``).
+
+    ``x: (B, *in_shape)``, ``t: (B, *out_shape)`` (integer labels: ``(B,)``), validated first:
+    cast to the params' dtype, finite when concrete, the same leading batch axis
+    (``ValueError`` otherwise).
+
+    Args:
+      model: a Layer that does not couple the examples of a batch (no BatchNorm).
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      params: the model's params.
+      x: the inputs.
+      t: the targets.
+
+    Returns:
+      ``(losses, grads)``: ``losses: (B,)``; every leaf of ``grads`` is the matching param leaf
+      with a leading ``B`` axis.
+    """
     x, t = validate_data(params, x, t, loss=loss)  # the params' dtype, finite when concrete
     if x.ndim < 2 or t.ndim < (1 if get_loss(loss).integer_labels else 2) \
             or x.shape[0] != t.shape[0]:

@@ -76,10 +76,24 @@ def _optimizer_for(optimizer, lrs):
 
 def init_population_state(model: Layer, optimizer, keys: jax.Array, lrs=None,
                           params=None) -> TrainState:
-    """A stacked :class:`~jaxprop.train.TrainState`: member ``i`` is ``init_state(model, opt,
-    keys[i])`` (so a member from ``jax.random.key(s)`` starts exactly like ``jaxprop train --seed
-    s``), with learning rate ``lrs[i]`` in its optimizer state when ``lrs`` is given, and
-    ``params[i]`` instead of fresh params when stacked ``params`` are given."""
+    """A stacked :class:`~jaxprop.train.TrainState`, one member per key.
+
+    Member ``i`` is ``init_state(model, opt, keys[i])`` (so a member from ``jax.random.key(s)``
+    starts exactly like ``jaxprop train --seed s``); every leaf gets a leading member axis.
+
+    Args:
+      model: the model, with its input shape.
+      optimizer: a learning rate or optax ``GradientTransformation``; with ``lrs``, an optax
+        alias such as ``optax.adam`` (default ``optax.sgd`` when not callable), as in
+        :func:`fit_population`.
+      keys: the members' PRNG keys, ``(n,)``.
+      lrs: ``(n,)`` learning rates: ``lrs[i]`` goes in member ``i``'s optimizer state; ``None``
+        for the optimizer as it is.
+      params: stacked params (a leading ``n`` axis) used instead of fresh ones, or ``None``.
+
+    Returns:
+      the stacked :class:`~jaxprop.train.TrainState`.
+    """
     _, make = _optimizer_for(optimizer, lrs)
     lrs = np.zeros(len(keys), np.float32) if lrs is None else np.asarray(lrs, np.float32)
     return jax.vmap(lambda k, lr, p: init_state(model, make(lr), k, p))(keys, lrs, params)
@@ -89,11 +103,27 @@ def make_population_train(model: Layer, loss: str | Loss, optimizer: optax.Gradi
                           n_examples: int, epochs: int, batch_size: int | None = None,
                           drop_last: bool = False, precision=None, *,
                           record_losses: bool = True, grad_fn: Callable | None = None) -> Callable:
-    """Jitted ``(states, x, t) -> (states, losses (n, epochs))``: ``jax.vmap`` over members of
-    ``jaxprop.train.make_train_epochs`` (a ``lax.scan`` of the hand-written step). ``states``
-    is a stacked ``TrainState`` (donated); ``x``, ``t`` are shared by every member.
-    ``record_losses=False`` returns ``None`` for the losses (the loop then stores nothing per
-    epoch). ``precision``, ``grad_fn``: see :func:`jaxprop.train.make_train_step`.
+    """Jitted ``(states, x, t) -> (states, losses (n, epochs))`` over a population's members.
+
+    ``jax.vmap`` over members of ``jaxprop.train.make_train_epochs`` (a ``lax.scan`` of the
+    hand-written step). ``states`` is a stacked ``TrainState`` (donated); ``x``, ``t`` are
+    shared by every member.
+
+    Args:
+      model: the model.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: the optax optimizer every member uses.
+      n_examples: the number of training examples (the length of ``x``).
+      epochs: epochs each call trains.
+      batch_size: examples per minibatch; ``None`` for full batch.
+      drop_last: drop a last minibatch smaller than ``batch_size``.
+      precision: see :func:`jaxprop.train.make_train_step`.
+      record_losses: ``False`` returns ``None`` for the losses (the loop then stores nothing
+        per epoch).
+      grad_fn: see :func:`jaxprop.train.make_train_step`.
+
+    Returns:
+      the jitted function.
     """
     train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last,
                                      precision=precision, grad_fn=grad_fn)
@@ -113,6 +143,15 @@ def population_compiler_options(n_params: int, n_examples: int, epochs: int,
     estimated FLOPs (6 per parameter per example per epoch per member) are under
     ``POPULATION_FAST_COMPILE_FLOPS``; otherwise XLA's full optimisation (for 1000 XOR networks,
     about 2x faster code for 0.1 s more compilation).
+
+    Args:
+      n_params: parameters per member.
+      n_examples: training examples.
+      epochs: epochs of training.
+      n: members.
+
+    Returns:
+      the fast-compilation options (a new dict), or ``None`` for XLA's defaults.
     """
     if jax.default_backend() != "cpu":
         return None
@@ -146,22 +185,42 @@ def fit_population(
 ) -> PopulationResult:
     """Train a population on ``data = (x, t)`` for ``epochs`` epochs in one compiled call.
 
-    Members: ``n`` (keys from ``jax.random.split(key, n)``, default key ``jax.random.key(0)``),
-    or one per entry of ``keys`` (PRNG keys), ``seeds`` (ints: member ``i`` starts exactly like
-    ``jaxprop train --seed seeds[i]``, see :func:`init_population_state`), ``lrs`` or ``params``
-    (already stacked). ``optimizer``: a learning rate (plain gradient descent), an optax
-    ``GradientTransformation``, or with ``lrs`` an optax alias such as ``optax.adam`` called with
-    each member's ``learning_rate`` (default ``optax.sgd``). ``lrs``: one learning rate per
-    member (an ``(n,)`` array), or one scalar for all. ``batch_size``: full batch by default;
-    otherwise shuffled minibatches as in :func:`jaxprop.train.make_epoch_fn`, each member
-    shuffling with its own key. ``precision``: ``"f32"``, ``"bf16"``, ``"highest"``, ...
-    (:mod:`jaxprop.train.precision`; default ``None``: the params' own dtype).
-    ``compiler_options``: XLA options, ``"auto"`` (default:
-    :func:`population_compiler_options`) or ``None`` (XLA's defaults). ``grad_fn``: another
-    gradient for the same step (:func:`jaxprop.train.make_train_step`; the benchmarks pass
-    ``jax.grad``'s).
-    A population too large for the device's memory is refused with an out-of-memory
-    ``ValueError`` (:func:`check_population_memory`) before anything is allocated.
+    Members: ``n`` (keys from ``jax.random.split(key, n)``), or one per entry of ``keys``,
+    ``seeds``, ``lrs`` or ``params``; the sizes given must agree. ``x: (N, *in_shape)`` and
+    ``t``, shared by every member. A population too large for the device's memory is refused
+    with an out-of-memory ``ValueError`` (:func:`check_population_memory`) before anything is
+    allocated.
+
+    Args:
+      model: the model, with its input shape.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: a learning rate (plain gradient descent), an optax ``GradientTransformation``,
+        or with ``lrs`` an optax alias such as ``optax.adam`` called with each member's
+        ``learning_rate`` (default ``optax.sgd``).
+      data: the pair ``(x, t)``.
+      n: the number of members.
+      key: the key split into the members' keys (default ``jax.random.key(0)``).
+      keys: the members' PRNG keys, one per member.
+      seeds: ints, one per member: member ``i`` starts exactly like ``jaxprop train --seed
+        seeds[i]`` (see :func:`init_population_state`); used instead of ``keys`` and ``key``.
+      lrs: one learning rate per member (an ``(n,)`` array), or one scalar for all (positive).
+      epochs: epochs of training (a positive int).
+      batch_size: full batch by default; otherwise shuffled minibatches as in
+        :func:`jaxprop.train.make_epoch_fn`, each member shuffling with its own key.
+      drop_last: drop a last minibatch smaller than ``batch_size``.
+      params: stacked params (a leading member axis) to start from instead of fresh ones
+        (copied: the training call donates its input).
+      record_losses: keep every member's loss before each step (``PopulationResult.losses``).
+      precision: ``"f32"``, ``"bf16"``, ``"highest"``, ... (:mod:`jaxprop.train.precision`;
+        default ``None``: the params' own dtype).
+      compiler_options: XLA options, ``"auto"`` (default: :func:`population_compiler_options`)
+        or ``None`` (XLA's defaults).
+      grad_fn: another gradient for the same step (:func:`jaxprop.train.make_train_step`; the
+        benchmarks pass ``jax.grad``'s).
+
+    Returns:
+      a :class:`PopulationResult`: final losses and training accuracies evaluated after
+      training.
     """
     loss = get_loss(loss)
     if data is None or len(data) != 2:
@@ -288,9 +347,21 @@ def _evaluate_fn(model, loss, precision=None):
 
 def population_bytes(model: Layer, optimizer: optax.GradientTransformation, n: int,
                      batch: int, in_shape=None) -> int:
-    """About how many bytes training ``n`` members needs: per member its params, optimizer
-    state, gradients and updates, and what the forward pass keeps for the backward pass on a
-    batch of ``batch`` examples (from shapes alone; nothing is allocated)."""
+    """About how many bytes training ``n`` members needs (from shapes alone; nothing is allocated).
+
+    Per member: its params, optimizer state, gradients and updates, and what the forward pass
+    keeps for the backward pass on a batch of ``batch`` float32 examples.
+
+    Args:
+      model: the model.
+      optimizer: the optax optimizer (its state is counted).
+      n: members.
+      batch: examples per step.
+      in_shape: one example's shape; ``None`` for the model's own ``in_shape``.
+
+    Returns:
+      the estimate in bytes.
+    """
     shape = tuple(in_shape if in_shape is not None else model.in_shape)
     params, state, _ = jax.eval_shape(lambda k: model.init(k, shape), jax.random.key(0))
     opt_state = jax.eval_shape(optimizer.init, params)
@@ -331,8 +402,22 @@ def device_memory_bytes() -> int | None:
 
 def check_population_memory(model: Layer, optimizer, n: int, n_examples: int,
                             batch_size: int | None = None, *, what: str | None = None) -> None:
-    """Raise ``ValueError`` (an out-of-memory message) when training ``n`` members is
-    estimated (:func:`population_bytes`) to need more than the device has."""
+    """Raise ``ValueError`` (an out-of-memory message) when ``n`` members would not fit.
+
+    The need is estimated by :func:`population_bytes`, the memory free by
+    :func:`device_memory_bytes`; nothing is checked when that is unknown.
+
+    Args:
+      model: the model, with its input shape.
+      optimizer: a learning rate or optax optimizer.
+      n: members.
+      n_examples: training examples.
+      batch_size: examples per minibatch; ``None`` for full batch.
+      what: how the message names the population (default ``"a population of n networks"``).
+
+    Returns:
+      ``None`` when the population fits (or the device's memory is unknown).
+    """
     batch = n_examples if batch_size is None else min(batch_size, n_examples)
     need = population_bytes(model, as_optimizer(optimizer), n, batch)
     have = device_memory_bytes()

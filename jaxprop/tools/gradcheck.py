@@ -607,12 +607,25 @@ def _loss_layers(loss: Loss) -> tuple[Layer, Layer | None]:
 def check_loss(loss: str | Loss, out_shape: Sequence[int] = (3,), *, batch: int = 4, key=None,
                dtype=jnp.float32, fd_rtol: float = TOLERANCES["fd"], fd_eps: float = FD_EPS,
                fd_directions: int = FD_DIRECTIONS) -> LayerReport:
-    """Check a loss's hand-written ``grad`` (and ``target_grad``, when it has one) against
-    ``jax.vjp`` of its ``value`` and float64 finite differences, as :func:`check_layer` does.
+    """Check a loss's hand-written ``grad`` (and ``target_grad``) against autodiff and differences.
 
-    Predictions ``y: (batch, *out_shape)`` are N(0, 1), or in ``[0.05, 0.95]`` for a loss on
-    probabilities; targets suit the loss (one-hot for a categorical loss, ``[0, 1]`` for a
-    binary one). Returns a :class:`LayerReport`.
+    Against ``jax.vjp`` of its ``value`` and float64 finite differences, as :func:`check_layer`
+    does; ``target_grad`` only when the loss has one. Predictions ``y: (batch, *out_shape)`` are
+    N(0, 1), or in ``[0.05, 0.95]`` for a loss on probabilities; targets suit the loss (one-hot
+    for a categorical loss, ``[0, 1]`` for a binary one).
+
+    Args:
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      out_shape: one example's prediction shape, e.g. ``(3,)``.
+      batch: examples in the batch.
+      key: PRNG key that fixes everything drawn (default ``jax.random.key(0)``).
+      dtype: the working dtype, float32 or float64.
+      fd_rtol: see the module docstring.
+      fd_eps: see the module docstring.
+      fd_directions: see the module docstring.
+
+    Returns:
+      A :class:`LayerReport` (quantities ``dL/dy`` and, with a ``target_grad``, ``dL/dt``).
     """
     from jaxprop.tools.presets import make_data  # targets that suit the loss
 
@@ -659,14 +672,32 @@ def check_model_layers(model: Model, params, x, *, state=None, key=None, train: 
                        perturb_params: bool = True, seed: int = 0, dtype=None,
                        fd_rtol: float = TOLERANCES["fd"], fd_eps: float = FD_EPS,
                        fd_directions: int = FD_DIRECTIONS) -> tuple[LayerCheck, ...]:
-    """Every layer of ``model`` checked on the activations that reach it (forward order), at
-    ``params`` and, with ``perturb_params``, again at perturbed params. ``dtype`` defaults to
-    the params' (see :func:`check_gradients`).
+    """Every layer of ``model`` checked on the activations that reach it (forward order).
 
-    Each layer's floating input is moved by ``JITTER`` (1e-3) times its root mean square times
-    N(0, 1): the zeros a ReLU hands a max-pool are exact ties, where the hand-written and
-    autodiff gradients are different valid choices; the jitter takes the check off such
-    points without moving it anywhere else that matters."""
+    At ``params`` and, with ``perturb_params``, again at perturbed params; nested models are
+    checked layer by layer. Each layer's floating input is moved by ``JITTER`` (1e-3) times its
+    root mean square times N(0, 1): the zeros a ReLU hands a max-pool are exact ties, where the
+    hand-written and autodiff gradients are different valid choices; the jitter takes the check
+    off such points without moving it anywhere else that matters.
+
+    Args:
+      model: a :class:`~jaxprop.Model`.
+      params: its params.
+      x: the inputs, ``(batch, *in_shape)``.
+      state: the model's state, or ``None``.
+      key: the forward key (Dropout), or ``None``.
+      train: training mode (default) or evaluation mode.
+      perturb_params: check again at perturbed params (:func:`perturb`).
+      seed: draws the perturbation, cotangents, directions and jitter.
+      dtype: the working dtype; defaults to the params' (see :func:`check_gradients`), or
+        ``x``'s when no param is floating.
+      fd_rtol: see the module docstring.
+      fd_eps: see the module docstring.
+      fd_directions: see the module docstring.
+
+    Returns:
+      one :class:`LayerCheck` per layer and point, in forward order (the given params' first).
+    """
     if dtype is None:
         leaves = [a for a in jax.tree.leaves(params) if _is_float(a)]
         dtype = jnp.result_type(*leaves) if leaves else jnp.asarray(x).dtype

@@ -52,9 +52,24 @@ def xor_data(dtype=jnp.float32):
 
 
 def make_data(key, loss: str | Loss, in_shape, out_shape, batch: int, dtype):
-    """Inputs ~ N(0, 1) and targets that suit the loss: class labels for a loss on integer
-    labels, one-hot rows for a categorical loss,
-    values in [0, 1] for a loss on probabilities or binary logits, normal values otherwise."""
+    """Inputs ~ N(0, 1) and targets that suit the loss.
+
+    Targets: class labels for a loss on integer labels, one-hot rows for a categorical loss,
+    values in [0, 1] for a loss on probabilities or binary logits, normal values otherwise.
+    ``x: (batch, *in_shape)``; ``t: (batch, *out_shape)``, or ``(batch, *out_shape[:-1])``
+    integer labels in ``0..out_shape[-1]-1``.
+
+    Args:
+      key: PRNG key, split once for ``x`` and ``t``.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      in_shape: one example's input shape.
+      out_shape: one example's output shape (its last axis: the classes).
+      batch: examples.
+      dtype: the floating dtype of ``x`` and of non-integer ``t``.
+
+    Returns:
+      ``(x, t)``.
+    """
     loss = get_loss(loss)
     kx, kt = jax.random.split(key)
     x = jax.random.normal(kx, (batch, *in_shape), dtype)

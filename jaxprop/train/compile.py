@@ -39,6 +39,16 @@ def auto_compiler_options(n_params: int, n_examples: int,
     ``AUTO_FAST_COMPILE_EPOCH_FLOPS``; single-threaded matmuls when a step's are under
     ``AUTO_SINGLE_THREAD_STEP_FLOPS``. The choice never depends on the number of epochs, so
     a resumed run is compiled exactly like the uninterrupted one (and gives the same bits).
+
+    Args:
+      n_params: the model's number of parameters.
+      n_examples: training examples (an epoch's).
+      batch_size: examples per step; ``None`` for full batch.
+      forward_flops: the forward pass's FLOPs for one example (:func:`forward_flops`), or
+        ``None`` when unknown.
+
+    Returns:
+      the options (a new dict), or ``None`` for XLA's defaults.
     """
     if jax.default_backend() != "cpu":
         return None
@@ -58,9 +68,19 @@ _FLOPS: dict = {}
 
 
 def forward_flops(model, params, model_state, x_one) -> float | None:
-    """XLA's FLOP count for ``model``'s forward pass (evaluation mode) on ``x_one``, one
-    example with a batch axis of 1; traced and lowered, never compiled (and remembered per
-    model and argument types). ``None`` if unknown."""
+    """XLA's FLOP count for ``model``'s forward pass (evaluation mode) on ``x_one``.
+
+    Traced and lowered, never compiled (and remembered per model and argument types).
+
+    Args:
+      model: the model.
+      params: its params (arrays or anything with a shape and dtype).
+      model_state: its state.
+      x_one: one example with a batch axis of 1, ``(1, *in_shape)``.
+
+    Returns:
+      the FLOPs, or ``None`` if unknown (lowering failed or XLA gave no count).
+    """
     leaves, treedef = jax.tree.flatten((params, model_state, x_one))
     key = (model, treedef, tuple((np.shape(a), str(getattr(a, "dtype", type(a).__name__)))
                                  for a in leaves))

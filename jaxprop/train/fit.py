@@ -226,41 +226,63 @@ def fit_state(
 ):
     """Train ``model``; return ``(state, history)`` (``state`` the final :class:`TrainState`).
 
-    ``optimizer``: an optax ``GradientTransformation``, or a number: the learning rate of
-    plain gradient descent. ``data``: a ``jaxprop.data.Dataset``, ``(x, t)`` or ``(x, t, x_test,
-    t_test)``; float data of another dtype is cast to the params' dtype; for a loss on integer
-    labels ``t`` holds class indices. ``epochs``: the total number of epochs (at most
-    ``MAX_EPOCHS``); with ``state`` (a resumed :class:`TrainState`) training continues from
-    ``state.epoch`` up to ``epochs``. ``key`` seeds initialisation and shuffling (required
-    unless ``state`` is given); ``params`` overrides the initial params.
-    The loop runs in compiled chunks of ``log_every`` epochs (default ``ceil(epochs / 10)``);
-    after each chunk the host gets the per-epoch losses and train/test loss and accuracy,
-    checks them for NaN/Inf, appends a record to ``history.records`` and calls
-    ``callback(state, record)``; a true return value stops training early (don't keep
-    ``state``'s arrays: they are donated to the next chunk; ``jax.device_get`` them).
-    ``history.compile_time`` is the seconds spent compiling. ``accuracy``: ``(y, t) ->
-    fraction``; by default :func:`accuracy_fn` when the targets are classes (class labels,
-    one-hot rows or 0/1 values) and none for a regression; ``False``: none. ``donate=False``
-    keeps the input buffers. ``compiler_options`` go to XLA; ``"auto"`` (default):
-    :func:`auto_compiler_options` (faster compilation for short runs, single-threaded matmuls
-    for tiny steps, on CPU); ``None``: XLA's defaults. ``precision``: ``"f32"``, ``"bf16"``
-    (float32 params and optimizer state, bfloat16 forward and backward, float32 loss),
-    ``"highest"`` (float32 with full-precision matmuls on GPU/TPU), ``"f64"``, or ``None``
-    (default: the params' own dtype, no casts); see :mod:`jaxprop.train.precision`.
-    Evaluation runs under it too. ``unroll``: epochs per iteration of the compiled loop;
-    ``"auto"`` (default): :func:`~jaxprop.train.compile.auto_unroll`. ``grad_fn``: another
-    gradient for the same step (see :func:`~jaxprop.train.make_train_step`; the benchmarks
-    pass ``jax.grad``'s). ``should_stop``: polled while chunks
-    compile and run; when it returns true, :class:`TrainingInterrupted` is raised at once with
-    the last finished state. ``mesh``: a 1-D ``jax.sharding.Mesh`` (see
-    :func:`jaxprop.data_mesh`) to train data parallel: the training set is padded to a
-    multiple of the mesh's size (the padding never counts) and split over its devices, which
-    may belong to several processes (``jax.distributed``). ``losses_out``: a list that
-    receives each finished chunk's per-epoch losses (a NumPy array) before ``callback`` runs.
+    The loop runs in compiled chunks of ``log_every`` epochs; after each chunk the host gets
+    the per-epoch losses and train/test loss and accuracy, checks them for NaN/Inf, appends a
+    record to ``history.records`` and calls ``callback(state, record)``.
 
     Raises ``ValueError`` for bad input (an output layer that does not suit the loss, NaN
     params, data that does not suit the params), :class:`TrainingDiverged` when the loss
     turns NaN/Inf and :class:`TrainingInterrupted` when ``should_stop`` asks.
+
+    Args:
+      model: the model to train.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: an optax ``GradientTransformation``, or a number: the learning rate of plain
+        gradient descent.
+      data: a ``jaxprop.data.Dataset``, ``(x, t)`` or ``(x, t, x_test, t_test)``; float data of
+        another dtype is cast to the params' dtype; for a loss on integer labels ``t`` holds
+        class indices.
+      epochs: the total number of epochs (at most ``MAX_EPOCHS``); with ``state`` training
+        continues from ``state.epoch`` up to ``epochs``.
+      batch_size: examples per shuffled minibatch (:func:`~jaxprop.train.make_epoch_fn`);
+        ``None`` for full batch.
+      key: seeds initialisation and shuffling (required unless ``state`` is given).
+      log_every: epochs per compiled chunk (default ``ceil(epochs / 10)``).
+      callback: called as ``callback(state, record)`` after each chunk; a true return value
+        stops training early (don't keep ``state``'s arrays: they are donated to the next
+        chunk; ``jax.device_get`` them).
+      drop_last: drop the ragged last minibatch instead of padding and masking it.
+      params: overrides the initial params.
+      state: a resumed :class:`TrainState` to continue from (with ``donate``, training works
+        on a copy: the caller's arrays stay valid).
+      accuracy: ``(y, t) -> fraction``; by default :func:`accuracy_fn` when the targets are
+        classes (class labels, one-hot rows or 0/1 values) and none for a regression;
+        ``False``: none.
+      donate: ``False`` keeps the input buffers (states under ``DONATE_MIN_BYTES`` are never
+        donated).
+      compiler_options: go to XLA; ``"auto"`` (default): :func:`auto_compiler_options` (faster
+        compilation for short runs, single-threaded matmuls for tiny steps, on CPU); ``None``:
+        XLA's defaults.
+      precision: ``"f32"``, ``"bf16"`` (float32 params and optimizer state, bfloat16 forward
+        and backward, float32 loss), ``"highest"`` (float32 with full-precision matmuls on
+        GPU/TPU), ``"f64"``, or ``None`` (default: the params' own dtype, no casts); see
+        :mod:`jaxprop.train.precision`. Evaluation runs under it too.
+      unroll: epochs per iteration of the compiled loop; ``"auto"`` (default):
+        :func:`~jaxprop.train.compile.auto_unroll`.
+      grad_fn: another gradient for the same step (see :func:`~jaxprop.train.make_train_step`;
+        the benchmarks pass ``jax.grad``'s).
+      should_stop: polled while chunks compile and run; when it returns true,
+        :class:`TrainingInterrupted` is raised at once with the last finished state.
+      mesh: a 1-D ``jax.sharding.Mesh`` (see :func:`jaxprop.data_mesh`) to train data
+        parallel: the training set is padded to a multiple of the mesh's size (the padding
+        never counts) and split over its devices, which may belong to several processes
+        (``jax.distributed``).
+      losses_out: a list that receives each finished chunk's per-epoch losses (a NumPy array)
+        before ``callback`` runs.
+
+    Returns:
+      ``(state, history)``: the final :class:`TrainState` and the :class:`History`
+      (``records``, ``losses`` of every epoch, ``compile_time``: the seconds spent compiling).
     """
     loss = get_loss(loss)
     optimizer = as_optimizer(optimizer)
@@ -432,10 +454,20 @@ def _stoppable(work: Callable, should_stop: Callable[[], bool] | None):
 
 
 def fit(model: Layer, loss: str | Loss, optimizer, data, **options):
-    """Train ``model`` and return ``(params, history)``; ``options`` are those of
-    :func:`fit_state` (``epochs`` is required).
+    """Train ``model`` and return ``(params, history)``.
 
     Raises :class:`TrainingDiverged` when the loss turns NaN/Inf.
+
+    Args:
+      model: the model to train.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: an optax ``GradientTransformation``, or a number: the learning rate of plain
+        gradient descent.
+      data: a ``jaxprop.data.Dataset``, ``(x, t)`` or ``(x, t, x_test, t_test)``.
+      **options: those of :func:`fit_state` (``epochs`` is required).
+
+    Returns:
+      ``(params, history)``: the final state's params and the :class:`History`.
     """
     state, history = fit_state(model, loss, optimizer, data, **options)
     return state.params, history

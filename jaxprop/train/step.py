@@ -77,10 +77,23 @@ class TrainState(NamedTuple):
 
 def init_state(model: Layer, optimizer: optax.GradientTransformation, key: Array, params=None,
                *, in_shape=None) -> TrainState:
-    """A fresh :class:`TrainState`: params and model state from ``model.init`` (unless
-    ``params`` are given) and the optimizer state. ``key`` is split into an initialisation key
-    and the run key; when ``params`` are given, ``key`` itself becomes the run key.
-    ``in_shape`` defaults to the model's own. Works under ``jax.vmap`` over keys."""
+    """A fresh :class:`TrainState`: params, model state and optimizer state, at epoch 0.
+
+    Works under ``jax.vmap`` over keys.
+
+    Args:
+      model: the model.
+      optimizer: the optax optimizer whose state is initialised from the params.
+      key: split into an initialisation key and the run key; when ``params`` are given, ``key``
+        itself becomes the run key.
+      params: params to start from instead of those of ``model.init`` (the model state still
+        comes from ``model.init``), or ``None``.
+      in_shape: one example's shape; defaults to the model's own (``ValueError`` when it has
+        none).
+
+    Returns:
+      the :class:`TrainState`.
+    """
     shape = tuple(in_shape) if in_shape is not None else getattr(model, "in_shape", None)
     if shape is None:
         raise ValueError("init_state: the model has no input shape; pass in_shape")
@@ -162,8 +175,20 @@ def row_weights(loss: Loss, mask, dtype):
 
 
 def masked_value(loss: str | Loss, y, t, mask):
-    """The loss of the rows of ``(y, t)`` where ``mask`` is set (each row scored as a batch of
-    one, then summed or averaged as the loss's reduction says)."""
+    """The loss of the rows of ``(y, t)`` where ``mask`` is set.
+
+    Each row is scored as a batch of one, then summed or averaged as the loss's reduction says.
+    ``y: (n, out)``, ``t: (n, out)`` (integer labels: ``(n,)``), ``mask: (n,)``.
+
+    Args:
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      y: the predictions.
+      t: the targets.
+      mask: bool or 0/1: the real rows.
+
+    Returns:
+      the loss, a scalar (in at least float32).
+    """
     loss = get_loss(loss)
     row_value = jax.vmap(lambda y, t: loss.value(y[None], t[None]))
     return jnp.sum(row_weights(loss, mask, y.dtype) * row_value(y, t))
@@ -188,19 +213,28 @@ def masked_loss_and_grad_fn(model: Layer, loss: str | Loss) -> Callable:
 def make_train_step(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
                     *, masked: bool = False, grad_fn: Callable | None = None,
                     precision: str | Precision | None = None) -> Callable:
-    """The training step ``(params, opt_state, model_state, x, t, key[, mask]) -> (params,
-    opt_state, model_state, loss)``.
+    """The training step: hand-written gradients, then one update by ``optimizer``.
 
-    Hand-written gradients (:func:`~jaxprop.core.backprop.loss_grad_state_fn`, in training
-    mode, with the step's ``key``), then ``optimizer`` (any optax ``GradientTransformation``);
-    ``loss`` is the value before the update. ``masked=True`` adds the row ``mask`` of a padded
-    batch. ``precision`` (``"f32"``, ``"bf16"``, ``"highest"``, ``"f64"``, a
-    :class:`~jaxprop.train.precision.Precision`; ``None``: no casts): the gradient runs in the
-    compute dtype, the loss in float32, and the optimizer sees gradients in the parameters'
-    dtype (:mod:`jaxprop.train.precision`). ``grad_fn`` replaces the gradient with another of
-    the same signature ``(params, state, x, t, key, train[, mask]) -> (loss, grads,
-    new_state)`` (the benchmarks' ``jax.grad`` baseline uses it); under a precision it gets
-    params and ``x`` already cast, and should evaluate its loss with ``precision.loss(loss)``.
+    ``(params, opt_state, model_state, x, t, key[, mask]) -> (params, opt_state, model_state,
+    loss)``. Hand-written gradients (:func:`~jaxprop.core.backprop.loss_grad_state_fn`, in training
+    mode, with the step's ``key``), then ``optimizer``; ``loss`` is the value before the update.
+
+    Args:
+      model: the model.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: any optax ``GradientTransformation``.
+      masked: ``True`` adds the row ``mask`` of a padded batch.
+      grad_fn: replaces the gradient with another of the same signature ``(params, state, x,
+        t, key, train[, mask]) -> (loss, grads, new_state)`` (the benchmarks' ``jax.grad``
+        baseline uses it); under a precision it gets params and ``x`` already cast, and should
+        evaluate its loss with ``precision.loss(loss)``.
+      precision: ``"f32"``, ``"bf16"``, ``"highest"``, ``"f64"``, a
+        :class:`~jaxprop.train.precision.Precision`; ``None``: no casts. The gradient runs in
+        the compute dtype, the loss in float32, and the optimizer sees gradients in the
+        parameters' dtype (:mod:`jaxprop.train.precision`).
+
+    Returns:
+      the pure step function.
     """
     policy = get_precision(precision)
     if grad_fn is None:
@@ -226,16 +260,30 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
                   n_examples: int, batch_size: int | None = None, drop_last: bool = False, *,
                   grad_fn: Callable | None = None, precision: str | Precision | None = None,
                   n_rows: int | None = None):
-    """The pure epoch ``(params, opt_state, model_state, x, t, run_key, epoch) -> (params,
-    opt_state, model_state, epoch_loss)``.
+    """The pure epoch: one pass over the training data, in minibatches or one full batch.
 
-    ``batch_size=None`` (or ``>= n_examples``): one full-batch step. Otherwise a fresh
-    permutation from ``fold_in(run_key, epoch)`` and ``ceil(n / batch_size)`` minibatch steps
-    in a ``lax.scan`` (the last one padded and masked), or ``floor`` of it with ``drop_last``.
-    ``epoch_loss`` is the minibatch losses averaged with weights = real rows per batch.
-    ``grad_fn``, ``precision``: see :func:`make_train_step`. ``n_rows``: ``x`` and ``t`` have this many rows,
-    of which the first ``n_examples`` are real and the rest padding that never counts (data
-    parallel training pads the training set to a multiple of the device count).
+    ``(params, opt_state, model_state, x, t, run_key, epoch) -> (params, opt_state,
+    model_state, epoch_loss)``; ``epoch_loss`` is the minibatch losses averaged with weights =
+    real rows per batch.
+
+    Args:
+      model: the model.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: any optax ``GradientTransformation``.
+      n_examples: ``n``, the number of real training examples (at least one).
+      batch_size: ``None`` (or ``>= n_examples``): one full-batch step. Otherwise a fresh
+        permutation from ``fold_in(run_key, epoch)`` and ``ceil(n / batch_size)`` minibatch
+        steps in a ``lax.scan`` (the last one padded and masked).
+      drop_last: take ``floor(n / batch_size)`` minibatch steps instead (the ragged batch
+        dropped).
+      grad_fn: see :func:`make_train_step`.
+      precision: see :func:`make_train_step`.
+      n_rows: ``x`` and ``t`` have this many rows, of which the first ``n_examples`` are real
+        and the rest padding that never counts (data parallel training pads the training set
+        to a multiple of the device count); ``None``: ``n_examples``.
+
+    Returns:
+      the pure epoch function.
     """
     n = int(n_examples)
     if n < 1:
@@ -296,10 +344,24 @@ def make_train_epochs(model: Layer, loss: str | Loss, optimizer: optax.GradientT
     One ``lax.scan`` over epochs (each epoch itself a scan over minibatches); ``n_epochs`` must
     be static (bind it with ``functools.partial`` before ``jit``/``vmap``). ``losses[i]`` is the
     loss of epoch ``state.epoch + i``. To train a population: ``jax.vmap(partial(train_epochs,
-    n_epochs=N), in_axes=(0, None, None))`` over a stacked ``TrainState``. ``unroll``: epochs per
-    iteration of the compiled loop (``lax.scan``'s ``unroll``; the same arithmetic, fewer loop
-    iterations: see :func:`jaxprop.train.compile.auto_unroll`). ``grad_fn``, ``precision``,
-    ``n_rows``: see :func:`make_epoch_fn`.
+    n_epochs=N), in_axes=(0, None, None))`` over a stacked ``TrainState``.
+
+    Args:
+      model: the model.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: any optax ``GradientTransformation``.
+      n_examples: the number of real training examples (see :func:`make_epoch_fn`).
+      batch_size: see :func:`make_epoch_fn`.
+      drop_last: see :func:`make_epoch_fn`.
+      grad_fn: see :func:`make_epoch_fn`.
+      precision: see :func:`make_epoch_fn`.
+      unroll: epochs per iteration of the compiled loop (``lax.scan``'s ``unroll``, at most
+        ``n_epochs``; the same arithmetic, fewer loop iterations: see
+        :func:`jaxprop.train.compile.auto_unroll`).
+      n_rows: see :func:`make_epoch_fn`.
+
+    Returns:
+      the pure loop function.
     """
     epoch_fn = make_epoch_fn(model, loss, optimizer, n_examples, batch_size, drop_last,
                              grad_fn=grad_fn, precision=precision, n_rows=n_rows)
@@ -344,13 +406,21 @@ def accuracy_fn(loss: str | Loss) -> Callable:
 
 def make_eval_fn(model: Layer, loss: str | Loss, accuracy: Callable | None | bool = None, *,
                  precision: str | Precision | None = None) -> Callable:
-    """The pure ``(params, x, t, state=None, mask=None) -> (loss, accuracy)`` on a whole data
-    set, in evaluation mode (``train=False``: no dropout, BatchNorm's running averages),
-    computed as under ``precision`` (see :func:`make_train_step`).
+    """The pure ``(params, x, t, state=None, mask=None) -> (loss, accuracy)`` on a whole data set.
 
-    ``accuracy``: ``(y, t) -> fraction`` (default :func:`accuracy_fn`); ``False`` for a
-    regression: then ``(loss,)`` alone. ``mask``: ``(n,)``, count only the rows where it is
-    set (padding in data parallel training).
+    In evaluation mode (``train=False``: no dropout, BatchNorm's running averages). ``mask``:
+    ``(n,)``, count only the rows where it is set (padding in data parallel training).
+
+    Args:
+      model: the model.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      accuracy: ``(y, t) -> fraction`` (default :func:`accuracy_fn`); ``False`` for a
+        regression: then ``(loss,)`` alone.
+      precision: the loss and accuracy are computed as under it (see
+        :func:`make_train_step`).
+
+    Returns:
+      the pure evaluation function.
     """
     policy = get_precision(precision)
     loss = policy.loss(get_loss(loss))
