@@ -8,6 +8,7 @@ that diverges exits 1.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 
@@ -31,7 +32,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``jaxprop`` parser; with ``only``, the options of that subcommand alone are built
+    (its module is the only one imported: the others' names and help still show)."""
     parser = _Parser(
         prog="jaxprop",
         description="Hand-written backpropagation for feedforward networks, compiled with JAX.",
@@ -40,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, help_text in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
         try:
             module = importlib.import_module(f"jaxprop.cli.{name}")
         except ModuleNotFoundError as e:
@@ -58,9 +64,20 @@ def _version() -> str:
     return f"jaxprop {__version__}"
 
 
+def _subcommand(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names (its first argument that is not an option), if known."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in SUBCOMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # A command runs once and exits: the objects alive now (JAX, jaxprop, the parser) live as
+    # long as the process, so the garbage collector stops walking them (tracing and lowering a
+    # first program otherwise pay for full collections over all of JAX's objects).
+    gc.freeze()
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_subcommand(argv)).parse_args(argv)
         return int(args._run(args) or 0)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -71,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxprop: interrupted", file=sys.stderr)
         return 130
+    finally:
+        gc.unfreeze()  # (for callers that go on: the tests call main in-process)
 
 
 if __name__ == "__main__":
