@@ -309,7 +309,9 @@ def fit_state(
             raise ValueError(f"compiler_options must be a dict, None or 'auto', "
                              f"got {compiler_options!r}")
         n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
-        flops = forward_flops(model, state.params, state.model_state, x[:1])
+        # (shapes only: slicing x[:1] would compile a program of its own)
+        flops = forward_flops(model, state.params, state.model_state,
+                              jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
         compiler_options = auto_compiler_options(n_params, n_examples, batch_size,
                                                  forward_flops=flops)
     if unroll == "auto":
