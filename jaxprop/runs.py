@@ -55,7 +55,7 @@ from jaxprop.predict import PREDICTOR, save_predictor
 from jaxprop.scale.population import PopulationResult, check_population_memory, fit_population
 from jaxprop.train.fit import TrainingDiverged, TrainingInterrupted, fit_state, to_host
 from jaxprop.train.optimizers import get_optimizer, optimizer_alias
-from jaxprop.train.step import init_state, make_epoch_fn, make_eval_fn
+from jaxprop.train.step import init_state, key_from_seed, make_epoch_fn, make_eval_fn
 
 # Options that define the run; on --resume they come from the checkpoint.
 MODEL_KEYS = ("dataset", "data_dir", "csv", "label_column", "task", "seed", "hidden",
@@ -383,7 +383,7 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     # a model that couples its batch (BatchNorm) refuses padded minibatches: before any file
     make_epoch_fn(model, loss, optimizer, len(ds.x_train), cfg["batch_size"], cfg["drop_last"])
     out = Path(cfg["out"])
-    state = init_state(model, optimizer, jax.random.key(cfg["seed"]))
+    state = init_state(model, optimizer, key_from_seed(cfg["seed"]))
     prev_losses, prev_records = np.zeros(0, np.float32), []
     if saved is not None:
         state = saved.restore(state)
@@ -519,9 +519,13 @@ def _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses,
     finally:
         files.close()
     wall = time.perf_counter() - t0
+    last = files.records[-1] if files.records else {}
     if status == "interrupted":  # stop now: the last record's numbers, no new compilation
-        last = files.records[-1] if files.records else {}
         final = {k: v for k, v in last.items() if k.startswith(("train_", "test_"))}
+    elif (status == "finished" and ds.task != "regression" and all(k in last for k in FINAL_KEYS)
+          and last["epoch"] == int(np.asarray(state.epoch))):
+        # the last chunk evaluated this very state, with the same function, in evaluation mode
+        final = {k: last[k] for k in FINAL_KEYS}
     else:
         final = final_metrics(model, loss, state, ds, cfg.get("precision", "f32"))
     metrics = {
@@ -553,6 +557,9 @@ def _write_error(out: Path, error: OSError, what: str) -> RunWriteError:
     except (OSError, ValueError):
         intact = "no checkpoint was saved"
     return RunWriteError(f"cannot write {what} in {out} ({error.strerror or error}); {intact}")
+
+
+FINAL_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 
 
 def final_metrics(model, loss, state, ds, precision=None) -> dict:

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
+import jaxprop as jp
 from jaxprop import checkpoint, runs
 from jaxprop.cli import main
 
@@ -268,3 +270,26 @@ def test_after_sigkill_the_lock_is_taken_over_and_leftovers_go(tmp_path):
          "losses.npy", "metrics.json", "model.npz"])
     assert _losses(tmp_path / "r").shape == (saved.epoch + 100,)
     assert np.isfinite(_losses(tmp_path / "r")).all()
+
+
+def test_the_final_metrics_are_the_last_records_and_the_collector_is_left_as_it_was(
+        tmp_path, capsys):
+    """A finished run reports the numbers its last chunk measured on the final state (no
+    program compiled for them); ``main`` unfreezes the garbage collector it froze."""
+    import gc
+
+    rc, _, err = _cli(capsys, *XOR, "--epochs", "100", "--out", str(tmp_path / "r"))
+    assert rc == 0, err
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    last = json.loads((tmp_path / "r" / "history.jsonl").read_text().splitlines()[-1])
+    for key in runs.FINAL_KEYS:
+        assert m[key] == last[key], key
+    model, loss = runs.build_model(m["config"], runs.load_dataset(m["config"]))
+    ds = runs.training_data(runs.load_dataset(m["config"]), loss)
+    saved = checkpoint.load(tmp_path / "r")
+    optimizer = runs.get_optimizer(m["config"]["optimizer"], m["config"]["lr"])
+    state = saved.restore(jp.init_state(model, optimizer, jax.random.key(0)))
+    again = runs.final_metrics(model, loss, state, ds, "f32")
+    for key in runs.FINAL_KEYS:
+        np.testing.assert_allclose(m[key], again[key], rtol=1e-5, atol=1e-7)

@@ -247,3 +247,60 @@ def test_compilation_cache_keeps_programs_for_the_next_process(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
     assert any(tmp_path.iterdir())
     assert jp.enable_compilation_cache("off") is None  # and the switch to turn it off
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**31 - 1, 2**31, 2**32 - 1, 2**32 + 5])
+def test_key_from_seed_is_jax_random_key(seed):
+    from jaxprop.train.step import key_from_seed
+
+    np.testing.assert_array_equal(jax.random.key_data(key_from_seed(seed)),
+                                  jax.random.key_data(jax.random.key(seed)))
+    assert jax.random.key_impl(key_from_seed(seed)) == jax.random.key_impl(jax.random.key(0))
+
+
+def test_jaxpr_flops_count_products_exactly():
+    from jaxprop.train.compile import jaxpr_flops
+
+    def flops(f, *args):
+        return jaxpr_flops(jax.make_jaxpr(f)(*args).jaxpr)
+
+    a, b = jnp.ones((3, 5)), jnp.ones((5, 7))
+    assert flops(jnp.matmul, a, b) == 2 * 3 * 5 * 7
+    x, k = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 4))
+    conv = partial(jax.lax.conv_general_dilated, window_strides=(1, 1), padding="VALID",
+                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert flops(conv, x, k) == 2 * (6 * 6 * 4) * (3 * 3 * 2)
+    m = jnp.ones((5, 5))
+    looped = lambda c: jax.lax.scan(lambda c, _: (c @ m, None), c, None, length=10)[0]  # noqa: E731
+    assert flops(looped, a) == 10 * 2 * 3 * 5 * 5
+    assert flops(jax.jit(jnp.matmul), a, b) == 2 * 3 * 5 * 7  # inside an inner jit
+
+
+@pytest.mark.parametrize("spec, in_shape", [
+    ("dense(4)-sigmoid-dense(1)-sigmoid", (2,)),
+    ("dense(64)-relu-dense(64)-relu-dense(10)", (64,)),
+    ("conv(16,3)-relu-maxpool(2)-conv(32,3)-relu-flatten-dense(64)-relu-dropout(0.2)-dense(10)",
+     (8, 8, 1)),
+    ("conv(8,3)-layernorm-gelu-avgpool(2)-flatten-batchnorm-dense(10)", (28, 28, 1)),
+])
+def test_forward_flops_estimate_is_within_3x_of_xlas_count(spec, in_shape):
+    """The compile options' estimate (traced, not lowered) against XLA's own cost analysis."""
+    from jaxprop.train.compile import forward_flops
+
+    model = jp.parse_model(spec, in_shape=in_shape)
+    params, state = model.init_with_state(jax.random.key(0))
+    x_one = jax.ShapeDtypeStruct((1, *in_shape), jnp.float32)
+    ours = forward_flops(model, params, state, x_one)
+    xla = jax.jit(lambda p, s, x: model.forward(p, s, x, train=False)[0]).lower(
+        params, state, x_one).cost_analysis()["flops"]
+    assert xla / 3 <= ours <= 3 * xla, (ours, xla)
+
+
+def test_key_from_seed_of_an_array_is_vmapped_jax_random_key():
+    from jaxprop.train.step import key_from_seed
+
+    seeds = np.array([0, 5, 2**31 - 1, 2**31, 2**32 - 1], np.int64)
+    want = jnp.stack([jax.random.key_data(jax.random.key(int(s))) for s in seeds])
+    np.testing.assert_array_equal(jax.random.key_data(key_from_seed(seeds)), want)
+    with pytest.raises(TypeError, match="integers"):
+        key_from_seed(np.array([1.5]))
