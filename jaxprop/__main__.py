@@ -1,5 +1,3 @@
-import sys
+from jaxprop.cli import command
 
-from jaxprop.cli import main
-
-sys.exit(main())
+command()

@@ -109,3 +109,26 @@ def test_model_text_trains_a_cnn_and_resume_rebuilds_it(tmp_path):
     assert metrics["config"]["model"] == text and metrics["test_accuracy"] > 0.8
     r = jaxprop("--resume", "cnn", "--epochs", "4", "--model", "flatten-dense(10)", cwd=tmp_path)
     assert r.returncode == 2 and "--model differs" in r.stderr
+
+
+def test_the_command_exits_quickly_but_runs_every_exit_handler(tmp_path):
+    """``jaxprop`` skips freeing the interpreter's objects, not the atexit handlers (JAX's
+    backends and a multi-process run's shutdown are among them) nor the last output."""
+    marker = tmp_path / "handler-ran"
+    code = ("import atexit, sys\n"
+            f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+            "sys.argv = ['jaxprop', 'train', '--no-plots', '--epochs', '50', '--log-every', '50',"
+            f" '--out', {str(tmp_path / 'r')!r}]\n"
+            "from jaxprop.cli import command\n"
+            "command()\n"
+            "raise SystemExit(99)  # never reached: command() exits with main's code\n")
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert marker.read_text() == "yes"
+    assert "saved to" in r.stdout  # the table's last line made it out
+    bad = subprocess.run([sys.executable, "-m", "jaxprop", "train", "--epochs", "-1"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "epochs" in bad.stderr

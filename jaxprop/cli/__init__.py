@@ -8,8 +8,10 @@ that diverges exits 1.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import importlib
+import os
 import sys
 
 # subcommand -> module under jaxprop.cli (imported lazily so `jaxprop --help` stays fast)
@@ -92,5 +94,23 @@ def main(argv: list[str] | None = None) -> int:
         gc.unfreeze()  # (for callers that go on: the tests call main in-process)
 
 
+def command() -> None:
+    """The ``jaxprop`` command (and ``python -m jaxprop``): :func:`main`, then a quick exit.
+
+    Everything that must happen at exit happens: output flushed, the ``atexit`` handlers run
+    (JAX's among them: effects awaited, backends released, a multi-process run's shutdown).
+    What is skipped is the interpreter freeing, one by one, the ~10^6 objects of JAX and XLA
+    that the process ends with: 0.2 s of a 0.75 s ``jaxprop train`` on XOR.
+    """
+    rc = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe (``jaxprop ... | head``): nothing to flush
+        pass
+    atexit._run_exitfuncs()
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()
