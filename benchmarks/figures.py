@@ -51,6 +51,8 @@ SUMMARY = [  # (label, workload, impl, variant, column)
      "first jp.fit call, compilation cache", "median_s"),
     ("`jaxprop train` (XOR default), after JAX's import", "xor", "jaxprop",
      "jaxprop train (after JAX import)", "median_s"),
+    ("`jaxprop train --no-plots` (XOR), the whole command: Python's start to its exit", "xor",
+     "jaxprop", "jaxprop train (whole command)", "median_s"),
     ("1000 XOR networks, `jp.fit_population`", "xor-population", "jaxprop",
      "jp.fit_population", "median_s"),
     ("MLP gradient 784-1024-1024-10, batch 512, jaxprop", "mlp-grad", "jaxprop", "gradient",
@@ -113,7 +115,13 @@ def stamp(head) -> str:
     return (f"_{head['cpu_model']}; JAX {head['jax_version']}, NumPy {head['numpy_version']}, "
             f"torch {head['torch_version'] or 'not installed'}; {head['date']}; load average "
             f"at the end {text} (the benchmark's own processes included); "
-            f"`python benchmarks/figures.py`._{busy}")
+            f"`python benchmarks/figures.py`{_remeasured(head)}._{busy}")
+
+
+def _remeasured(head) -> str:
+    """The rows measured again later (``--workloads``), as the stamp's last words."""
+    notes = [n for n in head.get("notes", []) if REMEASURED in n]
+    return "".join(f"; {n}" for n in notes)
 
 
 def update(path: Path, name: str, text: str) -> None:
@@ -168,6 +176,9 @@ def main(argv=None) -> int:
     return write_tables(out, full, runs, update_readmes=not args.quick)
 
 
+REMEASURED = " re-measured on "
+
+
 def rerun(out: Path, names, repeats: int) -> int:
     """Re-measure ``names`` and put their rows in place of the old ones in ``out``."""
     from jaxprop.bench import Config, report, run
@@ -179,9 +190,13 @@ def rerun(out: Path, names, repeats: int) -> int:
     records += [r for r in new["records"] if r["workload"] != "roofline"]
     full["records"] = records
     full["targets"] = report.targets(records)
-    full["header"]["notes"] = full["header"].get("notes", []) + [
-        f"{', '.join(sorted(produced))} re-measured on {new['header']['date']} (load average "
-        f"{new['header']['load_average']})"]
+    # a workload's older re-measurement notes give way to this one
+    notes = [n for n in full["header"].get("notes", []) if not (
+        REMEASURED in n and set(n.split(REMEASURED)[0].split(", ")) <= produced)]
+    load = ", ".join(f"{v:.1f}" for v in new["header"]["load_average"] or ())
+    full["header"]["notes"] = notes + [
+        f"{', '.join(sorted(produced))}{REMEASURED}{new['header']['date']} (load average "
+        f"{load}; `python benchmarks/figures.py --workloads {','.join(names)}`)"]
     (out / "cpu.json").write_text(json.dumps(full, indent=1) + "\n")
     (out / "cpu.md").write_text(report.markdown(full["header"], records, full["targets"]))
     runs = [(r.pop("method"), r) for r in json.loads((out / "isolation.json").read_text())]

@@ -12,6 +12,8 @@ compile time; ``variant`` says what was timed (``jp.fit`` = repeated calls of th
 
 from __future__ import annotations
 
+import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -23,7 +25,7 @@ import optax
 import jaxprop as jp
 from jaxprop.bench import numpy_baseline as nb
 from jaxprop.bench.harness import Entry, mlp_flops
-from jaxprop.bench.timing import compile_jax, fresh_process
+from jaxprop.bench.timing import command_seconds, compile_jax, fresh_process
 from jaxprop.core.losses import get_loss
 from jaxprop.data import xor as xor_data
 from jaxprop.train import make_train_step
@@ -110,6 +112,17 @@ def _fresh(bench, code: str, env=None) -> tuple[list[float], float | None]:
     return [r["seconds"] for r in results], (float(np.median(compiles)) if compiles else None)
 
 
+def _command(bench, argv: list[str], env: dict) -> list[float]:
+    """Wall seconds of ``bench.config.fresh`` runs of ``python -m jaxprop ARGV --out DIR`` (a
+    new folder each), from the process's start to its exit."""
+    times = []
+    with tempfile.TemporaryDirectory(prefix="jaxprop-bench-cli-") as d:
+        for i in range(bench.config.fresh):
+            times.append(command_seconds([sys.executable, "-m", "jaxprop", *argv, "--out",
+                                          f"{d}/run{i}"], env=env, cwd=d))
+    return times
+
+
 def _xor_start():
     model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
     x, t = (a.astype(np.float32) for a in xor_data())
@@ -184,6 +197,9 @@ def xor(bench) -> None:
             cli, c_cli = _fresh(bench, CLI_TRAIN.format(epochs=epochs), env=env)
             entries.append(Entry("jaxprop", "jaxprop train (after JAX import)", "cpu:0",
                                  compile_s=c_cli, fixed=cli, **work))
+            whole = _command(bench, ["train", "--no-plots", "--epochs", str(epochs)], env)
+            entries.append(Entry("jaxprop", "jaxprop train (whole command)", "cpu:0",
+                                 fixed=whole, **work))
     bench.cell("xor", "float32", 4, 4, entries)
 
 
@@ -191,8 +207,6 @@ class _cache_dir:
     """A temporary folder for a persistent compilation cache."""
 
     def __enter__(self):
-        import tempfile
-
         self._tmp = tempfile.TemporaryDirectory(prefix="jaxprop-bench-cache-")
         return self._tmp.name
 
