@@ -304,3 +304,22 @@ def test_key_from_seed_of_an_array_is_vmapped_jax_random_key():
     np.testing.assert_array_equal(jax.random.key_data(key_from_seed(seeds)), want)
     with pytest.raises(TypeError, match="integers"):
         key_from_seed(np.array([1.5]))
+
+
+def test_remember_caches_hashable_calls_and_runs_the_rest():
+    from jaxprop.train.compile import remember
+
+    calls = []
+
+    @remember(maxsize=4)
+    def build(a, b):
+        calls.append((a, b))
+        if b == "bad":
+            raise TypeError("raised by the function itself")
+        return object()
+
+    assert build(1, 2) is build(1, 2) and len(calls) == 1  # remembered
+    assert build(1, [2]) is not build(1, [2]) and len(calls) == 3  # unhashable: runs each time
+    with pytest.raises(TypeError, match="by the function itself"):  # not mistaken for unhashable
+        build(1, "bad")
+    assert len(calls) == 4

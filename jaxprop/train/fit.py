@@ -18,7 +18,6 @@ carries the state from the end of the last whole chunk and the chunk in flight i
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from typing import Callable, NamedTuple
@@ -37,7 +36,7 @@ from jaxprop.core.checks import (
 )
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.train.compile import auto_compiler_options, auto_unroll, forward_flops
+from jaxprop.train.compile import auto_compiler_options, auto_unroll, forward_flops, remember
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import Precision, get_precision
 from jaxprop.train.step import (
@@ -104,6 +103,9 @@ def _split_data(data):
     raise ValueError("data must be a Dataset, (x, t) or (x, t, x_test, t_test)")
 
 
+# Reused across fit calls with the same model, loss and optimizer objects (e.g. a resumed run
+# in the same process), so jax's compilation cache applies.
+@remember(maxsize=16)
 def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate,
               precision=None, grad_fn=None, unroll=1, n_rows=None):
     """The jitted ``(state, x, t, test_data, n_epochs) -> (state, losses, metrics)``:
@@ -127,10 +129,6 @@ def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accurac
 
     return jax.jit(chunk, static_argnums=4, donate_argnums=(0,) if donate else ())
 
-
-# Reused across fit calls with the same model, loss and optimizer objects (e.g. a resumed run
-# in the same process), so jax's compilation cache applies.
-_cached_chunk_fn = functools.lru_cache(maxsize=16)(_chunk_fn)
 
 # Compiled chunks kept across fit calls: {(jitted, n_epochs, options, signature): executable}.
 _COMPILED: dict = {}
@@ -324,10 +322,7 @@ def fit_state(
 
     args = (model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate, policy,
             grad_fn, int(unroll), n_rows)
-    try:
-        jitted = _cached_chunk_fn(*args)
-    except TypeError:  # something unhashable: no reuse across calls
-        jitted = _chunk_fn(*args)
+    jitted = _chunk_fn(*args)
     options_key = tuple(sorted((compiler_options or {}).items()))
     signature = _signature((state, x, t, test_data))
     compile_time = 0.0

@@ -47,7 +47,7 @@ import optax
 from jaxprop.core.backprop import loss_grad_state_fn
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.train.compile import FAST_COMPILE
+from jaxprop.train.compile import FAST_COMPILE, remember
 from jaxprop.train.precision import Precision, get_precision
 
 Array = jax.Array
@@ -73,17 +73,16 @@ def key_from_seed(seed) -> Array:
     """
     if np.ndim(seed) == 0:
         seed = operator.index(seed)
-        seeds = np.asarray([seed], dtype=object)
+        fits = 0 <= seed < 2 ** 32
     else:
-        seeds = np.asarray(seed)
-        if not np.issubdtype(seeds.dtype, np.integer):
-            raise TypeError(f"key_from_seed: seeds must be integers, got {seeds.dtype}")
-    host = (jax.config.jax_default_prng_impl == "threefry2x32" and seeds.size > 0
-            and 0 <= min(int(s) for s in seeds.flat) and max(int(s) for s in seeds.flat) < 2 ** 32)
-    if not host:
-        return jax.random.key(seed) if np.ndim(seed) == 0 else jax.vmap(jax.random.key)(seeds)
-    data = np.stack([np.zeros(seeds.shape, np.uint32), seeds.astype(np.uint32)], axis=-1)
-    return jax.random.wrap_key_data(data[0] if np.ndim(seed) == 0 else data,
+        seed = np.asarray(seed)
+        if not np.issubdtype(seed.dtype, np.integer):
+            raise TypeError(f"key_from_seed: seeds must be integers, got {seed.dtype}")
+        fits = seed.size > 0 and seed.min() >= 0 and seed.max() < 2 ** 32
+    if jax.config.jax_default_prng_impl != "threefry2x32" or not fits:
+        return jax.random.key(seed) if np.ndim(seed) == 0 else jax.vmap(jax.random.key)(seed)
+    seed = np.asarray(seed, np.uint32)
+    return jax.random.wrap_key_data(np.stack([np.zeros_like(seed), seed], axis=-1),
                                     impl="threefry2x32")
 
 
@@ -128,13 +127,10 @@ def init_state(model: Layer, optimizer: optax.GradientTransformation, key: Array
     shape = tuple(in_shape) if in_shape is not None else getattr(model, "in_shape", None)
     if shape is None:
         raise ValueError("init_state: the model has no input shape; pass in_shape")
-    try:
-        init = _cached_init_fn(model, optimizer, shape)
-    except TypeError:  # unhashable model or optimizer
-        init = _init_fn(model, optimizer, shape)
-    return init(key, params)
+    return _init_fn(model, optimizer, shape)(key, params)
 
 
+@remember(maxsize=16)
 def _init_fn(model, optimizer, in_shape):
     def init(key, params):
         k_init, run_key = jax.random.split(key)
@@ -162,9 +158,6 @@ def _init_fn(model, optimizer, in_shape):
         return compiled[sig](key, params)
 
     return run
-
-
-_cached_init_fn = functools.lru_cache(maxsize=16)(_init_fn)
 
 
 # --------------------------------------------------------------------------------------------
