@@ -7,9 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
-from jax.test_util import check_vjp
 
 import jaxprop as jp
+from layer_checks import (
+    assert_backward_matches_finite_differences,
+    assert_backward_matches_vjp,
+)
 
 # name -> constructor; every activation in ACTIVATIONS, Dense, and a LeakyRelu with its own slope
 LAYERS = {
@@ -42,39 +45,14 @@ class LayerBackwardTest(chex.TestCase):
     @parameterized.named_parameters(*CASES)
     def test_backward_matches_jax_vjp(self, name, dtype):
         layer, params, x, dy = setup(name, dtype)
-
-        def hand(params, x, dy):
-            y, residuals, _ = layer.forward(params, (), x)
-            return y, layer.backward(params, residuals, dy)
-
-        def reference(params, x, dy):
-            y, vjp = jax.vjp(lambda p, x: layer.forward(p, (), x)[0], params, x)
-            return y, vjp(dy)
-
-        with jax.default_matmul_precision("highest"):
-            y, (dparams, dx) = self.variant(hand)(params, x, dy)
-            y_ref, (dparams_ref, dx_ref) = jax.jit(reference)(params, x, dy)
-        chex.assert_trees_all_equal_shapes_and_dtypes(dparams, params)
-        chex.assert_trees_all_equal_shapes_and_dtypes(dx, x)
-        chex.assert_trees_all_close(y, y_ref, **TOL[dtype])
-        chex.assert_trees_all_close(dparams, dparams_ref, **TOL[dtype])
-        chex.assert_trees_all_close(dx, dx_ref, **TOL[dtype])
+        assert_backward_matches_vjp(self.variant, layer, params, (), x, dy, TOL[dtype])
 
 
 @pytest.mark.x64
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_backward_matches_finite_differences(name):
     layer, params, x, dy = setup(name, np.float64)
-
-    def f(params, x):
-        return layer.forward(params, (), x)[0]
-
-    def f_vjp(params, x):
-        y, residuals, _ = layer.forward(params, (), x)
-        return y, lambda dy: layer.backward(params, residuals, dy)
-
-    with jax.default_matmul_precision("highest"):
-        check_vjp(f, f_vjp, (params, x), eps=1e-6, rtol=1e-7, atol=1e-8)
+    assert_backward_matches_finite_differences(layer, params, (), x, rtol=1e-7, atol=1e-8)
 
 
 @pytest.mark.parametrize("name", list(LAYERS))

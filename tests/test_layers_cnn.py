@@ -11,9 +11,12 @@ import pytest
 from absl.testing import parameterized
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jax.test_util import check_vjp
 
 import jaxprop as jp
+from layer_checks import (
+    assert_backward_matches_finite_differences,
+    assert_backward_matches_vjp,
+)
 
 # name -> (constructor(dtype), one example's shape, forward keywords)
 LAYERS = {
@@ -71,39 +74,15 @@ class LayerBackwardTest(chex.TestCase):
     @parameterized.named_parameters(*CASES)
     def test_backward_matches_jax_vjp(self, name, dtype):
         layer, params, state, x, dy, kw = setup(name, dtype)
-
-        def hand(params, x, dy):
-            y, residuals, _ = layer.forward(params, state, x, **kw)
-            return y, layer.backward(params, residuals, dy)
-
-        def reference(params, x, dy):
-            y, vjp = jax.vjp(lambda p, x: layer.forward(p, state, x, **kw)[0], params, x)
-            return y, vjp(dy)
-
-        with jax.default_matmul_precision("highest"):
-            y, (dparams, dx) = self.variant(hand)(params, x, dy)
-            y_ref, (dparams_ref, dx_ref) = jax.jit(reference)(params, x, dy)
-        chex.assert_trees_all_equal_shapes_and_dtypes(dparams, params)
-        chex.assert_trees_all_equal_shapes_and_dtypes(dx, x)
-        chex.assert_trees_all_close(y, y_ref, **TOL[dtype])
-        chex.assert_trees_all_close(dparams, dparams_ref, **TOL[dtype])
-        chex.assert_trees_all_close(dx, dx_ref, **TOL[dtype])
+        assert_backward_matches_vjp(self.variant, layer, params, state, x, dy, TOL[dtype], **kw)
 
 
 @pytest.mark.x64
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_backward_matches_finite_differences(name):
     layer, params, state, x, _, kw = setup(name, np.float64)
-
-    def f(params, x):
-        return layer.forward(params, state, x, **kw)[0]
-
-    def f_vjp(params, x):
-        y, residuals, _ = layer.forward(params, state, x, **kw)
-        return y, lambda dy: layer.backward(params, residuals, dy)
-
-    with jax.default_matmul_precision("highest"):
-        check_vjp(f, f_vjp, (params, x), eps=1e-6, rtol=1e-6, atol=1e-7)
+    assert_backward_matches_finite_differences(layer, params, state, x, rtol=1e-6, atol=1e-7,
+                                               **kw)
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
