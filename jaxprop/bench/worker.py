@@ -69,48 +69,32 @@ def _torch_net(params, acts, loss, dtype, device="cpu"):
     return torch_impl, torch_impl.TorchMLP(params, acts, loss, device=device, dtype=dtype)
 
 
-def torch_grad(*, params, acts, loss, x, t, dtype="float32", device="cpu"):
-    """One loss-and-gradient by PyTorch autograd.
+def torch_mlp(*, params, acts, loss, x, t, step="grad", dtype="float32", device="cpu"):
+    """One loss-and-gradient by PyTorch autograd (``step="grad"``), or one
+    ``torch.optim.Adam`` training step, learning rate 1e-3, full batch (``step="adam"``).
 
     ``x: (batch, in)``, ``t: (batch, out)``.
 
     Args:
-      params: NumPy ``(W, b)`` pairs, one per Dense layer.
+      params: NumPy ``(W, b)`` pairs, one per Dense layer (copied into the tensors; Adam's
+        steps train them in place).
       acts: one activation name per Dense layer (the hidden ones, then the output's).
       loss: the loss name (``sse_half``, ``mse``; anything else is softmax cross-entropy).
       x: the inputs, made a tensor of ``dtype`` on ``device`` once.
       t: the targets, likewise.
+      step: ``"grad"`` or ``"adam"``: what one call does.
       dtype: ``"float32"`` or ``"bfloat16"``: the params' and the data's dtype.
       device: the torch device (``"cpu"``, ``"cuda:0"``).
 
     Returns:
       ``(call, sync)``: the call to time and a sync that waits for ``device``.
     """
+    if step not in ("grad", "adam"):
+        raise ValueError(f"step must be 'grad' or 'adam', not {step!r}")
     ti, net = _torch_net(params, acts, loss, dtype, device)
     xt, tt = net.to_tensor(x), net.to_tensor(t)
-    return (lambda: net.loss_and_grad(xt, tt)), ti.sync(device)
-
-
-def torch_adam(*, params, acts, loss, x, t, dtype="float32", device="cpu"):
-    """One ``torch.optim.Adam`` training step (learning rate 1e-3), full batch.
-
-    ``x: (batch, in)``, ``t: (batch, out)``.
-
-    Args:
-      params: NumPy ``(W, b)`` pairs, one per Dense layer (copied into the tensors the steps
-        train in place).
-      acts: one activation name per Dense layer (the hidden ones, then the output's).
-      loss: the loss name (``sse_half``, ``mse``; anything else is softmax cross-entropy).
-      x: the inputs, made a tensor of ``dtype`` on ``device`` once.
-      t: the targets, likewise.
-      dtype: ``"float32"`` or ``"bfloat16"``: the params' and the data's dtype.
-      device: the torch device (``"cpu"``, ``"cuda:0"``).
-
-    Returns:
-      ``(call, sync)``: the call to time and a sync that waits for ``device``.
-    """
-    ti, net = _torch_net(params, acts, loss, dtype, device)
-    return net.adam_step_fn(net.to_tensor(x), net.to_tensor(t)), ti.sync(device)
+    call = (lambda: net.loss_and_grad(xt, tt)) if step == "grad" else net.adam_step_fn(xt, tt)
+    return call, ti.sync(device)
 
 
 def torch_xor(*, params, x, t, lr, epochs, device="cpu"):
@@ -204,8 +188,8 @@ def torch_cnn(*, text, params, x, t, device="cpu"):
 
 
 FACTORIES = {
-    "numpy-grad": numpy_grad, "numpy-xor": numpy_xor, "torch-grad": torch_grad,
-    "torch-adam": torch_adam, "torch-xor": torch_xor, "torch-epochs": torch_epochs,
+    "numpy-grad": numpy_grad, "numpy-xor": numpy_xor, "torch-mlp": torch_mlp,
+    "torch-xor": torch_xor, "torch-epochs": torch_epochs,
     "numpy-cnn": numpy_cnn, "torch-cnn": torch_cnn,
 }
 

@@ -322,9 +322,8 @@ def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str =
     if bench.has("torch") and own and np_ok:
         runner = bench.library("torch")
         for dname, tdev in bench.torch_devices():
-            job = bench.job(runner, "torch-grad" if step == "grad" else "torch-adam",
-                            params=_np_params(params0), acts=acts, loss=loss, x=x, t=t,
-                            dtype=dtype, device=tdev)
+            job = bench.job(runner, "torch-mlp", step=step, params=_np_params(params0),
+                            acts=acts, loss=loss, x=x, t=t, dtype=dtype, device=tdev)
             # torch's first calls per shape are slow (oneDNN kernel set-up): warm up longer
             entries.append(Entry("torch", "gradient" if step == "grad" else "adam step", dname,
                                  runner, job, max(cfg.warmup, 8), **work))
