@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from jaxprop.bench.harness import DTYPES, IMPLS, ISOLATION, RECORD_KEYS, Bench, Config
-from jaxprop.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS, compare
+from jaxprop.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS, compare, workload_names
 
 
 def check_output_paths(json_path=None, markdown_path=None, plots_dir=None) -> None:
@@ -33,16 +33,6 @@ def check_output_paths(json_path=None, markdown_path=None, plots_dir=None) -> No
         parent = p if p.exists() else next(a for a in p.absolute().parents if a.exists())
         if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise ValueError(f"--plots {plots_dir}: cannot create files under {parent}")
-
-
-def workload_names(config: Config) -> tuple[str, ...]:
-    """The workloads to run: ``config.workloads``, else the defaults (``custom`` alone when
-    custom sizes are given); unknown names raise ``ValueError``."""
-    names = config.workloads or (("custom",) if config.custom_sizes else DEFAULT_WORKLOADS)
-    unknown = [n for n in names if n not in WORKLOADS]
-    if unknown:
-        raise ValueError(f"unknown workload {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
-    return names
 
 
 def run(config: Config, *, json_path=None, markdown_path=None, plots_dir=None, console=None):

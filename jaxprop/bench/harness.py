@@ -164,16 +164,9 @@ class Bench:
     def run(self, names=None) -> list[dict]:
         """Run the workloads ``names`` (default: ``config.workloads``, else the defaults of
         :mod:`jaxprop.bench.workloads`); returns ``records``."""
-        from jaxprop.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS
+        from jaxprop.bench.workloads import WORKLOADS, workload_names
 
-        cfg = self.config
-        names = names or cfg.workloads or (("custom",) if cfg.custom_sizes
-                                           else DEFAULT_WORKLOADS)
-        unknown = [n for n in names if n not in WORKLOADS]
-        if unknown:
-            raise ValueError(f"unknown workload {', '.join(unknown)}; known: "
-                             f"{', '.join(WORKLOADS)}")
-        for name in names:
+        for name in workload_names(self.config, names):
             WORKLOADS[name](self)
         return self.records
 

@@ -517,6 +517,17 @@ DEFAULT_WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep
                      "train-digits", "data-parallel", "cnn", "gpu")
 
 
+def workload_names(config, names=None) -> tuple[str, ...]:
+    """The workloads to run: ``names``, else ``config.workloads``, else the defaults
+    (``custom`` alone when custom sizes are given); unknown names raise ``ValueError``."""
+    names = names or config.workloads or (("custom",) if config.custom_sizes
+                                          else DEFAULT_WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise ValueError(f"unknown workload {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    return tuple(names)
+
+
 def compare(model, loss, x, t, *, impls=("jaxprop", "jax.grad"), step: str = "grad",
             repeats: int = 7, warmup: int = 2, isolation: str = "process") -> list[dict]:
     """Benchmark your own ``model`` (any :class:`~jaxprop.Model`) on ``(x, t)``.
