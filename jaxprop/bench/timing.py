@@ -129,8 +129,10 @@ class InProcess:
         return name
 
     def warm(self, name: str, n: int) -> None:
+        """``n`` untimed calls, then a wait for :func:`quiet` (as a worker's warm-up does)."""
         call, sync = self.jobs[name]
         time_calls(call, repeats=0, warmup=n, sync=sync)
+        quiet()
 
     def time(self, name: str, calls: int = 1) -> float:
         call, sync = self.jobs[name]
@@ -146,6 +148,10 @@ class Shared(InProcess):
     """The old method: every library in this process, no waiting between calls."""
 
     process = "shared"
+
+    def warm(self, name: str, n: int) -> None:
+        call, sync = self.jobs[name]
+        time_calls(call, repeats=0, warmup=n, sync=sync)
 
     def time(self, name: str, calls: int = 1) -> float:
         call, sync = self.jobs[name]
@@ -230,8 +236,6 @@ def time_rounds(contenders: list[Contender], repeats: int,
     blocks = []
     for c in contenders:
         c.runner.warm(c.job, c.warmup)
-        if isinstance(c.runner, InProcess) and not isinstance(c.runner, Shared):
-            quiet()
         once = c.runner.time(c.job, 1)
         blocks.append(max(1, min(10_000, int(min_block / max(once, 1e-7)) + 1)))
     times = [[] for _ in contenders]
@@ -251,6 +255,13 @@ def block_time(call: Callable, sync: Callable, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def _user_env(env: dict | None) -> dict:
+    """This process's environment without ``PYTHONDONTWRITEBYTECODE``, plus ``env``: a new
+    Python process then uses the bytecode cache, as a user's does (see :func:`fresh_process`)."""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**environ, **(env or {})}
+
+
 def fresh_process(code: str, *, env: dict | None = None, timeout: float = 600) -> dict:
     """Run ``code`` in a new Python process; it prints one JSON line starting with ``RESULT ``,
     which is returned as a dict.
@@ -258,9 +269,8 @@ def fresh_process(code: str, *, env: dict | None = None, timeout: float = 600) -
     The process runs with Python's default bytecode cache, as a user's does: a
     ``PYTHONDONTWRITEBYTECODE`` of the benchmark's own environment (set on some CI machines)
     would recompile every module of jaxprop on every start (30 ms of ``jaxprop train``)."""
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**environ, **(env or {})}, timeout=timeout)
+                         env=_user_env(env), timeout=timeout)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
         tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
@@ -272,10 +282,9 @@ def command_seconds(argv: list[str], *, env: dict | None = None, cwd=None,
                     timeout: float = 600) -> float:
     """Wall seconds of the command ``argv`` run to its exit (a new Python process from its
     start: what a user waits for), in the same environment as :func:`fresh_process`."""
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     t0 = time.perf_counter()
-    out = subprocess.run(argv, capture_output=True, text=True, env={**environ, **(env or {})},
-                         cwd=cwd, timeout=timeout)
+    out = subprocess.run(argv, capture_output=True, text=True, env=_user_env(env), cwd=cwd,
+                         timeout=timeout)
     seconds = time.perf_counter() - t0
     if out.returncode != 0:
         tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
