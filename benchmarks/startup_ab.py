@@ -13,15 +13,13 @@ bypassed), and says so.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from jaxprop.bench.timing import command_seconds, fresh_process
 
 # Import jaxprop from CHECKOUT, not from an editable install's finder.
 PRE = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in "
@@ -39,7 +37,7 @@ assert jaxprop.__file__.startswith({path!r}), jaxprop.__file__
 t2 = time.perf_counter()
 main(["train", "--out", tempfile.mkdtemp() + "/run", "--no-plots"])
 t3 = time.perf_counter()
-print("RESULT", json.dumps([t1 - t0, t2 - t1, t3 - t2, t3 - t1]))
+print("RESULT", json.dumps({{"columns": [t1 - t0, t2 - t1, t3 - t2, t3 - t1]}}))
 '''
 WHOLE = ("import jaxprop, jaxprop.cli as cli\n"
          "assert jaxprop.__file__.startswith({path!r}), jaxprop.__file__\n"
@@ -54,30 +52,22 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8)
     args = ap.parse_args()
     checkouts = {"before": str(args.before.resolve()), "after": str(args.after.resolve())}
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
+    # None: fresh_process and command_seconds drop PYTHONPATH (and PYTHONDONTWRITEBYTECODE)
+    env = {"PYTHONPATH": None}
     inside = {name: [] for name in checkouts}
     whole = {name: [] for name in checkouts}
     with tempfile.TemporaryDirectory(prefix="jaxprop-startup-") as d:
         env["JAXPROP_COMPILATION_CACHE"] = f"{d}/cache"
         for r in range(args.rounds + 1):  # round 0 fills the caches and is not counted
             for name, path in checkouts.items():
-                out = subprocess.run([sys.executable, "-c", PRE.format(path=path)
-                                      + AFTER_IMPORT.format(path=path)],
-                                     env=env, capture_output=True, text=True, cwd=d)
-                lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-                if out.returncode or not lines:
-                    sys.exit(f"{name}: {out.stderr.strip().splitlines()[-1:]}")
+                cols = fresh_process(PRE.format(path=path) + AFTER_IMPORT.format(path=path),
+                                     env=env, cwd=d)["columns"]
                 shutil.rmtree(f"{d}/run", ignore_errors=True)
-                t0 = time.perf_counter()
-                w = subprocess.run([sys.executable, "-c", PRE.format(path=path)
-                                    + WHOLE.format(path=path), "train", "--no-plots", "--out",
-                                    f"{d}/run"], env=env, capture_output=True, text=True, cwd=d)
-                seconds = time.perf_counter() - t0
-                if w.returncode:
-                    sys.exit(f"{name}: {w.stderr.strip().splitlines()[-1:]}")
+                seconds = command_seconds(
+                    [sys.executable, "-c", PRE.format(path=path) + WHOLE.format(path=path),
+                     "train", "--no-plots", "--out", f"{d}/run"], env=env, cwd=d)
                 if r:
-                    inside[name].append(json.loads(lines[0][len("RESULT "):]))
+                    inside[name].append(cols)
                     whole[name].append(seconds)
     for name in checkouts:
         cols = [statistics.median(c) for c in zip(*inside[name])]

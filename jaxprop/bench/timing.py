@@ -256,21 +256,23 @@ def block_time(call: Callable, sync: Callable, calls: int) -> float:
 
 
 def _user_env(env: dict | None) -> dict:
-    """This process's environment without ``PYTHONDONTWRITEBYTECODE``, plus ``env``: a new
-    Python process then uses the bytecode cache, as a user's does (see :func:`fresh_process`)."""
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    return {**environ, **(env or {})}
+    """This process's environment without ``PYTHONDONTWRITEBYTECODE``, plus ``env`` (where a
+    value is None, without that variable): a new Python process then uses the bytecode cache,
+    as a user's does (see :func:`fresh_process`)."""
+    merged = {**os.environ, "PYTHONDONTWRITEBYTECODE": None, **(env or {})}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
-def fresh_process(code: str, *, env: dict | None = None, timeout: float = 600) -> dict:
+def fresh_process(code: str, *, env: dict | None = None, cwd=None, timeout: float = 600) -> dict:
     """Run ``code`` in a new Python process; it prints one JSON line starting with ``RESULT ``,
-    which is returned as a dict.
+    which is returned as a dict. ``env`` adds variables (None: removes one); ``cwd`` is the
+    process's working directory.
 
     The process runs with Python's default bytecode cache, as a user's does: a
     ``PYTHONDONTWRITEBYTECODE`` of the benchmark's own environment (set on some CI machines)
     would recompile every module of jaxprop on every start (30 ms of ``jaxprop train``)."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=_user_env(env), timeout=timeout)
+                         env=_user_env(env), cwd=cwd, timeout=timeout)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
         tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
