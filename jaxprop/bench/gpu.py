@@ -31,7 +31,9 @@ import numpy as np
 
 import jaxprop as jp
 from jaxprop.bench import numpy_baseline as nb
+from jaxprop.bench.harness import mlp_flops
 from jaxprop.bench.timing import compile_jax, peak_bytes, summarize, time_calls, time_interleaved
+from jaxprop.bench.workloads import autodiff_grad_fn
 from jaxprop.train.precision import get_precision
 
 WORKLOAD = "gpu-mlp"
@@ -88,10 +90,6 @@ def _data(sizes, batch):
     return model, model.init(jax.random.key(0)), x, t
 
 
-def _flops(sizes, batch):
-    return 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-
-
 def _record(impl, device, dtype, batch, width, timing, *, flops, roofline=None, peak=None,
             samples=True):
     gflops = flops / timing.median / 1e9
@@ -108,30 +106,20 @@ def _numpy_row(config, sizes, data, log):
     net = nb.NumpyMLP(list(sizes), "relu", "identity", LOSS)
     p = nb.from_jaxprop(params)
     # seconds per call at GPU sizes on a host: one timed call is enough for its magnitude
-    repeats = 1 if _flops(sizes, len(x)) > 1e11 else min(config.repeats, 3)
+    repeats = 1 if mlp_flops(sizes, len(x)) > 1e11 else min(config.repeats, 3)
     times = time_calls(lambda: net.loss_and_grad(p, x, t), repeats=repeats, warmup=0,
                        sync=lambda _: None)
     rec = _record("numpy", "cpu:0", "float32", len(x), sizes[1], summarize(times),
-                  flops=_flops(sizes, len(x)))
+                  flops=mlp_flops(sizes, len(x)))
     log(f"{WORKLOAD} numpy host width {sizes[1]}: {rec['median_s'] * 1e3:.1f} ms")
     return rec
-
-
-def _jax_grad_state_fn(model, loss):
-    """``(params, state, x, t) -> (loss, grads, state)`` by ``jax.value_and_grad``."""
-
-    def grad_state(params, state, x, t):
-        value, grads = jax.value_and_grad(lambda p: loss.value(model.apply(p, x), t))(params)
-        return value, grads, state
-
-    return grad_state
 
 
 def _gradient(impl, model, policy):
     """``(params, x, t) -> (loss, grads)`` under ``policy``, hand-written or by jax.grad."""
     loss = policy.loss(jp.get_loss(LOSS))
     inner = jp.loss_grad_state_fn(model, loss) if impl == "jaxprop" \
-        else _jax_grad_state_fn(model, loss)
+        else autodiff_grad_fn(model, loss)
     wrapped = policy.wrap(inner)
     return lambda params, x, t: wrapped(params, None, x, t)[:2]
 
@@ -201,7 +189,7 @@ def _cell(config, sizes, data, dname, dev, precision, log, torch_impl):
         is_mm = impl == "matmul"
         records.append(_record(
             impl, dname, policy.name, batch, width, timing,
-            flops=2 * batch * width * width if is_mm else _flops(sizes, batch),
+            flops=2 * batch * width * width if is_mm else mlp_flops(sizes, batch),
             roofline=roofline, peak=peak(), samples=not is_mm))
         log(f"{WORKLOAD} {impl} {dname} {policy.name} width {width}: "
             f"{timing.median * 1e3:.3f} ms")

@@ -338,7 +338,7 @@ def _jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step):
     with bench.precision(dtype):
         if step == "grad":
             fn = jp.loss_and_grad_fn(model, loss) if impl == "jaxprop" else \
-                _value_and_grad(model, loss)
+                _autodiff_loss_and_grad(model, loss)
             compiled, c = compile_jax(fn, params, xd, td)
             return (lambda: compiled(params, xd, td)), c
         opt = optax.adam(1e-3)
@@ -355,9 +355,11 @@ def _jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step):
     return call, c
 
 
-def _value_and_grad(model, loss):
-    loss = get_loss(loss)
-    return jax.value_and_grad(lambda p, x, t: loss.value(model.apply(p, x), t))
+def _autodiff_loss_and_grad(model, loss):
+    """``(params, x, t) -> (loss, grads)`` by :func:`autodiff_grad_fn`, for a model without
+    state: what ``jp.loss_and_grad_fn`` returns, differentiated by JAX."""
+    grad_fn = autodiff_grad_fn(model, loss)
+    return lambda params, x, t: grad_fn(params, None, x, t)[:2]
 
 
 def mlp(bench) -> None:
