@@ -323,3 +323,20 @@ def test_remember_caches_hashable_calls_and_runs_the_rest():
     with pytest.raises(TypeError, match="by the function itself"):  # not mistaken for unhashable
         build(1, "bad")
     assert len(calls) == 4
+
+
+def test_a_compiled_chunk_is_not_reused_under_another_matmul_precision():
+    import sys
+
+    compiled = sys.modules["jaxprop.train.fit"]._COMPILED  # (jaxprop.train.fit is the function)
+    model = jp.mlp([2, 3, 1], "tanh", "sigmoid")
+    x, t = (a.astype(np.float32) for a in (XOR_X, XOR_T))
+    run = partial(fit, model, "sse_half", optax.sgd(0.1), (x, t), epochs=3,
+                  key=jax.random.key(0))
+    run()
+    before = len(compiled)
+    run()
+    assert len(compiled) == before  # the same settings: the same program
+    with jax.default_matmul_precision("highest"):
+        run()
+    assert len(compiled) == before + 1

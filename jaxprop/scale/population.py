@@ -25,7 +25,7 @@ import optax
 from jaxprop.core.checks import validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.train.compile import FAST_COMPILE, remember
+from jaxprop.train.compile import FAST_COMPILE, CompiledPrograms, remember
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import get_precision
 from jaxprop.train.step import (
@@ -67,17 +67,26 @@ def init_population(model: Layer, key: jax.Array, n: int) -> list:
 
 
 def _optimizer_for(optimizer, lrs):
-    """``(optimizer, make)``: the shared optax optimizer, and ``make(lr)`` for a member's init."""
+    """The optax optimizer every member shares. With ``lrs``, ``optax.inject_hyperparams`` of
+    the alias: each member's learning rate lives in its own optimizer state
+    (:func:`_with_learning_rate`), so one optimizer (and one compiled program) serves all."""
     if lrs is None:
-        opt = as_optimizer(optimizer)
-        return opt, lambda lr: opt  # lr unused: the optimizer is fixed
+        return as_optimizer(optimizer)
     if isinstance(optimizer, optax.GradientTransformation):
         raise ValueError("fit_population: with lrs, pass an optax alias such as optax.adam "
                          "(the function), not an optimizer instance")
-    factory = optimizer if callable(optimizer) else optax.sgd
-    # The learning rate lives in each member's optimizer state, so one optimizer serves all.
-    make = lambda lr: optax.inject_hyperparams(factory)(learning_rate=lr)  # noqa: E731
-    return make(float(lrs[0])), make
+    return _injected(optimizer if callable(optimizer) else optax.sgd)
+
+
+@functools.lru_cache(maxsize=16)
+def _injected(factory):
+    return optax.inject_hyperparams(factory)(learning_rate=1.0)
+
+
+def _with_learning_rate(opt_state, lr):
+    rate = opt_state.hyperparams["learning_rate"]
+    return opt_state._replace(hyperparams={**opt_state.hyperparams,
+                                           "learning_rate": jnp.asarray(lr, rate.dtype)})
 
 
 def init_population_state(model: Layer, optimizer, keys: jax.Array, lrs=None,
@@ -100,9 +109,15 @@ def init_population_state(model: Layer, optimizer, keys: jax.Array, lrs=None,
     Returns:
       the stacked :class:`~jaxprop.train.TrainState`.
     """
-    _, make = _optimizer_for(optimizer, lrs)
-    lrs = np.zeros(len(keys), np.float32) if lrs is None else np.asarray(lrs, np.float32)
-    return jax.vmap(lambda k, lr, p: init_state(model, make(lr), k, p))(keys, lrs, params)
+    opt = _optimizer_for(optimizer, lrs)
+    if lrs is None:
+        return jax.vmap(lambda k, p: init_state(model, opt, k, p))(keys, params)
+
+    def member(k, lr, p):
+        state = init_state(model, opt, k, p)
+        return state._replace(opt_state=_with_learning_rate(state.opt_state, lr))
+
+    return jax.vmap(member)(keys, np.asarray(lrs, np.float32), params)
 
 
 def make_population_train(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
@@ -240,7 +255,7 @@ def fit_population(
         lrs = np.broadcast_to(lrs, (n,)).copy()
         if not np.all(np.isfinite(lrs) & (lrs > 0)):
             raise ValueError(f"fit_population: learning rates must be positive, got {lrs}")
-    opt, _ = _optimizer_for(optimizer, lrs)
+    opt = _optimizer_for(optimizer, lrs)
     if seeds is not None:
         keys = key_from_seed(seeds)  # = jax.vmap(jax.random.key)(seeds), made on the host
     elif keys is None:
@@ -315,8 +330,8 @@ def _merge(outs, n: int):
     return jax.tree.map(lambda *parts: jnp.concatenate(parts)[:n], *outs)
 
 
-# Compiled population programs, kept across calls: {(settings..., options, signature): executable}
-_COMPILED: dict = {}
+# Compiled population programs, kept across calls.
+_COMPILED = CompiledPrograms(maxsize=16)
 
 
 def _compiled_train(model, loss, opt, n_examples, epochs, batch_size, drop_last, record_losses,
@@ -327,22 +342,15 @@ def _compiled_train(model, loss, opt, n_examples, epochs, batch_size, drop_last,
     key = (model, loss, opt, n_examples, epochs, batch_size, drop_last, record_losses, grad_fn,
            precision, tuple(sorted((options or {}).items())), treedef,
            tuple(map(jax.typeof, leaves)))
-    try:
-        hash(key)
-    except TypeError:  # an unhashable optimizer: compile for this call only
-        key = None
-    if key is None or key not in _COMPILED:
+
+    def build():
         train = make_population_train(model, loss, opt, n_examples, epochs, batch_size,
                                       drop_last, precision, record_losses=record_losses,
                                       grad_fn=grad_fn)
         with get_precision(precision).matmul():  # "highest": around tracing and compilation
-            compiled = train.lower(state, x, t).compile(options)
-        if key is None:
-            return compiled
-        _COMPILED[key] = compiled
-        while len(_COMPILED) > 16:
-            _COMPILED.pop(next(iter(_COMPILED)))
-    return _COMPILED[key]
+            return train.lower(state, x, t).compile(options)
+
+    return _COMPILED.get(key, build)
 
 
 @functools.lru_cache(maxsize=16)

@@ -6,9 +6,11 @@ that costs more than the matmul itself; large ones need XLA's full optimisation 
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import os
+from typing import Callable
 
 import jax
 import jax.extend
@@ -84,6 +86,39 @@ def remember(maxsize: int):
         return call
 
     return wrap
+
+
+class CompiledPrograms:
+    """Compiled programs kept across calls, least recently used dropped beyond ``maxsize``.
+
+    Keyed by what the caller's program was built and compiled for, plus JAX's settings that
+    change the compiled code without changing the arguments (the default matmul precision,
+    x64): a call under ``jax.default_matmul_precision("highest")`` never reuses a program
+    compiled outside it. A key that cannot be hashed (an optimizer holding arrays) compiles
+    for that call only.
+    """
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._programs: collections.OrderedDict = collections.OrderedDict()
+
+    def get(self, key, build: Callable):
+        """The program for ``key``, from ``build()`` the first time."""
+        key = (key, jax.config.jax_default_matmul_precision, jax.config.jax_enable_x64)
+        try:
+            hash(key)
+        except TypeError:
+            return build()
+        if key in self._programs:
+            self._programs.move_to_end(key)
+            return self._programs[key]
+        program = self._programs[key] = build()
+        while len(self._programs) > self.maxsize:
+            self._programs.popitem(last=False)
+        return program
+
+    def __len__(self) -> int:
+        return len(self._programs)
 
 
 # forward_flops' answers, per model and argument types (a second fit of the same model does not

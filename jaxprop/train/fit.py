@@ -36,7 +36,13 @@ from jaxprop.core.checks import (
 )
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.train.compile import auto_compiler_options, auto_unroll, forward_flops, remember
+from jaxprop.train.compile import (
+    CompiledPrograms,
+    auto_compiler_options,
+    auto_unroll,
+    forward_flops,
+    remember,
+)
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import Precision, get_precision
 from jaxprop.train.step import (
@@ -130,9 +136,8 @@ def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accurac
     return jax.jit(chunk, static_argnums=4, donate_argnums=(0,) if donate else ())
 
 
-# Compiled chunks kept across fit calls: {(jitted, n_epochs, options, signature): executable}.
-_COMPILED: dict = {}
-_COMPILED_MAX = 32
+# Compiled chunks kept across fit calls, keyed (jitted, n_epochs, options, signature).
+_COMPILED = CompiledPrograms(maxsize=32)
 # A training state smaller than this is not donated: keeping the last good state for the
 # divergence guard then costs nothing, where a donated one must be copied to the host after
 # every chunk (1 ms of a 2 ms XOR fit).
@@ -337,19 +342,17 @@ def fit_state(
             return jitted.lower(*args).compile(compiler_options)
 
     def get_compiled(n):
-        nonlocal compile_time
-        cache_key = (jitted, n, options_key, signature)
-        if cache_key not in _COMPILED:
+        def build():
+            nonlocal compile_time
             t0 = time.perf_counter()
             args = (state, x, t, test_data, n)
             fn = _stoppable(lambda: compile_chunk(args), should_stop)
             compile_time += time.perf_counter() - t0
             if fn is _STOPPED:
                 raise TrainingInterrupted(good, history())
-            _COMPILED[cache_key] = fn
-            while len(_COMPILED) > _COMPILED_MAX:
-                _COMPILED.pop(next(iter(_COMPILED)))
-        return _COMPILED[cache_key]
+            return fn
+
+        return _COMPILED.get((jitted, n, options_key, signature), build)
 
     # the last good state: a host copy survives the donation of ``state`` to the next chunk
     good = to_host(state) if donate or mesh is not None else state
