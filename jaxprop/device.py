@@ -44,7 +44,10 @@ def require_backends(names) -> None:
             f"{', '.join(f'{k} ({len(v)})' for k, v in present.items())}{hint}")
 
 
-def _memory(device) -> dict | None:
+def memory(device) -> dict | None:
+    """``bytes_limit``, ``bytes_in_use`` and ``peak_bytes_in_use`` (a high-water mark since the
+    process started) from ``device.memory_stats()``, those it has; None where the backend reports
+    none (CPU)."""
     try:
         stats = device.memory_stats()
     except Exception:  # noqa: BLE001 - backends without memory statistics raise or return None
@@ -76,7 +79,7 @@ def describe() -> dict:
     present = backends()
     devices = [
         {"id": f"{name}:{d.id}", "backend": name, "kind": d.device_kind,
-         "process": d.process_index, "memory": _memory(d)}
+         "process": d.process_index, "memory": memory(d)}
         for name, devs in present.items() for d in devs
     ]
     precision = jax.config.jax_default_matmul_precision

@@ -27,6 +27,8 @@ from typing import Callable, NamedTuple
 
 import jax
 
+from jaxprop.device import memory
+
 
 class Timing(NamedTuple):
     """Seconds per call: ``median``, ``min``, ``max`` over the repeats; ``compile_s`` or None."""
@@ -295,10 +297,7 @@ def command_seconds(argv: list[str], *, env: dict | None = None, cwd=None,
 
 
 def peak_bytes(device) -> int | None:
-    """``peak_bytes_in_use`` from ``device.memory_stats()`` (a high-water mark since the process
-    started); None where the backend does not report it (CPU)."""
-    try:
-        stats = device.memory_stats()
-    except Exception:  # noqa: BLE001 - some backends raise instead of returning None
-        return None
-    return None if not stats else stats.get("peak_bytes_in_use")
+    """``peak_bytes_in_use`` of :func:`jaxprop.device.memory` (a high-water mark since the
+    process started); None where the backend does not report it (CPU)."""
+    stats = memory(device)
+    return None if stats is None else stats.get("peak_bytes_in_use")
