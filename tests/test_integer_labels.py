@@ -95,3 +95,11 @@ def test_a_loss_over_classes_needs_two_outputs():
         for fn in (loss.value, loss.grad):
             with pytest.raises(ValueError, match="one output per class .* bce_with_logits"):
                 fn(z, t)
+
+
+def test_test_set_labels_are_checked_like_the_training_set():
+    model = jp.mlp([3, 4, 3], "tanh", loss=SPARSE)
+    x, labels = np.ones((4, 3), np.float32), np.array([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="class label 7 but the model has 3 outputs"):
+        jp.fit(model, SPARSE, 0.1, (x, labels, x, np.full(4, 7)), epochs=1,
+               key=jax.random.key(0))

@@ -160,10 +160,13 @@ def test_double_policy_without_x64_is_one_clear_error():
     lambda: jp.init_state(jp.mlp([2, 3, 1], "sigmoid", "sigmoid", dtype=jnp.float64), optax.sgd(0.1),
                           jax.random.key(0)),
     lambda: jp.get_initializer("glorot")(jax.random.key(0), (2, 3), jnp.float64),
-], ids=["mlp", "Dense", "init_state", "initializer"])
+    lambda: jp.Conv2D(2, 3, dtype=jnp.float64).init(jax.random.key(0), (4, 4, 1)),
+    lambda: jp.LayerNorm(dtype=jnp.float64).init(jax.random.key(0), (3,)),
+], ids=["mlp", "Dense", "init_state", "initializer", "Conv2D", "LayerNorm"])
 def test_double_model_without_x64_is_one_clear_error(make):
-    with pytest.raises(ValueError, match="float64 needs jax_enable_x64"):
+    with pytest.raises(ValueError, match="float64 needs jax_enable_x64") as e:
         make()
+    assert "'init'" not in str(e.value)  # names the layer or initializer, not a function
 
 
 def test_train_cli_precision_is_saved_and_checked_on_resume(tmp_path, capsys):

@@ -307,7 +307,7 @@ def test_key_from_seed_of_an_array_is_vmapped_jax_random_key():
 
 
 def test_remember_caches_hashable_calls_and_runs_the_rest():
-    from jaxprop.train.compile import remember
+    from jaxprop.core.cache import remember
 
     calls = []
 

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprop.core.cache import remember
+
 
 def params_dtype(params):
     """The floating dtype of ``params`` (``None`` for a model without params).
@@ -59,22 +61,25 @@ def _floating(name, a, want, check_finite):
 
 def _labels(a, check_finite):
     """Integer class labels as int32 (whole-number floats are accepted)."""
-    if not isinstance(a, jax.Array):
-        a = np.asarray(a)
-    if jnp.issubdtype(a.dtype, jnp.floating) and not isinstance(a, jax.core.Tracer):
+    if isinstance(a, jax.core.Tracer):
+        if not jnp.issubdtype(a.dtype, jnp.integer):
+            raise ValueError(f"t has dtype {a.dtype}; class labels must be integers 0..k-1")
+        return a.astype(jnp.int32)
+    host = np.asarray(a)
+    if jnp.issubdtype(host.dtype, jnp.floating):
         if check_finite:
-            _check_finite("t", a)
-        host = np.asarray(a)
+            _check_finite("t", host)
         if not np.all(host == np.round(host)):
             raise ValueError("t holds class labels but has fractional values; labels are "
                              "integers 0..k-1 (one per example)")
-        a = host
-    elif not jnp.issubdtype(a.dtype, jnp.integer):
-        raise ValueError(f"t has dtype {a.dtype}; class labels must be integers 0..k-1")
-    if not isinstance(a, jax.core.Tracer) and np.size(a) and np.min(np.asarray(a)) < 0:
-        raise ValueError(f"t holds a negative class label ({int(np.min(np.asarray(a)))}); "
-                         "labels are integers 0..k-1")
-    return jnp.asarray(a, jnp.int32)
+    elif not jnp.issubdtype(host.dtype, jnp.integer):
+        raise ValueError(f"t has dtype {host.dtype}; class labels must be integers 0..k-1")
+    low = int(host.min()) if host.size else 0
+    if low < 0:
+        raise ValueError(f"t holds a negative class label ({low}); labels are integers 0..k-1")
+    if isinstance(a, jax.Array) and a.dtype == jnp.int32:
+        return a
+    return _to_device(host.astype(np.int32))  # (jnp.asarray would compile a program per shape)
 
 
 def validate_data(params, x, t=None, *, check_finite: bool = True, loss=None):
@@ -128,12 +133,23 @@ def check_labels_fit(model, params, state, x, t) -> None:
     """
     if isinstance(t, jax.core.Tracer) or not np.size(t):
         return
-    y = jax.eval_shape(lambda p, s, x: model.forward(p, s, x, train=False)[0], params, state, x)
-    num_outputs = y.shape[-1] if y.ndim else 1
+    leaves, treedef = jax.tree.flatten((params, state, x))
+    num_outputs = _num_outputs(model, treedef, tuple((np.shape(a), jnp.result_type(a))
+                                                     for a in leaves))
     top = int(np.max(np.asarray(t)))
     if top >= num_outputs:
         raise ValueError(f"t holds class label {top} but the model has {num_outputs} outputs "
                          f"(labels must be 0..{num_outputs - 1})")
+
+
+@remember(maxsize=64)
+def _num_outputs(model, treedef, shapes) -> int:
+    """The size of the model's output axis for params, state and inputs of these shapes (an
+    abstract trace of ``forward``, remembered: ``value_and_grad`` checks every call's labels)."""
+    params, state, x = jax.tree.unflatten(
+        treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in shapes])
+    y = jax.eval_shape(lambda p, s, x: model.forward(p, s, x, train=False)[0], params, state, x)
+    return y.shape[-1] if y.ndim else 1
 
 
 def _to_device(a):
@@ -146,6 +162,11 @@ def _to_device(a):
     return jnp.asarray(a)
 
 
+def _output_layer_name(model) -> str:
+    """The name of the layer that makes the model's outputs (the model's own for one layer)."""
+    return model.sublayers[-1].name if getattr(model, "sublayers", ()) else model.name
+
+
 def check_output_fits_loss(model, loss) -> None:
     """Raise ``ValueError`` when the model's outputs cannot be what ``loss`` expects: a loss on
     probabilities (``input_range``) after an output that leaves that range, or a loss on logits
@@ -154,7 +175,7 @@ def check_output_fits_loss(model, loss) -> None:
 
     loss = get_loss(loss)
     out = getattr(model, "output_range", None)
-    last = model.sublayers[-1].name if getattr(model, "sublayers", ()) else model.name
+    last = _output_layer_name(model)
     if loss.input_range is not None:
         lo, hi = loss.input_range
         if out is None or out[0] < lo or out[1] > hi:
@@ -211,7 +232,7 @@ def warn_if_targets_outside_output(model, loss, t) -> None:
         return
     lo, hi = float(np.min(host)), float(np.max(host))
     if lo < out[0] or hi > out[1]:
-        last = model.sublayers[-1].name if getattr(model, "sublayers", ()) else model.name
+        last = _output_layer_name(model)
         warnings.warn(
             f"the targets lie in [{lo:.4g}, {hi:.4g}] but the output layer {last} only gives "
             f"values in [{out[0]:g}, {out[1]:g}]: the network cannot fit them (use an identity "
@@ -238,18 +259,6 @@ class BackwardError(ValueError):
 def layer_label(index, name: str) -> str:
     """``"layer 3 (scale)"``: how errors and reports name a layer of a model."""
     return f"layer {index} ({name})"
-
-
-def _key_text(path) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(k, attr):
-                parts.append(repr(getattr(k, attr)) if attr == "key" else str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "[" + "][".join(parts) + "]" if parts else ""
 
 
 def _describe(v) -> str:
@@ -303,13 +312,13 @@ def _check_dparams(where, params, dparams, dx, x_spec):
         raise BackwardError(where, "backward returned (dx, dparams); it must return "
                                    "(dparams, dx) in that order")
     if jax.tree.structure(dparams) != jax.tree.structure(params):
-        want = [_key_text(p) or "the parameter" for p, _ in p_leaves]
+        want = [jax.tree_util.keystr(p) or "the parameter" for p, _ in p_leaves]
         if dparams is None:
             raise BackwardError(where, f"dparams is None but the layer has parameters "
                                        f"{', '.join(want)}; return zeros where a parameter "
                                        "gets no gradient")
         try:
-            got = [_key_text(p) or "a leaf" for p, _ in
+            got = [jax.tree_util.keystr(p) or "a leaf" for p, _ in
                    jax.tree_util.tree_flatten_with_path(dparams)[0]]
         except Exception:  # noqa: BLE001 - not a pytree at all
             got = []
@@ -322,7 +331,7 @@ def _check_dparams(where, params, dparams, dx, x_spec):
                    f"got {jax.tree.structure(dparams)}" + (f" ({'; '.join(detail)})" if detail
                                                           else ""))
     for (path, p), g in zip(p_leaves, jax.tree.leaves(dparams)):
-        name = f"dparams{_key_text(path)}"
+        name = f"dparams{jax.tree_util.keystr(path)}"
         if not _is_array(p):
             continue
         if not _is_array(g):

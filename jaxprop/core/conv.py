@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxprop.core.checks import require_dtype
 from jaxprop.core.layers import Layer, get_initializer
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -149,6 +150,7 @@ def Conv2D(
     name = f"Conv2D({features}, {k[0]}x{k[1]})"
 
     def init(key, in_shape):
+        require_dtype(dtype, name)
         h, w, c = _image(in_shape, name)
         out = _out_hw((h, w), _pads(pad, (h, w), span, s), span, s)
         if min(out) < 1:
@@ -229,8 +231,12 @@ def _unslice(g, offset, strides, padded_hw):
         (j, wp - j - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
 
 
-def _pool(kind: str, window, strides, padding, forward_fn, backward_fn) -> Layer:
+def _pool(kind: str, spec_name: str, fill: float, window, strides, padding, forward_fn,
+          backward_fn) -> Layer:
     """A pooling layer: geometry, shapes and batching shared by max and average pooling.
+
+    ``kind`` names the layer in messages, ``spec_name`` in the architecture text; ``fill`` is
+    the value of padding.
 
     ``forward_fn(slices) -> (y, aux)`` combines the window slices (``aux``: what its backward
     needs); ``backward_fn(aux, dy, n) -> [dy_1, ..., dy_n]`` gives each of the ``n`` slices its
@@ -241,7 +247,6 @@ def _pool(kind: str, window, strides, padding, forward_fn, backward_fn) -> Layer
     s = k if strides is None else _pair(strides, f"{kind}: strides")
     pad = _padding(padding, kind)
     name = f"{kind}({k[0]}x{k[1]})"
-    fill = -jnp.inf if kind == "MaxPool2D" else 0.0
 
     def geometry(hw):
         pads = _pads(pad, hw, k, s)
@@ -282,7 +287,7 @@ def _pool(kind: str, window, strides, padding, forward_fn, backward_fn) -> Layer
     pad_arg = _padding_spec(pad, "VALID")
     if k[0] == k[1] and s[0] == s[1] and pad_arg is not None:
         args = [str(k[0])] + ([str(s[0])] if s != k else []) + pad_arg
-        spec = f"{kind[:3].lower()}pool({','.join(args)})"
+        spec = f"{spec_name}({','.join(args)})"
     return Layer(init, forward, backward, name, spec=spec)
 
 
@@ -307,7 +312,7 @@ def MaxPool2D(window, strides=None, padding="VALID") -> Layer:
     def backward(arg, dy, n_slices):
         return [jnp.where(arg == n, dy, 0) for n in range(n_slices)]
 
-    return _pool("MaxPool2D", window, strides, padding, forward, backward)
+    return _pool("MaxPool2D", "maxpool", -jnp.inf, window, strides, padding, forward, backward)
 
 
 def AvgPool2D(window, strides=None, padding="VALID") -> Layer:
@@ -324,4 +329,4 @@ def AvgPool2D(window, strides=None, padding="VALID") -> Layer:
     def backward(_, dy, n_slices):
         return [dy / n_slices] * n_slices
 
-    return _pool("AvgPool2D", window, strides, padding, forward, backward)
+    return _pool("AvgPool2D", "avgpool", 0.0, window, strides, padding, forward, backward)

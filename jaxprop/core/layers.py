@@ -99,8 +99,10 @@ def get_initializer(init: str | Callable) -> Callable:
                 f"unknown initializer {init!r}; known: {', '.join(sorted(INITIALIZERS))}"
             ) from None
 
+    label = init if isinstance(init, str) else getattr(fn, "__name__", repr(fn))
+
     def initializer(key, shape, dtype=jnp.float32):
-        require_dtype(dtype, f"initializer {getattr(fn, '__name__', init)!r}")
+        require_dtype(dtype, f"initializer {label!r}")
         return fn(key, shape, dtype)
 
     return initializer

@@ -24,7 +24,12 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxprop.core.checks import BackwardError, checked_backward, layer_label
+from jaxprop.core.checks import (
+    BackwardError,
+    check_output_fits_loss,
+    checked_backward,
+    layer_label,
+)
 from jaxprop.core.layers import Dense, Flatten, Layer, get_initializer
 from jaxprop.core.layers import activation as activation_layer
 
@@ -51,8 +56,8 @@ class Residuals:
     backward pass checks each layer's ``dx`` against)."""
 
     per_layer: list
-    inputs: tuple[Spec, ...] | None = None
-    output: Spec | None = None
+    inputs: tuple[Spec, ...]
+    output: Spec
 
     def __getitem__(self, i):
         return self.per_layer[i]
@@ -186,7 +191,7 @@ class Model(Layer):
         """Each layer's input :class:`Spec` noted by the forward pass, with any extra leading
         axes that ``dy`` has over the output noted there (residuals carried out of a
         ``vmap``); ``None`` for each when unknown."""
-        if not isinstance(residuals, Residuals) or residuals.inputs is None:
+        if not isinstance(residuals, Residuals):
             return (None,) * len(self.layers)
         out, shape = residuals.output.shape, tuple(dy.shape)
         lead = shape[:len(shape) - len(out)]
@@ -338,8 +343,6 @@ def mlp(
         layers += [Dense(width, W_init=w_init, b_init=bias_init, dtype=dtype), act]
     model = serial(*layers, in_shape=in_shape or (sizes[0],))
     if loss is not None:
-        from jaxprop.core.checks import check_output_fits_loss
-
         check_output_fits_loss(model, loss)
     return model
 

@@ -29,7 +29,8 @@ LAYER_SPECS: dict[str, tuple[Callable[..., Layer], str]] = {
     "dense": (lambda n: Dense(n), "dense(n)"),
 }
 for _name, _make in ACTIVATIONS.items():
-    LAYER_SPECS[_name] = (_make, "leaky_relu[(slope)]" if _name == "leaky_relu" else _name)
+    LAYER_SPECS[_name] = (_make, _name)
+LAYER_SPECS["leaky_relu"] = (ACTIVATIONS["leaky_relu"], "leaky_relu[(slope)]")  # takes a slope
 
 # layers whose argument is a whole architecture (parsed into a model), not numbers
 BLOCK_LAYERS: set[str] = set()

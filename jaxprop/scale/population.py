@@ -25,7 +25,8 @@ import optax
 from jaxprop.core.checks import validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.train.compile import FAST_COMPILE, CompiledPrograms, remember
+from jaxprop.core.cache import remember
+from jaxprop.train.compile import FAST_COMPILE, CompiledPrograms
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import get_precision
 from jaxprop.train.step import (

@@ -7,7 +7,6 @@ that costs more than the matmul itself; large ones need XLA's full optimisation 
 from __future__ import annotations
 
 import collections
-import functools
 import math
 import os
 from typing import Callable
@@ -65,27 +64,6 @@ def auto_compiler_options(n_params: int, n_examples: int,
     if per_example * batch < AUTO_SINGLE_THREAD_STEP_FLOPS:
         options["xla_cpu_multi_thread_eigen"] = False
     return options or None
-
-
-def remember(maxsize: int):
-    """``functools.lru_cache(maxsize)`` for functions that build programs from models, losses and
-    optimizers: a call whose arguments are unhashable (a model or optimizer holding arrays, a
-    dict) is not remembered and simply runs."""
-    def wrap(fn):
-        cached = functools.lru_cache(maxsize=maxsize)(fn)
-
-        @functools.wraps(fn)
-        def call(*args):
-            try:
-                hash(args)
-            except TypeError:
-                return fn(*args)
-            return cached(*args)
-
-        call.cache_clear = cached.cache_clear
-        return call
-
-    return wrap
 
 
 class CompiledPrograms:

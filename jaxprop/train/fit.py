@@ -34,6 +34,7 @@ from jaxprop.core.checks import (
     validate_data,
     warn_if_targets_outside_output,
 )
+from jaxprop.core.cache import remember
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.train.compile import (
@@ -41,7 +42,6 @@ from jaxprop.train.compile import (
     auto_compiler_options,
     auto_unroll,
     forward_flops,
-    remember,
 )
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import Precision, get_precision
@@ -420,7 +420,8 @@ def _validated_data(model, loss, state, data):
     if x_test is not None:
         test_data = validate_data(state.params, x_test, t_test, loss=loss)
     if loss.integer_labels:
-        check_labels_fit(model, state.params, state.model_state, x, t)
+        for xs, ts in ((x, t), test_data or (x, t)):  # the test labels too
+            check_labels_fit(model, state.params, state.model_state, xs, ts)
     else:
         warn_if_targets_outside_output(model, loss, t)
     return x, t, test_data

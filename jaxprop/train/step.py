@@ -47,7 +47,8 @@ import optax
 from jaxprop.core.backprop import loss_grad_state_fn
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.train.compile import FAST_COMPILE, remember
+from jaxprop.core.cache import remember
+from jaxprop.train.compile import FAST_COMPILE
 from jaxprop.train.precision import Precision, get_precision
 
 Array = jax.Array
