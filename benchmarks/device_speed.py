@@ -35,7 +35,7 @@ import optax
 import jaxprop as jp
 from jaxprop import data
 from jaxprop.device import describe
-from jaxprop.runs import write_atomic
+from jaxprop.checkpoint import write_atomic
 from jaxprop.scale.population import init_population_state, make_population_train
 
 POPULATION_TARGET_S = 2.0  # 10,000 networks x 10,000 epochs on an H100

@@ -28,6 +28,7 @@ the old one, so a crash mid-save leaves the previous checkpoint intact;
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -113,24 +114,22 @@ def restore_tree(where: str, what: str, entry: dict, arrays: dict, template) -> 
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray], header: dict) -> Path:
-    """Write ``arrays`` and the JSON ``header`` (as ``__header__``) to ``path`` atomically: a
-    temporary file ``.NAME.*.tmp`` in the same folder, fsync'ed, then renamed over ``path``."""
-    arrays = {**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file ``.NAME.*.tmp`` in the same
+    folder, fsync'ed, then renamed over ``path`` (the rename made durable too): a reader sees
+    the old file or the new one, never half of one, even after a kill or a power cut."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -141,6 +140,15 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray], header: dict) -> Path:
     except OSError:
         pass
     return path
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], header: dict) -> Path:
+    """Write ``arrays`` and the JSON ``header`` (as ``__header__``) to ``path`` with
+    :func:`write_atomic`."""
+    arrays = {**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return write_atomic(path, buf.getvalue())
 
 
 def read_npz(path: Path, fmt: str, what: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -180,16 +188,18 @@ def read_npz(path: Path, fmt: str, what: str) -> tuple[dict, dict[str, np.ndarra
     return header, arrays
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files a save killed mid-way (SIGKILL, power cut) left in
-    ``folder``; returns them. Only call it while no other process saves there."""
+def remove_stale_temporaries(folder: str | os.PathLike, names) -> list[Path]:
+    """Delete the temporary files a save of one of ``names`` killed mid-way (SIGKILL, power
+    cut) left in ``folder`` (``.NAME.*.tmp``); returns them. Other files, a user's own
+    ``.*.tmp`` among them, stay. Only call it while no other process saves there."""
     removed = []
-    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except FileNotFoundError:
-            pass
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*{TMP_SUFFIX}"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except FileNotFoundError:
+                pass
     return removed
 
 

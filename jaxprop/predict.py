@@ -59,6 +59,7 @@ def save_predictor(path: Path, model, state, ds, cfg: dict) -> Path:
              "feature_names": list(ds.feature_names) if ds.feature_names else
              [f"x{j}" for j in range(ds.x_train.shape[-1])],
              "class_names": list(ds.class_names or ()), "label_column": cfg.get("label_column"),
+             "label_index": ds.label_index,
              "epoch": int(np.asarray(state.epoch))}
     for key in ("x_mean", "x_std"):
         if key in scale:
@@ -135,8 +136,10 @@ def predict_csv(run: str | Path, csv_path: str | Path) -> tuple[list[str], list[
     from jaxprop.data.csv import read_features
 
     predictor = load_predictor(run)
-    lc = predictor.info.get("label_column")
-    label_index = int(lc) if lc is not None and str(lc).lstrip("-").isdigit() else -1
+    label_index = predictor.info.get("label_index")
+    if label_index is None:  # a model.npz saved before the index was kept: an int column only
+        lc = predictor.info.get("label_column")
+        label_index = int(lc) if lc is not None and str(lc).lstrip("-").isdigit() else -1
     x = read_features(csv_path, tuple(predictor.info["feature_names"]), label_index)
     return predict_rows(predictor, x)
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -53,7 +52,13 @@ from jaxprop.core.spec import parse_model
 from jaxprop.data.preprocessing import decode_targets
 from jaxprop.predict import PREDICTOR, save_predictor
 from jaxprop.scale.population import PopulationResult, check_population_memory, fit_population
-from jaxprop.train.fit import TrainingDiverged, TrainingInterrupted, fit_state, to_host
+from jaxprop.train.fit import (
+    TrainingDiverged,
+    TrainingInterrupted,
+    fit_state,
+    host_array,
+    to_host,
+)
 from jaxprop.train.optimizers import get_optimizer, optimizer_alias
 from jaxprop.train.step import init_state, key_from_seed, make_epoch_fn, make_eval_fn
 
@@ -251,23 +256,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename (never half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=ckpt.TMP_SUFFIX, dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, ckpt.FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_json(path: Path, obj) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
+    ckpt.write_atomic(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
 
 
 def _write_losses(path: Path, losses) -> None:
@@ -275,7 +265,7 @@ def _write_losses(path: Path, losses) -> None:
 
     buf = io.BytesIO()
     np.save(buf, np.asarray(losses), allow_pickle=False)
-    write_atomic(path, buf.getvalue())
+    ckpt.write_atomic(path, buf.getvalue())
 
 
 def holds_run(folder: Path) -> str | None:
@@ -301,7 +291,7 @@ def open_folder(out, *, fresh: bool, force: bool = False) -> RunLock:
     out.mkdir(parents=True, exist_ok=True)
     lock = RunLock(out).acquire()
     try:
-        ckpt.remove_stale_temporaries(out)
+        ckpt.remove_stale_temporaries(out, RUN_FILES)
         if fresh:
             held = holds_run(out)
             if held and not force:
@@ -448,7 +438,7 @@ class _RunFiles:
         chunk can be resumed), the history so far, and the ``running`` status."""
         if self.writer:
             self.save(state)
-            write_atomic(self.out / "history.jsonl",
+            ckpt.write_atomic(self.out / "history.jsonl",
                          "".join(json.dumps(r) + "\n" for r in self.records).encode())
             self.status("running", int(np.asarray(state.epoch)))
             self._history = open(self.out / "history.jsonl", "a")
@@ -580,8 +570,8 @@ def final_metrics(model, loss, state, ds, precision=None) -> dict:
       ``{"train_loss", "train_rmse", "train_r2", "test_loss", ...}`` (R² ``None`` for constant
       targets).
     """
-    params = jax.tree.map(_host, state.params)
-    model_state = jax.tree.map(_host, state.model_state)
+    params = jax.tree.map(host_array, state.params)
+    model_state = jax.tree.map(host_array, state.model_state)
     out = {}
     if ds.task == "regression":
         apply = jax.jit(lambda p, s, x: model.apply(p, x, s))
@@ -600,12 +590,6 @@ def final_metrics(model, loss, state, ds, precision=None) -> dict:
         value, acc = evaluate(params, x, t, model_state)
         out[f"{split}_loss"], out[f"{split}_accuracy"] = float(value), float(acc)
     return out
-
-
-def _host(a):
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
-        return np.asarray(a.addressable_shards[0].data)
-    return np.asarray(a)
 
 
 def device_name() -> str:
@@ -635,8 +619,8 @@ def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records) ->
     from jaxprop import plots  # matplotlib loads only when a plot is drawn (0.3 s)
 
     loss = get_loss(loss)
-    params = jax.tree.map(_host, state.params)
-    model_state = jax.tree.map(_host, state.model_state)
+    params = jax.tree.map(host_array, state.params)
+    model_state = jax.tree.map(host_array, state.model_state)
     target = out / "loss_curve.png"
     try:
         plots.loss_curve(losses, target, records=records,

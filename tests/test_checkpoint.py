@@ -105,3 +105,12 @@ def test_missing_file_and_mismatched_model(tmp_path):
         checkpoint.load(tmp_path).restore(init_state(other, OPT, jax.random.key(0)))
     with pytest.raises(ValueError, match="do not match"):
         checkpoint.load(tmp_path).restore(init_state(MODEL, optax.sgd(0.1), jax.random.key(0)))
+
+
+def test_only_our_own_stale_temporaries_are_removed(tmp_path):
+    ours = tmp_path / ".checkpoint.npz.k1ll3d.tmp"
+    theirs = tmp_path / ".notes.tmp"
+    for f in (ours, theirs):
+        f.write_bytes(b"x")
+    assert checkpoint.remove_stale_temporaries(tmp_path, ["checkpoint.npz"]) == [ours]
+    assert theirs.exists() and not ours.exists()

@@ -103,3 +103,19 @@ def test_csv_regression_trains_reports_rmse_and_r2_and_predicts_values(tmp_path,
     np.testing.assert_allclose([float(r[0]) for r in rows], [52.0, 45.0], atol=1.0)
     # no stratified split: a regression target is not a class
     assert m["config"]["task"] == "regression"
+
+
+def test_a_headerless_file_drops_the_label_column_named_in_training(tmp_path, capsys):
+    """Trained with the label column given by name (here the first column), a new file
+    without a header and with the label column still in place loses that column, not the
+    last feature."""
+    data = _write(tmp_path / "first.csv", "kind,w,h", [(k, f"{a:.4f}", f"{b:.4f}")
+                                                       for (a, b), k in zip(X, KIND)])
+    assert main(["train", "--dataset", "csv", "--csv", str(data), "--label-column", "kind",
+                 "--epochs", "60", "--no-plots", "--out", str(tmp_path / "run")]) == 0
+    new = tmp_path / "new.csv"
+    new.write_text("cat,0.5,1.0\nx,-1,-1\ny,0.0,-1.0\n")
+    capsys.readouterr()
+    assert main(["predict", "--run", str(tmp_path / "run"), "--csv", str(new)]) == 0
+    _, rows = _table(capsys.readouterr().out)
+    assert [r[0] for r in rows] == ["cat", "eel", "dog"]

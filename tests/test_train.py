@@ -340,3 +340,13 @@ def test_a_compiled_chunk_is_not_reused_under_another_matmul_precision():
     with jax.default_matmul_precision("highest"):
         run()
     assert len(compiled) == before + 1
+
+
+def test_more_steps_than_a_step_key_counts_is_refused():
+    """Each step's key folds in the step's number (a uint32 over the run): beyond 2**32 steps
+    keys (and Dropout masks) would repeat."""
+    x, t = np.zeros((64, 2), np.float32), np.zeros((64, 1), np.float32)
+    model = jp.mlp([2, 3, 1], "tanh", "sigmoid")
+    with pytest.raises(ValueError, match="steps, more than each step's random key can count"):
+        fit(model, "sse_half", 0.1, (x, t), epochs=2**31 - 1, batch_size=1,
+            key=jax.random.key(0))

@@ -25,7 +25,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from jaxprop.predict import predict_csv
-    from jaxprop.runs import write_atomic
+    from jaxprop.checkpoint import write_atomic
 
     if args.out is not None and not args.out.strip():
         raise ValueError("--out is empty; give a file name")

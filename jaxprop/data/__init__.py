@@ -73,7 +73,7 @@ def _load_csv(key, *, path, label_column, seed, test_fraction, task, **_):
     x_train, x_test, y_train, y_test = train_test_split(
         table.x, table.y, test_fraction, seed, stratify=task == "classification")
     return Dataset("csv", x_train, y_train, x_test, y_test, table.num_classes,
-                   table.feature_names, table.class_names, task)
+                   table.feature_names, table.class_names, task, label_index=table.label_index)
 
 
 # The dataset registry: name -> loader(name, **load's keyword arguments).

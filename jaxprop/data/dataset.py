@@ -29,6 +29,7 @@ class Dataset(NamedTuple):
     class_names: tuple[str, ...] | None = None
     task: str = "classification"
     scaling: dict | None = None
+    label_index: int | None = None  # a CSV's label column (resolved from its name or index)
 
     @property
     def num_features(self) -> int:

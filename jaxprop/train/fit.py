@@ -51,13 +51,16 @@ from jaxprop.train.step import (
     init_state,
     make_eval_fn,
     make_train_epochs,
+    steps_per_epoch,
 )
 
 Array = jax.Array
 
 
-# The epoch counter is an int32 (TrainState.epoch) and each step's key folds in a uint32.
+# The epoch counter is an int32 (TrainState.epoch); each step's key folds in the step's number,
+# a uint32 counted over the whole run (epoch x minibatches per epoch + minibatch).
 MAX_EPOCHS = 2**31 - 1
+MAX_STEPS = 2**32
 # How often (seconds) the host asks should_stop() while a chunk computes or compiles.
 POLL_SECONDS = 0.02
 
@@ -158,12 +161,12 @@ def _nbytes(tree) -> int:
 def _host_key(key):
     """A copy of ``key`` that owns its buffer (typed PRNG keys or raw uint32 keys)."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(_host(jax.random.key_data(key)),
+        return jax.random.wrap_key_data(host_array(jax.random.key_data(key)),
                                         impl=jax.random.key_impl(key))
-    return _host(key)
+    return host_array(key)
 
 
-def _host(a) -> np.ndarray:
+def host_array(a) -> np.ndarray:
     """``a`` as a NumPy array; for an array spread over several processes, this process's
     copy of it (the losses, metrics and state of data parallel training are replicated)."""
     if isinstance(a, jax.Array) and not a.is_fully_addressable:
@@ -175,7 +178,7 @@ def to_host(state: TrainState) -> TrainState:
     """A copy of ``state`` in host memory (NumPy arrays, a key that owns its buffer), also for
     a state replicated over several processes; it survives the donation of ``state``."""
     params, opt_state, epoch, model_state = jax.tree.map(
-        _host, (state.params, state.opt_state, state.epoch, state.model_state))
+        host_array, (state.params, state.opt_state, state.epoch, state.model_state))
     return TrainState(params, opt_state, _host_key(state.key), epoch, model_state)
 
 
@@ -185,7 +188,7 @@ def _finite(a) -> bool:
 
 def _check_params_finite(params, what: str) -> None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        host = _host(leaf)
+        host = host_array(leaf)
         if not _finite(host):
             raise ValueError(
                 f"the {what} params contain NaN/Inf: params{jax.tree_util.keystr(path)} has "
@@ -199,7 +202,7 @@ def _is_classification(loss: Loss, t) -> bool:
     0/1 targets of one output."""
     if loss.integer_labels or loss.categorical:
         return True
-    host = _host(t)
+    host = host_array(t)
     return bool(np.all((host == 0) | (host == 1)))
 
 
@@ -252,8 +255,9 @@ def fit_state(
       key: seeds initialisation and shuffling (required unless ``state`` is given).
       log_every: epochs per compiled chunk (default ``ceil(epochs / 10)``).
       callback: called as ``callback(state, record)`` after each chunk; a true return value
-        stops training early (don't keep ``state``'s arrays: they are donated to the next
-        chunk; ``jax.device_get`` them).
+        stops training early. ``state`` is safe to keep: a host copy when the training state
+        is donated to the next chunk (or spread over a mesh), the chunk's own result
+        otherwise.
       drop_last: drop the ragged last minibatch instead of padding and masking it.
       params: overrides the initial params.
       state: a resumed :class:`TrainState` to continue from (with ``donate``, training works
@@ -293,10 +297,10 @@ def fit_state(
     given_state = state is not None
     state = _initial_state(model, loss, optimizer, epochs, key, params, state)
     donate = donate and _nbytes((state.params, state.opt_state)) >= DONATE_MIN_BYTES
-    if given_state and donate:
+    if given_state and donate and mesh is None:  # (with a mesh, placing it copies it anyway)
         state = jax.tree.map(jnp.copy, state)  # own copies: the caller's arrays stay valid
     policy.check_params(state.params)
-    start = int(_host(state.epoch))
+    start = int(host_array(state.epoch))
     x, t, test_data = _validated_data(model, loss, state, data)
     if accuracy is None:
         accuracy = accuracy_fn(loss) if _is_classification(loss, t) else False
@@ -307,6 +311,12 @@ def fit_state(
         state, x, t, test_data = place_for_training(mesh, state, x, t, test_data)
         n_rows = x.shape[0]
     remaining = epochs - start
+    steps = epochs * steps_per_epoch(n_examples, batch_size, drop_last)
+    if steps > MAX_STEPS:
+        raise ValueError(f"epochs={epochs} of {steps // epochs} minibatches each is "
+                         f"{steps:,} steps, more than each step's random key "
+                         f"can count ({MAX_STEPS:,}, uint32): train fewer epochs or use larger "
+                         "minibatches")
     if isinstance(compiler_options, str):
         if compiler_options != "auto":
             raise ValueError(f"compiler_options must be a dict, None or 'auto', "
@@ -367,8 +377,8 @@ def fit_state(
         if out is _STOPPED:
             raise TrainingInterrupted(good, history())  # the chunk in flight is abandoned
         state, losses, metrics = out
-        losses = _host(losses)
-        metrics = {k: float(_host(v)) for k, v in metrics.items()}
+        losses = host_array(losses)
+        metrics = {k: float(host_array(v)) for k, v in metrics.items()}
         if not _finite(losses) or not _finite(metrics["train_loss"]):
             bad = np.flatnonzero(~np.isfinite(losses))
             first = start + done + (int(bad[0]) + 1 if bad.size else n)
@@ -383,7 +393,7 @@ def fit_state(
                   "time": time.perf_counter() - t_start}
         records.append(record)
         good = to_host(state) if donate or mesh is not None else state
-        if callback is not None and callback(state, record):
+        if callback is not None and callback(good, record):
             break  # the callback asked to stop early
     return state, history()
 
@@ -405,7 +415,7 @@ def _initial_state(model, loss, optimizer, epochs, key, params, state) -> TrainS
         _check_params_finite(state.params, "initial" if params is None else "given")
     else:
         _check_params_finite(state.params, "state's")
-    start = int(_host(state.epoch))
+    start = int(host_array(state.epoch))
     if start > epochs:
         raise ValueError(f"the state is already at epoch {start}, past epochs={epochs}")
     return state

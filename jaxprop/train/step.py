@@ -281,6 +281,18 @@ def step_key(run_key: Array, step) -> Array:
     return jax.random.fold_in(jax.random.fold_in(run_key, STEP_STREAM), step)
 
 
+def steps_per_epoch(n_examples: int, batch_size: int | None, drop_last: bool = False) -> int:
+    """Training steps in an epoch of ``n_examples``: 1 for full batch (``None``, or a batch
+    size of at least ``n_examples``), else ``ceil(n / batch_size)`` (``floor`` with
+    ``drop_last``). ``ValueError`` for a batch size that is not a positive integer."""
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
+                                   or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is None or batch_size >= n_examples:
+        return 1
+    return n_examples // batch_size if drop_last else -(-n_examples // batch_size)
+
+
 def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTransformation,
                   n_examples: int, batch_size: int | None = None, drop_last: bool = False, *,
                   grad_fn: Callable | None = None, precision: str | Precision | None = None,
@@ -316,10 +328,7 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
     rows = n if n_rows is None else int(n_rows)
     if rows < n:
         raise ValueError(f"n_rows ({rows}) must be at least n_examples ({n})")
-    if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
-                                   or isinstance(batch_size, bool) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if batch_size is None or batch_size >= n:
+    if steps_per_epoch(n, batch_size, drop_last) == 1:
         padded = rows > n
         step = make_train_step(model, loss, optimizer, masked=padded, grad_fn=grad_fn,
                                precision=precision)
@@ -331,7 +340,7 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
         return full_batch_epoch
 
     bs = int(batch_size)
-    n_batches = n // bs if drop_last else -(-n // bs)
+    n_batches = steps_per_epoch(n, bs, drop_last)
     ragged = n_batches * bs != n and not drop_last
     step = make_train_step(model, loss, optimizer, masked=ragged, grad_fn=grad_fn,
                            precision=precision)
@@ -448,9 +457,10 @@ def make_eval_fn(model: Layer, loss: str | Loss, accuracy: Callable | None | boo
       the pure evaluation function.
     """
     policy = get_precision(precision)
-    loss = policy.loss(get_loss(loss))
+    plain = get_loss(loss)
+    loss = policy.loss(plain)
     if accuracy is not False:
-        accuracy = accuracy or accuracy_fn(loss)
+        accuracy = accuracy or accuracy_fn(plain)  # (the policy's Loss is new each call)
 
     def evaluate(params, x, t, state=None, mask=None):
         with policy.matmul():
