@@ -171,3 +171,39 @@ def test_a_gradient_that_is_zero_up_to_rounding_is_not_a_failure():
     assert _errors(g, r, 1e-10, _scale(r, 1.0), floor)[2]
     wrong = np.array([1e-9, 0.0])  # a real error far above the noise is still caught
     assert not _errors(wrong, r, 1e-10, _scale(r, 1.0), floor)[2]
+
+
+def test_a_bfloat16_model_gets_the_dtype_error_before_anything_compiles():
+    model = jp.mlp([3, 4, 2], "tanh", "identity", dtype=jnp.bfloat16)
+    params = model.init(jax.random.key(0))
+    x, t = jnp.ones((2, 3)), jnp.ones((2, 2))
+    with pytest.raises(ValueError, match=r"dtype must be float32 or float64, got bfloat16 "
+                                         r"\(the params' dtype\)"):
+        jp.check_gradients(model, "mse", params, x, t)
+    with pytest.raises(ValueError, match="dtype must be float32 or float64, got bfloat16"):
+        jp.check_gradients(model, "mse", params, x, t, dtype=jnp.bfloat16)
+
+
+def test_check_gradients_dtype_casts_the_params():
+    """dtype=float64 checks a float32 model in float64 (what `jaxprop check --dtype float64`
+    asks for), without the caller enabling x64."""
+    model = jp.mlp([3, 4, 2], "tanh", "identity")
+    params = model.init(jax.random.key(0))
+    x, t = jnp.ones((2, 3)), jnp.zeros((2, 2))
+    report = jp.check_gradients(model, "mse", params, x, t, dtype=jnp.float64)
+    assert report.ok, str(report)
+    assert report.dtype == "float64" and {c.dtype for c in report.leaves} == {"float64"}
+    assert "rtol 1e-10 in float64" in report.verdict()
+
+
+@pytest.mark.parametrize("batch", [0, -1, 2.5, True])
+def test_check_loss_refuses_a_bad_batch(batch):
+    with pytest.raises(ValueError, match=f"batch must be a positive int, got {batch!r}"):
+        jp.check_loss("mse", batch=batch)
+
+
+def test_check_loss_names_its_quantities():
+    report = jp.check_loss("softmax_cross_entropy", (3,))
+    assert report.ok, str(report)
+    assert [q.name for q in report.leaves] == ["dL/dy", "dL/dt"]
+    assert "backward agrees for dL/dy, dL/dt" in report.verdict()

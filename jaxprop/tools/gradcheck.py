@@ -84,6 +84,7 @@ finite differences         1e-6      1e-2        h = 1e-6, float64; fd_noise ~ 3
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 from typing import Sequence
@@ -93,7 +94,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprop.core.backprop import loss_and_grad_fn, value_and_grad
-from jaxprop.core.checks import BackwardError, checked_backward, validate_data
+from jaxprop.core.checks import BackwardError, checked_backward, params_dtype, validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import Model, Spec
@@ -107,6 +108,8 @@ from jaxprop.tools.gradcheck_report import (
     label,
 )
 from jaxprop.train.compile import FAST_COMPILE
+from jaxprop.train.precision import _cast_floating as _cast
+from jaxprop.train.precision import _is_float
 
 # rtol per reference (and per dtype for autodiff); atol = rtol * atol_frac * scale.
 TOLERANCES: dict[str, float] = {
@@ -225,16 +228,7 @@ def _autodiff_tolerance(dtype_name: str) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers: dtypes, perturbation
-
-
-def _is_float(a) -> bool:
-    return hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
-
-
-def _cast(tree, dtype):
-    """Floating leaves of ``tree`` cast to ``dtype``; other leaves unchanged."""
-    return jax.tree.map(lambda a: jnp.asarray(a, dtype) if _is_float(a) else a, tree)
+# Helpers: perturbation (dtypes: _is_float and _cast, from jaxprop.train.precision)
 
 
 def perturb(tree, rng: np.random.Generator | int = 0, scale: float = PERTURB_SCALE):
@@ -427,10 +421,11 @@ def _strip_where(message: str, where: str) -> str:
     return message
 
 
-def _compare(hand, ref, reference: str, rtol: float, atol_frac: float) -> list[Comparison]:
+def _compare(hand, ref, reference: str, dtype_name: str, rtol: float,
+             atol_frac: float) -> list[Comparison]:
     refs = [np.asarray(r) for r in ref]
     global_scale = max((float(np.max(np.abs(r))) for r in refs if r.size), default=0.0)
-    floor = _cancel_floor(reference.split()[-1], global_scale)
+    floor = _cancel_floor(dtype_name, global_scale)
     return [Comparison(reference, *_errors(g, r, rtol, _scale(r, global_scale), floor,
                                            atol_frac=atol_frac), rtol=rtol)
             for g, r in zip(hand, refs)]
@@ -463,16 +458,17 @@ class _Checker:
 
     def __call__(self, point: str, params, state, x, key,
                  rng: np.random.Generator) -> list[LayerCheck]:
-        passes = []  # (program, arrays, reference name, rtol, atol_frac)
+        passes = []  # (program, arrays, reference name, dtype name, rtol, atol_frac)
         if self.own is not None:
             cast = lambda tree: _cast(tree, self.dtype_name)  # noqa: E731
             out = self.own(cast(params), cast(state), cast(x), key, rng)
-            passes.append((self.own, out, f"jax.vjp {self.dtype_name}",
+            passes.append((self.own, out, f"jax.vjp {self.dtype_name}", self.dtype_name,
                            *_autodiff_tolerance(self.dtype_name)))
         with jax.enable_x64(True):
             cast = lambda tree: _cast(tree, jnp.float64)  # noqa: E731
             out64 = self.f64(cast(params), cast(state), cast(x), key, rng)
-        passes.append((self.f64, out64, "jax.vjp float64", *_autodiff_tolerance("float64")))
+        passes.append((self.f64, out64, "jax.vjp float64", "float64",
+                       *_autodiff_tolerance("float64")))
         checks = []
         for index in self.f64.order:
             layer = self.f64.layers[index]
@@ -492,12 +488,18 @@ class _Checker:
         return checks
 
 
-def _validate_common(dtype, fd_directions: int):
+def _validate_common(dtype, fd_directions: int, batch=None, *, what: str = "") -> str:
+    """The working dtype's name, after checking the arguments every check takes: ``dtype``
+    (float32 or float64; ``what`` says where it came from when not given), ``fd_directions``
+    and, unless ``None``, ``batch``."""
     name = jnp.dtype(dtype).name
     if name not in ("float32", "float64"):
-        raise ValueError(f"dtype must be float32 or float64, got {name}")
+        raise ValueError(f"dtype must be float32 or float64, got {name}{what}")
     if not isinstance(fd_directions, int) or fd_directions < 1:
         raise ValueError(f"fd_directions must be a positive int, got {fd_directions!r}")
+    if batch is not None and (not isinstance(batch, (int, np.integer))
+                              or isinstance(batch, bool) or batch < 1):
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
     return name
 
 
@@ -540,10 +542,8 @@ def check_layer(
     """
     if not isinstance(layer, Layer):
         raise ValueError(f"check_layer takes a Layer, got {type(layer).__name__}")
-    dtype_name = _validate_common(dtype, fd_directions)
+    dtype_name = _validate_common(dtype, fd_directions, batch if x is None else None)
     in_shape = _shape(in_shape)
-    if x is None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
-        raise ValueError(f"batch must be a positive int, got {batch!r}")
     key = jax.random.key(0) if key is None else key
     k_init, k_fwd = jax.random.split(key)
     host = _host_rng(key)
@@ -630,7 +630,7 @@ def check_loss(loss: str | Loss, out_shape: Sequence[int] = (3,), *, batch: int 
     from jaxprop.tools.presets import make_data  # targets that suit the loss
 
     loss = get_loss(loss)
-    dtype_name = _validate_common(dtype, fd_directions)
+    dtype_name = _validate_common(dtype, fd_directions, batch)
     out_shape = _shape(out_shape)
     key = jax.random.key(0) if key is None else key
     host = _host_rng(key)
@@ -648,6 +648,9 @@ def check_loss(loss: str | Loss, out_shape: Sequence[int] = (3,), *, batch: int 
     checker = _Checker(walk, dtype=dtype, train=True, fd_rtol=fd_rtol, fd_eps=fd_eps,
                        fd_directions=fd_directions)
     checks = checker("random predictions and targets", (), {"t": t}, y, None, host)
+    # each "layer" checks one quantity, its input: named dL/dy or dL/dt rather than dx
+    checks = [dataclasses.replace(lc, quantities=tuple(
+        dataclasses.replace(q, name=lc.index) for q in lc.quantities)) for lc in checks]
     return LayerReport(tuple(checks), dtype_name, {"out_shape": out_shape, "batch": batch})
 
 
@@ -772,6 +775,7 @@ def check_gradients(
     max_fd_coords: int = MAX_FD_COORDS,
     fd_directions: int = FD_DIRECTIONS,
     seed: int = 0,
+    dtype=None,
 ) -> GradCheckReport:
     """Check every layer's backward, then the gradient of ``loss(model(params, x), t)``.
 
@@ -790,6 +794,10 @@ def check_gradients(
         key (default ``jax.random.key(seed)``; Dropout) and the mode.
       perturb_params, grad_rtol, fd_rtol, fd_eps, max_fd_coords, fd_directions: see above;
         ``grad_rtol`` defaults to ``TOLERANCES["grad_float32"]`` or ``["grad_float64"]``.
+      seed: see above.
+      dtype: the working dtype, float32 or float64: params and state are cast to it (and
+        ``x`` and ``t`` follow the params). Default: the params' dtype (``x``'s without
+        params), which must then be float32 or float64.
 
     Returns:
       A :class:`GradCheckReport`; its verdict names the first disagreeing layer by index and
@@ -801,42 +809,63 @@ def check_gradients(
                          f"{type(model).__name__}; check a single layer with jp.check_layer")
     if max_fd_coords < 1:
         raise ValueError(f"max_fd_coords must be >= 1, got {max_fd_coords}")
-    _validate_common(jnp.float32, fd_directions)
-    x, t = validate_data(params, x, t, loss=loss)
-    dtype = jnp.result_type(*jax.tree.leaves(params)) if jax.tree.leaves(params) else x.dtype
-    dtype_name = jnp.dtype(dtype).name
+    given = dtype is not None
+    if not given:
+        dtype = params_dtype(params)  # None without params: x's, once validated below
+    # checked before anything compiles (a bfloat16 model fails here, not inside NumPy)
+    dtype_name = None if dtype is None else _validate_common(
+        dtype, fd_directions, what="" if given else " (the params' dtype)")
+    x64 = jax.enable_x64(True) if dtype_name == "float64" and not jax.config.jax_enable_x64 \
+        else contextlib.nullcontext()  # dtype=float64 asked for: float64 arrays need x64
+    with x64:
+        if given:
+            params = _cast(params, dtype_name)
+        x, t = validate_data(params, x, t, loss=loss)
+        if dtype_name is None:
+            dtype_name = _validate_common(x.dtype, fd_directions, what=" (x's dtype)")
+        state = _model_state(model, state, x)
+        if given:
+            state = _cast(state, dtype_name)
+        return _check_gradients(model, loss, params, x, t, state=state, key=key, train=train,
+                                perturb_params=perturb_params, grad_rtol=grad_rtol,
+                                fd_rtol=fd_rtol, fd_eps=fd_eps, max_fd_coords=max_fd_coords,
+                                fd_directions=fd_directions, seed=seed, dtype_name=dtype_name)
+
+
+def _check_gradients(model, loss, params, x, t, *, state, key, train, perturb_params,
+                     grad_rtol, fd_rtol, fd_eps, max_fd_coords, fd_directions, seed,
+                     dtype_name) -> GradCheckReport:
+    """:func:`check_gradients` once its arguments are validated (``state``: the one to use)."""
     default_rtol, grad_atol_frac = _autodiff_tolerance(dtype_name)
     grad_rtol = default_rtol if grad_rtol is None else grad_rtol
     key = jax.random.key(seed) if key is None else key
-    state = _model_state(model, state, x)
     run = dict(state=state, key=key, train=train)
 
-    try:  # validates data, shapes and every layer's backward output before the slow part
-        value, hand = value_and_grad(model, loss, params, x, t, **run)
+    try:  # validates shapes and every layer's backward output before the slow part
+        hand = value_and_grad(model, loss, params, x, t, **run)[1]
         e2e_error = None
     except BackwardError as e:
         e2e_error = str(e)
     layers = check_model_layers(model, params, x, state=state, key=key, train=train,
-                                perturb_params=perturb_params, seed=seed, dtype=dtype,
+                                perturb_params=perturb_params, seed=seed, dtype=dtype_name,
                                 fd_rtol=fd_rtol, fd_eps=fd_eps, fd_directions=fd_directions)
     common = dict(dtype=dtype_name, grad_rtol=grad_rtol, fd_rtol=fd_rtol, atol_frac=ATOL_FRAC,
-                  fd_eps=fd_eps, max_fd_coords=max_fd_coords, layers=layers,
+                  max_fd_coords=max_fd_coords, layers=layers,
                   grad_atol_frac=grad_atol_frac, cancel_ulps=CANCEL_ULPS,
                   settings={"seed": seed, "loss": loss.name, "model": model.describe(),
                             "train": train, "perturb_params": perturb_params})
     if e2e_error is not None:
-        return GradCheckReport(leaves=(), loss_value=float("nan"), fd_noise=0.0,
-                               end_to_end_error=e2e_error, **common)
-    leaves, fd_noise = _end_to_end(model, loss, params, x, t, hand, run, grad_rtol=grad_rtol,
-                                   grad_atol_frac=grad_atol_frac, fd_rtol=fd_rtol,
-                                   fd_eps=fd_eps, max_fd_coords=max_fd_coords, seed=seed)
-    return GradCheckReport(leaves=leaves, loss_value=float(value), fd_noise=fd_noise, **common)
+        return GradCheckReport(leaves=(), end_to_end_error=e2e_error, **common)
+    leaves = _end_to_end(model, loss, params, x, t, hand, run, grad_rtol=grad_rtol,
+                         grad_atol_frac=grad_atol_frac, fd_rtol=fd_rtol, fd_eps=fd_eps,
+                         max_fd_coords=max_fd_coords, seed=seed)
+    return GradCheckReport(leaves=leaves, **common)
 
 
 def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_frac, fd_rtol,
                 fd_eps, max_fd_coords, seed):
     """Per-leaf :class:`LeafCheck` of the hand-written gradient ``hand`` against ``jax.grad``
-    and float64 central differences, and the ``fd_noise`` used."""
+    and float64 central differences."""
     names = leaf_names(model, params)
 
     def ref_loss(p, x, t, state):
@@ -885,4 +914,4 @@ def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_fr
             name=name, shape=tuple(int(s) for s in g.shape), dtype=str(g.dtype),
             grad_abs_err=ga, grad_rel_err=gr, grad_ok=gok, fd_abs_err=fa, fd_rel_err=fr,
             fd_ok=fok, fd_coords=int(coords.size)))
-    return tuple(checks), fd_noise
+    return tuple(checks)

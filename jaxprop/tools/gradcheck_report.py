@@ -78,14 +78,6 @@ class LayerCheck:
     def ok(self) -> bool:
         return self.error is None and bool(self.quantities) and all(q.ok for q in self.quantities)
 
-    @property
-    def references(self) -> tuple[str, ...]:
-        seen: dict[str, None] = {}
-        for q in self.quantities:
-            for c in q.comparisons:
-                seen[c.reference] = None
-        return tuple(seen)
-
     def problem(self) -> str:
         """What is wrong, in one line (``""`` when ok)."""
         if self.error is not None:
@@ -107,11 +99,9 @@ def label(index: str, name: str) -> str:
 
 
 def _references(layers: Sequence[LayerCheck]) -> tuple[str, ...]:
-    seen: dict[str, None] = {}
-    for layer in layers:
-        for r in layer.references:
-            seen[r] = None
-    return tuple(seen)
+    """Every reference the layers were compared with, in first-seen order."""
+    return tuple(dict.fromkeys(c.reference for lc in layers for q in lc.quantities
+                               for c in q.comparisons))
 
 
 def _short(reference: str) -> str:
@@ -168,8 +158,29 @@ def _layers_summary(layers: Sequence[LayerCheck]) -> str:
             f"{', '.join(_references(layers))}, at the {' and at the '.join(points)}")
 
 
+def _failing(layers: Sequence[LayerCheck]) -> tuple[LayerCheck, ...]:
+    """The layer checks that are not ok, in order."""
+    return tuple(lc for lc in layers if not lc.ok)
+
+
+class _LayerFailures:
+    """``layer_failures`` and ``first_failure`` of a report with ``layers``."""
+
+    layers: tuple[LayerCheck, ...]
+
+    @property
+    def layer_failures(self) -> tuple[LayerCheck, ...]:
+        """The layer checks that disagree (or are malformed), in forward order."""
+        return _failing(self.layers)
+
+    @property
+    def first_failure(self) -> LayerCheck | None:
+        """The first disagreeing layer in forward order (at the given params first)."""
+        return next(iter(self.layer_failures), None)
+
+
 @dataclass(frozen=True)
-class LayerReport:
+class LayerReport(_LayerFailures):
     """The result of :func:`check_layer` or :func:`check_loss`: one :class:`LayerCheck` per
     layer (and point) checked; ``ok`` when each checked something and all of it agreed."""
 
@@ -187,11 +198,8 @@ class LayerReport:
 
     @property
     def failures(self) -> tuple[LayerCheck, ...]:
-        return tuple(lc for lc in self.layers if not lc.ok)
-
-    @property
-    def first_failure(self) -> LayerCheck | None:
-        return next(iter(self.failures), None)
+        """The layer checks that disagree (``layer_failures``)."""
+        return self.layer_failures
 
     def verdict(self) -> str:
         """One line: passed or failed, what was checked, the first problem."""
@@ -213,7 +221,7 @@ class LayerReport:
 
 def problems(layers: Sequence[LayerCheck]) -> list[str]:
     """One line per failing layer check: ``"layer 2 (scale): dx disagrees with ..."``."""
-    return [f"{lc.label}: {lc.problem()}" for lc in layers if not lc.ok]
+    return [f"{lc.label}: {lc.problem()}" for lc in _failing(layers)]
 
 
 def _problem_text(layers: Sequence[LayerCheck]) -> str:
@@ -254,24 +262,21 @@ class LeafCheck:
 
 
 @dataclass(frozen=True)
-class GradCheckReport:
+class GradCheckReport(_LayerFailures):
     """The result of :func:`check_gradients`: per-layer checks (``layers``, in forward order,
     at each point) and per-leaf end-to-end checks (``leaves``). ``ok`` when something was
     checked and everything agreed."""
 
     leaves: tuple[LeafCheck, ...]
     dtype: str
-    loss_value: float
     grad_rtol: float
     fd_rtol: float
-    atol_frac: float
-    fd_eps: float
-    fd_noise: float
+    atol_frac: float  # vs finite differences
+    grad_atol_frac: float  # vs jax.grad
     max_fd_coords: int
     settings: dict[str, Any] = field(default_factory=dict)
     layers: tuple[LayerCheck, ...] = ()
     end_to_end_error: str | None = None
-    grad_atol_frac: float | None = None  # vs jax.grad; None: the same as atol_frac
     cancel_ulps: int | None = None  # vs jax.grad: atol floor, ulps of the largest entry
 
     @property
@@ -289,22 +294,12 @@ class GradCheckReport:
         """The end-to-end leaves that disagree."""
         return tuple(leaf for leaf in self.leaves if not leaf.ok)
 
-    @property
-    def layer_failures(self) -> tuple[LayerCheck, ...]:
-        return tuple(lc for lc in self.layers if not lc.ok)
-
-    @property
-    def first_failure(self) -> LayerCheck | None:
-        """The first disagreeing layer in forward order (at the given params first)."""
-        return next(iter(self.layer_failures), None)
-
     def _tolerances(self) -> str:
         n_sampled = sum(leaf.sampled for leaf in self.leaves)
         tail = (f"; finite differences on a random {self.max_fd_coords}-coordinate subset of "
                 f"{n_sampled} large leaf(s)" if n_sampled else "")
-        grad_frac = self.atol_frac if self.grad_atol_frac is None else self.grad_atol_frac
-        atol = (f"atol {self.atol_frac:g} x rtol x leaf scale" if grad_frac ==
-                self.atol_frac else f"atol {grad_frac:g} (jax.grad) and "
+        atol = (f"atol {self.atol_frac:g} x rtol x leaf scale" if self.grad_atol_frac ==
+                self.atol_frac else f"atol {self.grad_atol_frac:g} (jax.grad) and "
                 f"{self.atol_frac:g} (finite differences) x rtol x leaf scale")
         floor = (f" (vs jax.grad at least {self.cancel_ulps} ulps of the largest gradient entry)"
                  if self.cancel_ulps else "")
