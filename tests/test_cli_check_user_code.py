@@ -110,6 +110,24 @@ def test_malformed_backward_exits_1_naming_the_leaf(user_file, capsys):
     (["--in-shape", "3"], "--in-shape goes with --layer or --model"),
     (["--model", "{file}:good_scale"], "has no input shape: give --in-shape"),
     (["--layer", "{broken}:X", "--in-shape", "3"], "importing"),
+    (["--layer", "{file}:Scale", "--in-shape", "3x"], "--in-shape must be positive ints"),
+    (["--layer", "{file}:Scale", "--in-shape", "x3"], "--in-shape must be positive ints"),
+    (["--model", "{file}:make_model", "--in-shape", "4,,2"], "--in-shape must be positive ints"),
+    (["--layer", "{file}:Scale", "--in-shape", "3", "--loss", "mse"],
+     "--loss does not go with --layer"),
+    (["--layer", "{file}:Scale", "--in-shape", "3", "--activation", "relu"],
+     "--activation does not go with --layer"),
+    (["--layer", "{file}:Scale", "--in-shape", "3", "--output-activation", "relu"],
+     "--output-activation does not go with --layer"),
+    (["--layer", "{file}:Scale", "--in-shape", "3", "--max-fd-coords", "8"],
+     "--max-fd-coords does not go with --layer"),
+    (["--model", "{file}:make_model", "--activation", "relu"],
+     "--activation does not go with --model"),
+    (["--model", "{file}:make_model", "--output-activation", "relu"],
+     "--output-activation does not go with --model"),
+    (["--max-fd-coords", "0"], "--max-fd-coords must be >= 1, got 0"),
+    (["--model", "{file}:make_model", "--max-fd-coords", "0"],
+     "--max-fd-coords must be >= 1, got 0"),
 ])
 def test_bad_arguments_exit_2_with_one_line(user_file, tmp_path, capsys, args, message):
     broken = tmp_path / "broken.py"
@@ -118,3 +136,20 @@ def test_bad_arguments_exit_2_with_one_line(user_file, tmp_path, capsys, args, m
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_in_shape_forms():
+    from jaxprop.cli.check import parse_in_shape
+
+    assert parse_in_shape("8") == parse_in_shape("(8,)") == parse_in_shape("[8]") == (8,)
+    assert parse_in_shape("28,28,1") == parse_in_shape("28x28x1") == (28, 28, 1)
+    assert parse_in_shape("(28, 28, 1)") == (28, 28, 1)
+
+
+def test_model_takes_loss_and_max_fd_coords(user_file, capsys):
+    argv = ["check", "--model", f"{user_file}:make_model", "--loss", "mse", "--max-fd-coords",
+            "4", "--dtype", "float64"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "OK: all 5 gradient leaves agree" in out and "rtol 1e-10 in float64" in out
+    assert "random 4-coordinate subset" in out

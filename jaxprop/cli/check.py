@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -39,26 +40,25 @@ from jaxprop.tools.gradcheck_report import (
     problems,
     quantity_rows,
 )
-from jaxprop.tools.presets import PRESETS, make_data, preset, xor_data
+from jaxprop.cli.args import parse_sizes
+from jaxprop.tools.presets import PRESETS, make_data, preset
+
+DEFAULT_ACTIVATION, DEFAULT_OUTPUT_ACTIVATION = "tanh", "identity"  # of a --sizes network
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise ValueError(
-            f"--sizes must be comma-separated ints like 4,16,8,3, got {text!r}"
-        ) from None
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"--sizes needs at least two positive ints, got {text!r}")
-    return sizes
+def _sizes(text: str) -> tuple[int, ...]:
+    return parse_sizes(text, "--sizes must be comma-separated ints like 4,16,8,3, got ",
+                       "--sizes needs at least two positive ints, got ")
 
 
 def parse_in_shape(text: str) -> tuple[int, ...]:
-    """``"8"`` -> ``(8,)``, ``"28,28,1"`` (or ``"28x28x1"``, ``"(28, 28, 1)"``) -> ``(28, 28, 1)``."""
-    parts = text.strip().strip("()[]").replace("x", ",").split(",")
+    """``"8"`` (or ``"(8,)"``) -> ``(8,)``, ``"28,28,1"`` (or ``"28x28x1"``, ``"(28, 28, 1)"``)
+    -> ``(28, 28, 1)``; an empty part (``"3x"``, ``"x3"``, ``"3,,4"``) is refused."""
+    body = text.strip().strip("()[]").strip()
+    if body.endswith(","):  # (8,): a one-element tuple as Python writes it
+        body = body[:-1]
     try:
-        shape = tuple(int(p) for p in parts if p.strip())
+        shape = tuple(int(p) for p in re.split(r"[x,]", body))
     except ValueError:
         shape = ()
     if not shape or min(shape) < 1:
@@ -88,18 +88,23 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="one example's shape for --layer/--model, e.g. 8 or 28,28,1")
     p.add_argument("--eval", action="store_true",
                    help="check the evaluation-mode backward (train=False; default: training)")
-    p.add_argument("--activation", default="tanh",
-                   help="hidden activation, or one per hidden layer: a,b,c "
+    p.add_argument("--activation", default=None,
+                   help=f"hidden activation of a --sizes network (default "
+                        f"{DEFAULT_ACTIVATION}), or one per hidden layer: a,b,c "
                         f"(known: {', '.join(ACTIVATIONS)})")
-    p.add_argument("--output-activation", default="identity", help="output activation")
+    p.add_argument("--output-activation", default=None,
+                   help=f"output activation of a --sizes network (default "
+                        f"{DEFAULT_OUTPUT_ACTIVATION})")
     p.add_argument("--loss", default=None,
-                   help=f"loss (known: {', '.join(LOSSES)}; default: the preset's, else mse)")
+                   help=f"loss (known: {', '.join(LOSSES)}; default: the preset's, else mse; "
+                        "not with --layer)")
     p.add_argument("--batch", type=int, default=8,
                    help="examples in the batch (default 8; --preset xor uses its 4 points)")
     p.add_argument("--seed", type=int, default=0, help="random seed for params and data")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--max-fd-coords", type=int, default=MAX_FD_COORDS,
-                   help="finite differences on at most this many random coordinates per leaf")
+    p.add_argument("--max-fd-coords", type=int, default=None,
+                   help="end to end, finite differences on at most this many random "
+                        f"coordinates per leaf (default {MAX_FD_COORDS}; not with --layer)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,9 +199,11 @@ def as_layer(obj, text: str, option: str) -> Layer:
 # Running
 
 
-def build(args) -> tuple[Model, str]:
-    """The model and loss name that ``args`` describe (a preset, ``--sizes`` or ``--model``)."""
+def build(args) -> tuple[Model, str, tuple | None]:
+    """The model, loss name and the preset's own data (``(x, t)``, or ``None``: random data
+    that suits the loss) that ``args`` describe (a preset, ``--sizes`` or ``--model``)."""
     dtype = jnp.dtype(args.dtype)
+    data = None
     if args.model is not None:
         layer = as_layer(load_object(args.model, "--model"), args.model, "--model")
         shape = args.in_shape or getattr(layer, "in_shape", None)
@@ -205,39 +212,59 @@ def build(args) -> tuple[Model, str]:
         model = layer if isinstance(layer, Model) else serial(layer, in_shape=shape)
         loss_name = args.loss or "mse"
     elif args.sizes is not None:
-        acts = args.activation.split(",") if "," in args.activation else args.activation
-        model = mlp(_sizes(args.sizes), acts, args.output_activation, dtype=dtype)
+        activation = args.activation or DEFAULT_ACTIVATION
+        acts = activation.split(",") if "," in activation else activation
+        model = mlp(list(_sizes(args.sizes)), acts,
+                    args.output_activation or DEFAULT_OUTPUT_ACTIVATION, dtype=dtype)
         loss_name = args.loss or "mse"
     else:
-        model, loss_name = preset(args.preset or "mixed", dtype)
+        model, loss_name, data = preset(args.preset or "mixed", dtype)
         loss_name = args.loss or loss_name
     loss_name = get_loss(loss_name).name  # unknown name -> ValueError
     check_output_fits_loss(model, loss_name)
-    return model, loss_name
+    return model, loss_name, data
+
+
+# options that --layer / --model do not use: (option, why), refused when given
+_NOT_WITH_LAYER = (
+    ("activation", "it describes a --sizes network"),
+    ("output_activation", "it describes a --sizes network"),
+    ("loss", "a layer is checked alone, without a loss (check it in a --model for that)"),
+    ("max_fd_coords", "it samples the end-to-end check, which a layer alone does not have"),
+)
+_NOT_WITH_MODEL = _NOT_WITH_LAYER[:2]
+
+
+def _check_options(args) -> None:
+    """Bad or unused options: one ``ValueError`` (exit 2)."""
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    if args.max_fd_coords is not None and args.max_fd_coords < 1:
+        raise ValueError(f"--max-fd-coords must be >= 1, got {args.max_fd_coords}")
+    if args.in_shape is not None and args.layer is None and args.model is None:
+        raise ValueError("--in-shape goes with --layer or --model")
+    mode, unused = (("--layer", _NOT_WITH_LAYER) if args.layer is not None else
+                    ("--model", _NOT_WITH_MODEL) if args.model is not None else (None, ()))
+    for name, why in unused:
+        if getattr(args, name) is not None:
+            raise ValueError(f"--{name.replace('_', '-')} does not go with {mode}: {why}")
 
 
 def run(args) -> int:
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    if args.in_shape is not None and args.layer is None and args.model is None:
-        raise ValueError("--in-shape goes with --layer or --model")
+    _check_options(args)
     if args.layer is not None:
         return run_layer(args)
     with jax.enable_x64(args.dtype == "float64" or jax.config.jax_enable_x64):
-        model, loss_name = build(args)
+        model, loss_name, data = build(args)
         dtype = jnp.dtype(args.dtype)
         in_shape = args.in_shape or model.in_shape
         k_params, k_data = jax.random.split(jax.random.key(args.seed))
         params, state, out_shape = model.init(k_params, in_shape)
-        cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
-        params, state = jax.tree.map(cast, params), jax.tree.map(cast, state)
-        if args.preset == "xor" and args.sizes is None:
-            x, t = xor_data(dtype)
-        else:
-            x, t = make_data(k_data, loss_name, in_shape, out_shape, args.batch, dtype)
+        x, t = data or make_data(k_data, loss_name, in_shape, out_shape, args.batch, dtype)
         report = check_gradients(
-            model, loss_name, params, x, t, state=state, train=not args.eval,
-            max_fd_coords=args.max_fd_coords, seed=args.seed,
+            model, loss_name, params, x, t, state=state, train=not args.eval, dtype=dtype,
+            max_fd_coords=MAX_FD_COORDS if args.max_fd_coords is None else args.max_fd_coords,
+            seed=args.seed,
         )
     print_report(report, f"{model.describe()}  |  loss {loss_name}  |  batch {x.shape[0]}")
     return 0 if report.ok else 1

@@ -38,11 +38,15 @@ def xor_preset(dtype=jnp.float32) -> tuple[Model, str]:
     return mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal", dtype=dtype), "sse_half"
 
 
-def preset(name: str, dtype=jnp.float32) -> tuple[Model, str]:
-    """The preset ``name`` (one of ``PRESETS``) as ``(model, loss name)``."""
+def preset(name: str, dtype=jnp.float32) -> tuple[Model, str, tuple | None]:
+    """The preset ``name`` (one of ``PRESETS``) as ``(model, loss name, data)``: ``data`` is
+    the preset's own ``(x, t)`` (xor: its four patterns, :func:`xor_data`), or ``None`` where
+    random data that suits the loss (:func:`make_data`) is checked."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return (xor_preset if name == "xor" else mixed_preset)(dtype)
+    if name == "xor":
+        return (*xor_preset(dtype), xor_data(dtype))
+    return (*mixed_preset(dtype), None)
 
 
 def xor_data(dtype=jnp.float32):
