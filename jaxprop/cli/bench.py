@@ -6,7 +6,11 @@ import argparse
 import importlib.util
 
 from jaxprop.bench import DTYPES, IMPLS, ISOLATION, WORKLOADS, Config
-from jaxprop.train.precision import PRECISIONS
+from jaxprop.cli.args import parse_sizes
+
+# the gpu workload's precision policies (jaxprop.train.precision.PRECISIONS but f64: its
+# float32 model and data cannot run under a float64 policy)
+GPU_PRECISIONS = ("highest", "f32", "bf16")
 
 
 def _names(known, what):
@@ -34,14 +38,10 @@ def _positive(text):
 
 def _sizes(text):
     try:
-        sizes = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        sizes = ()
-    if len(sizes) < 2 or any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(
-            f"--sizes must be at least two comma-separated positive integers like 1,32,32,1; "
-            f"got {text!r}")
-    return sizes
+        return parse_sizes(text, "--sizes must be at least two comma-separated positive "
+                                 "integers like 1,32,32,1; got ")
+    except ValueError as e:  # argparse shows this message (exit 2)
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -68,7 +68,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "process, back to back (the old method, for comparison)")
     p.add_argument("--matmul-precision", choices=("default", "high", "highest"),
                    default="highest", help="float32 matmul precision on GPU/TPU (highest)")
-    p.add_argument("--precision", type=_names(tuple(PRECISIONS), "precision"),
+    p.add_argument("--precision", type=_names(GPU_PRECISIONS, "precision"),
                    default=Config.precisions,
                    help="precision policies of the gpu workload: highest,f32,bf16 (default: "
                         "all three; f32 = the default matmul precision, TF32 on GPUs)")
@@ -106,10 +106,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
                              "--sizes too, e.g. --sizes 1,32,32,1")
         if "custom" in args.workloads:
             raise ValueError("the custom workload needs --sizes, e.g. --sizes 1,32,32,1")
-    else:
-        custom = dict(custom_sizes=args.sizes, custom_activation=given["activation"] or "relu",
-                      custom_output_activation=given["output_activation"],
-                      custom_loss=given["loss"] or "mse", custom_batch=given["batch"] or 64)
+    else:  # only the options given: Config holds the defaults
+        custom = {f"custom_{k}": v for k, v in given.items() if v is not None}
+        custom["custom_sizes"] = args.sizes
     config = Config(
         workloads=args.workloads, impls=impls, dtypes=args.dtypes, backends=args.backends,
         repeats=args.repeats, warmup=args.warmup, fresh=args.fresh, isolation=args.isolation,
