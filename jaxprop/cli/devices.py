@@ -14,14 +14,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="also print jax.print_environment_info() (with nvidia-smi on NVIDIA)")
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
 def run(args) -> int:
     import jax
 
     from jaxprop.device import describe
+    from jaxprop.scale.population import _gib
 
     info = describe()
     if args.json:
