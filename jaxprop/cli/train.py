@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import signal
 import sys
 
@@ -422,10 +421,9 @@ def _interrupted(signum, result) -> int:
     print(f"jaxprop: stopped by {name} after epoch {m['epoch']} of {m['config']['epochs']}; "
           f"the checkpoint is {result.out / 'checkpoint.npz'}; continue with: jaxprop train "
           f"--resume {result.out}", file=sys.stderr)
-    code = 128 + int(signum or signal.SIGINT)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    from jaxprop.cli import leave
+
+    leave(128 + int(signum or signal.SIGINT))
 
 
 def _population_summary(m: dict, cfg: dict) -> int:
