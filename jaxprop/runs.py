@@ -49,6 +49,7 @@ from jaxprop.core.layers import activation as activation_layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import mlp, output_for_loss, serial
 from jaxprop.core.spec import parse_model
+from jaxprop.data import DATASETS
 from jaxprop.data.preprocessing import decode_targets
 from jaxprop.predict import PREDICTOR, save_predictor
 from jaxprop.scale.population import PopulationResult, check_population_memory, fit_population
@@ -66,6 +67,19 @@ from jaxprop.train.step import init_state, key_from_seed, make_epoch_fn, make_ev
 MODEL_KEYS = ("dataset", "data_dir", "csv", "label_column", "task", "seed", "hidden",
               "activation", "output_activation", "loss", "optimizer", "lr", "batch_size", "init",
               "precision", "model")
+# Every key a jaxprop train config holds, and the types --resume accepts from a checkpoint
+# (OPTIONAL_CONFIG_TYPES: keys that configs saved by earlier versions lack).
+CONFIG_TYPES = {
+    "dataset": str, "data_dir": (str, type(None)), "csv": (str, type(None)),
+    "label_column": (str, int, type(None)), "seed": int, "hidden": (list, type(None)),
+    "activation": (str, list, type(None)), "output_activation": (str, type(None)), "loss": (str, type(None)),
+    "init": (str, type(None)), "optimizer": str, "lr": (int, float), "epochs": int,
+    "batch_size": (int, type(None)), "drop_last": bool, "log_every": int, "out": str,
+}
+OPTIONAL_CONFIG_TYPES = {
+    "task": (str, type(None)), "precision": str, "model": (str, type(None)),
+}
+
 # Every file a run or a population writes (a fresh run clears them, so nothing is spliced).
 RUN_FILES = ("checkpoint.npz", "metrics.json", "history.jsonl", "losses.npy", "model.npz",
              "loss_curve.png", "decision_boundary.png", "population_losses.png")
@@ -305,6 +319,35 @@ def open_folder(out, *, fresh: bool, force: bool = False) -> RunLock:
         lock.release()
         raise
     return lock
+
+
+def check_saved_config(cfg: dict, path) -> None:
+    """Raise ``ValueError`` unless ``cfg`` (from a checkpoint) is a ``jaxprop train`` config
+    with the types it writes: a checkpoint of the Python API holds none, an edited one may
+    hold anything."""
+    if not cfg:
+        raise ValueError(f"{path} holds no jaxprop train config (it was saved from the Python "
+                         "API?); --resume continues runs of jaxprop train only: load it with "
+                         "jaxprop.checkpoint.load and train with fit_state(state=...)")
+    def fits(value, types):
+        types = types if isinstance(types, tuple) else (types,)
+        return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+
+    for key, types in {**CONFIG_TYPES, **OPTIONAL_CONFIG_TYPES}.items():
+        if key in OPTIONAL_CONFIG_TYPES and key not in cfg:
+            continue
+        value = cfg.get(key)
+        bad = key not in cfg or not fits(value, types)
+        if key == "hidden" and not bad and value is not None:
+            bad = not all(fits(h, int) for h in value)
+        if bad:
+            raise ValueError(f"{path}: the saved config's {key!r} is "
+                             f"{'missing' if key not in cfg else repr(value)[:60]}, not what "
+                             "jaxprop train writes (an edited header?); --resume refused")
+    if cfg["dataset"] not in DATASETS or cfg.get("task") not in (None, "classification",
+                                                                  "regression"):
+        raise ValueError(f"{path}: the saved config names an unknown dataset or task "
+                         f"({cfg['dataset']!r}, {cfg.get('task')!r}; an edited header?)")
 
 
 def check_resume_folder(out: Path, saved) -> None:

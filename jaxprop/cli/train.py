@@ -27,6 +27,7 @@ import math
 import signal
 import sys
 
+from jaxprop.cli.args import parse_sizes
 from jaxprop.data import DATASETS
 from jaxprop.data.preprocessing import MAX_SEED
 from jaxprop.runs import MODEL_KEYS
@@ -35,19 +36,6 @@ from jaxprop.train.optimizers import OPTIMIZERS
 
 # the precision policies (jaxprop.train.precision) the command line offers
 TRAIN_PRECISIONS = ("f32", "bf16", "highest")
-
-# Every key a jaxprop train config holds, and the types --resume accepts from a checkpoint
-# (OPTIONAL_CONFIG_TYPES: keys that configs saved by earlier versions lack).
-CONFIG_TYPES = {
-    "dataset": str, "data_dir": (str, type(None)), "csv": (str, type(None)),
-    "label_column": (str, int, type(None)), "seed": int, "hidden": (list, type(None)),
-    "activation": (str, list, type(None)), "output_activation": (str, type(None)), "loss": (str, type(None)),
-    "init": (str, type(None)), "optimizer": str, "lr": (int, float), "epochs": int,
-    "batch_size": (int, type(None)), "drop_last": bool, "log_every": int, "out": str,
-}
-OPTIONAL_CONFIG_TYPES = {
-    "task": (str, type(None)), "precision": str, "model": (str, type(None)),
-}
 
 # Per-dataset defaults; anything not listed falls back to COMMON.
 COMMON = dict(hidden=[64], activation="relu", optimizer="adam", lr=1e-3, epochs=100,
@@ -139,14 +127,8 @@ def parse_hidden(text) -> list[int]:
     s = str(text).strip()
     if s.lower() in ("", "none"):
         return []
-    try:
-        sizes = [int(part) for part in s.split(",")]
-    except ValueError:
-        sizes = []
-    if not sizes or any(h < 1 for h in sizes):
-        raise ValueError(
-            f"--hidden must be comma-separated positive integers like 64,64; got {s!r}")
-    return sizes
+    return list(parse_sizes(s, "--hidden must be comma-separated positive integers like 64,64; "
+                                "got ", min_len=1))
 
 
 def build_config(args) -> dict:
@@ -244,10 +226,11 @@ def parse_lr_sweep(text: str) -> list[float]:
 def resume_config(args) -> tuple[dict, object]:
     """The saved run's config, with --epochs/--log-every/--out applied, and its checkpoint."""
     from jaxprop import checkpoint as ckpt
+    from jaxprop import runs
 
     saved = ckpt.load(args.resume)
     cfg = dict(saved.config)
-    check_saved_config(cfg, saved.path)
+    runs.check_saved_config(cfg, saved.path)
     cfg.setdefault("precision", "f32")  # saved before precision was an option
     cfg.setdefault("model", None)  # saved before --model
     for key in MODEL_KEYS:
@@ -268,35 +251,6 @@ def resume_config(args) -> tuple[dict, object]:
         raise ValueError(f"--epochs {cfg['epochs']} is below the checkpoint's epoch "
                          f"{saved.epoch} in {args.resume}")
     return cfg, saved
-
-
-def check_saved_config(cfg: dict, path) -> None:
-    """Raise ``ValueError`` unless ``cfg`` (from a checkpoint) is a ``jaxprop train`` config
-    with the types it writes: a checkpoint of the Python API holds none, an edited one may
-    hold anything."""
-    if not cfg:
-        raise ValueError(f"{path} holds no jaxprop train config (it was saved from the Python "
-                         "API?); --resume continues runs of jaxprop train only: load it with "
-                         "jaxprop.checkpoint.load and train with fit_state(state=...)")
-    def fits(value, types):
-        types = types if isinstance(types, tuple) else (types,)
-        return isinstance(value, types) and (bool in types or not isinstance(value, bool))
-
-    for key, types in {**CONFIG_TYPES, **OPTIONAL_CONFIG_TYPES}.items():
-        if key in OPTIONAL_CONFIG_TYPES and key not in cfg:
-            continue
-        value = cfg.get(key)
-        bad = key not in cfg or not fits(value, types)
-        if key == "hidden" and not bad and value is not None:
-            bad = not all(fits(h, int) for h in value)
-        if bad:
-            raise ValueError(f"{path}: the saved config's {key!r} is "
-                             f"{'missing' if key not in cfg else repr(value)[:60]}, not what "
-                             "jaxprop train writes (an edited header?); --resume refused")
-    if cfg["dataset"] not in DATASETS or cfg.get("task") not in (None, "classification",
-                                                                  "regression"):
-        raise ValueError(f"{path}: the saved config names an unknown dataset or task "
-                         f"({cfg['dataset']!r}, {cfg.get('task')!r}; an edited header?)")
 
 
 class _StopSignals:
@@ -345,8 +299,6 @@ def run(args) -> int:
                          "--data-parallel")
     if args.resume and args.force:
         raise ValueError("--force replaces a run; --resume continues one: give one of them")
-    if args.out is not None and not args.out.strip():
-        raise ValueError("--out is empty; give a folder name")
     distributed = _join_processes(args)
     if population:
         cfg = build_config(args)
