@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from jaxprop.data import preprocessing as _preprocessing
 from jaxprop.data.csv import TASKS, Table, read_csv, read_features
@@ -161,13 +160,14 @@ def load(
     if standardize:
         mean, std = _preprocessing.standardization(ds.x_train)
         scaling = {"x_mean": mean, "x_std": std}
-        ds = ds._replace(x_train=((ds.x_train - mean) / std).astype(np.float32),
-                         x_test=((ds.x_test - mean) / std).astype(np.float32))
+        rescale = _preprocessing.rescale
+        ds = ds._replace(x_train=rescale(ds.x_train, mean, std),
+                         x_test=rescale(ds.x_test, mean, std))
         if ds.task == "regression":
             y_mean, y_std = (float(v[0]) for v in _preprocessing.standardization(ds.y_train))
             scaling.update(y_mean=y_mean, y_std=y_std)
-            ds = ds._replace(y_train=((ds.y_train - y_mean) / y_std).astype(np.float32),
-                             y_test=((ds.y_test - y_mean) / y_std).astype(np.float32))
+            ds = ds._replace(y_train=rescale(ds.y_train, y_mean, y_std),
+                             y_test=rescale(ds.y_test, y_mean, y_std))
         ds = ds._replace(scaling=scaling)
     return ds
 

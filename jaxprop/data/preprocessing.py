@@ -101,7 +101,12 @@ def standardize(x_train, x_test):
             f"got {x_train.shape} and {x_test.shape}"
         )
     mean, std = standardization(x_train)
-    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+    return rescale(x_train, mean, std), rescale(x_test, mean, std)
+
+
+def rescale(x, mean, std) -> np.ndarray:
+    """``(x - mean) / std`` as float32: the transform :func:`standardize` applies."""
+    return ((np.asarray(x, np.float64) - mean) / std).astype(np.float32)
 
 
 def standardization(x_train) -> tuple[np.ndarray, np.ndarray]:

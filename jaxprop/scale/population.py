@@ -26,7 +26,7 @@ from jaxprop.core.checks import validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.cache import remember
-from jaxprop.train.compile import FAST_COMPILE, CompiledPrograms
+from jaxprop.train.compile import AUTO_SINGLE_THREAD_STEP_FLOPS, FAST_COMPILE, CompiledPrograms
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import get_precision
 from jaxprop.train.step import (
@@ -297,19 +297,19 @@ def fit_population(
                             np.asarray(losses) if record_losses else None)
 
 
-# On a CPU, a population of networks this small per step runs its tiny fused loops on one core
-# (XLA does not split them): members are then trained in groups, one thread per core and group,
-# each group at least MIN_GROUP members.
-THREAD_MAX_STEP_FLOPS = 1e5
+# On a CPU, a population of networks whose step is small enough to run single-threaded
+# (AUTO_SINGLE_THREAD_STEP_FLOPS, as fit decides for one network) runs its tiny fused loops on one
+# core (XLA does not split them): members are then trained in groups, one thread per core and
+# group, each group at least MIN_GROUP members.
 MIN_GROUP = 64
 
 
 def population_threads(n: int, n_params: int, batch: int) -> int:
     """How many groups (threads) :func:`fit_population` trains ``n`` members in: one per CPU
-    core for members whose step is under ``THREAD_MAX_STEP_FLOPS`` (6 per parameter per
+    core for members whose step is under ``AUTO_SINGLE_THREAD_STEP_FLOPS`` (6 per parameter per
     example), at least ``MIN_GROUP`` members each; 1 on GPU/TPU or for bigger members (whose
     matmuls already use every core)."""
-    if jax.default_backend() != "cpu" or 6.0 * n_params * batch >= THREAD_MAX_STEP_FLOPS:
+    if jax.default_backend() != "cpu" or 6.0 * n_params * batch >= AUTO_SINGLE_THREAD_STEP_FLOPS:
         return 1
     return max(1, min(os.cpu_count() or 1, n // MIN_GROUP))
 
