@@ -325,21 +325,32 @@ def test_remember_caches_hashable_calls_and_runs_the_rest():
     assert len(calls) == 4
 
 
-def test_a_compiled_chunk_is_not_reused_under_another_matmul_precision():
+def test_a_compiled_chunk_is_not_reused_under_another_matmul_precision(monkeypatch):
     import sys
 
-    compiled = sys.modules["jaxprop.train.fit"]._COMPILED  # (jaxprop.train.fit is the function)
+    from jaxprop.train.compile import CompiledPrograms
+
+    builds = []
+    store = CompiledPrograms(maxsize=2)
+    program = lambda name: store.get("key", lambda: builds.append(name) or name)  # noqa: E731
+    assert program("a") == "a" and program("b") == "a" and builds == ["a"]
+    with jax.default_matmul_precision("highest"):
+        assert program("c") == "c"
+    assert program("d") == "a" and builds == ["a", "c"]
+    assert store.get(["unhashable"], lambda: "e") == "e" and len(store) == 2
+
+    compiled = CompiledPrograms(maxsize=32)  # fit's own store, fresh for this test
+    monkeypatch.setattr(sys.modules["jaxprop.train.fit"], "_COMPILED", compiled)
     model = jp.mlp([2, 3, 1], "tanh", "sigmoid")
     x, t = (a.astype(np.float32) for a in (XOR_X, XOR_T))
     run = partial(fit, model, "sse_half", optax.sgd(0.1), (x, t), epochs=3,
                   key=jax.random.key(0))
     run()
-    before = len(compiled)
     run()
-    assert len(compiled) == before  # the same settings: the same program
+    assert len(compiled) == 1  # the same settings: the same program
     with jax.default_matmul_precision("highest"):
         run()
-    assert len(compiled) == before + 1
+    assert len(compiled) == 2
 
 
 def test_more_steps_than_a_step_key_counts_is_refused():
