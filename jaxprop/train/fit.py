@@ -44,6 +44,7 @@ from jaxprop.train.compile import (
     forward_flops,
 )
 from jaxprop.train.optimizers import as_optimizer
+from jaxprop.train.placement import place_for_training
 from jaxprop.train.precision import Precision, get_precision
 from jaxprop.train.step import (
     TrainState,
@@ -306,8 +307,6 @@ def fit_state(
         accuracy = accuracy_fn(loss) if _is_classification(loss, t) else False
     n_examples, n_rows = x.shape[0], None
     if mesh is not None:
-        from jaxprop.scale.parallel import place_for_training
-
         state, x, t, test_data = place_for_training(mesh, state, x, t, test_data)
         n_rows = x.shape[0]
     remaining = epochs - start
