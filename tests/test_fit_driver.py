@@ -122,3 +122,54 @@ def test_a_divergence_keeps_the_finite_losses_of_its_chunk():
     assert err.epoch == 12 and np.isnan(err.value)
     assert err.history.losses.tolist() == [1.0, 2.0]
     assert "kept the parameters from epoch 0" in str(err)
+
+
+def _count_compilations(monkeypatch):
+    """A fresh store for fit's programs, and the list each compilation appends its length to."""
+    monkeypatch.setattr(FIT, "_COMPILED", CompiledPrograms(maxsize=8))
+    compile_now, lengths = ChunkRunner._lower_and_compile, []
+
+    def counted(self, state, n_epochs):
+        lengths.append(n_epochs)
+        return compile_now(self, state, n_epochs)
+
+    monkeypatch.setattr(ChunkRunner, "_lower_and_compile", counted)
+    return lengths
+
+
+def test_the_default_log_every_compiles_once(monkeypatch):
+    lengths = _count_compilations(monkeypatch)
+    _, history = _fit(epochs=15)  # ceil(15 / 10) = 2 would run 2, 2, ..., 2, 1: two programs
+    assert lengths == [1]
+    assert [r["epoch"] for r in history.records] == list(range(1, 16))
+    assert history.losses.shape == (15,) and history.compile_time > 0
+    lengths.clear()
+    _, history = _fit(epochs=40)  # ceil(40 / 10) divides 40: the usual 10 chunks
+    assert lengths == [4] and len(history.records) == 10
+
+
+def test_an_explicit_log_every_keeps_its_ragged_last_chunk(monkeypatch):
+    lengths = _count_compilations(monkeypatch)
+    _, history = _fit(epochs=15, log_every=4)
+    assert [r["epoch"] for r in history.records] == [4, 8, 12, 15]
+    assert lengths == [4, 3]
+
+
+def test_a_resumed_run_also_compiles_once_by_default(monkeypatch):
+    part, _ = _fit(epochs=37, log_every=37)
+    lengths = _count_compilations(monkeypatch)
+    _, history = _fit(epochs=100, state=part, key=None)  # 63 to go: 9 chunks of 7
+    assert lengths == [7]
+    assert [r["epoch"] for r in history.records] == list(range(44, 101, 7))
+
+
+def test_the_default_log_every_splits_the_remaining_epochs_evenly():
+    default = FIT._default_log_every
+    assert default(10_000) == 1000 and default(12) == 2 and default(12, start=6) == 2
+    assert default(15) == 1 and default(13) == 1 and default(100, start=37) == 7
+    assert default(997) == 997  # a prime over MAX_DEFAULT_CHUNKS: one chunk
+    for epochs in range(1, 160):
+        for start in sorted({0, 1, epochs // 2, epochs - 1} - {epochs}):
+            every = default(epochs, start)
+            assert (epochs - start) % every == 0, (epochs, start, every)
+            assert (epochs - start) // every <= FIT.MAX_DEFAULT_CHUNKS

@@ -56,6 +56,9 @@ Array = jax.Array
 # a uint32 counted over the whole run (epoch x minibatches per epoch + minibatch).
 MAX_EPOCHS = 2**31 - 1
 MAX_STEPS = 2**32
+# The most chunks (host syncs) the default log_every makes: ten, unless the epochs to train
+# only divide into chunks of one length in other numbers (13 epochs: 13 chunks of one).
+MAX_DEFAULT_CHUNKS = 100
 # (POLL_SECONDS, how often the host asks should_stop(), lives in train/chunks.py)
 
 
@@ -185,7 +188,10 @@ def fit_state(
       batch_size: examples per shuffled minibatch (:func:`~jaxprop.train.make_epoch_fn`);
         ``None`` for full batch.
       key: seeds initialisation and shuffling (required unless ``state`` is given).
-      log_every: epochs per compiled chunk (default ``ceil(epochs / 10)``).
+      log_every: epochs per compiled chunk; by default one length for every chunk, so the
+        loop compiles once: ``ceil(epochs / 10)`` when that splits the epochs still to train
+        evenly, else as near 10 equal chunks as they divide into (15 epochs: 15 chunks of one;
+        a prime number of epochs over ``MAX_DEFAULT_CHUNKS``: one chunk).
       callback: called as ``callback(state, record)`` after each chunk; a true return value
         stops training early. ``state`` is safe to keep: a host copy when the training state
         is donated to the next chunk (or spread over a mesh), the chunk's own result
@@ -337,7 +343,7 @@ def _plan(model, loss, state, x, t, *, epochs, batch_size, drop_last, accuracy, 
     return _Plan(accuracy, donate,
                  _compiler_options(compiler_options, model, state, x, batch_size),
                  _unroll(unroll, state.params, x.shape[0], batch_size),
-                 _log_every(log_every, epochs))
+                 _log_every(log_every, epochs, int(host_array(state.epoch))))
 
 
 def _check_steps(epochs, n_examples, batch_size, drop_last) -> None:
@@ -373,12 +379,24 @@ def _unroll(unroll, params, n_examples, batch_size) -> int:
     return int(unroll)
 
 
-def _log_every(log_every, epochs) -> int:
-    """Epochs per chunk: ``log_every``, by default ``ceil(epochs / 10)``."""
-    log_every = int(log_every or max(1, -(-epochs // 10)))
+def _log_every(log_every, epochs, start) -> int:
+    """Epochs per chunk: ``log_every``, by default :func:`_default_log_every`."""
+    log_every = int(log_every or _default_log_every(epochs, start))
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
     return log_every
+
+
+def _default_log_every(epochs: int, start: int = 0) -> int:
+    """Epochs per chunk that split the epochs still to train (``start`` to ``epochs``) into
+    chunks of one length, so the loop compiles once: ``ceil(epochs / 10)`` when it does, else
+    the length of as near 10 equal chunks as the divisors allow (at most ``MAX_DEFAULT_CHUNKS``
+    chunks: a prime number of epochs over that trains in one chunk)."""
+    remaining, usual = epochs - start, max(1, -(-epochs // 10))
+    if remaining <= 0 or remaining % usual == 0:
+        return usual
+    counts = [k for k in range(1, min(remaining, MAX_DEFAULT_CHUNKS) + 1) if remaining % k == 0]
+    return remaining // min(counts, key=lambda k: (max(k / 10, 10 / k), -k))
 
 
 def _place(mesh, state, data, *, copy: bool):
