@@ -335,27 +335,63 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
     if rows < n:
         raise ValueError(f"n_rows ({rows}) must be at least n_examples ({n})")
     if steps_per_epoch(n, batch_size, drop_last) == 1:
-        padded = rows > n
-        step = make_train_step(model, loss, optimizer, masked=padded, grad_fn=grad_fn,
-                               precision=precision)
-        extra = (np.arange(rows) < n,) if padded else ()
+        return _full_batch_epoch(model, loss, optimizer, n, rows, grad_fn=grad_fn,
+                                 precision=precision)
+    return _minibatch_epoch(model, loss, optimizer, n, int(batch_size), drop_last,
+                            grad_fn=grad_fn, precision=precision)
 
-        def full_batch_epoch(params, opt_state, model_state, x, t, run_key, epoch):
-            return step(params, opt_state, model_state, x, t, step_key(run_key, epoch), *extra)
 
-        return full_batch_epoch
+def _full_batch_epoch(model, loss, optimizer, n: int, rows: int, **step_options):
+    """The epoch of :func:`make_epoch_fn` as one step on all ``rows`` rows (those past the
+    first ``n`` masked out).
 
-    bs = int(batch_size)
-    n_batches = steps_per_epoch(n, bs, drop_last)
-    ragged = n_batches * bs != n and not drop_last
-    step = make_train_step(model, loss, optimizer, masked=ragged, grad_fn=grad_fn,
-                           precision=precision)
-    mask = (np.arange(n_batches * bs) < n).reshape(n_batches, bs)
+    Args:
+      model: the model.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: any optax ``GradientTransformation``.
+      n: the number of real examples.
+      rows: the number of rows of ``x`` and ``t``.
+      **step_options: ``grad_fn`` and ``precision`` for :func:`make_train_step`.
+
+    Returns:
+      the pure epoch function.
+    """
+    padded = rows > n
+    step = make_train_step(model, loss, optimizer, masked=padded, **step_options)
+    extra = (np.arange(rows) < n,) if padded else ()
+
+    def full_batch_epoch(params, opt_state, model_state, x, t, run_key, epoch):
+        return step(params, opt_state, model_state, x, t, step_key(run_key, epoch), *extra)
+
+    return full_batch_epoch
+
+
+def _minibatch_epoch(model, loss, optimizer, n: int, batch_size: int, drop_last: bool,
+                     **step_options):
+    """The epoch of :func:`make_epoch_fn` as shuffled minibatch steps in a ``lax.scan`` (the
+    ragged last batch padded and masked, or dropped).
+
+    Args:
+      model: the model.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: any optax ``GradientTransformation``.
+      n: the number of real examples (the first ``n`` rows of ``x`` and ``t``).
+      batch_size: examples per step, less than ``n``.
+      drop_last: drop the ragged last batch.
+      **step_options: ``grad_fn`` and ``precision`` for :func:`make_train_step`.
+
+    Returns:
+      the pure epoch function.
+    """
+    n_batches = steps_per_epoch(n, batch_size, drop_last)
+    ragged = n_batches * batch_size != n and not drop_last
+    step = make_train_step(model, loss, optimizer, masked=ragged, **step_options)
+    mask = (np.arange(n_batches * batch_size) < n).reshape(n_batches, batch_size)
     counts = jnp.asarray(mask.sum(axis=1), jnp.float32)
 
     def minibatch_epoch(params, opt_state, model_state, x, t, run_key, epoch):
         perm = jax.random.permutation(jax.random.fold_in(run_key, epoch), n)
-        idx = perm[jnp.arange(n_batches * bs) % n].reshape(n_batches, bs)
+        idx = perm[jnp.arange(n_batches * batch_size) % n].reshape(n_batches, batch_size)
         first = jnp.asarray(epoch, jnp.uint32) * jnp.uint32(n_batches)
 
         def body(carry, inputs):
