@@ -47,8 +47,18 @@ def make_chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, acc
     ``n_epochs`` (static) epochs, then loss (and accuracy) on the training (and test) data;
     ``metrics`` is a dict ``{"train_loss", "train_accuracy", "test_loss", "test_accuracy"}``
     (no accuracies when ``accuracy`` is ``False``, no test entries without ``test_data``).
-    The arguments are those of :func:`~jaxprop.train.step.make_train_epochs` and
-    :func:`~jaxprop.train.step.make_eval_fn`; ``donate`` donates the state's buffers.
+
+    Args:
+      model, loss, optimizer, n_examples, batch_size, drop_last: those of
+        :func:`~jaxprop.train.step.make_train_epochs`.
+      accuracy: that of :func:`~jaxprop.train.step.make_eval_fn`.
+      donate: donate the state's buffers to each call.
+      precision, grad_fn, unroll, n_rows: those of
+        :func:`~jaxprop.train.step.make_train_epochs` (with ``n_rows``, the evaluation on the
+        training data masks the padding out).
+
+    Returns:
+      the jitted chunk (``n_epochs`` static).
     """
     train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last,
                                      precision=precision, grad_fn=grad_fn, unroll=unroll,

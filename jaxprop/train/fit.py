@@ -251,7 +251,17 @@ def fit_state(
 
 
 def _initial_state(model, loss, optimizer, epochs, key, params, state) -> TrainState:
-    """The state training starts from, after the checks that need no data."""
+    """The state training starts from, after the checks that need no data.
+
+    Args:
+      model: the model.
+      loss: the :class:`~jaxprop.Loss`.
+      optimizer: the optax optimizer.
+      epochs, key, params, state: ``fit_state``'s own.
+
+    Returns:
+      the given ``state`` (checked) or a new one.
+    """
     if not is_int(epochs) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     if epochs > MAX_EPOCHS:
@@ -274,8 +284,18 @@ def _initial_state(model, loss, optimizer, epochs, key, params, state) -> TrainS
 
 
 def _validated_data(model, loss, state, data):
-    """``(x, t, test_data)``: the training arrays and ``(x_test, t_test)`` or ``()``, checked
-    against the params (and the targets against the model's outputs)."""
+    """The training and test arrays, checked against the params (and the targets against the
+    model's outputs).
+
+    Args:
+      model: the model.
+      loss: the :class:`~jaxprop.Loss`.
+      state: the starting state (its params and model state).
+      data: ``fit_state``'s.
+
+    Returns:
+      ``(x, t, test_data)``: ``test_data`` is ``(x_test, t_test)`` or ``()``.
+    """
     x, t, x_test, t_test = _split_data(data)
     x, t = validate_data(state.params, x, t, loss=loss)
     test_data = ()
@@ -334,8 +354,21 @@ class _Plan(NamedTuple):
 
 def _plan(model, loss, state, x, t, *, epochs, batch_size, drop_last, accuracy, donate,
           compiler_options, unroll, log_every) -> _Plan:
-    """The :class:`_Plan` for training ``state`` on ``(x, t)``; ``ValueError`` for a bad
-    option. The keywords are ``fit_state``'s own."""
+    """The :class:`_Plan` for training ``state`` on ``(x, t)``; ``ValueError`` for a bad option.
+
+    Args:
+      model: the model.
+      loss: the :class:`~jaxprop.Loss`.
+      state: the state training starts from (its params size the options; its epoch counts
+        the epochs still to train).
+      x: the validated training inputs.
+      t: the validated training targets.
+      epochs, batch_size, drop_last, accuracy, donate, compiler_options, unroll, log_every:
+        ``fit_state``'s own.
+
+    Returns:
+      the :class:`_Plan`.
+    """
     _check_steps(epochs, x.shape[0], batch_size, drop_last)
     if accuracy is None:
         accuracy = accuracy_fn(loss) if _is_classification(loss, t) else False
@@ -348,7 +381,14 @@ def _plan(model, loss, state, x, t, *, epochs, batch_size, drop_last, accuracy, 
 
 def _check_steps(epochs, n_examples, batch_size, drop_last) -> None:
     """``ValueError`` when the run has more steps than a step's key can count (and for a bad
-    ``batch_size``)."""
+    ``batch_size``).
+
+    Args:
+      epochs: the epoch the run stops at.
+      n_examples: training examples.
+      batch_size: ``fit_state``'s.
+      drop_last: ``fit_state``'s.
+    """
     steps = epochs * steps_per_epoch(n_examples, batch_size, drop_last)
     if steps > MAX_STEPS:
         raise ValueError(f"epochs={epochs} of {steps // epochs} minibatches each is "
@@ -358,7 +398,18 @@ def _check_steps(epochs, n_examples, batch_size, drop_last) -> None:
 
 
 def _compiler_options(options, model, state, x, batch_size) -> dict | None:
-    """``options`` as given, or for ``"auto"`` those :func:`auto_compiler_options` picks."""
+    """``options`` as given, or for ``"auto"`` those :func:`auto_compiler_options` picks.
+
+    Args:
+      options: ``fit_state``'s ``compiler_options``.
+      model: the model.
+      state: the starting state (its params and model state).
+      x: the training inputs (their shape and dtype).
+      batch_size: ``fit_state``'s.
+
+    Returns:
+      the options for XLA, or ``None``.
+    """
     if not isinstance(options, str):
         return options
     if options != "auto":
@@ -371,7 +422,17 @@ def _compiler_options(options, model, state, x, batch_size) -> dict | None:
 
 
 def _unroll(unroll, params, n_examples, batch_size) -> int:
-    """``unroll`` checked, or for ``"auto"`` the one :func:`auto_unroll` picks."""
+    """``unroll`` checked, or for ``"auto"`` the one :func:`auto_unroll` picks.
+
+    Args:
+      unroll: ``fit_state``'s.
+      params: the params (their shapes).
+      n_examples: training examples.
+      batch_size: ``fit_state``'s.
+
+    Returns:
+      the epochs per iteration of the compiled loop.
+    """
     if unroll == "auto":
         unroll = auto_unroll(params, n_examples, batch_size)
     if not is_int(unroll) or unroll < 1:
@@ -400,12 +461,20 @@ def _default_log_every(epochs: int, start: int = 0) -> int:
 
 
 def _place(mesh, state, data, *, copy: bool):
-    """``(state, (x, t, test_data), n_rows)`` where the chunks run them.
+    """The state and the data where the chunks run them.
 
-    On a ``mesh``: padded and split (:func:`~jaxprop.train.placement.place_for_training`;
-    ``n_rows`` the padded count, placing copies the state). Otherwise as they are
-    (``n_rows=None``), with a copy of the state when ``copy`` (a given state that will be
-    donated: the caller's arrays stay valid).
+    Args:
+      mesh: ``fit_state``'s: when given, the training set is padded and split over it and the
+        rest replicated (:func:`~jaxprop.train.placement.place_for_training`, which copies the
+        state).
+      state: the starting state.
+      data: ``(x, t, test_data)``.
+      copy: without a mesh, copy the state (a given state that will be donated: the caller's
+        arrays stay valid).
+
+    Returns:
+      ``(state, (x, t, test_data), n_rows)``: ``n_rows`` the padded number of training rows
+      on a mesh, else ``None``.
     """
     if mesh is not None:
         state, x, t, test_data = place_for_training(mesh, state, *data)
@@ -493,9 +562,19 @@ def _first_bad_epoch(losses: np.ndarray, train_loss: float) -> int | None:
 
 
 def _diverged(epoch: int, bad: int, losses, train_loss: float, good, log: _Log):
-    """The :class:`TrainingDiverged` for a chunk that began after ``epoch`` and went bad at
-    index ``bad`` (:func:`_first_bad_epoch`), carrying ``good``; the chunk's finite losses
-    join ``log``."""
+    """The :class:`TrainingDiverged` for a chunk that went bad; its finite losses join ``log``.
+
+    Args:
+      epoch: the epoch the chunk began after.
+      bad: :func:`_first_bad_epoch` of the chunk.
+      losses: the chunk's per-epoch losses.
+      train_loss: the training loss evaluated after the chunk.
+      good: the state the error carries (the end of the last all-finite chunk).
+      log: the history so far.
+
+    Returns:
+      the exception, to raise.
+    """
     log.losses.append(losses[:bad])
     value = float(losses[bad]) if bad < len(losses) else train_loss
     return TrainingDiverged(epoch + min(bad + 1, len(losses)), value, good, log.history())
