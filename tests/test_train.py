@@ -323,6 +323,33 @@ def test_remember_caches_hashable_calls_and_runs_the_rest():
     with pytest.raises(TypeError, match="by the function itself"):  # not mistaken for unhashable
         build(1, "bad")
     assert len(calls) == 4
+    assert build(1, b=3) is build(1, b=3) and len(calls) == 5  # keywords are remembered too
+    assert build(1, b=[3]) is not build(1, b=[3]) and len(calls) == 7
+    assert build.cache_info().maxsize == 4
+
+
+def test_builders_and_compiled_initialisations_are_remembered_boundedly(monkeypatch):
+    import sys
+
+    from jaxprop.train import accuracy_fn, as_optimizer
+    from jaxprop.train.compile import CompiledPrograms
+
+    assert accuracy_fn("mse") is accuracy_fn("mse")
+    assert accuracy_fn(loss="mse") is accuracy_fn(loss="mse")  # (a keyword call: its own entry)
+    assert as_optimizer(0.5) is as_optimizer(0.5) is as_optimizer(np.float64(0.5))
+    for fn in (accuracy_fn, sys.modules["jaxprop.train.optimizers"]._sgd):
+        assert fn.cache_info().maxsize is not None
+    store = CompiledPrograms(maxsize=2)
+    monkeypatch.setattr(sys.modules["jaxprop.train.step"], "_INIT_PROGRAMS", store)
+    opt = optax.sgd(0.1)
+    model = jp.mlp([2, 3, 1], "tanh", "sigmoid")
+    first = init_state(model, opt, jax.random.key(0))
+    again = init_state(model, opt, jax.random.key(1))
+    assert len(store) == 1  # one program for both keys
+    assert not np.array_equal(first.params[0]["W"], again.params[0]["W"])
+    for width in (4, 5, 6):
+        init_state(jp.mlp([2, width, 1], "tanh", "sigmoid"), opt, jax.random.key(0))
+    assert len(store) == 2  # bounded
 
 
 def test_a_compiled_chunk_is_not_reused_under_another_matmul_precision(monkeypatch):

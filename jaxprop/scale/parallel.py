@@ -12,9 +12,9 @@ would need rescaling loss by loss before a ``psum``).
 The step helpers here (:func:`data_parallel_grad_fn`, :class:`DataParallelStep`,
 :func:`shard_batch`) need a batch that divides evenly by the number of devices: anything else
 raises a ``ValueError`` naming the sizes. ``jaxprop.train.fit_state(..., mesh=data_mesh())``
-takes any training set: :func:`place_for_training` pads it with zero rows to a multiple of the
-device count and the training step and evaluation mask them out, so the padding never counts
-and the loss equals one device's (to float32 rounding).
+takes any training set: :func:`place_for_training` (:mod:`jaxprop.train.placement`) pads it with
+zero rows to a multiple of the device count and the training step and evaluation mask them out,
+so the padding never counts and the loss equals one device's (to float32 rounding).
 
 Multi-host: call ``jax.distributed.initialize()`` first in each process (one per host, or see
 :mod:`jaxprop.scale.distributed`); ``jax.devices()`` then lists every host's devices, the same
@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -36,9 +35,10 @@ from jaxprop.core.backprop import loss_and_grad_fn
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss
 from jaxprop.train.optimizers import as_optimizer
+# the padded placement fit_state(mesh=...) trains on lives in train (which must not import
+# scale); re-exported here, where it was
+from jaxprop.train.placement import AXIS, pad_rows, place_for_training  # noqa: F401
 from jaxprop.train.step import make_train_step
-
-AXIS = "data"
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -164,47 +164,6 @@ def make_data_parallel_step(model: Layer, loss: str | Loss, optimizer, mesh: Mes
       the :class:`DataParallelStep`.
     """
     return DataParallelStep(model, loss, optimizer, mesh)
-
-
-def _put(mesh: Mesh, spec: P, a):
-    """``a`` (the same value in every process) as a global array on ``mesh`` laid out by
-    ``spec``; typed PRNG keys too."""
-    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
-        data = _put(mesh, spec, jax.random.key_data(a))
-        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
-    host = np.asarray(a)
-    return jax.make_array_from_callback(host.shape, NamedSharding(mesh, spec),
-                                        lambda index: host[index])
-
-
-def pad_rows(a, rows: int) -> np.ndarray:
-    """``a`` with zero rows appended up to ``rows`` rows (on the host)."""
-    a = np.asarray(a)
-    return np.concatenate([a, np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)])
-
-
-def place_for_training(mesh: Mesh, state, x, t, test_data=()):
-    """``(state, x, t, test_data)`` laid out for data parallel training on ``mesh``.
-
-    The caller masks the padding (``fit_state(mesh=...)`` does, so it never counts). Works
-    across processes: each process places the rows of its own devices.
-
-    Args:
-      mesh: the device mesh.
-      state: the training state (any pytree), replicated.
-      x: the whole training set's inputs ``(n, ...)``, the same in every process: zero rows
-        are appended up to a multiple of ``mesh.size`` and it is split along the batch axis.
-      t: the training targets ``(n, ...)``, likewise.
-      test_data: the test arrays (e.g. ``(x_test, t_test)``), replicated.
-
-    Returns:
-      ``(state, x, t, test_data)`` as global arrays on ``mesh``.
-    """
-    rows = -(-x.shape[0] // mesh.size) * mesh.size
-    x, t = (_put(mesh, P(AXIS), pad_rows(a, rows)) for a in (x, t))
-    state = jax.tree.map(lambda a: _put(mesh, P(), a), jax.device_get(state))
-    test_data = tuple(_put(mesh, P(), a) for a in test_data)
-    return state, x, t, test_data
 
 
 def data_parallel_inputs(state, data, mesh: Mesh | None = None):

@@ -1,24 +1,24 @@
 """``fit``: the host driver around the compiled training loop.
 
-``fit`` compiles one chunk of ``log_every`` epochs (``make_train_epochs``, then an evaluation of
-train/test loss and accuracy) and calls it repeatedly, so the host sees metrics only once per
-chunk. The state buffers are donated to each call.
+``fit_state`` reads as its recipe: check the start (:func:`_initial_state`) and the data,
+resolve the options (:class:`_Plan`), place the state and data (a mesh pads and splits them),
+then run chunks of ``log_every`` epochs (a :class:`~jaxprop.train.chunks.ChunkRunner`: one
+compiled program per chunk length, ``make_train_epochs`` then an evaluation of train/test loss
+and accuracy), so the host sees metrics only once per chunk. The state buffers are donated to
+each call.
 
 **Divergence guard.** ``fit`` checks the chunk's per-epoch losses on the host after each chunk
 (never inside a step); the first non-finite one names the epoch in :class:`TrainingDiverged`,
 which carries the state from the end of the last all-finite chunk.
 
-**Stopping.** A compiled chunk cannot be cut short, so with ``should_stop`` ``fit`` never blocks
-on one: each chunk compiles and runs in a daemon thread (XLA releases the GIL; the CPU backend
-may run a call inline, so asynchronous dispatch alone is not enough) while the main thread polls
-``should_stop()`` every ``POLL_SECONDS``; when it says stop, :class:`TrainingInterrupted`
-carries the state from the end of the last whole chunk and the chunk in flight is abandoned
-(a process that exits then should leave with ``os._exit``, which does not wait for it).
+**Stopping.** With ``should_stop``, ``fit`` never blocks on a chunk (see
+:mod:`jaxprop.train.chunks`): when it says stop, :class:`TrainingInterrupted` carries the state
+from the end of the last whole chunk and the chunk in flight is abandoned (a process that exits
+then should leave with ``os._exit``, which does not wait for it).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -34,9 +34,10 @@ from jaxprop.core.checks import (
     validate_data,
     warn_if_targets_outside_output,
 )
-from jaxprop.core.cache import remember
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
+from jaxprop.core.validate import is_int
+from jaxprop.train.chunks import POLL_SECONDS, ChunkRunner, Stopped, make_chunk_fn  # noqa: F401
 from jaxprop.train.compile import (
     CompiledPrograms,
     auto_compiler_options,
@@ -44,15 +45,9 @@ from jaxprop.train.compile import (
     forward_flops,
 )
 from jaxprop.train.optimizers import as_optimizer
+from jaxprop.train.placement import place_for_training
 from jaxprop.train.precision import Precision, get_precision
-from jaxprop.train.step import (
-    TrainState,
-    accuracy_fn,
-    init_state,
-    make_eval_fn,
-    make_train_epochs,
-    steps_per_epoch,
-)
+from jaxprop.train.step import TrainState, accuracy_fn, init_state, steps_per_epoch
 
 Array = jax.Array
 
@@ -61,8 +56,10 @@ Array = jax.Array
 # a uint32 counted over the whole run (epoch x minibatches per epoch + minibatch).
 MAX_EPOCHS = 2**31 - 1
 MAX_STEPS = 2**32
-# How often (seconds) the host asks should_stop() while a chunk computes or compiles.
-POLL_SECONDS = 0.02
+# The most chunks (host syncs) the default log_every makes: ten, unless the epochs to train
+# only divide into chunks of one length in other numbers (13 epochs: 13 chunks of one).
+MAX_DEFAULT_CHUNKS = 100
+# (POLL_SECONDS, how often the host asks should_stop(), lives in train/chunks.py)
 
 
 class TrainingDiverged(RuntimeError):
@@ -103,54 +100,12 @@ class History(NamedTuple):
     compile_time: float = 0.0
 
 
-def _split_data(data):
-    """``(x, t, x_test, t_test)`` from a Dataset, ``(x, t)`` or ``(x, t, x_test, t_test)``."""
-    if hasattr(data, "x_train"):
-        return data.x_train, data.y_train, data.x_test, data.y_test
-    if isinstance(data, (tuple, list)) and len(data) in (2, 4):
-        return (*data, None, None) if len(data) == 2 else tuple(data)
-    raise ValueError("data must be a Dataset, (x, t) or (x, t, x_test, t_test)")
-
-
-# Reused across fit calls with the same model, loss and optimizer objects (e.g. a resumed run
-# in the same process), so jax's compilation cache applies.
-@remember(maxsize=16)
-def _chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate,
-              precision=None, grad_fn=None, unroll=1, n_rows=None):
-    """The jitted ``(state, x, t, test_data, n_epochs) -> (state, losses, metrics)``:
-    ``n_epochs`` epochs, then loss (and accuracy) on the training (and test) data; ``metrics``
-    is a dict ``{"train_loss", "train_accuracy", "test_loss", "test_accuracy"}``."""
-    train_epochs = make_train_epochs(model, loss, optimizer, n_examples, batch_size, drop_last,
-                                     precision=precision, grad_fn=grad_fn, unroll=unroll,
-                                     n_rows=n_rows)
-    evaluate = make_eval_fn(model, loss, accuracy, precision=precision)
-    names = ("loss",) if accuracy is False else ("loss", "accuracy")
-    mask = None if n_rows is None or n_rows == n_examples else np.arange(n_rows) < n_examples
-
-    def chunk(state, x, t, test_data, n_epochs):
-        state, losses = train_epochs(state, x, t, n_epochs)
-        values = {f"train_{k}": v for k, v in zip(
-            names, evaluate(state.params, x, t, state.model_state, mask))}
-        if test_data:
-            values.update({f"test_{k}": v for k, v in zip(
-                names, evaluate(state.params, *test_data, state.model_state))})
-        return state, losses, {k: jnp.asarray(v, losses.dtype) for k, v in values.items()}
-
-    return jax.jit(chunk, static_argnums=4, donate_argnums=(0,) if donate else ())
-
-
 # Compiled chunks kept across fit calls, keyed (jitted, n_epochs, options, signature).
 _COMPILED = CompiledPrograms(maxsize=32)
 # A training state smaller than this is not donated: keeping the last good state for the
 # divergence guard then costs nothing, where a donated one must be copied to the host after
 # every chunk (1 ms of a 2 ms XOR fit).
 DONATE_MIN_BYTES = 1 << 20
-
-
-def _signature(tree):
-    """What a compiled program is specialised to: the tree, each leaf's type and placement."""
-    leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple((jax.typeof(a), getattr(a, "sharding", None)) for a in leaves)
 
 
 def _nbytes(tree) -> int:
@@ -184,26 +139,6 @@ def to_host(state: TrainState) -> TrainState:
 
 def _finite(a) -> bool:
     return bool(np.all(np.isfinite(a)))
-
-
-def _check_params_finite(params, what: str) -> None:
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        host = host_array(leaf)
-        if not _finite(host):
-            raise ValueError(
-                f"the {what} params contain NaN/Inf: params{jax.tree_util.keystr(path)} has "
-                f"{int(np.sum(~np.isfinite(host)))} non-finite value(s); training cannot start "
-                "from them"
-            )
-
-
-def _is_classification(loss: Loss, t) -> bool:
-    """Whether accuracy means something for targets ``t``: class labels, one-hot rows, or
-    0/1 targets of one output."""
-    if loss.integer_labels or loss.categorical:
-        return True
-    host = host_array(t)
-    return bool(np.all((host == 0) | (host == 1)))
 
 
 def fit_state(
@@ -253,7 +188,10 @@ def fit_state(
       batch_size: examples per shuffled minibatch (:func:`~jaxprop.train.make_epoch_fn`);
         ``None`` for full batch.
       key: seeds initialisation and shuffling (required unless ``state`` is given).
-      log_every: epochs per compiled chunk (default ``ceil(epochs / 10)``).
+      log_every: epochs per compiled chunk; by default one length for every chunk, so the
+        loop compiles once: ``ceil(epochs / 10)`` when that splits the epochs still to train
+        evenly, else as near 10 equal chunks as they divide into (15 epochs: 15 chunks of one;
+        a prime number of epochs over ``MAX_DEFAULT_CHUNKS``: one chunk).
       callback: called as ``callback(state, record)`` after each chunk; a true return value
         stops training early. ``state`` is safe to keep: a host copy when the training state
         is donated to the next chunk (or spread over a mesh), the chunk's own result
@@ -291,116 +229,40 @@ def fit_state(
       ``(state, history)``: the final :class:`TrainState` and the :class:`History`
       (``records``, ``losses`` of every epoch, ``compile_time``: the seconds spent compiling).
     """
-    loss = get_loss(loss)
-    optimizer = as_optimizer(optimizer)
-    policy = get_precision(precision)
-    given_state = state is not None
-    state = _initial_state(model, loss, optimizer, epochs, key, params, state)
-    donate = donate and _nbytes((state.params, state.opt_state)) >= DONATE_MIN_BYTES
-    if given_state and donate and mesh is None:  # (with a mesh, placing it copies it anyway)
-        state = jax.tree.map(jnp.copy, state)  # own copies: the caller's arrays stay valid
-    policy.check_params(state.params)
-    start = int(host_array(state.epoch))
-    x, t, test_data = _validated_data(model, loss, state, data)
-    if accuracy is None:
-        accuracy = accuracy_fn(loss) if _is_classification(loss, t) else False
-    n_examples, n_rows = x.shape[0], None
-    if mesh is not None:
-        from jaxprop.scale.parallel import place_for_training
+    loss, optimizer, policy = get_loss(loss), as_optimizer(optimizer), get_precision(precision)
+    initial = _initial_state(model, loss, optimizer, epochs, key, params, state)
+    policy.check_params(initial.params)
+    x, t, test_data = _validated_data(model, loss, initial, data)
+    plan = _plan(model, loss, initial, x, t, epochs=epochs, batch_size=batch_size,
+                 drop_last=drop_last, accuracy=accuracy, donate=donate,
+                 compiler_options=compiler_options, unroll=unroll, log_every=log_every)
+    initial, arrays, n_rows = _place(mesh, initial, (x, t, test_data),
+                                     copy=state is not None and plan.donate)
+    jitted = make_chunk_fn(model, loss, optimizer, x.shape[0], batch_size, drop_last,
+                           plan.accuracy, plan.donate, policy, grad_fn, plan.unroll, n_rows)
+    runner = ChunkRunner(_COMPILED, jitted, arrays, initial, plan.compiler_options, policy,
+                         should_stop)
+    on_host = plan.donate or mesh is not None  # keep the last good state as a host copy
+    return _run_chunks(runner, initial, epochs, plan.log_every, on_host, callback, losses_out)
 
-        state, x, t, test_data = place_for_training(mesh, state, x, t, test_data)
-        n_rows = x.shape[0]
-    remaining = epochs - start
-    steps = epochs * steps_per_epoch(n_examples, batch_size, drop_last)
-    if steps > MAX_STEPS:
-        raise ValueError(f"epochs={epochs} of {steps // epochs} minibatches each is "
-                         f"{steps:,} steps, more than each step's random key "
-                         f"can count ({MAX_STEPS:,}, uint32): train fewer epochs or use larger "
-                         "minibatches")
-    if isinstance(compiler_options, str):
-        if compiler_options != "auto":
-            raise ValueError(f"compiler_options must be a dict, None or 'auto', "
-                             f"got {compiler_options!r}")
-        n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
-        # (shapes only: slicing x[:1] would compile a program of its own)
-        flops = forward_flops(model, state.params, state.model_state,
-                              jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
-        compiler_options = auto_compiler_options(n_params, n_examples, batch_size,
-                                                 forward_flops=flops)
-    if unroll == "auto":
-        unroll = auto_unroll(state.params, n_examples, batch_size)
-    if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
-        raise ValueError(f"unroll must be a positive integer or 'auto', got {unroll!r}")
-    log_every = int(log_every or max(1, -(-epochs // 10)))
-    if log_every < 1:
-        raise ValueError(f"log_every must be positive, got {log_every}")
 
-    args = (model, loss, optimizer, n_examples, batch_size, drop_last, accuracy, donate, policy,
-            grad_fn, int(unroll), n_rows)
-    jitted = _chunk_fn(*args)
-    options_key = tuple(sorted((compiler_options or {}).items()))
-    signature = _signature((state, x, t, test_data))
-    compile_time = 0.0
-    records, losses_all = [], []
-
-    def history():
-        return History(records, np.concatenate(losses_all) if losses_all else np.zeros(0),
-                       compile_time)
-
-    def compile_chunk(args):
-        with policy.matmul():  # "highest": around tracing and compilation, in this thread
-            return jitted.lower(*args).compile(compiler_options)
-
-    def get_compiled(n):
-        def build():
-            nonlocal compile_time
-            t0 = time.perf_counter()
-            args = (state, x, t, test_data, n)
-            fn = _stoppable(lambda: compile_chunk(args), should_stop)
-            compile_time += time.perf_counter() - t0
-            if fn is _STOPPED:
-                raise TrainingInterrupted(good, history())
-            return fn
-
-        return _COMPILED.get((jitted, n, options_key, signature), build)
-
-    # the last good state: a host copy survives the donation of ``state`` to the next chunk
-    good = to_host(state) if donate or mesh is not None else state
-    t_start = time.perf_counter()
-    done = 0
-    while done < remaining:
-        if should_stop is not None and should_stop():
-            raise TrainingInterrupted(good, history())
-        n = min(log_every, remaining - done)
-        fn = get_compiled(n)
-        out = _stoppable(lambda: jax.block_until_ready(fn(state, x, t, test_data)), should_stop)
-        if out is _STOPPED:
-            raise TrainingInterrupted(good, history())  # the chunk in flight is abandoned
-        state, losses, metrics = out
-        losses = host_array(losses)
-        metrics = {k: float(host_array(v)) for k, v in metrics.items()}
-        if not _finite(losses) or not _finite(metrics["train_loss"]):
-            bad = np.flatnonzero(~np.isfinite(losses))
-            first = start + done + (int(bad[0]) + 1 if bad.size else n)
-            value = float(losses[bad[0]]) if bad.size else metrics["train_loss"]
-            losses_all.append(losses[: bad[0]] if bad.size else losses)
-            raise TrainingDiverged(first, value, good, history())
-        done += n
-        losses_all.append(losses)
-        if losses_out is not None:
-            losses_out.append(losses)
-        record = {"epoch": start + done, "loss": float(losses[-1]), **metrics,
-                  "time": time.perf_counter() - t_start}
-        records.append(record)
-        good = to_host(state) if donate or mesh is not None else state
-        if callback is not None and callback(good, record):
-            break  # the callback asked to stop early
-    return state, history()
+# --------------------------------------------------------------------------------------------
+# The start and the data
 
 
 def _initial_state(model, loss, optimizer, epochs, key, params, state) -> TrainState:
-    """The state training starts from, after the checks that need no data."""
-    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
+    """The state training starts from, after the checks that need no data.
+
+    Args:
+      model: the model.
+      loss: the :class:`~jaxprop.Loss`.
+      optimizer: the optax optimizer.
+      epochs, key, params, state: ``fit_state``'s own.
+
+    Returns:
+      the given ``state`` (checked) or a new one.
+    """
+    if not is_int(epochs) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     if epochs > MAX_EPOCHS:
         raise ValueError(f"epochs={epochs} is more than the epoch counter holds "
@@ -422,8 +284,18 @@ def _initial_state(model, loss, optimizer, epochs, key, params, state) -> TrainS
 
 
 def _validated_data(model, loss, state, data):
-    """``(x, t, test_data)``: the training arrays and ``(x_test, t_test)`` or ``()``, checked
-    against the params (and the targets against the model's outputs)."""
+    """The training and test arrays, checked against the params (and the targets against the
+    model's outputs).
+
+    Args:
+      model: the model.
+      loss: the :class:`~jaxprop.Loss`.
+      state: the starting state (its params and model state).
+      data: ``fit_state``'s.
+
+    Returns:
+      ``(x, t, test_data)``: ``test_data`` is ``(x_test, t_test)`` or ``()``.
+    """
     x, t, x_test, t_test = _split_data(data)
     x, t = validate_data(state.params, x, t, loss=loss)
     test_data = ()
@@ -437,31 +309,275 @@ def _validated_data(model, loss, state, data):
     return x, t, test_data
 
 
-_STOPPED = object()
+def _split_data(data):
+    """``(x, t, x_test, t_test)`` from a Dataset, ``(x, t)`` or ``(x, t, x_test, t_test)``."""
+    if hasattr(data, "x_train"):
+        return data.x_train, data.y_train, data.x_test, data.y_test
+    if isinstance(data, (tuple, list)) and len(data) in (2, 4):
+        return (*data, None, None) if len(data) == 2 else tuple(data)
+    raise ValueError("data must be a Dataset, (x, t) or (x, t, x_test, t_test)")
 
 
-def _stoppable(work: Callable, should_stop: Callable[[], bool] | None):
-    """``work()``; with ``should_stop``, in a daemon thread while the caller polls it, and
-    ``_STOPPED`` (the thread abandoned) as soon as it says stop."""
-    if should_stop is None:
-        return work()
-    result = {}
+def _check_params_finite(params, what: str) -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        host = host_array(leaf)
+        if not _finite(host):
+            raise ValueError(
+                f"the {what} params contain NaN/Inf: params{jax.tree_util.keystr(path)} has "
+                f"{int(np.sum(~np.isfinite(host)))} non-finite value(s); training cannot start "
+                "from them"
+            )
 
-    def target():
+
+def _is_classification(loss: Loss, t) -> bool:
+    """Whether accuracy means something for targets ``t``: class labels, one-hot rows, or
+    0/1 targets of one output."""
+    if loss.integer_labels or loss.categorical:
+        return True
+    host = host_array(t)
+    return bool(np.all((host == 0) | (host == 1)))
+
+
+# --------------------------------------------------------------------------------------------
+# The options, resolved
+
+
+class _Plan(NamedTuple):
+    """The options of one ``fit_state`` call, resolved before its first chunk."""
+
+    accuracy: Callable | bool  # the accuracy function, or False (a regression)
+    donate: bool  # whether each chunk donates the state's buffers
+    compiler_options: dict | None  # what goes to XLA
+    unroll: int  # epochs per iteration of the compiled loop
+    log_every: int  # epochs per chunk
+
+
+def _plan(model, loss, state, x, t, *, epochs, batch_size, drop_last, accuracy, donate,
+          compiler_options, unroll, log_every) -> _Plan:
+    """The :class:`_Plan` for training ``state`` on ``(x, t)``; ``ValueError`` for a bad option.
+
+    Args:
+      model: the model.
+      loss: the :class:`~jaxprop.Loss`.
+      state: the state training starts from (its params size the options; its epoch counts
+        the epochs still to train).
+      x: the validated training inputs.
+      t: the validated training targets.
+      epochs, batch_size, drop_last, accuracy, donate, compiler_options, unroll, log_every:
+        ``fit_state``'s own.
+
+    Returns:
+      the :class:`_Plan`.
+    """
+    _check_steps(epochs, x.shape[0], batch_size, drop_last)
+    if accuracy is None:
+        accuracy = accuracy_fn(loss) if _is_classification(loss, t) else False
+    donate = bool(donate) and _nbytes((state.params, state.opt_state)) >= DONATE_MIN_BYTES
+    return _Plan(accuracy, donate,
+                 _compiler_options(compiler_options, model, state, x, batch_size),
+                 _unroll(unroll, state.params, x.shape[0], batch_size),
+                 _log_every(log_every, epochs, int(host_array(state.epoch))))
+
+
+def _check_steps(epochs, n_examples, batch_size, drop_last) -> None:
+    """``ValueError`` when the run has more steps than a step's key can count (and for a bad
+    ``batch_size``).
+
+    Args:
+      epochs: the epoch the run stops at.
+      n_examples: training examples.
+      batch_size: ``fit_state``'s.
+      drop_last: ``fit_state``'s.
+    """
+    steps = epochs * steps_per_epoch(n_examples, batch_size, drop_last)
+    if steps > MAX_STEPS:
+        raise ValueError(f"epochs={epochs} of {steps // epochs} minibatches each is "
+                         f"{steps:,} steps, more than each step's random key "
+                         f"can count ({MAX_STEPS:,}, uint32): train fewer epochs or use larger "
+                         "minibatches")
+
+
+def _compiler_options(options, model, state, x, batch_size) -> dict | None:
+    """``options`` as given, or for ``"auto"`` those :func:`auto_compiler_options` picks.
+
+    Args:
+      options: ``fit_state``'s ``compiler_options``.
+      model: the model.
+      state: the starting state (its params and model state).
+      x: the training inputs (their shape and dtype).
+      batch_size: ``fit_state``'s.
+
+    Returns:
+      the options for XLA, or ``None``.
+    """
+    if not isinstance(options, str):
+        return options
+    if options != "auto":
+        raise ValueError(f"compiler_options must be a dict, None or 'auto', got {options!r}")
+    n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
+    # (shapes only: slicing x[:1] would compile a program of its own)
+    flops = forward_flops(model, state.params, state.model_state,
+                          jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+    return auto_compiler_options(n_params, x.shape[0], batch_size, forward_flops=flops)
+
+
+def _unroll(unroll, params, n_examples, batch_size) -> int:
+    """``unroll`` checked, or for ``"auto"`` the one :func:`auto_unroll` picks.
+
+    Args:
+      unroll: ``fit_state``'s.
+      params: the params (their shapes).
+      n_examples: training examples.
+      batch_size: ``fit_state``'s.
+
+    Returns:
+      the epochs per iteration of the compiled loop.
+    """
+    if unroll == "auto":
+        unroll = auto_unroll(params, n_examples, batch_size)
+    if not is_int(unroll) or unroll < 1:
+        raise ValueError(f"unroll must be a positive integer or 'auto', got {unroll!r}")
+    return int(unroll)
+
+
+def _log_every(log_every, epochs, start) -> int:
+    """Epochs per chunk: ``log_every``, by default :func:`_default_log_every`."""
+    log_every = int(log_every or _default_log_every(epochs, start))
+    if log_every < 1:
+        raise ValueError(f"log_every must be positive, got {log_every}")
+    return log_every
+
+
+def _default_log_every(epochs: int, start: int = 0) -> int:
+    """Epochs per chunk that split the epochs still to train (``start`` to ``epochs``) into
+    chunks of one length, so the loop compiles once: ``ceil(epochs / 10)`` when it does, else
+    the length of as near 10 equal chunks as the divisors allow (at most ``MAX_DEFAULT_CHUNKS``
+    chunks: a prime number of epochs over that trains in one chunk)."""
+    remaining, usual = epochs - start, max(1, -(-epochs // 10))
+    if remaining <= 0 or remaining % usual == 0:
+        return usual
+    counts = [k for k in range(1, min(remaining, MAX_DEFAULT_CHUNKS) + 1) if remaining % k == 0]
+    return remaining // min(counts, key=lambda k: (max(k / 10, 10 / k), -k))
+
+
+def _place(mesh, state, data, *, copy: bool):
+    """The state and the data where the chunks run them.
+
+    Args:
+      mesh: ``fit_state``'s: when given, the training set is padded and split over it and the
+        rest replicated (:func:`~jaxprop.train.placement.place_for_training`, which copies the
+        state).
+      state: the starting state.
+      data: ``(x, t, test_data)``.
+      copy: without a mesh, copy the state (a given state that will be donated: the caller's
+        arrays stay valid).
+
+    Returns:
+      ``(state, (x, t, test_data), n_rows)``: ``n_rows`` the padded number of training rows
+      on a mesh, else ``None``.
+    """
+    if mesh is not None:
+        state, x, t, test_data = place_for_training(mesh, state, *data)
+        return state, (x, t, test_data), x.shape[0]
+    if copy:
+        state = jax.tree.map(jnp.copy, state)
+    return state, tuple(data), None
+
+
+# --------------------------------------------------------------------------------------------
+# The chunks, the guard and the history
+
+
+class _Log:
+    """The history as it grows: a record per finished chunk, every epoch's loss."""
+
+    def __init__(self, runner: ChunkRunner, losses_out: list | None):
+        self.runner, self.losses_out = runner, losses_out
+        self.records, self.losses = [], []
+        self.t_start = time.perf_counter()
+
+    def chunk(self, epoch: int, losses: np.ndarray, metrics: dict) -> dict:
+        """Keep a finished chunk's losses (also in ``losses_out``); return its record."""
+        self.losses.append(losses)
+        if self.losses_out is not None:
+            self.losses_out.append(losses)
+        record = {"epoch": epoch, "loss": float(losses[-1]), **metrics,
+                  "time": time.perf_counter() - self.t_start}
+        self.records.append(record)
+        return record
+
+    def history(self) -> History:
+        """The :class:`History` so far (``compile_time``: the runner's)."""
+        losses = np.concatenate(self.losses) if self.losses else np.zeros(0)
+        return History(self.records, losses, self.runner.compile_time)
+
+
+def _run_chunks(runner: ChunkRunner, state, epochs: int, log_every: int, on_host: bool,
+                callback, losses_out) -> tuple[TrainState, History]:
+    """Train from ``state`` up to ``epochs`` in chunks of ``log_every``; ``(state, history)``.
+
+    Args:
+      runner: compiles and runs the chunks.
+      state: the placed state to start from.
+      epochs: the epoch to stop at.
+      log_every: epochs per chunk (the last one may be shorter).
+      on_host: keep the last good state as a host copy (the state is donated or spread over
+        a mesh).
+      callback: ``fit_state``'s; a true return stops early.
+      losses_out: ``fit_state``'s.
+
+    Returns:
+      ``(state, history)``.
+    """
+    epoch = int(host_array(state.epoch))
+    good = to_host(state) if on_host else state
+    log = _Log(runner, losses_out)
+    while epoch < epochs:
+        n = min(log_every, epochs - epoch)
         try:
-            result["value"] = work()
-        except BaseException as e:  # re-raised in the caller's thread
-            result["error"] = e
+            state, losses, metrics = runner.run(state, n)
+        except Stopped:  # the chunk in flight is abandoned
+            raise TrainingInterrupted(good, log.history()) from None
+        losses = host_array(losses)
+        metrics = {k: float(host_array(v)) for k, v in metrics.items()}
+        bad = _first_bad_epoch(losses, metrics["train_loss"])
+        if bad is not None:
+            raise _diverged(epoch, bad, losses, metrics["train_loss"], good, log)
+        epoch += n
+        record = log.chunk(epoch, losses, metrics)
+        good = to_host(state) if on_host else state
+        if callback is not None and callback(good, record):
+            break  # the callback asked to stop early
+    return state, log.history()
 
-    thread = threading.Thread(target=target, name="jaxprop-chunk", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(POLL_SECONDS)  # returns as soon as the work is done
-        if thread.is_alive() and should_stop():
-            return _STOPPED
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+
+def _first_bad_epoch(losses: np.ndarray, train_loss: float) -> int | None:
+    """The first epoch of a chunk whose loss is NaN/Inf: its index in ``losses``; when only
+    ``train_loss`` (evaluated after the chunk) is, ``len(losses)``; ``None`` when all are
+    finite."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        return int(bad[0])
+    return None if _finite(train_loss) else len(losses)
+
+
+def _diverged(epoch: int, bad: int, losses, train_loss: float, good, log: _Log):
+    """The :class:`TrainingDiverged` for a chunk that went bad; its finite losses join ``log``.
+
+    Args:
+      epoch: the epoch the chunk began after.
+      bad: :func:`_first_bad_epoch` of the chunk.
+      losses: the chunk's per-epoch losses.
+      train_loss: the training loss evaluated after the chunk.
+      good: the state the error carries (the end of the last all-finite chunk).
+      log: the history so far.
+
+    Returns:
+      the exception, to raise.
+    """
+    log.losses.append(losses[:bad])
+    value = float(losses[bad]) if bad < len(losses) else train_loss
+    return TrainingDiverged(epoch + min(bad + 1, len(losses)), value, good, log.history())
 
 
 def fit(model: Layer, loss: str | Loss, optimizer, data, **options):

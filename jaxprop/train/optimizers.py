@@ -6,10 +6,13 @@ its own rate through ``optax.inject_hyperparams``.
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import partial
 from typing import Callable
 
 import optax
+
+from jaxprop.core.cache import remember
+from jaxprop.core.validate import is_number
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": optax.sgd,
@@ -36,7 +39,7 @@ def as_optimizer(optimizer) -> optax.GradientTransformation:
     """An optax optimizer; a number is the learning rate of plain gradient descent."""
     if isinstance(optimizer, optax.GradientTransformation):
         return optimizer
-    if isinstance(optimizer, (int, float)) and not isinstance(optimizer, bool) and optimizer > 0:
+    if is_number(optimizer) and optimizer > 0:
         return _sgd(float(optimizer))
     raise ValueError(
         f"optimizer must be an optax GradientTransformation or a positive learning rate, "
@@ -44,7 +47,7 @@ def as_optimizer(optimizer) -> optax.GradientTransformation:
     )
 
 
-@lru_cache(maxsize=64)
+@remember(maxsize=64)
 def _sgd(learning_rate: float) -> optax.GradientTransformation:
     # one object per rate, so repeated fit calls with the same number reuse their compiled code
     return optax.sgd(learning_rate)

@@ -35,7 +35,6 @@ batch size that divides the data.
 
 from __future__ import annotations
 
-import functools
 import operator
 from typing import Any, Callable, NamedTuple
 
@@ -48,7 +47,8 @@ from jaxprop.core.backprop import loss_grad_state_fn
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.cache import remember
-from jaxprop.train.compile import FAST_COMPILE
+from jaxprop.core.validate import is_int
+from jaxprop.train.compile import FAST_COMPILE, CompiledPrograms
 from jaxprop.train.precision import Precision, get_precision
 
 Array = jax.Array
@@ -144,21 +144,28 @@ def _init_fn(model, optimizer, in_shape):
                           model_state)
 
     jitted = jax.jit(init)  # one compilation instead of one per eager op
-    compiled = {}
 
     def run(key, params):
-        # It runs once: compile it fast (random-number and truncated-normal code takes
-        # seconds to optimise on CPU and microseconds to run either way).
         if isinstance(key, jax.core.Tracer) or any(
                 isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(params)):
             return jitted(key, params)  # inside vmap/jit: let the outer transform handle it
         sig = str(jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), (key, params)))
-        if sig not in compiled:
-            options = FAST_COMPILE if jax.default_backend() == "cpu" else None
-            compiled[sig] = jitted.lower(key, params).compile(options)
-        return compiled[sig](key, params)
+        return _INIT_PROGRAMS.get((jitted, sig), lambda: _compile_once(jitted, key, params))(
+            key, params)
 
     return run
+
+
+# The compiled initialisations, per builder and argument types (bounded, like fit's chunks).
+_INIT_PROGRAMS = CompiledPrograms(maxsize=32)
+
+
+def _compile_once(jitted, key, params):
+    """``jitted`` compiled for a program that runs once: fast (random-number and
+    truncated-normal code takes seconds to optimise on CPU and microseconds to run either
+    way)."""
+    options = FAST_COMPILE if jax.default_backend() == "cpu" else None
+    return jitted.lower(key, params).compile(options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,8 +292,7 @@ def steps_per_epoch(n_examples: int, batch_size: int | None, drop_last: bool = F
     """Training steps in an epoch of ``n_examples``: 1 for full batch (``None``, or a batch
     size of at least ``n_examples``), else ``ceil(n / batch_size)`` (``floor`` with
     ``drop_last``). ``ValueError`` for a batch size that is not a positive integer."""
-    if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
-                                   or isinstance(batch_size, bool) or batch_size < 1):
+    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if batch_size is None or batch_size >= n_examples:
         return 1
@@ -329,27 +335,63 @@ def make_epoch_fn(model: Layer, loss: str | Loss, optimizer: optax.GradientTrans
     if rows < n:
         raise ValueError(f"n_rows ({rows}) must be at least n_examples ({n})")
     if steps_per_epoch(n, batch_size, drop_last) == 1:
-        padded = rows > n
-        step = make_train_step(model, loss, optimizer, masked=padded, grad_fn=grad_fn,
-                               precision=precision)
-        extra = (np.arange(rows) < n,) if padded else ()
+        return _full_batch_epoch(model, loss, optimizer, n, rows, grad_fn=grad_fn,
+                                 precision=precision)
+    return _minibatch_epoch(model, loss, optimizer, n, int(batch_size), drop_last,
+                            grad_fn=grad_fn, precision=precision)
 
-        def full_batch_epoch(params, opt_state, model_state, x, t, run_key, epoch):
-            return step(params, opt_state, model_state, x, t, step_key(run_key, epoch), *extra)
 
-        return full_batch_epoch
+def _full_batch_epoch(model, loss, optimizer, n: int, rows: int, **step_options):
+    """The epoch of :func:`make_epoch_fn` as one step on all ``rows`` rows (those past the
+    first ``n`` masked out).
 
-    bs = int(batch_size)
-    n_batches = steps_per_epoch(n, bs, drop_last)
-    ragged = n_batches * bs != n and not drop_last
-    step = make_train_step(model, loss, optimizer, masked=ragged, grad_fn=grad_fn,
-                           precision=precision)
-    mask = (np.arange(n_batches * bs) < n).reshape(n_batches, bs)
+    Args:
+      model: the model.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: any optax ``GradientTransformation``.
+      n: the number of real examples.
+      rows: the number of rows of ``x`` and ``t``.
+      **step_options: ``grad_fn`` and ``precision`` for :func:`make_train_step`.
+
+    Returns:
+      the pure epoch function.
+    """
+    padded = rows > n
+    step = make_train_step(model, loss, optimizer, masked=padded, **step_options)
+    extra = (np.arange(rows) < n,) if padded else ()
+
+    def full_batch_epoch(params, opt_state, model_state, x, t, run_key, epoch):
+        return step(params, opt_state, model_state, x, t, step_key(run_key, epoch), *extra)
+
+    return full_batch_epoch
+
+
+def _minibatch_epoch(model, loss, optimizer, n: int, batch_size: int, drop_last: bool,
+                     **step_options):
+    """The epoch of :func:`make_epoch_fn` as shuffled minibatch steps in a ``lax.scan`` (the
+    ragged last batch padded and masked, or dropped).
+
+    Args:
+      model: the model.
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      optimizer: any optax ``GradientTransformation``.
+      n: the number of real examples (the first ``n`` rows of ``x`` and ``t``).
+      batch_size: examples per step, less than ``n``.
+      drop_last: drop the ragged last batch.
+      **step_options: ``grad_fn`` and ``precision`` for :func:`make_train_step`.
+
+    Returns:
+      the pure epoch function.
+    """
+    n_batches = steps_per_epoch(n, batch_size, drop_last)
+    ragged = n_batches * batch_size != n and not drop_last
+    step = make_train_step(model, loss, optimizer, masked=ragged, **step_options)
+    mask = (np.arange(n_batches * batch_size) < n).reshape(n_batches, batch_size)
     counts = jnp.asarray(mask.sum(axis=1), jnp.float32)
 
     def minibatch_epoch(params, opt_state, model_state, x, t, run_key, epoch):
         perm = jax.random.permutation(jax.random.fold_in(run_key, epoch), n)
-        idx = perm[jnp.arange(n_batches * bs) % n].reshape(n_batches, bs)
+        idx = perm[jnp.arange(n_batches * batch_size) % n].reshape(n_batches, batch_size)
         first = jnp.asarray(epoch, jnp.uint32) * jnp.uint32(n_batches)
 
         def body(carry, inputs):
@@ -419,7 +461,7 @@ def make_train_epochs(model: Layer, loss: str | Loss, optimizer: optax.GradientT
 # Evaluation
 
 
-@functools.lru_cache(maxsize=64)
+@remember(maxsize=64)
 def accuracy_fn(loss: str | Loss) -> Callable:
     """``(y, t) -> accuracy``: argmax agreement for several outputs (with the integer labels
     themselves for a loss on integer labels); for one output a threshold (0 for a loss that
