@@ -167,9 +167,14 @@ def test_the_default_log_every_splits_the_remaining_epochs_evenly():
     default = FIT._default_log_every
     assert default(10_000) == 1000 and default(12) == 2 and default(12, start=6) == 2
     assert default(15) == 1 and default(13) == 1 and default(100, start=37) == 7
-    assert default(997) == 997  # a prime over MAX_DEFAULT_CHUNKS: one chunk
-    for epochs in range(1, 160):
+    # a prime over MAX_DEFAULT_CHUNKS: ten chunks and a shorter last one (never one long chunk)
+    assert default(997) == 100 and default(101) == 11
+    for epochs in range(1, 400):
         for start in sorted({0, 1, epochs // 2, epochs - 1} - {epochs}):
-            every = default(epochs, start)
-            assert (epochs - start) % every == 0, (epochs, start, every)
-            assert (epochs - start) // every <= FIT.MAX_DEFAULT_CHUNKS
+            remaining, every = epochs - start, default(epochs, start)
+            chunks = -(-remaining // every)
+            assert chunks <= FIT.MAX_DEFAULT_CHUNKS, (epochs, start, every)
+            assert chunks >= min(FIT.MIN_DEFAULT_CHUNKS, remaining) or every == -(-epochs // 10)
+            if remaining % every:  # ragged only when no even split of 5..100 chunks exists
+                assert not any(remaining % k == 0 for k in range(
+                    min(FIT.MIN_DEFAULT_CHUNKS, remaining), FIT.MAX_DEFAULT_CHUNKS + 1)), epochs

@@ -59,6 +59,8 @@ MAX_STEPS = 2**32
 # The most chunks (host syncs) the default log_every makes: ten, unless the epochs to train
 # only divide into chunks of one length in other numbers (13 epochs: 13 chunks of one).
 MAX_DEFAULT_CHUNKS = 100
+# ... and the fewest (so a long run still logs, checkpoints and checks for divergence often).
+MIN_DEFAULT_CHUNKS = 5
 # (POLL_SECONDS, how often the host asks should_stop(), lives in train/chunks.py)
 
 
@@ -191,7 +193,8 @@ def fit_state(
       log_every: epochs per compiled chunk; by default one length for every chunk, so the
         loop compiles once: ``ceil(epochs / 10)`` when that splits the epochs still to train
         evenly, else as near 10 equal chunks as they divide into (15 epochs: 15 chunks of one;
-        a prime number of epochs over ``MAX_DEFAULT_CHUNKS``: one chunk).
+        a prime number of epochs over ``MAX_DEFAULT_CHUNKS``: ``ceil(epochs / 10)`` and a
+        shorter last chunk, compiled separately).
       callback: called as ``callback(state, record)`` after each chunk; a true return value
         stops training early. ``state`` is safe to keep: a host copy when the training state
         is donated to the next chunk (or spread over a mesh), the chunk's own result
@@ -451,12 +454,17 @@ def _log_every(log_every, epochs, start) -> int:
 def _default_log_every(epochs: int, start: int = 0) -> int:
     """Epochs per chunk that split the epochs still to train (``start`` to ``epochs``) into
     chunks of one length, so the loop compiles once: ``ceil(epochs / 10)`` when it does, else
-    the length of as near 10 equal chunks as the divisors allow (at most ``MAX_DEFAULT_CHUNKS``
-    chunks: a prime number of epochs over that trains in one chunk)."""
+    the length of as near 10 equal chunks as the divisors allow (between ``MIN_DEFAULT_CHUNKS``
+    and ``MAX_DEFAULT_CHUNKS`` chunks); when no divisor allows that (a prime number of epochs
+    over ``MAX_DEFAULT_CHUNKS``), ``ceil(epochs / 10)`` with a shorter last chunk."""
     remaining, usual = epochs - start, max(1, -(-epochs // 10))
     if remaining <= 0 or remaining % usual == 0:
         return usual
-    counts = [k for k in range(1, min(remaining, MAX_DEFAULT_CHUNKS) + 1) if remaining % k == 0]
+    lowest = min(MIN_DEFAULT_CHUNKS, remaining)
+    counts = [k for k in range(lowest, min(remaining, MAX_DEFAULT_CHUNKS) + 1)
+              if remaining % k == 0]
+    if not counts:
+        return usual  # a ragged last chunk (a second compilation) rather than one long chunk
     return remaining // min(counts, key=lambda k: (max(k / 10, 10 / k), -k))
 
 
