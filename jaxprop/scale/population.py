@@ -26,7 +26,14 @@ from jaxprop.core.checks import validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.cache import remember
-from jaxprop.train.compile import AUTO_SINGLE_THREAD_STEP_FLOPS, FAST_COMPILE, CompiledPrograms
+from jaxprop.train.compile import (
+    AUTO_FAST_COMPILE_RUN_FLOPS,
+    AUTO_SINGLE_THREAD_STEP_FLOPS,
+    FAST_COMPILE,
+    CompiledPrograms,
+    forward_flops,
+    step_flops,
+)
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import get_precision
 from jaxprop.train.step import (
@@ -157,32 +164,30 @@ def make_population_train(model: Layer, loss: str | Loss, optimizer: optax.Gradi
     return jax.jit(jax.vmap(member, in_axes=(0, None, None)), donate_argnums=0)
 
 
-def population_compiler_options(n_params: int, n_examples: int, epochs: int,
-                                n: int) -> dict | None:
+def population_compiler_options(n_params: int, n_examples: int, epochs: int, n: int, *,
+                                forward_flops: float | None = None) -> dict | None:
     """The XLA options :func:`fit_population` compiles with (CPU; ``None`` elsewhere).
 
     A population is compiled once and runs long: fast compilation only when the whole run's
-    estimated FLOPs (6 per parameter per example per epoch per member) are under
-    ``POPULATION_FAST_COMPILE_FLOPS``; otherwise XLA's full optimisation (for 1000 XOR networks,
-    about 2x faster code for 0.1 s more compilation).
+    FLOPs (a step's per example, :func:`~jaxprop.train.compile.step_flops`, for every example,
+    epoch and member) are under ``AUTO_FAST_COMPILE_RUN_FLOPS``; otherwise XLA's full
+    optimisation (for 1000 XOR networks, about 2x faster code for 0.1 s more compilation).
 
     Args:
       n_params: parameters per member.
       n_examples: training examples.
       epochs: epochs of training.
       n: members.
+      forward_flops: one member's forward FLOPs for one example
+        (:func:`~jaxprop.train.compile.forward_flops`), or ``None`` when unknown.
 
     Returns:
       the fast-compilation options (a new dict), or ``None`` for XLA's defaults.
     """
     if jax.default_backend() != "cpu":
         return None
-    if 6.0 * n_params * n_examples * epochs * n < POPULATION_FAST_COMPILE_FLOPS:
-        return dict(FAST_COMPILE)
-    return None
-
-
-POPULATION_FAST_COMPILE_FLOPS = 1e8
+    run_flops = step_flops(n_params, forward_flops) * n_examples * epochs * n
+    return dict(FAST_COMPILE) if run_flops < AUTO_FAST_COMPILE_RUN_FLOPS else None
 
 
 def fit_population(
@@ -265,14 +270,17 @@ def fit_population(
         params = jax.tree.map(jnp.array, params)
     check_population_memory(model, opt, n, len(data[0]), batch_size)
     state = init_population_state(model, optimizer, keys, lrs, params)
-    member = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state.params)
+    member = jax.tree.map(_member_shape, state.params)
     x, t = validate_data(member, *data, loss=loss)  # (shapes and dtypes: no program to slice one)
 
     n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params)) // n
+    flops = forward_flops(model, member, jax.tree.map(_member_shape, state.model_state),
+                          jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
     if compiler_options == "auto":
-        compiler_options = population_compiler_options(n_params, x.shape[0], epochs, n)
+        compiler_options = population_compiler_options(n_params, x.shape[0], epochs, n,
+                                                       forward_flops=flops)
     batch = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
-    k = population_threads(n, n_params, batch)
+    k = population_threads(n, n_params, batch, flops)
     try:
         if k == 1:
             train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
@@ -304,14 +312,22 @@ def fit_population(
 MIN_GROUP = 64
 
 
-def population_threads(n: int, n_params: int, batch: int) -> int:
+def population_threads(n: int, n_params: int, batch: int,
+                       forward_flops: float | None = None) -> int:
     """How many groups (threads) :func:`fit_population` trains ``n`` members in: one per CPU
-    core for members whose step is under ``AUTO_SINGLE_THREAD_STEP_FLOPS`` (6 per parameter per
-    example), at least ``MIN_GROUP`` members each; 1 on GPU/TPU or for bigger members (whose
-    matmuls already use every core)."""
-    if jax.default_backend() != "cpu" or 6.0 * n_params * batch >= AUTO_SINGLE_THREAD_STEP_FLOPS:
+    core for members whose step (:func:`~jaxprop.train.compile.step_flops` per example, from
+    their ``forward_flops`` for one example when known) is under
+    ``AUTO_SINGLE_THREAD_STEP_FLOPS``, at least ``MIN_GROUP`` members each; 1 on GPU/TPU or for
+    bigger members (whose matmuls already use every core)."""
+    tiny = step_flops(n_params, forward_flops) * batch < AUTO_SINGLE_THREAD_STEP_FLOPS
+    if jax.default_backend() != "cpu" or not tiny:
         return 1
     return max(1, min(os.cpu_count() or 1, n // MIN_GROUP))
+
+
+def _member_shape(a) -> jax.ShapeDtypeStruct:
+    """One member's shape of a stacked leaf (its leading member axis dropped)."""
+    return jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
