@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import chex
 import jax
@@ -210,8 +211,6 @@ def test_a_learning_rate_sweep_compiles_once_and_leaks_no_tracer(monkeypatch):
 def test_running_out_of_memory_is_told_by_the_status_code(monkeypatch):
     """XLA's RESOURCE_EXHAUSTED (a real one: an allocation of 2**62 bytes) becomes one line
     that says to train fewer; another runtime error stays itself, whatever its message says."""
-    import sys
-
     population = sys.modules["jaxprop.scale.population"]
 
     def huge(*args):
@@ -241,3 +240,19 @@ def test_population_sizes_and_epochs_follow_the_integer_policy():
     res = fit_population(MODEL, "sse_half", 0.1, (X, T), n=np.int64(2), epochs=np.int32(3),
                          record_losses=True)
     assert res.losses.shape == (2, 3)
+
+
+def test_memory_free_is_the_devices_limit_else_the_hosts(monkeypatch):
+    """check_population_memory's budget: a GPU's bytes_limit (jaxprop.device.memory), else the
+    host's available memory."""
+    from jaxprop import device
+
+    monkeypatch.setattr(device, "memory", lambda d: {"bytes_limit": 123, "bytes_in_use": 7})
+    assert device.device_memory_bytes() == 123
+    monkeypatch.setattr(device, "memory", lambda d: None)  # the CPU reports none
+    host = device.device_memory_bytes()
+    assert host is None or (isinstance(host, int) and host > 2**20)
+    monkeypatch.setattr(sys.modules["jaxprop.scale.population"], "device_memory_bytes",
+                        lambda: 2**20)
+    with pytest.raises(ValueError, match="out of memory: a population of 100,000 networks"):
+        jp.fit_population(MODEL, "sse_half", 0.1, (X, T), n=100_000, epochs=1)

@@ -28,6 +28,7 @@ from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.cache import remember
 from jaxprop.core.validate import check_int, is_int
+from jaxprop.device import device_memory_bytes
 from jaxprop.train.compile import (
     AUTO_FAST_COMPILE_RUN_FLOPS,
     AUTO_SINGLE_THREAD_STEP_FLOPS,
@@ -534,29 +535,6 @@ def _member_bytes(model, optimizer, batch: int, shape: tuple) -> int:
                    for a in jax.tree.leaves(tree) if hasattr(a, "shape"))
 
     return 4 * size(params) + size(opt_state) + 3 * (size(residuals) + size(y))
-
-
-def device_memory_bytes() -> int | None:
-    """The memory of the default device: a GPU's ``bytes_limit``, or the host's available
-    memory for the CPU (``None`` when unknown)."""
-    device = jax.devices()[0]
-    try:
-        stats = device.memory_stats() or {}
-    except Exception:  # noqa: BLE001 -- not every backend has memory statistics
-        stats = {}
-    if stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def check_population_memory(model: Layer, optimizer, n: int, n_examples: int,
