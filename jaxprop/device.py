@@ -4,6 +4,7 @@ matmuls are by default, and which versions drive them (``jaxprop devices`` print
 from __future__ import annotations
 
 import importlib.metadata
+import os
 
 import jax
 
@@ -56,6 +57,28 @@ def memory(device) -> dict | None:
         return None
     keys = ("bytes_limit", "bytes_in_use", "peak_bytes_in_use")
     return {k: int(stats[k]) for k in keys if k in stats} or None
+
+
+def device_memory_bytes() -> int | None:
+    """The memory of the default device: its ``bytes_limit`` (:func:`memory`, a GPU's), else the
+    host's available memory (the CPU's; ``None`` when unknown)."""
+    limit = (memory(jax.devices()[0]) or {}).get("bytes_limit")
+    return limit if limit else _host_available_bytes()
+
+
+def _host_available_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo``, else the available physical pages (``None``)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _versions() -> dict:

@@ -33,6 +33,7 @@ process 0 writes. Nothing here prints; the CLI reports progress through callback
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -44,11 +45,12 @@ import numpy as np
 
 from jaxprop import checkpoint as ckpt
 from jaxprop.core.checks import check_output_fits_loss, output_shape
-from jaxprop.core.layers import ACTIVATIONS
+from jaxprop.core.layers import ACTIVATIONS, Layer
 from jaxprop.core.layers import activation as activation_layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import mlp, output_for_loss, serial
 from jaxprop.core.spec import parse_model
+from jaxprop.core.validate import is_int
 from jaxprop.data import DATASETS
 from jaxprop.data.preprocessing import decode_targets
 from jaxprop.predict import PREDICTOR, save_predictor
@@ -415,28 +417,54 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     optimizer = get_optimizer(cfg["optimizer"], cfg["lr"])
     # a model that couples its batch (BatchNorm) refuses padded minibatches: before any file
     make_epoch_fn(model, loss, optimizer, len(ds.x_train), cfg["batch_size"], cfg["drop_last"])
-    out = Path(cfg["out"])
-    state = init_state(model, optimizer, key_from_seed(cfg["seed"]))
+    run = _Run(cfg, saved, model, loss, optimizer, ds, plots_on, data_parallel, on_record,
+               should_stop)
+    state, files = _starting_point(run)
+    if should_stop is not None and should_stop():  # asked to stop before anything is written
+        raise KeyboardInterrupt
+    with _locked_folder(files, saved, force):
+        return _train_in_folder(run, state, files)
+
+
+class _Run(NamedTuple):
+    """A single run as :func:`train_run` resolved it: what it trains and how it reports."""
+
+    cfg: dict
+    saved: object  # the Checkpoint resumed, or None
+    model: Layer
+    loss: str
+    optimizer: object  # an optax GradientTransformation
+    ds: object  # the Dataset, with the targets the loss takes
+    plots_on: bool
+    data_parallel: bool
+    on_record: Callable[[dict], None] | None
+    should_stop: Callable[[], bool] | None
+
+
+def _starting_point(run: _Run):
+    """``(state, files)``: the state training starts from (fresh from ``cfg["seed"]``, or the
+    checkpoint's) and the run's :class:`_RunFiles`, holding the history before it."""
+    cfg, saved = run.cfg, run.saved
+    state = init_state(run.model, run.optimizer, key_from_seed(cfg["seed"]))
     prev_losses, prev_records = np.zeros(0, np.float32), []
     if saved is not None:
         state = saved.restore(state)
         prev_losses, prev_records = _saved_history(saved)
-    if should_stop is not None and should_stop():  # asked to stop before anything is written
-        raise KeyboardInterrupt
-    writer = jax.process_index() == 0
-    lock = None
-    if writer:
-        lock = open_folder(out, fresh=saved is None, force=force)
-    try:
-        if writer and saved is not None:
-            check_resume_folder(out, saved)
-        return _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses,
-                                prev_records, writer=writer, plots_on=plots_on,
-                                data_parallel=data_parallel, on_record=on_record,
-                                should_stop=should_stop)
-    finally:
-        if lock is not None:
-            lock.release()
+    writer = jax.process_index() == 0  # with jax.distributed, only process 0 writes
+    return state, _RunFiles(Path(cfg["out"]), dict(cfg), saved, prev_losses, prev_records,
+                            writer)
+
+
+@contextlib.contextmanager
+def _locked_folder(files: _RunFiles, saved, force: bool):
+    """The run folder, locked (and checked for a resumed run) while the writer trains in it."""
+    if not files.writer:
+        yield
+        return
+    with open_folder(files.out, fresh=saved is None, force=force):
+        if saved is not None:
+            check_resume_folder(files.out, saved)
+        yield
 
 
 def _saved_history(saved):
@@ -519,67 +547,108 @@ class _RunFiles:
             self._history.close()
 
 
-def _train_in_folder(cfg, saved, model, loss, optimizer, ds, state, prev_losses, prev_records,
-                     *, writer, plots_on, data_parallel, on_record, should_stop):
-    out = Path(cfg["out"])
-    files = _RunFiles(out, dict(cfg), saved, prev_losses, prev_records, writer)
+def _train_in_folder(run: _Run, state, files: _RunFiles) -> RunResult:
+    """Train ``run`` from ``state``, ``files`` saving every chunk, then write its results."""
     try:
         files.start(state)
     except OSError as e:
-        raise _write_error(out, e, "checkpoint.npz") from None
+        raise _write_error(files.out, e, "checkpoint.npz") from None
+    outcome = _fit_run(run, state, files)
+    metrics = _run_metrics(run, outcome, files)
+    interrupted = outcome.status == "interrupted"
+    if not files.writer:
+        return RunResult(metrics, files.out, outcome.diverged, interrupted)
+    plot_error = _write_results(run, outcome, files, metrics)
+    return RunResult(metrics, files.out, outcome.diverged, interrupted, plot_error)
 
+
+class _Outcome(NamedTuple):
+    """How a run's training ended: ``status`` (``finished``, ``diverged`` or ``interrupted``),
+    the :class:`~jaxprop.train.TrainingDiverged` error, the last state, its history and the
+    wall time."""
+
+    status: str
+    diverged: TrainingDiverged | None
+    state: object
+    history: object
+    wall: float
+
+
+def _fit_run(run: _Run, state, files: _RunFiles) -> _Outcome:
+    """``fit_state`` on the run, each chunk saved by ``files`` and reported to ``on_record``; a
+    divergence or a stop ends it with that status instead of an error."""
     def on_chunk(st, record):
         files.chunk(st, record)
-        if on_record is not None:
-            on_record(record)
+        if run.on_record is not None:
+            run.on_record(record)
 
-    mesh = None
-    if data_parallel:
-        from jaxprop.scale.parallel import data_mesh
-
-        mesh = data_mesh()
+    cfg, mesh = run.cfg, _data_mesh() if run.data_parallel else None
     status, diverged, t0 = "finished", None, time.perf_counter()
     try:
         state, history = fit_state(
-            model, loss, optimizer, ds, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-            state=state, log_every=cfg["log_every"], callback=on_chunk,
-            drop_last=cfg["drop_last"], should_stop=should_stop, mesh=mesh,
-            losses_out=files.losses, precision=cfg.get("precision", "f32"))
+            run.model, run.loss, run.optimizer, run.ds, epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"], state=state, log_every=cfg["log_every"],
+            callback=on_chunk, drop_last=cfg["drop_last"], should_stop=run.should_stop,
+            mesh=mesh, losses_out=files.losses, precision=cfg.get("precision", "f32"))
     except TrainingDiverged as e:
         status, diverged, history, state = "diverged", e, e.history, e.state
     except TrainingInterrupted as e:
         status, history, state = "interrupted", e.history, e.state
     finally:
         files.close()
-    wall = time.perf_counter() - t0
-    last = files.records[-1] if files.records else {}
-    if status == "interrupted":  # stop now: the last record's numbers, no new compilation
-        final = {k: v for k, v in last.items() if k.startswith(("train_", "test_"))}
-    elif (status == "finished" and ds.task != "regression" and all(k in last for k in FINAL_KEYS)
-          and last["epoch"] == int(np.asarray(state.epoch))):
-        # the last chunk evaluated this very state, with the same function, in evaluation mode
-        final = {k: last[k] for k in FINAL_KEYS}
-    else:
-        final = final_metrics(model, loss, state, ds, cfg.get("precision", "f32"))
+    return _Outcome(status, diverged, state, history, time.perf_counter() - t0)
+
+
+def _data_mesh():
+    """The mesh of every device for data parallel training (imported only when asked for)."""
+    from jaxprop.scale.parallel import data_mesh
+
+    return data_mesh()
+
+
+def _run_metrics(run: _Run, outcome: _Outcome, files: _RunFiles) -> dict:
+    """What ``metrics.json`` says of a single run that ended as ``outcome``."""
     metrics = {
-        "status": status, "config": files.config, "epoch": int(np.asarray(state.epoch)),
-        **final, "wall_time": wall, "compile_time": history.compile_time,
+        "status": outcome.status, "config": files.config,
+        "epoch": int(np.asarray(outcome.state.epoch)), **_final(run, outcome, files.records),
+        "wall_time": outcome.wall, "compile_time": outcome.history.compile_time,
         "device": device_name(), "processes": jax.process_count(),
-        "resumed_from": saved.epoch if saved is not None else None,
+        "resumed_from": run.saved.epoch if run.saved is not None else None,
     }
-    if diverged is not None:
-        metrics["diverged_at_epoch"] = diverged.epoch
-    if not writer:
-        return RunResult(metrics, out, diverged, status == "interrupted")
-    try:  # the checkpoint already holds ``state``: saved at the start or after its chunk
-        save_predictor(out / PREDICTOR, model, state, ds, cfg)
+    if outcome.diverged is not None:
+        metrics["diverged_at_epoch"] = outcome.diverged.epoch
+    return metrics
+
+
+def _final(run: _Run, outcome: _Outcome, records: list) -> dict:
+    """The final losses and accuracies: a stopped run's last record (no new compilation), a
+    finished classification's last record when it evaluated the final state, else
+    :func:`final_metrics`."""
+    last = records[-1] if records else {}
+    if outcome.status == "interrupted":
+        return {k: v for k, v in last.items() if k.startswith(("train_", "test_"))}
+    if (outcome.status == "finished" and run.ds.task != "regression"
+            and all(k in last for k in FINAL_KEYS)
+            and last["epoch"] == int(np.asarray(outcome.state.epoch))):
+        # the last chunk evaluated this very state, with the same function, in evaluation mode
+        return {k: last[k] for k in FINAL_KEYS}
+    return final_metrics(run.model, run.loss, outcome.state, run.ds,
+                         run.cfg.get("precision", "f32"))
+
+
+def _write_results(run: _Run, outcome: _Outcome, files: _RunFiles, metrics: dict) -> str | None:
+    """``model.npz``, ``metrics.json`` and, unless stopped or turned off, the plots; returns
+    why the plots could not be written, or ``None``."""
+    out = files.out
+    try:  # the checkpoint already holds the state: saved at the start or after its chunk
+        save_predictor(out / PREDICTOR, run.model, outcome.state, run.ds, run.cfg)
         _write_json(out / "metrics.json", metrics)
     except OSError as e:
         raise _write_error(out, e, "the results") from None
-    plot_error = None
-    if plots_on and status != "interrupted":
-        plot_error = run_plots(out, model, loss, state, ds, files.all_losses(), files.records)
-    return RunResult(metrics, out, diverged, status == "interrupted", plot_error)
+    if not run.plots_on or outcome.status == "interrupted":
+        return None
+    return run_plots(out, run.model, run.loss, outcome.state, run.ds, files.all_losses(),
+                     files.records)
 
 
 def _write_error(out: Path, error: OSError, what: str) -> RunWriteError:
@@ -719,57 +788,84 @@ def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True
       the metrics written to ``metrics.json`` (with ``"plot_error"`` added when the plot
       could not be written).
     """
-    if not isinstance(population, (int, np.integer)) or isinstance(population, bool) \
-            or population < 1:
+    if not is_int(population) or population < 1:
         raise ValueError(f"--population must be a positive integer; got {population}")
     alias = optimizer_alias(cfg["optimizer"])
     ds = load_dataset(cfg)
     model, loss = build_model(cfg, ds)
     ds = training_data(ds, loss)
     lrs = [float(lr) for lr in lrs]
-    members = population * len(lrs)
-    check_population_memory(model, alias(lrs[0]), members, len(ds.x_train), cfg["batch_size"],
-                            what=f"--population {population}"
+    check_population_memory(model, alias(lrs[0]), population * len(lrs), len(ds.x_train),
+                            cfg["batch_size"], what=f"--population {population}"
                             + (f" x {len(lrs)} learning rates" if len(lrs) > 1 else ""))
-    seeds = np.tile(cfg["seed"] + np.arange(population), len(lrs))
-    member_lrs = np.repeat(lrs, population)
     out = Path(cfg["out"])
     with open_folder(out, fresh=True, force=force):
         t0 = time.perf_counter()
-        res = fit_population(model, loss, alias, (ds.x_train, ds.y_train), seeds=seeds,
-                             lrs=member_lrs, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                             drop_last=cfg["drop_last"], precision=cfg.get("precision", "f32"))
-        wall = time.perf_counter() - t0
-        finite = res.final_loss[np.isfinite(res.final_loss)]
-        metrics = {
-            "status": "finished" if finite.size else "diverged",
-            "config": {**cfg, "population": population, "lr_sweep": lrs},
-            "epoch": cfg["epochs"],
-            "members": len(seeds),
-            "finished": int(finite.size),
-            "diverged": int(len(seeds) - finite.size),
-            "median_final_loss": float(np.median(finite)) if finite.size else None,
-            "wall_time": wall,
-            "device": f"{jax.devices()[0].platform} (x{jax.device_count()})",
-        }
-        if ds.name == "xor":
-            metrics["solved"] = int(res.solved.sum())
-            metrics["solved_by_lr"] = {str(lr): int(res.solved[member_lrs == lr].sum())
-                                       for lr in lrs}
-        metrics["population"] = population_records(res)
+        res = fit_population(model, loss, alias, (ds.x_train, ds.y_train),
+                             seeds=np.tile(cfg["seed"] + np.arange(population), len(lrs)),
+                             lrs=np.repeat(lrs, population), epochs=cfg["epochs"],
+                             batch_size=cfg["batch_size"], drop_last=cfg["drop_last"],
+                             precision=cfg.get("precision", "f32"))
+        config = {**cfg, "population": population, "lr_sweep": lrs}
+        metrics = population_metrics(config, ds.name, res, time.perf_counter() - t0)
         _write_json(out / "metrics.json", metrics)
-        if plots_on:
-            from jaxprop import plots
-
-            try:
-                plots.population_histogram(
-                    res, out / "population_losses.png",
-                    title=f"{ds.name}: {len(seeds)} networks"
-                    + (f", {metrics['solved']} solved" if "solved" in metrics else ""))
-            except OSError as e:
-                (out / "population_losses.png").unlink(missing_ok=True)
-                metrics["plot_error"] = f"writing population_losses.png failed ({e.strerror or e})"
+        plot_error = _population_plot(out, ds.name, res, metrics) if plots_on else None
+        if plot_error:
+            metrics["plot_error"] = plot_error
     return metrics
+
+
+def population_metrics(config: dict, dataset: str, result: PopulationResult,
+                       wall: float) -> dict:
+    """What a population's ``metrics.json`` says (:func:`population_run`).
+
+    Args:
+      config: the run's config with ``"population"`` (networks per learning rate) and
+        ``"lr_sweep"`` (the learning rates).
+      dataset: the dataset's name (``"xor"`` adds the ``solved`` counts).
+      result: the trained population, one member per seed and learning rate.
+      wall: seconds of training.
+
+    Returns:
+      ``{"status", "config", "epoch", "members", "finished", "diverged",
+      "median_final_loss", "wall_time", "device", ["solved", "solved_by_lr",] "population"}``.
+    """
+    members = len(result.final_loss)
+    finite = result.final_loss[np.isfinite(result.final_loss)]
+    metrics = {
+        "status": "finished" if finite.size else "diverged",
+        "config": config,
+        "epoch": config["epochs"],
+        "members": members,
+        "finished": int(finite.size),
+        "diverged": int(members - finite.size),
+        "median_final_loss": float(np.median(finite)) if finite.size else None,
+        "wall_time": wall,
+        "device": f"{jax.devices()[0].platform} (x{jax.device_count()})",
+    }
+    if dataset == "xor":
+        metrics["solved"] = int(result.solved.sum())
+        metrics["solved_by_lr"] = {str(lr): int(result.solved[result.lrs == lr].sum())
+                                   for lr in config["lr_sweep"]}
+    metrics["population"] = population_records(result)
+    return metrics
+
+
+def _population_plot(out: Path, dataset: str, result: PopulationResult,
+                     metrics: dict) -> str | None:
+    """``population_losses.png`` (a failed write removes the partial file); returns why it
+    could not be written, or ``None``."""
+    from jaxprop import plots
+
+    target = out / "population_losses.png"
+    try:
+        plots.population_histogram(
+            result, target, title=f"{dataset}: {metrics['members']} networks"
+            + (f", {metrics['solved']} solved" if "solved" in metrics else ""))
+    except OSError as e:
+        target.unlink(missing_ok=True)
+        return f"writing population_losses.png failed ({e.strerror or e})"
+    return None
 
 
 def population_records(result: PopulationResult) -> list[dict]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import chex
 import jax
@@ -205,3 +206,53 @@ def test_a_learning_rate_sweep_compiles_once_and_leaks_no_tracer(monkeypatch):
     again = fit_population(MODEL, "sse_half", optax.sgd, (X, T), lrs=[0.2, 0.3], epochs=5)
     assert len(compiled) == 1
     assert not np.array_equal(first.final_loss, again.final_loss)  # the rates took effect
+
+
+def test_running_out_of_memory_is_told_by_the_status_code(monkeypatch):
+    """XLA's RESOURCE_EXHAUSTED (a real one: an allocation of 2**62 bytes) becomes one line
+    that says to train fewer; another runtime error stays itself, whatever its message says."""
+    population = sys.modules["jaxprop.scale.population"]
+
+    def huge(*args):
+        return jnp.zeros((1 << 62,), jnp.uint8)
+
+    monkeypatch.setattr(population, "_compiled_train", lambda *a: huge)
+    with pytest.raises(ValueError, match=r"^out of memory training 3 networks at once \("
+                                         r"RESOURCE_EXHAUSTED.*\); train fewer$"):
+        fit_population(MODEL, "sse_half", 0.5, (X, T), n=3, epochs=2)
+
+    def internal(*args):
+        raise jax.errors.JaxRuntimeError("INTERNAL: the driver ran out of memory", 13)
+
+    monkeypatch.setattr(population, "_compiled_train", lambda *a: internal)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        fit_population(MODEL, "sse_half", 0.5, (X, T), n=3, epochs=2)
+    assert population._out_of_memory(jax.errors.JaxRuntimeError("anything", 8))
+    assert population._out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: older jaxlibs"))
+
+
+def test_population_sizes_and_epochs_follow_the_integer_policy():
+    for bad in (True, 1.0, np.bool_(True), "2"):
+        with pytest.raises(ValueError, match="positive int"):
+            init_population(MODEL, jax.random.key(0), bad)
+        with pytest.raises(ValueError, match="epochs must be an integer"):
+            fit_population(MODEL, "sse_half", 0.1, (X, T), n=2, epochs=bad)
+    res = fit_population(MODEL, "sse_half", 0.1, (X, T), n=np.int64(2), epochs=np.int32(3),
+                         record_losses=True)
+    assert res.losses.shape == (2, 3)
+
+
+def test_memory_free_is_the_devices_limit_else_the_hosts(monkeypatch):
+    """check_population_memory's budget: a GPU's bytes_limit (jaxprop.device.memory), else the
+    host's available memory."""
+    from jaxprop import device
+
+    monkeypatch.setattr(device, "memory", lambda d: {"bytes_limit": 123, "bytes_in_use": 7})
+    assert device.device_memory_bytes() == 123
+    monkeypatch.setattr(device, "memory", lambda d: None)  # the CPU reports none
+    host = device.device_memory_bytes()
+    assert host is None or (isinstance(host, int) and host > 2**20)
+    monkeypatch.setattr(sys.modules["jaxprop.scale.population"], "device_memory_bytes",
+                        lambda: 2**20)
+    with pytest.raises(ValueError, match="out of memory: a population of 100,000 networks"):
+        jp.fit_population(MODEL, "sse_half", 0.1, (X, T), n=100_000, epochs=1)

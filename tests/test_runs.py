@@ -293,3 +293,28 @@ def test_the_final_metrics_are_the_last_records_and_the_collector_is_left_as_it_
     again = runs.final_metrics(model, loss, state, ds, "f32")
     for key in runs.FINAL_KEYS:
         np.testing.assert_allclose(m[key], again[key], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("population", [0, True, 2.0, "3"])
+def test_a_population_size_that_is_no_positive_integer_is_refused_first(tmp_path, population):
+    with pytest.raises(ValueError, match=r"^--population must be a positive integer; got "):
+        runs.population_run({"out": str(tmp_path / "p")}, population=population, lrs=[0.1])
+    assert not (tmp_path / "p").exists()
+
+
+def test_population_metrics_count_members_by_status_and_xor_solutions():
+    from jaxprop.scale.population import PopulationResult
+
+    res = PopulationResult(None, np.array([0.1, np.nan, 0.3, 0.2]),
+                           np.array([1.0, np.nan, 0.5, 1.0]), np.array([0, 1, 0, 1]),
+                           np.array([0.5, 0.5, 2.0, 2.0]), None)
+    config = {"epochs": 7, "population": 2, "lr_sweep": [0.5, 2.0]}
+    m = runs.population_metrics(config, "xor", res, 1.5)
+    assert (m["status"], m["epoch"], m["members"], m["finished"], m["diverged"]) == (
+        "finished", 7, 4, 3, 1)
+    assert m["median_final_loss"] == pytest.approx(0.2) and m["wall_time"] == 1.5
+    assert m["solved"] == 2 and m["solved_by_lr"] == {"0.5": 1, "2.0": 1}
+    assert [r["status"] for r in m["population"]] == ["finished", "diverged", "finished",
+                                                      "finished"]
+    json.dumps(m, allow_nan=False)
+    assert "solved" not in runs.population_metrics(config, "moons", res, 1.5)

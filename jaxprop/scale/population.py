@@ -13,6 +13,7 @@ and, optionally, its own learning rate; all see the same data. One member's trai
 from __future__ import annotations
 
 import functools
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
@@ -26,7 +27,16 @@ from jaxprop.core.checks import validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.cache import remember
-from jaxprop.train.compile import AUTO_SINGLE_THREAD_STEP_FLOPS, FAST_COMPILE, CompiledPrograms
+from jaxprop.core.validate import check_int, is_int
+from jaxprop.device import device_memory_bytes
+from jaxprop.train.compile import (
+    AUTO_FAST_COMPILE_RUN_FLOPS,
+    AUTO_SINGLE_THREAD_STEP_FLOPS,
+    FAST_COMPILE,
+    CompiledPrograms,
+    forward_flops,
+    step_flops,
+)
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import get_precision
 from jaxprop.train.step import (
@@ -157,32 +167,30 @@ def make_population_train(model: Layer, loss: str | Loss, optimizer: optax.Gradi
     return jax.jit(jax.vmap(member, in_axes=(0, None, None)), donate_argnums=0)
 
 
-def population_compiler_options(n_params: int, n_examples: int, epochs: int,
-                                n: int) -> dict | None:
+def population_compiler_options(n_params: int, n_examples: int, epochs: int, n: int, *,
+                                forward_flops: float | None = None) -> dict | None:
     """The XLA options :func:`fit_population` compiles with (CPU; ``None`` elsewhere).
 
     A population is compiled once and runs long: fast compilation only when the whole run's
-    estimated FLOPs (6 per parameter per example per epoch per member) are under
-    ``POPULATION_FAST_COMPILE_FLOPS``; otherwise XLA's full optimisation (for 1000 XOR networks,
-    about 2x faster code for 0.1 s more compilation).
+    FLOPs (a step's per example, :func:`~jaxprop.train.compile.step_flops`, for every example,
+    epoch and member) are under ``AUTO_FAST_COMPILE_RUN_FLOPS``; otherwise XLA's full
+    optimisation (for 1000 XOR networks, about 2x faster code for 0.1 s more compilation).
 
     Args:
       n_params: parameters per member.
       n_examples: training examples.
       epochs: epochs of training.
       n: members.
+      forward_flops: one member's forward FLOPs for one example
+        (:func:`~jaxprop.train.compile.forward_flops`), or ``None`` when unknown.
 
     Returns:
       the fast-compilation options (a new dict), or ``None`` for XLA's defaults.
     """
     if jax.default_backend() != "cpu":
         return None
-    if 6.0 * n_params * n_examples * epochs * n < POPULATION_FAST_COMPILE_FLOPS:
-        return dict(FAST_COMPILE)
-    return None
-
-
-POPULATION_FAST_COMPILE_FLOPS = 1e8
+    run_flops = step_flops(n_params, forward_flops) * n_examples * epochs * n
+    return dict(FAST_COMPILE) if run_flops < AUTO_FAST_COMPILE_RUN_FLOPS else None
 
 
 def fit_population(
@@ -245,10 +253,45 @@ def fit_population(
       training.
     """
     loss = get_loss(loss)
+    epochs = _check_data_and_epochs(data, epochs)
+    n, seeds, lrs = _members(n, keys, seeds, lrs, params)
+    opt = _optimizer_for(optimizer, lrs)
+    check_population_memory(model, opt, n, len(data[0]), batch_size)
+    if params is not None:  # our own copy: the training call donates its input
+        params = jax.tree.map(jnp.array, params)
+    state = init_population_state(model, optimizer, _member_keys(n, key, keys, seeds), lrs,
+                                  params)
+    # (shapes and dtypes: no program to slice one member)
+    x, t = validate_data(jax.tree.map(_member_shape, state.params), *data, loss=loss)
+    options, threads = _auto_choices(model, state, x, epochs, batch_size, compiler_options)
+    program = _Program(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
+                       record_losses, grad_fn, precision, _options_key(options))
+    state, losses = _train(program, state, x, t, threads)
+    return _result(program, state, losses, (x, t), seeds, lrs)
+
+
+def _check_data_and_epochs(data, epochs) -> int:
+    """``epochs`` as an int, after checking that ``data`` is a pair and ``epochs`` positive."""
     if data is None or len(data) != 2:
         raise ValueError("fit_population: data must be a pair (x, t)")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"fit_population: epochs must be a positive int, got {epochs!r}")
+    return check_int("fit_population: epochs", epochs, minimum=1)
+
+
+def _members(n, keys, seeds, lrs, params):
+    """``(n, seeds, lrs)``: how many members the arguments that name them agree on, with
+    ``seeds`` as an ``(n,)`` int64 array and ``lrs`` as ``(n,)`` positive float64 rates (each
+    ``None`` when not given).
+
+    Args:
+      n: the number of members, or ``None``.
+      keys: one PRNG key per member, or ``None``.
+      seeds: one int per member, or ``None``.
+      lrs: one learning rate per member, one for all, or ``None``.
+      params: stacked params (a leading member axis), or ``None``.
+
+    Returns:
+      the triple.
+    """
     seeds = None if seeds is None else np.asarray(seeds, dtype=np.int64).reshape(-1)
     lrs = None if lrs is None else np.asarray(lrs, dtype=np.float64)
     n = _population_size(n, keys, seeds, lrs, params)
@@ -256,45 +299,77 @@ def fit_population(
         lrs = np.broadcast_to(lrs, (n,)).copy()
         if not np.all(np.isfinite(lrs) & (lrs > 0)):
             raise ValueError(f"fit_population: learning rates must be positive, got {lrs}")
-    opt = _optimizer_for(optimizer, lrs)
-    if seeds is not None:
-        keys = key_from_seed(seeds)  # = jax.vmap(jax.random.key)(seeds), made on the host
-    elif keys is None:
-        keys = jax.random.split(jax.random.key(0) if key is None else key, n)
-    if params is not None:  # our own copy: the training call donates its input
-        params = jax.tree.map(jnp.array, params)
-    check_population_memory(model, opt, n, len(data[0]), batch_size)
-    state = init_population_state(model, optimizer, keys, lrs, params)
-    member = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state.params)
-    x, t = validate_data(member, *data, loss=loss)  # (shapes and dtypes: no program to slice one)
+    return n, seeds, lrs
 
-    n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params)) // n
+
+def _member_keys(n: int, key, keys, seeds) -> jax.Array:
+    """The members' PRNG keys: one per seed (as ``jaxprop train --seed``), ``keys`` as given,
+    or ``n`` split from ``key`` (default ``jax.random.key(0)``).
+
+    Args:
+      n: the number of members.
+      key: the key to split, or ``None``.
+      keys: the members' keys, or ``None``.
+      seeds: ``(n,)`` int seeds, or ``None``.
+
+    Returns:
+      ``(n,)`` PRNG keys.
+    """
+    if seeds is not None:
+        return key_from_seed(seeds)  # = jax.vmap(jax.random.key)(seeds), made on the host
+    if keys is not None:
+        return keys
+    return jax.random.split(jax.random.key(0) if key is None else key, n)
+
+
+def _auto_choices(model: Layer, state: TrainState, x, epochs: int, batch_size: int | None,
+                  compiler_options):
+    """``(compiler_options, threads)`` for training ``state``'s members on ``x``, from one
+    member's counted FLOPs (:func:`~jaxprop.train.compile.forward_flops`, remembered).
+
+    Args:
+      model: the model.
+      state: the stacked :class:`~jaxprop.train.TrainState`.
+      x: the training inputs.
+      epochs: epochs of training.
+      batch_size: examples per minibatch; ``None`` for full batch.
+      compiler_options: XLA options, ``None``, or ``"auto"`` for
+        :func:`population_compiler_options`.
+
+    Returns:
+      the options and the number of thread groups (:func:`population_threads`).
+    """
+    n = state.epoch.shape[0]
+    params, model_state = jax.tree.map(_member_shape, (state.params, state.model_state))
+    n_params = sum(math.prod(a.shape) for a in jax.tree.leaves(params))
+    flops = forward_flops(model, params, model_state,
+                          jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
     if compiler_options == "auto":
-        compiler_options = population_compiler_options(n_params, x.shape[0], epochs, n)
+        compiler_options = population_compiler_options(n_params, x.shape[0], epochs, n,
+                                                       forward_flops=flops)
     batch = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
-    k = population_threads(n, n_params, batch)
-    try:
-        if k == 1:
-            train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
-                                    record_losses, grad_fn, compiler_options, state, x, t,
-                                    precision)
-            state, losses = train(state, x, t)
-        else:  # k groups of members, each trained by its own thread (the same program)
-            groups = _split(state, k, -(-n // k))
-            train = _compiled_train(model, loss, opt, x.shape[0], epochs, batch_size,
-                                    drop_last, record_losses, grad_fn, compiler_options,
-                                    groups[0], x, t, precision)
-            with ThreadPoolExecutor(k) as pool:
-                outs = list(pool.map(lambda g: jax.block_until_ready(train(g, x, t)), groups))
-            state, losses = _merge(outs, n)
-    except Exception as e:  # noqa: BLE001 -- XLA reports running out of memory as a runtime error
-        if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
-            raise ValueError(f"out of memory training {n:,} networks at once ("
-                             f"{str(e).splitlines()[0][:200]}); train fewer") from None
-        raise
-    final_loss, acc = _evaluate_fn(model, loss, precision)(state.params, x, t, state.model_state)
+    return compiler_options, population_threads(n, n_params, batch, flops)
+
+
+def _result(program: _Program, state: TrainState, losses, data, seeds, lrs) -> PopulationResult:
+    """The :class:`PopulationResult` of the trained ``state``: every member's final loss and
+    training accuracy, evaluated on ``data = (x, t)`` after training.
+
+    Args:
+      program: what the members were trained with (model, loss, precision, record_losses).
+      state: the trained stacked state.
+      losses: ``(n, epochs)`` losses from training, or ``None``.
+      data: the training pair ``(x, t)``.
+      seeds: the members' seeds, or ``None``.
+      lrs: the members' learning rates, or ``None``.
+
+    Returns:
+      the result.
+    """
+    evaluate = _evaluate_fn(program.model, program.loss, program.precision)
+    final_loss, acc = evaluate(state.params, *data, state.model_state)
     return PopulationResult(state.params, np.asarray(final_loss), np.asarray(acc), seeds, lrs,
-                            np.asarray(losses) if record_losses else None)
+                            np.asarray(losses) if program.record_losses else None)
 
 
 # On a CPU, a population of networks whose step is small enough to run single-threaded
@@ -304,14 +379,22 @@ def fit_population(
 MIN_GROUP = 64
 
 
-def population_threads(n: int, n_params: int, batch: int) -> int:
+def population_threads(n: int, n_params: int, batch: int,
+                       forward_flops: float | None = None) -> int:
     """How many groups (threads) :func:`fit_population` trains ``n`` members in: one per CPU
-    core for members whose step is under ``AUTO_SINGLE_THREAD_STEP_FLOPS`` (6 per parameter per
-    example), at least ``MIN_GROUP`` members each; 1 on GPU/TPU or for bigger members (whose
-    matmuls already use every core)."""
-    if jax.default_backend() != "cpu" or 6.0 * n_params * batch >= AUTO_SINGLE_THREAD_STEP_FLOPS:
+    core for members whose step (:func:`~jaxprop.train.compile.step_flops` per example, from
+    their ``forward_flops`` for one example when known) is under
+    ``AUTO_SINGLE_THREAD_STEP_FLOPS``, at least ``MIN_GROUP`` members each; 1 on GPU/TPU or for
+    bigger members (whose matmuls already use every core)."""
+    tiny = step_flops(n_params, forward_flops) * batch < AUTO_SINGLE_THREAD_STEP_FLOPS
+    if jax.default_backend() != "cpu" or not tiny:
         return 1
     return max(1, min(os.cpu_count() or 1, n // MIN_GROUP))
+
+
+def _member_shape(a) -> jax.ShapeDtypeStruct:
+    """One member's shape of a stacked leaf (its leading member axis dropped)."""
+    return jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -331,25 +414,81 @@ def _merge(outs, n: int):
     return jax.tree.map(lambda *parts: jnp.concatenate(parts)[:n], *outs)
 
 
+class _Program(NamedTuple):
+    """What a population's training program is built and compiled for (with the types of its
+    arguments, its key in the store of compiled programs)."""
+
+    model: Layer
+    loss: Loss
+    optimizer: optax.GradientTransformation
+    n_examples: int
+    epochs: int
+    batch_size: int | None
+    drop_last: bool
+    record_losses: bool
+    grad_fn: Callable | None
+    precision: object
+    options: tuple  # the XLA options as sorted (name, value) pairs (hashable)
+
+
+def _options_key(options: dict | None) -> tuple:
+    return tuple(sorted((options or {}).items()))
+
+
+def _train(program: _Program, state: TrainState, x, t, threads: int):
+    """``(state, losses)`` of every member trained by ``program``: in one call, or in
+    ``threads`` groups of members, each trained by its own thread (the same compiled program).
+    Running out of memory (:func:`_out_of_memory`) raises a ``ValueError`` that says so."""
+    n = state.epoch.shape[0]
+    try:
+        groups = (state,) if threads == 1 else _split(state, threads, -(-n // threads))
+        train = _compiled_train(program, groups[0], x, t)
+
+        def run(group):
+            return jax.block_until_ready(train(group, x, t))
+
+        if len(groups) == 1:
+            return run(groups[0])
+        with ThreadPoolExecutor(len(groups)) as pool:
+            return _merge(list(pool.map(run, groups)), n)
+    except jax.errors.JaxRuntimeError as e:
+        if not _out_of_memory(e):
+            raise
+        raise ValueError(f"out of memory training {n:,} networks at once ("
+                         f"{str(e).splitlines()[0][:200]}); train fewer") from None
+
+
+def _out_of_memory(error: jax.errors.JaxRuntimeError) -> bool:
+    """Whether the runtime ran out of memory: the error's status code is RESOURCE_EXHAUSTED.
+
+    XLA reports every failed allocation with that code (its allocators, CUDA's
+    ``CUDA_ERROR_OUT_OF_MEMORY``, TPU compilation), whatever the message says; jaxlib >= 0.9.2
+    exposes it as ``error_code_string``. Older jaxlibs carry it only as the message's first
+    word (``absl::Status::ToString``: ``"RESOURCE_EXHAUSTED: ..."``).
+    """
+    code = getattr(error, "error_code_string", None)
+    if code is None:
+        code = str(error).split(":", 1)[0]
+    return code == "RESOURCE_EXHAUSTED"
+
+
 # Compiled population programs, kept across calls.
 _COMPILED = CompiledPrograms(maxsize=16)
 
 
-def _compiled_train(model, loss, opt, n_examples, epochs, batch_size, drop_last, record_losses,
-                    grad_fn, options, state, x, t, precision=None):
-    """``make_population_train``'s program compiled with ``options`` for these arguments, reused
-    by later calls with the same settings and shapes."""
+def _compiled_train(program: _Program, state: TrainState, x, t):
+    """``program`` (:func:`make_population_train`) compiled for these arguments, reused by later
+    calls with the same settings and argument types."""
     leaves, treedef = jax.tree.flatten((state, x, t))
-    key = (model, loss, opt, n_examples, epochs, batch_size, drop_last, record_losses, grad_fn,
-           precision, tuple(sorted((options or {}).items())), treedef,
-           tuple(map(jax.typeof, leaves)))
+    key = (program, treedef, tuple(map(jax.typeof, leaves)))
 
     def build():
-        train = make_population_train(model, loss, opt, n_examples, epochs, batch_size,
-                                      drop_last, precision, record_losses=record_losses,
-                                      grad_fn=grad_fn)
-        with get_precision(precision).matmul():  # "highest": around tracing and compilation
-            return train.lower(state, x, t).compile(options)
+        p = program
+        train = make_population_train(p.model, p.loss, p.optimizer, p.n_examples, p.epochs,
+                                      p.batch_size, p.drop_last, p.precision,
+                                      record_losses=p.record_losses, grad_fn=p.grad_fn)
+        with get_precision(p.precision).matmul():  # "highest": around tracing and compilation
+            return train.lower(state, x, t).compile(dict(p.options) or None)
 
     return _COMPILED.get(key, build)
 
@@ -398,29 +537,6 @@ def _member_bytes(model, optimizer, batch: int, shape: tuple) -> int:
     return 4 * size(params) + size(opt_state) + 3 * (size(residuals) + size(y))
 
 
-def device_memory_bytes() -> int | None:
-    """The memory of the default device: a GPU's ``bytes_limit``, or the host's available
-    memory for the CPU (``None`` when unknown)."""
-    device = jax.devices()[0]
-    try:
-        stats = device.memory_stats() or {}
-    except Exception:  # noqa: BLE001 -- not every backend has memory statistics
-        stats = {}
-    if stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_population_memory(model: Layer, optimizer, n: int, n_examples: int,
                             batch_size: int | None = None, *, what: str | None = None) -> None:
     """Raise ``ValueError`` (an out-of-memory message) when ``n`` members would not fit.
@@ -455,7 +571,7 @@ def _gib(b: int) -> str:
 
 
 def _check_n(n) -> None:
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"population size must be a positive int, got {n!r}")
 
 

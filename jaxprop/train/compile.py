@@ -15,14 +15,22 @@ import jax
 import jax.extend
 import numpy as np
 
+from jaxprop.core.cache import remember
 from jaxprop.core.layers import SMALL_MATMUL_ENTRIES, SMALL_MATMUL_TERMS
 
 # XLA CPU options that compile about 3x faster (no LLVM optimisation, the classic fusion
 # emitters) for code that runs about 1.2x (XOR) to 4x (digits) slower per step.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-# Below this many FLOPs per epoch, compiling dominates a typical run (XOR's 10,000 epochs,
-# digits' 15) and optimising the code does not pay for itself.
+# Two thresholds of fast compilation, both 1e8 FLOPs but of different quantities, so two names:
+# - fit: below this many FLOPs per *epoch*, compiling dominates a typical run (XOR's 10,000
+#   epochs, digits' 15) and optimising the code does not pay for itself. Per epoch, not per
+#   run, so that a resumed run compiles exactly like the uninterrupted one (the same bits).
 AUTO_FAST_COMPILE_EPOCH_FLOPS = 1e8
+# - populations: below this many FLOPs of the whole *run* (every epoch of every member). A
+#   population is trained in one call that is never resumed, so its real length can decide; it
+#   runs long, and optimised code pays for itself sooner (1000 XOR networks: about 2x faster
+#   code for 0.1 s more compilation).
+AUTO_FAST_COMPILE_RUN_FLOPS = 1e8
 # Below this many FLOPs per step, handing matmuls to Eigen's thread pool costs more than it
 # saves (XOR 2-4-1: 2x faster steps on the calling thread).
 AUTO_SINGLE_THREAD_STEP_FLOPS = 1e5
@@ -37,9 +45,7 @@ def auto_compiler_options(n_params: int, n_examples: int,
                           forward_flops: float | None = None) -> dict | None:
     """The XLA options ``fit(compiler_options="auto")`` picks (CPU only; ``None`` elsewhere).
 
-    ``FAST_COMPILE`` when an epoch's estimated FLOPs (6 per parameter per example, or 3 times
-    ``forward_flops``, the forward pass's FLOPs for one example, when that is more: a
-    convolution does far more work per parameter than a Dense layer) are under
+    ``FAST_COMPILE`` when an epoch's FLOPs (:func:`step_flops` per example) are under
     ``AUTO_FAST_COMPILE_EPOCH_FLOPS``; single-threaded matmuls when a step's are under
     ``AUTO_SINGLE_THREAD_STEP_FLOPS``. The choice never depends on the number of epochs, so
     a resumed run is compiled exactly like the uninterrupted one (and gives the same bits).
@@ -57,7 +63,7 @@ def auto_compiler_options(n_params: int, n_examples: int,
     if jax.default_backend() != "cpu":
         return None
     batch = n_examples if batch_size is None else min(batch_size, n_examples)
-    per_example = max(6.0 * n_params, 3.0 * (forward_flops or 0.0))
+    per_example = step_flops(n_params, forward_flops)
     options = {}
     if per_example * n_examples < AUTO_FAST_COMPILE_EPOCH_FLOPS:
         options.update(FAST_COMPILE)
@@ -99,9 +105,16 @@ class CompiledPrograms:
         return len(self._programs)
 
 
-# forward_flops' answers, per model and argument types (a second fit of the same model does not
-# trace its forward pass again)
-_FLOPS: dict = {}
+def step_flops(n_params: int, forward_flops: float | None = None) -> float:
+    """A training step's FLOPs per example, the one estimate every automatic choice uses.
+
+    3 times the forward pass's FLOPs counted on the traced program (:func:`forward_flops`: the
+    forward pass, the backward pass to the inputs, the backward pass to the weights), exact for
+    matmuls and convolutions; 6 per parameter (what that comes to for a Dense network) only
+    when the count is unknown (``None``: tracing failed, or a caller that passed parameters
+    alone).
+    """
+    return 3.0 * forward_flops if forward_flops else 6.0 * n_params
 
 
 def forward_flops(model, params, model_state, x_one) -> float | None:
@@ -109,7 +122,7 @@ def forward_flops(model, params, model_state, x_one) -> float | None:
 
     Counted on the traced program (:func:`jaxpr_flops`), never lowered or compiled (lowering it
     for XLA's own count cost 15 ms, a tenth of ``jaxprop train``'s XOR run); remembered per
-    model and argument types.
+    model and argument types (a second fit or population of the same model traces nothing).
 
     Args:
       model: the model.
@@ -121,19 +134,25 @@ def forward_flops(model, params, model_state, x_one) -> float | None:
       the FLOPs, or ``None`` if unknown (tracing failed).
     """
     leaves, treedef = jax.tree.flatten((params, model_state, x_one))
-    key = (model, treedef, tuple((np.shape(a), str(getattr(a, "dtype", type(a).__name__)))
-                                 for a in leaves))
-    if key not in _FLOPS:
-        try:
-            traced = jax.make_jaxpr(lambda p, s, x: model.forward(p, s, x, train=False)[0])(
-                params, model_state, x_one)
-            flops = jaxpr_flops(traced.jaxpr)
-        except Exception:  # noqa: BLE001 - an estimate only: fall back to counting parameters
-            flops = None
-        _FLOPS[key] = float(flops) if flops else None
-        while len(_FLOPS) > 64:
-            _FLOPS.pop(next(iter(_FLOPS)))
-    return _FLOPS[key]
+    try:
+        avals = tuple(map(jax.typeof, leaves))
+    except TypeError:  # a leaf that is no array (a string in a custom state): not traceable
+        return None
+    return _traced_forward_flops(model, treedef, avals)
+
+
+@remember(maxsize=64)
+def _traced_forward_flops(model, treedef, avals: tuple) -> float | None:
+    """:func:`forward_flops` for arguments of these types (``jax.typeof`` of each leaf)."""
+    structs = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals]
+    params, model_state, x_one = jax.tree.unflatten(treedef, structs)
+    try:
+        traced = jax.make_jaxpr(lambda p, s, x: model.forward(p, s, x, train=False)[0])(
+            params, model_state, x_one)
+        flops = jaxpr_flops(traced.jaxpr)
+    except Exception:  # noqa: BLE001 - an estimate only: step_flops falls back to parameters
+        return None
+    return float(flops) if flops else None
 
 
 def jaxpr_flops(jaxpr) -> float:
@@ -176,20 +195,23 @@ def _elements(var) -> int:
     return math.prod(getattr(getattr(var, "aval", None), "shape", ()))
 
 
-def auto_unroll(params, n_examples: int, batch_size: int | None) -> int:
+def auto_unroll(params, n_examples: int, batch_size: int | None, *,
+                forward_flops: float | None = None) -> int:
     """The ``unroll`` (epochs per compiled loop iteration) ``fit(unroll="auto")`` picks.
 
-    ``AUTO_UNROLL`` when a step's estimated FLOPs are under ``AUTO_SINGLE_THREAD_STEP_FLOPS``
-    (the loop's own overhead then matters) and some weight matrix is too big for Dense's
-    multiply-add products; else 1. Like :func:`auto_compiler_options` it never depends on the
-    number of epochs, so a resumed run compiles like the uninterrupted one.
+    ``AUTO_UNROLL`` when a step's FLOPs (:func:`step_flops` per example, from
+    ``forward_flops`` when given) are under ``AUTO_SINGLE_THREAD_STEP_FLOPS`` (the loop's own
+    overhead then matters) and some weight matrix is too big for Dense's multiply-add products;
+    else 1. Like :func:`auto_compiler_options` it never depends on the number of epochs, so a
+    resumed run compiles like the uninterrupted one.
     """
     leaves = [np.shape(leaf) for leaf in jax.tree.leaves(params)]
     n_params = sum(int(np.prod(s)) for s in leaves)
     batch = n_examples if batch_size is None else min(batch_size, n_examples)
     calls_matmul = any(len(s) >= 2 and (int(np.prod(s)) > SMALL_MATMUL_ENTRIES
                                         or s[0] > SMALL_MATMUL_TERMS) for s in leaves)
-    if calls_matmul and 6.0 * n_params * batch < AUTO_SINGLE_THREAD_STEP_FLOPS:
+    tiny_step = step_flops(n_params, forward_flops) * batch < AUTO_SINGLE_THREAD_STEP_FLOPS
+    if calls_matmul and tiny_step:
         return AUTO_UNROLL
     return 1
 
