@@ -376,9 +376,10 @@ def _plan(model, loss, state, x, t, *, epochs, batch_size, drop_last, accuracy, 
     if accuracy is None:
         accuracy = accuracy_fn(loss) if _is_classification(loss, t) else False
     donate = bool(donate) and _nbytes((state.params, state.opt_state)) >= DONATE_MIN_BYTES
+    flops = _example_flops(model, state, x) if "auto" in (compiler_options, unroll) else None
     return _Plan(accuracy, donate,
-                 _compiler_options(compiler_options, model, state, x, batch_size),
-                 _unroll(unroll, state.params, x.shape[0], batch_size),
+                 _compiler_options(compiler_options, state, x.shape[0], batch_size, flops),
+                 _unroll(unroll, state.params, x.shape[0], batch_size, flops),
                  _log_every(log_every, epochs, int(host_array(state.epoch))))
 
 
@@ -400,15 +401,22 @@ def _check_steps(epochs, n_examples, batch_size, drop_last) -> None:
                          "minibatches")
 
 
-def _compiler_options(options, model, state, x, batch_size) -> dict | None:
+def _example_flops(model, state, x) -> float | None:
+    """The traced forward pass's FLOPs for one example of ``x`` (remembered per model)."""
+    # (shapes only: slicing x[:1] would compile a program of its own)
+    return forward_flops(model, state.params, state.model_state,
+                         jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+
+
+def _compiler_options(options, state, n_examples, batch_size, flops) -> dict | None:
     """``options`` as given, or for ``"auto"`` those :func:`auto_compiler_options` picks.
 
     Args:
       options: ``fit_state``'s ``compiler_options``.
-      model: the model.
-      state: the starting state (its params and model state).
-      x: the training inputs (their shape and dtype).
+      state: the starting state (its params).
+      n_examples: training examples.
       batch_size: ``fit_state``'s.
+      flops: one example's forward FLOPs (:func:`_example_flops`).
 
     Returns:
       the options for XLA, or ``None``.
@@ -418,13 +426,10 @@ def _compiler_options(options, model, state, x, batch_size) -> dict | None:
     if options != "auto":
         raise ValueError(f"compiler_options must be a dict, None or 'auto', got {options!r}")
     n_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state.params))
-    # (shapes only: slicing x[:1] would compile a program of its own)
-    flops = forward_flops(model, state.params, state.model_state,
-                          jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
-    return auto_compiler_options(n_params, x.shape[0], batch_size, forward_flops=flops)
+    return auto_compiler_options(n_params, n_examples, batch_size, forward_flops=flops)
 
 
-def _unroll(unroll, params, n_examples, batch_size) -> int:
+def _unroll(unroll, params, n_examples, batch_size, flops) -> int:
     """``unroll`` checked, or for ``"auto"`` the one :func:`auto_unroll` picks.
 
     Args:
@@ -432,12 +437,13 @@ def _unroll(unroll, params, n_examples, batch_size) -> int:
       params: the params (their shapes).
       n_examples: training examples.
       batch_size: ``fit_state``'s.
+      flops: one example's forward FLOPs (:func:`_example_flops`).
 
     Returns:
       the epochs per iteration of the compiled loop.
     """
     if unroll == "auto":
-        unroll = auto_unroll(params, n_examples, batch_size)
+        unroll = auto_unroll(params, n_examples, batch_size, forward_flops=flops)
     if not is_int(unroll) or unroll < 1:
         raise ValueError(f"unroll must be a positive integer or 'auto', got {unroll!r}")
     return int(unroll)
