@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprop.core.checks import require_dtype
+from jaxprop.core.registry import lookup
 
 Array = jax.Array
 Params = Any
@@ -89,15 +90,8 @@ def get_initializer(init: str | Callable) -> Callable:
 
     The function raises ``ValueError`` when asked for float64 without ``jax_enable_x64``
     (JAX would silently give float32)."""
-    if callable(init):
-        fn = init
-    else:
-        try:
-            fn = INITIALIZERS[init]
-        except (KeyError, TypeError):
-            raise ValueError(
-                f"unknown initializer {init!r}; known: {', '.join(sorted(INITIALIZERS))}"
-            ) from None
+    fn = init if callable(init) else lookup(INITIALIZERS, init, "initializer",
+                                            known=sorted(INITIALIZERS))
 
     label = init if isinstance(init, str) else getattr(fn, "__name__", repr(fn))
 
@@ -362,12 +356,7 @@ def activation(name: str | Layer) -> Layer:
     """The activation layer called ``name`` (see ``ACTIVATIONS``); a Layer passes through."""
     if isinstance(name, Layer):
         return name
-    try:
-        return ACTIVATIONS[name]()
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}"
-        ) from None
+    return lookup(ACTIVATIONS, name, "activation")()
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
+from jaxprop.core.registry import unknown
 from jaxprop.data import preprocessing as _preprocessing
 from jaxprop.data.csv import TASKS, Table, read_csv, read_features
 from jaxprop.data.dataset import Dataset
@@ -135,8 +135,8 @@ def load(
       one-hot ``(n, k)`` otherwise, ``(n, 1)`` values for a regression.
     """
     key = str(name).lower().replace("_", "-")
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if key not in LOADERS:
+        raise unknown("dataset", name, LOADERS, known_as="known datasets")
     test_fraction = check_test_fraction(test_fraction)
     seed = check_seed(seed)
     _only_for(key, "n_samples", n_samples, ("spirals", "moons"))

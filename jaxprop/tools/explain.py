@@ -33,6 +33,8 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
+from jaxprop.core.registry import lookup
+
 REQUIRED_KEYS = ("layers", "input", "target", "learning_rate")
 OPTIONAL_KEYS = {"loss": "sse_half", "steps": 1, "update_biases": True, "description": ""}
 LAYER_KEYS = ("W", "b", "activation")
@@ -287,9 +289,7 @@ def list_examples() -> dict[str, str]:
 
 def load_example(name: str) -> Spec:
     """The bundled example ``name`` (see :func:`list_examples`) as a validated :class:`Spec`."""
-    names = list_examples()
-    if name not in names:
-        raise ValueError(f"unknown example {name!r}; known: {', '.join(names)}")
+    lookup(list_examples(), name, "example")
     entry = resources.files("jaxprop").joinpath("examples", f"{name}.json")
     text = entry.read_text(encoding="utf-8")
     return _validate(_parse_json(text, f"example {name}"), where=f"example {name}")
