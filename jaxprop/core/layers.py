@@ -54,6 +54,11 @@ class Layer:
         check that a loss gets the kind of prediction it expects; ``None`` for any real value.
       spec: the textual form that rebuilds the layer (``"dense(64)"``, ``"relu"``), or ``None``.
       sublayers: the layers this one is made of (``serial``'s), for reports and checks.
+      is_activation: True for an activation (made by :func:`elementwise`): a parameter-free,
+        shape-preserving layer that can end a network as its output activation.
+      preferred_init: the weight initializer (a name in ``INITIALIZERS``) that suits the Dense
+        layers feeding this activation (``"he"`` for the ReLU family), or ``None`` for no
+        preference (:func:`~jaxprop.core.network.default_init` then picks Glorot).
 
     Layers compare and hash by identity, so they can be static arguments of ``jax.jit``.
     """
@@ -66,6 +71,8 @@ class Layer:
     output_range: tuple[float, float] | None = None
     spec: str | None = None
     sublayers: tuple["Layer", ...] = ()
+    is_activation: bool = False
+    preferred_init: str | None = None
 
     def __repr__(self) -> str:
         return f"Layer({self.name})"
@@ -202,8 +209,10 @@ def _dense_params(params):
 
 
 def elementwise(name: str, forward: Callable, backward: Callable, *,
-                output_range: tuple[float, float] | None = None) -> Layer:
-    """A parameter-free, shape-preserving layer from a forward function and its chain rule.
+                output_range: tuple[float, float] | None = None,
+                preferred_init: str | None = None) -> Layer:
+    """An activation: a parameter-free, shape-preserving layer from a forward function and its
+    chain rule.
 
     stax's ``elementwise`` with the chain rule beside it. Shapes: ``x: (..., *shape) -> y``
     of the same shape. Its params and state are ``()``; it ignores ``key`` and ``train``.
@@ -214,9 +223,10 @@ def elementwise(name: str, forward: Callable, backward: Callable, *,
       backward: ``backward(residuals, dy) -> dx``.
       output_range: ``(low, high)`` bounds of the outputs (a sigmoid's ``(0, 1)``), or ``None``
         for any real value.
+      preferred_init: the initializer that suits the weights before it (``"he"``), or ``None``.
 
     Returns:
-      the :class:`Layer`.
+      the :class:`Layer`, with ``is_activation`` set.
     """
 
     def init(key, in_shape):
@@ -232,7 +242,8 @@ def elementwise(name: str, forward: Callable, backward: Callable, *,
         del params
         return (), backward(residuals, dy)
 
-    return Layer(init, fwd, bwd, name, output_range=output_range, spec=name)
+    return Layer(init, fwd, bwd, name, output_range=output_range, spec=name,
+                 is_activation=True, preferred_init=preferred_init)
 
 
 def Sigmoid() -> Layer:
@@ -263,7 +274,7 @@ def Relu() -> Layer:
         return jnp.where(mask, x, 0), mask
 
     return elementwise("relu", forward, lambda mask, dy: jnp.where(mask, dy, 0),
-                       output_range=(0, float("inf")))
+                       output_range=(0, float("inf")), preferred_init="he")
 
 
 def LeakyRelu(negative_slope: float = 0.01) -> Layer:
@@ -274,7 +285,8 @@ def LeakyRelu(negative_slope: float = 0.01) -> Layer:
         return jnp.where(mask, x, negative_slope * x), mask
 
     layer = elementwise(
-        "leaky_relu", forward, lambda mask, dy: jnp.where(mask, dy, negative_slope * dy)
+        "leaky_relu", forward, lambda mask, dy: jnp.where(mask, dy, negative_slope * dy),
+        preferred_init="he",
     )
     if negative_slope != 0.01:
         layer = dataclasses.replace(layer, spec=f"leaky_relu({float(negative_slope)!r})")
@@ -303,8 +315,8 @@ def Gelu(approximate: bool = False) -> Layer:
         return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x))
 
     if approximate:
-        return elementwise("gelu_tanh", forward, backward_tanh)
-    return elementwise("gelu", forward, backward_exact)
+        return elementwise("gelu_tanh", forward, backward_tanh, preferred_init="he")
+    return elementwise("gelu", forward, backward_exact, preferred_init="he")
 
 
 def Softplus() -> Layer:

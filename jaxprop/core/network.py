@@ -262,9 +262,10 @@ def serial(*layers: Layer, in_shape: Sequence[int] | None = None) -> Model:
     return model
 
 
-def default_init(act: str) -> str:
-    """He for the ReLU family, Glorot otherwise."""
-    return "he" if act in ("relu", "leaky_relu", "gelu", "gelu_tanh") else "glorot"
+def default_init(act: str | Layer) -> str:
+    """The weight initializer for Dense layers before the activation ``act`` (a name or a
+    Layer): the one it prefers (``preferred_init``: He for the ReLU family), Glorot otherwise."""
+    return activation_layer(act).preferred_init or "glorot"
 
 
 def output_for_loss(loss) -> str:
@@ -335,7 +336,7 @@ def mlp(
                 "the one that suits it"
             )
         output_activation = output_for_loss(loss)
-    w_init = init or default_init(acts[0] if acts else output_activation)
+    w_init = init or default_init(hidden[0] if hidden else output_activation)
     layers: list[Layer] = []
     if in_shape is not None and len(in_shape) > 1:
         layers.append(Flatten(len(in_shape)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxprop.core.layers import ACTIVATIONS, Dense, activation
+from jaxprop.core.layers import Dense, activation
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import Model, mlp, serial
 from jaxprop.core.registry import lookup
@@ -33,9 +33,7 @@ def mixed_preset(dtype=jnp.float32) -> tuple[Model, str]:
         Dense(8, **d), activation("gelu_tanh"), activation("identity"),
         Dense(3, **d), activation("softmax"),
         in_shape=(4,),
-    )  # fmt: skip
-    used = {layer.name for layer in model.layers}
-    assert set(ACTIVATIONS) <= used, set(ACTIVATIONS) - used
+    )  # fmt: skip (tests/test_gradcheck.py checks that it uses every activation)
     return model, "mse"
 
 
