@@ -121,3 +121,17 @@ def test_mlp_initializes_from_the_first_hidden_activation(act, init):
     key = jax.random.key(0)
     chex.assert_trees_all_equal(jp.mlp([3, 4, 2], act, "identity").init(key),
                                 jp.mlp([3, 4, 2], act, "identity", init=init).init(key))
+
+
+def test_layer_arguments_follow_the_shared_integer_and_number_policy():
+    """core.validate's policy: NumPy integers and numbers count, booleans never do."""
+    assert jp.Dense(np.int64(3)).name == "Dense(3)" and jp.Dense(np.int64(3)).spec == "dense(3)"
+    assert jp.Flatten(np.int32(2)).spec == "flatten(2)"
+    assert jp.Dropout(np.float32(0.5)).spec == "dropout(0.5)"
+    assert jp.mlp([np.int64(2), 3, 1], "tanh", "identity").in_shape == (2,)
+    for bad in (lambda: jp.Dense(True), lambda: jp.Flatten(True), lambda: jp.Dropout(True),
+                lambda: jp.Reshape((2, True)), lambda: jp.BatchNorm(momentum=True),
+                lambda: jp.LayerNorm(eps=True), lambda: jp.Conv2D(True, 3),
+                lambda: jp.mlp([2, True, 1], "tanh", "identity")):
+        with pytest.raises(ValueError, match="must be"):
+            bad()

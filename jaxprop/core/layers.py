@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from jaxprop.core.checks import require_dtype
 from jaxprop.core.registry import lookup
+from jaxprop.core.validate import is_int, is_number
 
 Array = jax.Array
 Params = Any
@@ -156,8 +157,9 @@ def Dense(
     Returns:
       the :class:`Layer`.
     """
-    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
+    if not is_int(out_dim) or out_dim < 1:
         raise ValueError(f"Dense: out_dim must be a positive int, got {out_dim!r}")
+    out_dim = int(out_dim)
     W_init_fn, b_init_fn = get_initializer(W_init), get_initializer(b_init)
 
     def init(key, in_shape):
@@ -413,7 +415,7 @@ def Flatten(ndim: int = 3) -> Layer:
     so a Flatten never merges batch axes, with or without ``jax.vmap``. ``dx`` is ``dy``
     reshaped back.
     """
-    if not isinstance(ndim, int) or isinstance(ndim, bool) or ndim < 1:
+    if not is_int(ndim) or ndim < 1:
         raise ValueError(f"Flatten: ndim must be a positive int, got {ndim!r}")
     return _reshape_layer("Flatten()", "flatten" if ndim == 3 else f"flatten({ndim})", ndim,
                           lambda shape: (math.prod(shape),))
@@ -424,10 +426,10 @@ def Reshape(shape, *, in_ndim: int = 1) -> Layer:
     (``in_ndim`` is how many axes one input example has, 1 by default). One entry of ``shape``
     may be ``-1``. ``dx`` is ``dy`` reshaped back."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if (not shape or any(not isinstance(n, int) or isinstance(n, bool) or (n < 1 and n != -1)
-                         for n in shape) or shape.count(-1) > 1):
+    if (not shape or any(not is_int(n) or (n < 1 and n != -1) for n in shape)
+            or shape.count(-1) > 1):
         raise ValueError(f"Reshape: shape must be positive ints (one may be -1), got {shape!r}")
-    if not isinstance(in_ndim, int) or isinstance(in_ndim, bool) or in_ndim < 1:
+    if not is_int(in_ndim) or in_ndim < 1:
         raise ValueError(f"Reshape: in_ndim must be a positive int, got {in_ndim!r}")
 
     def out_shape_of(example):
@@ -447,7 +449,7 @@ def Dropout(rate: float) -> Layer:
     The mask comes from the ``key`` the training step gives the layer, and travels in the
     residuals as the scale ``keep / (1 - rate)``: ``dx = dy * scale``. Shapes: any.
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+    if not is_number(rate) or not 0 <= rate < 1:
         raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
     rate = float(rate)
 

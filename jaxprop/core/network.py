@@ -32,6 +32,7 @@ from jaxprop.core.checks import (
 )
 from jaxprop.core.layers import Dense, Flatten, Layer, get_initializer
 from jaxprop.core.layers import activation as activation_layer
+from jaxprop.core.validate import is_int
 
 Array = jax.Array
 
@@ -313,11 +314,10 @@ def mlp(
     sizes = list(sizes)
     in_shape = tuple(sizes[0]) if sizes and isinstance(sizes[0], (tuple, list)) else None
     if in_shape is not None:
-        if not in_shape or any(not isinstance(s, int) or isinstance(s, bool) or s < 1
-                               for s in in_shape):
+        if not in_shape or any(not is_int(s) or s < 1 for s in in_shape):
             raise ValueError(f"mlp: the input shape must be positive ints, got {in_shape}")
         sizes[0] = math.prod(in_shape)
-    if len(sizes) < 2 or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
+    if len(sizes) < 2 or any(not is_int(s) or s < 1 for s in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes}")
     n_hidden = len(sizes) - 2
     acts = [activation] * n_hidden if isinstance(activation, str) else list(activation)
