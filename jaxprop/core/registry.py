@@ -31,8 +31,18 @@ def unknown(what: str, name: Any, known: Iterable[str], *, show: Callable[[Any],
 
 
 def lookup(table: Mapping[str, T], name: Any, what: str, **wording) -> T:
-    """``table[name]``, or the :func:`unknown` error listing the table's names (an unhashable
-    ``name`` too); ``wording`` goes to :func:`unknown` (``known`` replaces the table's names)."""
+    """``table[name]``, or the :func:`unknown` error for a name the table does not hold (an
+    unhashable ``name`` too).
+
+    Args:
+      table: the registry, names to things.
+      name: the name asked for.
+      what: the kind of thing, as the message names it (``"activation"``).
+      **wording: :func:`unknown`'s keywords; ``known`` replaces the table's names in the list.
+
+    Returns:
+      the registered thing.
+    """
     try:
         return table[name]
     except (KeyError, TypeError):

@@ -208,6 +208,7 @@ def _rows(v: Any, name: str) -> np.ndarray:
 
 
 def _layers(v: Any, name: str) -> tuple[LayerSpec, ...]:
+    """``layers``: a non-empty list of layer objects."""
     if not isinstance(v, list) or not v:
         raise ValueError(f"'{name}' must be a non-empty list of layer objects, got {_kind(v)}")
     return tuple(_layer(raw, f"{name}[{i}]") for i, raw in enumerate(v))
@@ -228,10 +229,12 @@ def _layer(raw: Any, where: str) -> LayerSpec:
 
 
 def _bias(v: Any, name: str) -> np.ndarray | None:
+    """A layer's ``b``: a vector, or ``None`` (null) for zeros."""
     return None if v is None else _vector(v, name)
 
 
 def _activation(v: Any, where: str) -> str:
+    """A layer's ``activation``: a name in ``ACTIVATIONS``; errors name the layer ``where``."""
     from jaxprop.core.layers import ACTIVATIONS
 
     try:
@@ -242,7 +245,10 @@ def _activation(v: Any, where: str) -> str:
 
 
 def _loss(v: Any, name: str) -> str:
+    """``loss``: a name in ``LOSSES`` of a loss on target matrices (no integer labels)."""
     from jaxprop.core.losses import LOSSES
+
+    del name  # the messages name the loss itself
 
     if lookup(LOSSES, v, "loss", show=_short).integer_labels:
         raise ValueError(f"loss {v} takes integer class labels, but explain's target is a "
@@ -251,6 +257,7 @@ def _loss(v: Any, name: str) -> str:
 
 
 def _check_steps(steps: Any, name: str) -> int:
+    """A step count: a positive integer (``2.0`` counts) of at most ``MAX_STEPS``."""
     if isinstance(steps, float) and steps.is_integer():
         steps = int(steps)
     if not is_int(steps) or steps < 1:
