@@ -45,7 +45,7 @@ import numpy as np
 
 from jaxprop import checkpoint as ckpt
 from jaxprop.core.checks import check_output_fits_loss, output_shape
-from jaxprop.core.layers import ACTIVATIONS, Layer
+from jaxprop.core.layers import Layer
 from jaxprop.core.layers import activation as activation_layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import mlp, output_for_loss, serial
@@ -135,32 +135,29 @@ def task_defaults(loss: str | None, output_activation: str | None, num_classes: 
 
 
 def build_model(cfg: dict, ds):
-    """``(model, loss_name)`` for the config and the dataset's shapes; fills in cfg's loss and
-    output activation when they were left to the task.
+    """``(model, loss, output_activation)`` for the config and the dataset's shapes: the loss
+    and output activation the model was built with, those of ``cfg`` or, where it leaves them
+    out, those the task calls for (``cfg`` itself is left as it is).
 
     With ``cfg["model"]`` (an architecture text) the network is that text, followed by the
     output activation the task calls for unless the text ends with an activation of its own;
     otherwise an MLP of ``cfg["hidden"]`` (images are flattened first)."""
-    text = cfg.get("model")
-    shape = ds.example_shape
-    body = None
-    if text:
-        body = parse_model(text, shape)
+    text, shape, out_act = cfg.get("model"), ds.example_shape, cfg["output_activation"]
+    body = parse_model(text, shape) if text else None
+    ends_with_activation = body is not None and body.layers[-1].is_activation
+    if ends_with_activation:  # the text names the output activation itself
         last = body.layers[-1]
-        if last.name in ACTIVATIONS:  # the text names the output activation itself
-            if cfg["output_activation"] not in (None, last.spec):
-                raise ValueError(f"the architecture ends with {last.spec} but the output "
-                                 f"activation is {cfg['output_activation']}: give it once")
-            cfg["output_activation"] = last.spec
-    cfg["loss"], cfg["output_activation"] = task_defaults(
-        cfg["loss"], cfg["output_activation"], ds.num_classes)
-    width = ds.num_classes if get_loss(cfg["loss"]).integer_labels else ds.num_outputs
+        if out_act not in (None, last.spec):
+            raise ValueError(f"the architecture ends with {last.spec} but the output "
+                             f"activation is {out_act}: give it once")
+        out_act = last.spec
+    loss, out_act = task_defaults(cfg["loss"], out_act, ds.num_classes)
+    width = ds.num_classes if get_loss(loss).integer_labels else ds.num_outputs
     if body is None:
         model = mlp([shape if len(shape) > 1 else shape[0], *cfg["hidden"], width],
-                    cfg["activation"], cfg["output_activation"], init=cfg["init"])
+                    cfg["activation"], out_act, init=cfg["init"])
     else:
-        tail = [] if body.layers[-1].name in ACTIVATIONS \
-            else [activation_layer(cfg["output_activation"])]
+        tail = [] if ends_with_activation else [activation_layer(out_act)]
         model = serial(*body.layers, *tail, in_shape=shape)
         try:
             out = output_shape(model, shape)
@@ -171,8 +168,8 @@ def build_model(cfg: dict, ds):
             raise ValueError(f"architecture {text!r} gives outputs of shape {out} but "
                              f"{ds.name} needs {width} per example: end it with "
                              f"dense({width})")
-    check_output_fits_loss(model, cfg["loss"])
-    return model, cfg["loss"]
+    check_output_fits_loss(model, loss)
+    return model, loss, out_act
 
 
 def training_data(ds, loss: str | Loss):
@@ -412,7 +409,8 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
       a :class:`RunResult`.
     """
     ds = load_dataset(cfg)
-    model, loss = build_model(cfg, ds)
+    model, loss, output_activation = build_model(cfg, ds)
+    cfg = {**cfg, "loss": loss, "output_activation": output_activation}
     ds = training_data(ds, loss)
     optimizer = get_optimizer(cfg["optimizer"], cfg["lr"])
     # a model that couples its batch (BatchNorm) refuses padded minibatches: before any file
@@ -792,7 +790,8 @@ def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True
         raise ValueError(f"--population must be a positive integer; got {population}")
     alias = optimizer_alias(cfg["optimizer"])
     ds = load_dataset(cfg)
-    model, loss = build_model(cfg, ds)
+    model, loss, output_activation = build_model(cfg, ds)
+    cfg = {**cfg, "loss": loss, "output_activation": output_activation}
     ds = training_data(ds, loss)
     lrs = [float(lr) for lr in lrs]
     check_population_memory(model, alias(lrs[0]), population * len(lrs), len(ds.x_train),

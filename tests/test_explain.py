@@ -226,6 +226,54 @@ def test_bad_spec(mutate, expected, tmp_path, capsys):
         assert s in err
 
 
+def test_the_schema_tables_are_the_spec():
+    """The field tables _validate walks hold the Spec's fields, in the order messages list."""
+    assert [f.name for f in ex.SPEC_SCHEMA.fields] == ["layers", "input", "target",
+                                                       "learning_rate", "loss", "steps",
+                                                       "update_biases", "description"]
+    assert set(ex.Spec._fields) == {f.name for f in ex.SPEC_SCHEMA.fields}
+    assert ex.REQUIRED_KEYS == ("layers", "input", "target", "learning_rate")
+    assert ex.OPTIONAL_KEYS == {"loss": "sse_half", "steps": 1, "update_biases": True,
+                                "description": ""}
+    assert ex.LAYER_KEYS == ("W", "b", "activation")
+
+
+EXACT = [
+    (_drop("learning_rate"), "spec: missing required key(s) 'learning_rate' (required: layers, "
+                             "input, target, learning_rate)"),
+    (_set(zz=1, aa=2), "spec: unknown key(s) 'aa', 'zz' (allowed: layers, input, target, "
+                       "learning_rate, loss, steps, update_biases, description)"),
+    (_set(layers=[1]), "layers[0] must be an object with 'W' (and optional 'b', 'activation'), "
+                       "got a int"),
+    (_layer(0, c=1), "layers[0]: unknown key(s) 'c' (allowed: W, b, activation)"),
+    (_layer(1, activation=None), "layers[1]: unknown activation None; known: sigmoid, tanh, "
+                                 "relu, leaky_relu, gelu, gelu_tanh, softplus, identity, softmax"),
+    (_set(loss=["mse"]), "unknown loss ['mse']; known: sse_half, mse, bce, bce_with_logits, "
+                         "softmax_cross_entropy, sparse_softmax_cross_entropy"),
+    (_set(learning_rate=True), "learning_rate must be a positive finite number, got True"),
+    (_set(steps=True), "steps must be a positive integer, got True"),
+    (_set(update_biases=1), "update_biases must be true or false, got 1"),
+    (_set(description=None), "description must be a string, got null"),
+]
+
+
+@pytest.mark.parametrize("mutate, message", EXACT)
+def test_bad_spec_messages_word_for_word(mutate, message):
+    d = copy.deepcopy(_spec())
+    mutate(d)
+    with pytest.raises(ValueError) as e:
+        ex.load_spec(d)
+    assert str(e.value) == message
+
+
+def test_null_biases_are_zeros_and_integral_float_steps_count():
+    d = _spec(steps=2.0)
+    d["layers"][0]["b"] = None
+    spec = ex.load_spec(d)
+    assert spec.layers[0].b.tolist() == [0.0, 0.0, 0.0] and spec.steps == 2
+    assert isinstance(spec.steps, int) and isinstance(spec.learning_rate, float)
+
+
 def test_bad_files_and_arguments(tmp_path, capsys):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text('{\n  "layers": [\n    {"W": [[1, 2]],}\n  ]\n}\n')

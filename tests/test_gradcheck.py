@@ -202,6 +202,14 @@ def test_check_loss_refuses_a_bad_batch(batch):
         jp.check_loss("mse", batch=batch)
 
 
+@pytest.mark.parametrize("fd_directions", [0, 1.0, True])
+def test_check_loss_refuses_bad_fd_directions(fd_directions):
+    """True is no count of directions (it used to pass as 1)."""
+    with pytest.raises(ValueError, match=f"fd_directions must be a positive int, got "
+                                         f"{fd_directions!r}"):
+        jp.check_loss("mse", fd_directions=fd_directions)
+
+
 def test_check_loss_names_its_quantities():
     report = jp.check_loss("softmax_cross_entropy", (3,))
     assert report.ok, str(report)

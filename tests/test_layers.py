@@ -9,6 +9,7 @@ import pytest
 from absl.testing import parameterized
 
 import jaxprop as jp
+from jaxprop.core.network import default_init
 from layer_checks import (
     assert_backward_matches_finite_differences,
     assert_backward_matches_vjp,
@@ -89,3 +90,48 @@ def test_leaky_relu_custom_slope_is_used():
     chex.assert_trees_all_close(y, jnp.array([-0.4, 3.0]))
     _, dx = layer.backward((), r, jnp.ones_like(x))
     chex.assert_trees_all_close(dx, jnp.array([0.2, 1.0]))
+
+
+RELU_FAMILY = ("relu", "leaky_relu", "gelu", "gelu_tanh")
+
+
+@pytest.mark.parametrize("name", list(jp.ACTIVATIONS))
+def test_activations_carry_their_facts(name):
+    """Each activation says it is one and which initializer suits the weights before it; the
+    network reads these facts (default_init, --model's output activation), never the name."""
+    layer = jp.activation(name)
+    assert layer.is_activation
+    assert layer.preferred_init == ("he" if name in RELU_FAMILY else None)
+    assert default_init(name) == default_init(layer) == ("he" if name in RELU_FAMILY
+                                                         else "glorot")
+
+
+def test_other_layers_are_not_activations():
+    for layer in (jp.Dense(3), jp.Flatten(), jp.Dropout(0.5), jp.mlp([2, 3, 1], "relu",
+                                                                    "identity")):
+        assert not layer.is_activation and layer.preferred_init is None
+    assert jp.LeakyRelu(0.2).is_activation and jp.LeakyRelu(0.2).preferred_init == "he"
+    swish = jp.elementwise("swish", lambda x: (x * jax.nn.sigmoid(x), x), lambda x, dy: dy,
+                           preferred_init="he_uniform")
+    assert swish.is_activation and default_init(swish) == "he_uniform"
+
+
+@pytest.mark.parametrize("act, init", [("relu", "he"), ("tanh", "glorot")])
+def test_mlp_initializes_from_the_first_hidden_activation(act, init):
+    key = jax.random.key(0)
+    chex.assert_trees_all_equal(jp.mlp([3, 4, 2], act, "identity").init(key),
+                                jp.mlp([3, 4, 2], act, "identity", init=init).init(key))
+
+
+def test_layer_arguments_follow_the_shared_integer_and_number_policy():
+    """core.validate's policy: NumPy integers and numbers count, booleans never do."""
+    assert jp.Dense(np.int64(3)).name == "Dense(3)" and jp.Dense(np.int64(3)).spec == "dense(3)"
+    assert jp.Flatten(np.int32(2)).spec == "flatten(2)"
+    assert jp.Dropout(np.float32(0.5)).spec == "dropout(0.5)"
+    assert jp.mlp([np.int64(2), 3, 1], "tanh", "identity").in_shape == (2,)
+    for bad in (lambda: jp.Dense(True), lambda: jp.Flatten(True), lambda: jp.Dropout(True),
+                lambda: jp.Reshape((2, True)), lambda: jp.BatchNorm(momentum=True),
+                lambda: jp.LayerNorm(eps=True), lambda: jp.Conv2D(True, 3),
+                lambda: jp.mlp([2, True, 1], "tanh", "identity")):
+        with pytest.raises(ValueError, match="must be"):
+            bad()

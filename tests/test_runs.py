@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import numpy as np
@@ -285,7 +286,7 @@ def test_the_final_metrics_are_the_last_records_and_the_collector_is_left_as_it_
     last = json.loads((tmp_path / "r" / "history.jsonl").read_text().splitlines()[-1])
     for key in runs.FINAL_KEYS:
         assert m[key] == last[key], key
-    model, loss = runs.build_model(m["config"], runs.load_dataset(m["config"]))
+    model, loss, _ = runs.build_model(m["config"], runs.load_dataset(m["config"]))
     ds = runs.training_data(runs.load_dataset(m["config"]), loss)
     saved = checkpoint.load(tmp_path / "r")
     optimizer = runs.get_optimizer(m["config"]["optimizer"], m["config"]["lr"])
@@ -318,3 +319,35 @@ def test_population_metrics_count_members_by_status_and_xor_solutions():
                                                       "finished"]
     json.dumps(m, allow_nan=False)
     assert "solved" not in runs.population_metrics(config, "moons", res, 1.5)
+
+
+def _model_cfg(**kw):
+    return {"model": None, "hidden": [4], "activation": "tanh", "output_activation": None,
+            "loss": None, "init": "glorot", **kw}
+
+
+BINARY = types.SimpleNamespace(example_shape=(2,), num_classes=2, num_outputs=1, name="xor")
+
+
+@pytest.mark.parametrize("cfg, loss, out_act, n_layers", [
+    (_model_cfg(), "bce_with_logits", "identity", 4),
+    (_model_cfg(loss="sse_half", output_activation="sigmoid"), "sse_half", "sigmoid", 4),
+    (_model_cfg(model="dense(3)-relu-dense(1)-sigmoid", loss="bce"), "bce", "sigmoid", 4),
+    (_model_cfg(model="dense(3)-relu-dense(1)"), "bce_with_logits", "identity", 4),
+    (_model_cfg(model="dense(3)-relu-dense(1)-leaky_relu(0.2)", loss="mse"), "mse",
+     "leaky_relu(0.2)", 4),
+])
+def test_build_model_returns_what_it_decided_and_leaves_cfg_alone(cfg, loss, out_act, n_layers):
+    before = dict(cfg)
+    model, got_loss, got_out_act = runs.build_model(cfg, BINARY)
+    assert cfg == before
+    assert (got_loss, got_out_act) == (loss, out_act)
+    assert len(model.layers) == n_layers and model.layers[-1].spec == out_act
+    assert model.layers[-1].is_activation
+
+
+def test_build_model_refuses_two_output_activations():
+    cfg = _model_cfg(model="dense(1)-sigmoid", output_activation="identity", loss="bce")
+    with pytest.raises(ValueError, match="ends with sigmoid but the output activation is "
+                                         "identity: give it once"):
+        runs.build_model(cfg, BINARY)

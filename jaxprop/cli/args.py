@@ -1,6 +1,8 @@
-"""Argument parsing shared by the subcommands (``check``, ``bench``, ``train``)."""
+"""Argument parsing shared by the subcommands (``check``, ``bench``, ``train``, ``explain``)."""
 
 from __future__ import annotations
+
+import argparse
 
 
 def parse_sizes(text: str, not_ints: str, too_few: str | None = None, *,
@@ -18,3 +20,15 @@ def parse_sizes(text: str, not_ints: str, too_few: str | None = None, *,
     if len(sizes) < min_len or min(sizes) < 1:
         raise ValueError(f"{not_ints if too_few is None else too_few}{text!r}")
     return sizes
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: ``text`` as an int of at least 1, else the
+    ``ArgumentTypeError`` argparse prints after the option's name."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value

@@ -10,15 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+from jaxprop.cli.args import positive_int
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -31,7 +23,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "--list-examples", action="store_true", help="list the bundled examples and exit"
     )
     p.add_argument(
-        "--steps", type=_positive_int, metavar="N", help="number of steps (overrides the spec)"
+        "--steps", type=positive_int, metavar="N", help="number of steps (overrides the spec)"
     )
     p.add_argument("--json", action="store_true", help="print the trace as JSON instead of tables")
 
@@ -60,13 +52,31 @@ def _f(v: float) -> str:
 
 def render(spec, result: dict, console=None) -> None:
     """Print ``result`` (from :func:`explain` on ``spec``) as rich panels and tables."""
-    from rich import box
     from rich.console import Console
-    from rich.markup import escape
-    from rich.panel import Panel
-    from rich.table import Table
 
     console = console or Console()
+    console.print(_header(spec, result))
+    console.print(_data_table(spec))
+    Ws = [ls.W.tolist() for ls in spec.layers]
+    bs = [ls.b.tolist() for ls in spec.layers]
+    n = len(result["steps"])
+    for s, st in enumerate(result["steps"]):
+        after = result["steps"][s + 1]["loss"] if s + 1 < n else result["final_loss"]
+        console.rule(
+            f"[bold]Step {s + 1}/{n}[/]  loss before {_f(st['loss'])}  →  after {_f(after)}"
+        )
+        for k, (ls, r) in enumerate(zip(spec.layers, st["layers"])):
+            console.print(_units_table(k, ls, r, len(Ws[k])))
+            console.print(_params_table(Ws[k], bs[k], r, spec.update_biases))
+            Ws[k], bs[k] = r["W_after"], r["b_after"]
+    console.print(f"[bold]Final loss[/] after {n} step(s): {_f(result['final_loss'])}")
+
+
+def _header(spec, result: dict):
+    """The panel that names the network, its loss and settings, and how to read the tables."""
+    from rich.markup import escape
+    from rich.panel import Panel
+
     widths = [spec.input.shape[1]] + [ls.W.shape[1] for ls in spec.layers]
     acts = ", ".join(ls.activation for ls in spec.layers)
     head = f"[bold]Network[/] {' → '.join(map(str, widths))}  ·  activations {acts}"
@@ -80,53 +90,58 @@ def render(spec, result: dict, console=None) -> None:
         "delta = dL/dz; textbooks writing delta = (t - y)·f'(z) for sse_half have the opposite "
         "sign. Update: p ← p − lr·dL/dp.[/]"
     )
-    console.print(Panel(head, title="jaxprop explain", expand=False))
+    return Panel(head, title="jaxprop explain", expand=False)
+
+
+def _data_table(spec):
+    """The examples: each input row and its target row."""
+    from rich import box
+    from rich.table import Table
+
     data = Table(box=box.SIMPLE, title="Data")
     data.add_column("example")
     data.add_column("input")
     data.add_column("target")
     for e, (xr, tr) in enumerate(zip(spec.input, spec.target)):
         data.add_row(str(e), ", ".join(map(_f, xr)), ", ".join(map(_f, tr)))
-    console.print(data)
+    return data
 
-    Ws = [ls.W.tolist() for ls in spec.layers]
-    bs = [ls.b.tolist() for ls in spec.layers]
-    n = len(result["steps"])
-    for s, st in enumerate(result["steps"]):
-        after = result["steps"][s + 1]["loss"] if s + 1 < n else result["final_loss"]
-        console.rule(
-            f"[bold]Step {s + 1}/{n}[/]  loss before {_f(st['loss'])}  →  after {_f(after)}"
-        )
-        batch = len(st["layers"][0]["z"])
-        for k, (ls, r) in enumerate(zip(spec.layers, st["layers"])):
-            w_in, w_out = len(Ws[k]), len(Ws[k][0])
-            units = Table(
-                box=box.SIMPLE_HEAD,
-                title=f"layers[{k}]: Dense {w_in} → {w_out}, {ls.activation}",
-                title_justify="left",
-            )
-            if batch > 1:
-                units.add_column("example", justify="right")
-            for col in ("unit", "z (pre-activation)", f"a = {ls.activation}(z)", "delta = dL/dz"):
-                units.add_column(col, justify="right")
-            for e in range(batch):
-                for j in range(w_out):
-                    cells = [str(j), _f(r["z"][e][j]), _f(r["a"][e][j]), _f(r["delta"][e][j])]
-                    units.add_row(*([str(e)] if batch > 1 else []) + cells)
-            console.print(units)
-            ps = Table(box=box.SIMPLE_HEAD)
-            for col in ("parameter", "before", "dL/dparam", "after"):
-                ps.add_column(col, justify="right")
-            for i in range(w_in):
-                for j in range(w_out):
-                    ps.add_row(
-                        f"W[{i}][{j}] (in {i} → unit {j})",
-                        _f(Ws[k][i][j]), _f(r["dW"][i][j]), _f(r["W_after"][i][j]),
-                    )
-            for j in range(w_out):
-                note = "" if spec.update_biases else " (fixed)"
-                ps.add_row(f"b[{j}]{note}", _f(bs[k][j]), _f(r["db"][j]), _f(r["b_after"][j]))
-            console.print(ps)
-            Ws[k], bs[k] = r["W_after"], r["b_after"]
-    console.print(f"[bold]Final loss[/] after {n} step(s): {_f(result['final_loss'])}")
 
+def _units_table(k: int, ls, r: dict, w_in: int):
+    """Layer ``k``'s units in one step: ``z``, ``a`` and ``delta`` per example and unit."""
+    from rich import box
+    from rich.table import Table
+
+    batch, w_out = len(r["z"]), len(r["z"][0])
+    units = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"layers[{k}]: Dense {w_in} → {w_out}, {ls.activation}",
+        title_justify="left",
+    )
+    if batch > 1:
+        units.add_column("example", justify="right")
+    for col in ("unit", "z (pre-activation)", f"a = {ls.activation}(z)", "delta = dL/dz"):
+        units.add_column(col, justify="right")
+    for e in range(batch):
+        for j in range(w_out):
+            cells = [str(j), _f(r["z"][e][j]), _f(r["a"][e][j]), _f(r["delta"][e][j])]
+            units.add_row(*([str(e)] if batch > 1 else []) + cells)
+    return units
+
+
+def _params_table(W: list, b: list, r: dict, update_biases: bool):
+    """A layer's parameters in one step: before, ``dL/dparam`` and after, ``W`` then ``b``."""
+    from rich import box
+    from rich.table import Table
+
+    ps = Table(box=box.SIMPLE_HEAD)
+    for col in ("parameter", "before", "dL/dparam", "after"):
+        ps.add_column(col, justify="right")
+    for i in range(len(W)):
+        for j in range(len(W[0])):
+            ps.add_row(f"W[{i}][{j}] (in {i} → unit {j})",
+                       _f(W[i][j]), _f(r["dW"][i][j]), _f(r["W_after"][i][j]))
+    note = "" if update_biases else " (fixed)"
+    for j in range(len(b)):
+        ps.add_row(f"b[{j}]{note}", _f(b[j]), _f(r["db"][j]), _f(r["b_after"][j]))
+    return ps

@@ -20,11 +20,11 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxprop.core.checks import require_dtype
 from jaxprop.core.layers import Layer, get_initializer
+from jaxprop.core.validate import is_int
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -33,15 +33,11 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 # Arguments and geometry
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 def _pair(value, what: str, minimum: int = 1) -> tuple[int, int]:
     """``3 -> (3, 3)``; ``(3, 2)`` stays; anything else is a ValueError naming ``what``."""
-    pair = (value, value) if _is_int(value) else value
+    pair = (value, value) if is_int(value) else value
     if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-            or not all(_is_int(v) and v >= minimum for v in pair)):
+            or not all(is_int(v) and v >= minimum for v in pair)):
         raise ValueError(f"{what} must be an int >= {minimum} or a pair of them, got {value!r}")
     return int(pair[0]), int(pair[1])
 
@@ -50,8 +46,8 @@ def _padding(padding, what: str) -> str | Pads:
     """``"SAME"``/``"VALID"`` (any case), or explicit ``((top, bottom), (left, right))``."""
     if isinstance(padding, str) and padding.upper() in ("SAME", "VALID"):
         return padding.upper()
-    if _is_int(padding) or (isinstance(padding, (tuple, list)) and len(padding) == 2
-                            and all(_is_int(p) for p in padding)):
+    if is_int(padding) or (isinstance(padding, (tuple, list)) and len(padding) == 2
+                           and all(is_int(p) for p in padding)):
         ph, pw = _pair(padding, f"{what}: padding", minimum=0)
         return (ph, ph), (pw, pw)
     if isinstance(padding, (tuple, list)) and len(padding) == 2:
@@ -140,7 +136,7 @@ def Conv2D(
     Returns:
       the :class:`~jaxprop.Layer`.
     """
-    if not _is_int(features) or features < 1:
+    if not is_int(features) or features < 1:
         raise ValueError(f"Conv2D: features must be a positive int, got {features!r}")
     k = _pair(kernel_size, "Conv2D: kernel_size")
     s, d = _pair(strides, "Conv2D: strides"), _pair(dilation, "Conv2D: dilation")

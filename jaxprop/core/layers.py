@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxprop.core.checks import require_dtype
+from jaxprop.core.registry import lookup
+from jaxprop.core.validate import is_int, is_number
 
 Array = jax.Array
 Params = Any
@@ -53,6 +55,11 @@ class Layer:
         check that a loss gets the kind of prediction it expects; ``None`` for any real value.
       spec: the textual form that rebuilds the layer (``"dense(64)"``, ``"relu"``), or ``None``.
       sublayers: the layers this one is made of (``serial``'s), for reports and checks.
+      is_activation: True for an activation (made by :func:`elementwise`): a parameter-free,
+        shape-preserving layer that can end a network as its output activation.
+      preferred_init: the weight initializer (a name in ``INITIALIZERS``) that suits the Dense
+        layers feeding this activation (``"he"`` for the ReLU family), or ``None`` for no
+        preference (:func:`~jaxprop.core.network.default_init` then picks Glorot).
 
     Layers compare and hash by identity, so they can be static arguments of ``jax.jit``.
     """
@@ -65,6 +72,8 @@ class Layer:
     output_range: tuple[float, float] | None = None
     spec: str | None = None
     sublayers: tuple["Layer", ...] = ()
+    is_activation: bool = False
+    preferred_init: str | None = None
 
     def __repr__(self) -> str:
         return f"Layer({self.name})"
@@ -89,15 +98,8 @@ def get_initializer(init: str | Callable) -> Callable:
 
     The function raises ``ValueError`` when asked for float64 without ``jax_enable_x64``
     (JAX would silently give float32)."""
-    if callable(init):
-        fn = init
-    else:
-        try:
-            fn = INITIALIZERS[init]
-        except (KeyError, TypeError):
-            raise ValueError(
-                f"unknown initializer {init!r}; known: {', '.join(sorted(INITIALIZERS))}"
-            ) from None
+    fn = init if callable(init) else lookup(INITIALIZERS, init, "initializer",
+                                            known=sorted(INITIALIZERS))
 
     label = init if isinstance(init, str) else getattr(fn, "__name__", repr(fn))
 
@@ -155,8 +157,9 @@ def Dense(
     Returns:
       the :class:`Layer`.
     """
-    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
+    if not is_int(out_dim) or out_dim < 1:
         raise ValueError(f"Dense: out_dim must be a positive int, got {out_dim!r}")
+    out_dim = int(out_dim)
     W_init_fn, b_init_fn = get_initializer(W_init), get_initializer(b_init)
 
     def init(key, in_shape):
@@ -208,8 +211,10 @@ def _dense_params(params):
 
 
 def elementwise(name: str, forward: Callable, backward: Callable, *,
-                output_range: tuple[float, float] | None = None) -> Layer:
-    """A parameter-free, shape-preserving layer from a forward function and its chain rule.
+                output_range: tuple[float, float] | None = None,
+                preferred_init: str | None = None) -> Layer:
+    """An activation: a parameter-free, shape-preserving layer from a forward function and its
+    chain rule.
 
     stax's ``elementwise`` with the chain rule beside it. Shapes: ``x: (..., *shape) -> y``
     of the same shape. Its params and state are ``()``; it ignores ``key`` and ``train``.
@@ -220,9 +225,10 @@ def elementwise(name: str, forward: Callable, backward: Callable, *,
       backward: ``backward(residuals, dy) -> dx``.
       output_range: ``(low, high)`` bounds of the outputs (a sigmoid's ``(0, 1)``), or ``None``
         for any real value.
+      preferred_init: the initializer that suits the weights before it (``"he"``), or ``None``.
 
     Returns:
-      the :class:`Layer`.
+      the :class:`Layer`, with ``is_activation`` set.
     """
 
     def init(key, in_shape):
@@ -238,7 +244,8 @@ def elementwise(name: str, forward: Callable, backward: Callable, *,
         del params
         return (), backward(residuals, dy)
 
-    return Layer(init, fwd, bwd, name, output_range=output_range, spec=name)
+    return Layer(init, fwd, bwd, name, output_range=output_range, spec=name,
+                 is_activation=True, preferred_init=preferred_init)
 
 
 def Sigmoid() -> Layer:
@@ -269,7 +276,7 @@ def Relu() -> Layer:
         return jnp.where(mask, x, 0), mask
 
     return elementwise("relu", forward, lambda mask, dy: jnp.where(mask, dy, 0),
-                       output_range=(0, float("inf")))
+                       output_range=(0, float("inf")), preferred_init="he")
 
 
 def LeakyRelu(negative_slope: float = 0.01) -> Layer:
@@ -280,7 +287,8 @@ def LeakyRelu(negative_slope: float = 0.01) -> Layer:
         return jnp.where(mask, x, negative_slope * x), mask
 
     layer = elementwise(
-        "leaky_relu", forward, lambda mask, dy: jnp.where(mask, dy, negative_slope * dy)
+        "leaky_relu", forward, lambda mask, dy: jnp.where(mask, dy, negative_slope * dy),
+        preferred_init="he",
     )
     if negative_slope != 0.01:
         layer = dataclasses.replace(layer, spec=f"leaky_relu({float(negative_slope)!r})")
@@ -309,8 +317,8 @@ def Gelu(approximate: bool = False) -> Layer:
         return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x))
 
     if approximate:
-        return elementwise("gelu_tanh", forward, backward_tanh)
-    return elementwise("gelu", forward, backward_exact)
+        return elementwise("gelu_tanh", forward, backward_tanh, preferred_init="he")
+    return elementwise("gelu", forward, backward_exact, preferred_init="he")
 
 
 def Softplus() -> Layer:
@@ -362,12 +370,7 @@ def activation(name: str | Layer) -> Layer:
     """The activation layer called ``name`` (see ``ACTIVATIONS``); a Layer passes through."""
     if isinstance(name, Layer):
         return name
-    try:
-        return ACTIVATIONS[name]()
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}"
-        ) from None
+    return lookup(ACTIVATIONS, name, "activation")()
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,7 +415,7 @@ def Flatten(ndim: int = 3) -> Layer:
     so a Flatten never merges batch axes, with or without ``jax.vmap``. ``dx`` is ``dy``
     reshaped back.
     """
-    if not isinstance(ndim, int) or isinstance(ndim, bool) or ndim < 1:
+    if not is_int(ndim) or ndim < 1:
         raise ValueError(f"Flatten: ndim must be a positive int, got {ndim!r}")
     return _reshape_layer("Flatten()", "flatten" if ndim == 3 else f"flatten({ndim})", ndim,
                           lambda shape: (math.prod(shape),))
@@ -423,10 +426,10 @@ def Reshape(shape, *, in_ndim: int = 1) -> Layer:
     (``in_ndim`` is how many axes one input example has, 1 by default). One entry of ``shape``
     may be ``-1``. ``dx`` is ``dy`` reshaped back."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if (not shape or any(not isinstance(n, int) or isinstance(n, bool) or (n < 1 and n != -1)
-                         for n in shape) or shape.count(-1) > 1):
+    if (not shape or any(not is_int(n) or (n < 1 and n != -1) for n in shape)
+            or shape.count(-1) > 1):
         raise ValueError(f"Reshape: shape must be positive ints (one may be -1), got {shape!r}")
-    if not isinstance(in_ndim, int) or isinstance(in_ndim, bool) or in_ndim < 1:
+    if not is_int(in_ndim) or in_ndim < 1:
         raise ValueError(f"Reshape: in_ndim must be a positive int, got {in_ndim!r}")
 
     def out_shape_of(example):
@@ -446,7 +449,7 @@ def Dropout(rate: float) -> Layer:
     The mask comes from the ``key`` the training step gives the layer, and travels in the
     residuals as the scale ``keep / (1 - rate)``: ``dx = dy * scale``. Shapes: any.
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+    if not is_number(rate) or not 0 <= rate < 1:
         raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
     rate = float(rate)
 

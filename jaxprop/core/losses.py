@@ -31,6 +31,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxprop.core.registry import lookup
+
 Array = jax.Array
 
 REDUCTIONS = ("sum", "mean_rows", "mean_all")
@@ -225,7 +227,4 @@ def get_loss(loss: str | Loss) -> Loss:
     """The loss called ``loss`` (see ``LOSSES``); a :class:`Loss` passes through."""
     if isinstance(loss, Loss):
         return loss
-    try:
-        return LOSSES[loss]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}") from None
+    return lookup(LOSSES, loss, "loss")

@@ -32,6 +32,7 @@ from jaxprop.core.checks import (
 )
 from jaxprop.core.layers import Dense, Flatten, Layer, get_initializer
 from jaxprop.core.layers import activation as activation_layer
+from jaxprop.core.validate import is_int
 
 Array = jax.Array
 
@@ -262,9 +263,10 @@ def serial(*layers: Layer, in_shape: Sequence[int] | None = None) -> Model:
     return model
 
 
-def default_init(act: str) -> str:
-    """He for the ReLU family, Glorot otherwise."""
-    return "he" if act in ("relu", "leaky_relu", "gelu", "gelu_tanh") else "glorot"
+def default_init(act: str | Layer) -> str:
+    """The weight initializer for Dense layers before the activation ``act`` (a name or a
+    Layer): the one it prefers (``preferred_init``: He for the ReLU family), Glorot otherwise."""
+    return activation_layer(act).preferred_init or "glorot"
 
 
 def output_for_loss(loss) -> str:
@@ -312,11 +314,10 @@ def mlp(
     sizes = list(sizes)
     in_shape = tuple(sizes[0]) if sizes and isinstance(sizes[0], (tuple, list)) else None
     if in_shape is not None:
-        if not in_shape or any(not isinstance(s, int) or isinstance(s, bool) or s < 1
-                               for s in in_shape):
+        if not in_shape or any(not is_int(s) or s < 1 for s in in_shape):
             raise ValueError(f"mlp: the input shape must be positive ints, got {in_shape}")
         sizes[0] = math.prod(in_shape)
-    if len(sizes) < 2 or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
+    if len(sizes) < 2 or any(not is_int(s) or s < 1 for s in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive ints, got {sizes}")
     n_hidden = len(sizes) - 2
     acts = [activation] * n_hidden if isinstance(activation, str) else list(activation)
@@ -335,7 +336,7 @@ def mlp(
                 "the one that suits it"
             )
         output_activation = output_for_loss(loss)
-    w_init = init or default_init(acts[0] if acts else output_activation)
+    w_init = init or default_init(hidden[0] if hidden else output_activation)
     layers: list[Layer] = []
     if in_shape is not None and len(in_shape) > 1:
         layers.append(Flatten(len(in_shape)))

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from jaxprop.core.checks import require_dtype
 from jaxprop.core.layers import Layer
+from jaxprop.core.validate import is_number
 
 
 class Normalized(NamedTuple):
@@ -38,7 +39,7 @@ class Frozen(NamedTuple):
 
 
 def _check_eps(eps, what):
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+    if not is_number(eps) or not eps > 0:
         raise ValueError(f"{what}: eps must be a positive number, got {eps!r}")
     return float(eps)
 
@@ -111,8 +112,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, dtype=jnp.float32) ->
     An example's output depends on its batch: ``couples_batch=True`` (no ``vmap`` per example,
     no padded minibatches).
     """
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
-            or not 0 <= momentum < 1:
+    if not is_number(momentum) or not 0 <= momentum < 1:
         raise ValueError(f"BatchNorm: momentum must be a number in [0, 1), got {momentum!r}")
     momentum, eps = float(momentum), _check_eps(eps, "BatchNorm")
 

@@ -23,6 +23,7 @@ from jaxprop.core.conv import AvgPool2D, Conv2D, MaxPool2D
 from jaxprop.core.layers import ACTIVATIONS, Dense, Dropout, Flatten, Layer, Reshape
 from jaxprop.core.network import Model, Residual, serial
 from jaxprop.core.norm import BatchNorm, LayerNorm
+from jaxprop.core.registry import lookup
 
 # name -> (constructor taking the parsed arguments, usage shown in errors)
 LAYER_SPECS: dict[str, tuple[Callable[..., Layer], str]] = {
@@ -101,9 +102,14 @@ for _name, _make, _usage in (
 register("residual", _residual, "residual(layers)", block=True)
 
 
+def usages() -> list[str]:
+    """How to write each registered layer (``"dense(n)"``, ...), for error messages."""
+    return [usage for _, usage in LAYER_SPECS.values()]
+
+
 def known() -> str:
     """The registered layers' usages, for error messages."""
-    return ", ".join(usage for _, usage in LAYER_SPECS.values())
+    return ", ".join(usages())
 
 
 def _number(text: str, where: str):
@@ -143,9 +149,8 @@ def parse_layer(text: str) -> Layer:
         raise ValueError(f"cannot read layer {text!r}: write name or name(arguments); "
                          f"known layers: {known()}")
     name, args = m.group(1), m.group(2)
-    if name not in LAYER_SPECS:
-        raise ValueError(f"unknown layer {name!r} in the architecture; known layers: {known()}")
-    make, usage = LAYER_SPECS[name]
+    make, usage = lookup(LAYER_SPECS, name, "layer", known=usages(),
+                         where=" in the architecture", known_as="known layers")
     where = f"layer {text.strip()!r}"
     if name in BLOCK_LAYERS:
         if args is None or not args.strip():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
+from jaxprop.core.registry import unknown
 from jaxprop.data import preprocessing as _preprocessing
 from jaxprop.data.csv import TASKS, Table, read_csv, read_features
 from jaxprop.data.dataset import Dataset
@@ -135,8 +135,8 @@ def load(
       one-hot ``(n, k)`` otherwise, ``(n, 1)`` values for a regression.
     """
     key = str(name).lower().replace("_", "-")
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if key not in LOADERS:
+        raise unknown("dataset", name, LOADERS, known_as="known datasets")
     test_fraction = check_test_fraction(test_fraction)
     seed = check_seed(seed)
     _only_for(key, "n_samples", n_samples, ("spirals", "moons"))
@@ -157,19 +157,22 @@ def load(
     for field in ("x_train", "y_train", "x_test", "y_test"):
         check_finite(getattr(ds, field), f"{where}: {field}", columns=(
             ds.feature_names if field.startswith("x") else None))
-    if standardize:
-        mean, std = _preprocessing.standardization(ds.x_train)
-        scaling = {"x_mean": mean, "x_std": std}
-        rescale = _preprocessing.rescale
-        ds = ds._replace(x_train=rescale(ds.x_train, mean, std),
-                         x_test=rescale(ds.x_test, mean, std))
-        if ds.task == "regression":
-            y_mean, y_std = (float(v[0]) for v in _preprocessing.standardization(ds.y_train))
-            scaling.update(y_mean=y_mean, y_std=y_std)
-            ds = ds._replace(y_train=rescale(ds.y_train, y_mean, y_std),
-                             y_test=rescale(ds.y_test, y_mean, y_std))
-        ds = ds._replace(scaling=scaling)
-    return ds
+    return _standardized(ds) if standardize else ds
+
+
+def _standardized(ds: Dataset) -> Dataset:
+    """``ds`` with features rescaled by the training set's mean and std (a regression's
+    targets too), the statistics kept in ``Dataset.scaling``."""
+    mean, std = _preprocessing.standardization(ds.x_train)
+    scaling = {"x_mean": mean, "x_std": std}
+    rescale = _preprocessing.rescale
+    ds = ds._replace(x_train=rescale(ds.x_train, mean, std), x_test=rescale(ds.x_test, mean, std))
+    if ds.task == "regression":
+        y_mean, y_std = (float(v[0]) for v in _preprocessing.standardization(ds.y_train))
+        scaling.update(y_mean=y_mean, y_std=y_std)
+        ds = ds._replace(y_train=rescale(ds.y_train, y_mean, y_std),
+                         y_test=rescale(ds.y_test, y_mean, y_std))
+    return ds._replace(scaling=scaling)
 
 
 def _only_for(key, arg, value, names):

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxprop.core.validate import is_int
 from jaxprop.data.preprocessing import encode_targets
 
 
@@ -208,7 +209,7 @@ def _label_index(label_column, width, header, path):
             raise ValueError(f"{path}: no column named {label_column!r}; columns are "
                              f"{', '.join(header)}")
         return header.index(label_column)
-    if isinstance(label_column, bool) or not isinstance(label_column, (int, np.integer)):
+    if not is_int(label_column):
         raise ValueError(f"label_column must be a column index or name; got {label_column!r}")
     if not -width <= label_column < width:
         raise ValueError(f"{path}: label_column {label_column} is out of range for {width} columns")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxprop.core.validate import check_int
+
 
 def one_hot(labels, k: int) -> np.ndarray:
     """``labels: (n,)`` integers in ``0..k-1`` -> ``(n, k)`` float32 one-hot rows."""
     labels = _as_labels(labels)
-    k = _check_int("k", k, minimum=1)
+    k = check_int("k", k, minimum=1)
     if labels.size and (labels.min() < 0 or labels.max() >= k):
         raise ValueError(f"labels must lie in 0..{k - 1}; found {labels.min()}..{labels.max()}")
     out = np.zeros((labels.shape[0], k), np.float32)
@@ -25,7 +27,7 @@ def one_hot(labels, k: int) -> np.ndarray:
 def encode_targets(labels, num_classes: int) -> np.ndarray:
     """Training targets for ``labels: (n,)``: ``(n, 1)`` in {0, 1} when ``num_classes == 2``,
     else ``(n, num_classes)`` one-hot. float32."""
-    num_classes = _check_int("num_classes", num_classes, minimum=2)
+    num_classes = check_int("num_classes", num_classes, minimum=2)
     if num_classes == 2:
         labels = _as_labels(labels)
         if labels.size and (labels.min() < 0 or labels.max() > 1):
@@ -174,18 +176,10 @@ MAX_SEED = 2**32 - 1
 
 def check_seed(seed) -> int:
     """``seed`` as an int in ``0..MAX_SEED`` (what every consumer of a seed accepts)."""
-    seed = _check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
     if seed > MAX_SEED:
         raise ValueError(f"seed must be at most {MAX_SEED} (2**32 - 1); got {seed}")
     return seed
-
-
-def _check_int(name, value, *, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return int(value)
 
 
 def _as_labels(labels) -> np.ndarray:

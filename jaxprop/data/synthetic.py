@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxprop.data.preprocessing import _check_int, check_seed
+from jaxprop.core.validate import check_int
+from jaxprop.data.preprocessing import check_seed
 
 DEFAULT_N_SAMPLES = 400
 DEFAULT_NOISE = {"spirals": 0.05, "moons": 0.1}
@@ -55,7 +56,7 @@ def _balanced_labels(n):
 
 
 def _check_args(n, noise, seed):
-    n = _check_int("n_samples", n, minimum=2)
+    n = check_int("n_samples", n, minimum=2)
     try:
         noise = float(noise)
     except (TypeError, ValueError):

@@ -98,6 +98,7 @@ from jaxprop.core.checks import BackwardError, checked_backward, params_dtype, v
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import Model, Spec
+from jaxprop.core.validate import is_int
 from jaxprop.tools.gradcheck_report import (
     Comparison,
     GradCheckReport,
@@ -495,10 +496,9 @@ def _validate_common(dtype, fd_directions: int, batch=None, *, what: str = "") -
     name = jnp.dtype(dtype).name
     if name not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {name}{what}")
-    if not isinstance(fd_directions, int) or fd_directions < 1:
+    if not is_int(fd_directions) or fd_directions < 1:
         raise ValueError(f"fd_directions must be a positive int, got {fd_directions!r}")
-    if batch is not None and (not isinstance(batch, (int, np.integer))
-                              or isinstance(batch, bool) or batch < 1):
+    if batch is not None and (not is_int(batch) or batch < 1):
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     return name
 
