@@ -22,8 +22,10 @@ def digits():
 @pytest.mark.slow
 def test_digits_cnn_reaches_98_percent(digits):
     model = jp.parse_model(DIGITS_CNN, digits.example_shape)
+    # 20 epochs reached 98.3% on one machine and 97.8% on another (XLA's CPU code differs by
+    # processor); 30 epochs reach 98.1-98.9% over seeds 0-3 on the slower learner
     params, history = jp.fit(model, "softmax_cross_entropy", optax.adam(3e-3), digits,
-                             epochs=20, batch_size=64, key=jax.random.key(0), log_every=20)
+                             epochs=30, batch_size=64, key=jax.random.key(0), log_every=30)
     assert history.records[-1]["test_accuracy"] >= 0.98, history.records[-1]
 
 
