@@ -3,9 +3,11 @@
 No speed is asserted here: timings live in benchmarks/ and benchmarks/README.md.
 """
 
+import ast
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -207,3 +209,70 @@ def test_torch_cells_run_when_torch_is_installed():
     assert {(r["workload"], r["impl"]) for r in bench.records} >= {
         ("mlp-grad", "numpy"), ("mlp-grad", "torch"), ("mlp-adam", "torch")}
     assert all(r["process"] == "worker" for r in bench.records if r["impl"] == "torch")
+
+
+BENCH = Path(jp.__file__).parent / "bench"
+
+
+def _bench_imports() -> dict[str, set[str]]:
+    """``{module: the bench modules it imports}`` from every import statement of
+    jaxprop/bench, function-level ones included (``from jaxprop.bench import X``: X, or the
+    package's ``__init__`` when X is not a module)."""
+    modules = {p.stem for p in BENCH.glob("*.py")}
+    graph = {}
+    for path in BENCH.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "jaxprop.bench":
+                deps |= {a.name if a.name in modules else "__init__" for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "jaxprop.bench."):
+                deps.add(node.module.split(".")[2])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[2] for a in node.names
+                         if a.name.startswith("jaxprop.bench.")}
+        graph[path.stem] = deps - {path.stem}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as a list of modules, or None."""
+    state: dict[str, str] = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                return path[path.index(dep):] + [dep]
+            if dep not in state and (found := visit(dep, path + [dep])):
+                return found
+        state[node] = "done"
+        return None
+
+    return next((c for n in sorted(graph) if n not in state and (c := visit(n, [n]))), None)
+
+
+def test_bench_modules_import_each_other_without_a_cycle():
+    graph = _bench_imports()
+    assert {"jobs", "steps", "flops", "workloads", "cnn", "gpu"} <= set(graph)
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the checker
+    assert "workloads" not in graph["cnn"] | graph["gpu"] | graph["harness"]
+
+
+def test_no_bench_module_imports_a_private_name_of_another():
+    for path in BENCH.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        modules = {a.asname or a.name for node in ast.walk(tree)
+                   if isinstance(node, (ast.Import, ast.ImportFrom))
+                   for a in node.names if isinstance(node, ast.Import)
+                   or (node.module or "").startswith("jaxprop")}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jaxprop"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in modules and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                raise AssertionError(f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}")
+

@@ -65,13 +65,15 @@ def test_quick_cnn_workload_runs_every_implementation():
 
 def test_torch_cnn_gradients_equal_numpy_when_torch_is_installed():
     pytest.importorskip("torch")
+    from jaxprop.bench.torch_impl import TorchCNN
+
     text = cnn.architecture((3, 4), 6)
     model = jp.parse_model(text, (8, 8, 1))
     params = from_jaxprop(model.init(jax.random.key(0)))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 8, 8, 1)).astype(np.float32)
     t = np.eye(10, dtype=np.float32)[[1, 2, 3, 4]]
-    net = cnn.TorchCNN(text, params, "cpu")
+    net = TorchCNN(text, params, "cpu")
     value, grads = net.loss_and_grad(net.to_tensor(x), net.to_tensor(t))
     np_value, np_grads = NumpyCNN(text).loss_and_grad(params, x, t)
     np.testing.assert_allclose(float(value.detach()), np_value, rtol=1e-5)

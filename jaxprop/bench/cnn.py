@@ -11,7 +11,8 @@ processes; see :mod:`jaxprop.bench.timing`):
 * ``jaxprop``: the hand-written gradient, :func:`jaxprop.loss_and_grad_fn`, compiled once;
 * ``jax.grad``: ``jax.value_and_grad`` of the same forward pass, compiled once;
 * ``numpy``: :class:`~jaxprop.bench.numpy_cnn.NumpyCNN`, im2col convolutions (CPU, float32);
-* ``torch``: the same network and weights with PyTorch autograd, when torch is installed;
+* ``torch``: the same network and weights with PyTorch autograd
+  (:class:`~jaxprop.bench.torch_impl.TorchCNN`), when torch is installed;
 * the roofline: the machine's best measured float32 matmul rate (``roofline`` rows), against
   which ``roofline_ratio`` puts the CNN's GFLOP/s.
 
@@ -28,7 +29,9 @@ import jax
 import numpy as np
 
 import jaxprop as jp
-from jaxprop.bench.numpy_cnn import NumpyCNN, from_jaxprop
+from jaxprop.bench.harness import Entry
+from jaxprop.bench.numpy_cnn import from_jaxprop
+from jaxprop.bench.steps import jax_step
 from jaxprop.core.checks import output_shape
 
 LOSS = "softmax_cross_entropy"
@@ -53,49 +56,9 @@ def forward_flops(model, in_shape) -> int:
     return flops
 
 
-class TorchCNN:
-    """The same layers in PyTorch (NCHW inside, flattened in NHWC order as jaxprop does)."""
-
-    def __init__(self, text: str, np_params, device: str):
-        import torch
-
-        self.torch, self.device = torch, device
-        self.ops = NumpyCNN(text).ops
-        self.params = []
-        for (name, _), p in zip(self.ops, np_params):
-            if name == "conv":  # HWIO -> OIHW
-                p = (np.ascontiguousarray(p[0].transpose(3, 2, 0, 1)), p[1])
-            self.params.append([torch.tensor(np.asarray(a, np.float32), device=device,
-                                             requires_grad=True) for a in p])
-        self.leaves = [a for p in self.params for a in p]
-
-    def to_tensor(self, a):
-        a = self.torch.tensor(np.asarray(a, np.float32), device=self.device)
-        return a.permute(0, 3, 1, 2).contiguous() if a.ndim == 4 else a
-
-    def loss_and_grad(self, x, t):
-        F = self.torch.nn.functional
-        for (name, args), p in zip(self.ops, self.params):
-            if name == "conv":
-                x = F.conv2d(x, p[0], p[1], padding="same")
-            elif name == "relu":
-                x = F.relu(x)
-            elif name == "maxpool":
-                x = F.max_pool2d(x, args[0])
-            elif name == "flatten":
-                x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
-            elif name == "dense":
-                x = x @ p[0] + p[1]
-        value = -(t * self.torch.log_softmax(x, dim=-1)).sum() / x.shape[0]
-        return value, self.torch.autograd.grad(value, self.leaves)
-
-
 def run(bench) -> None:
     """Time every implementation on the CNN workload and add the records to ``bench`` (a
-    :class:`~jaxprop.bench.harness.Bench`; its config gives the sizes)."""
-    from jaxprop.bench.harness import Entry
-    from jaxprop.bench.workloads import _jax_step
-
+    :class:`~jaxprop.bench.harness.Harness`; its config gives the sizes)."""
     cfg = bench.config
     side, batch = cfg.cnn_side, cfg.cnn_batch
     text = architecture(cfg.cnn_channels, cfg.cnn_dense)
@@ -114,7 +77,7 @@ def run(bench) -> None:
     for dname, dev in bench.devices.items():
         for impl in ("jaxprop", "jax.grad"):
             if bench.has(impl):
-                call, c = _jax_step(bench, impl, model, LOSS, params0, x, t, "float32", dev,
+                call, c = jax_step(bench, impl, model, LOSS, params0, x, t, "float32", dev,
                                     "grad")
                 entries.append(Entry(impl, "gradient", dname, bench.jax, bench.jax_job(call),
                                      cfg.warmup, c, **work, peak=bench.jax_peak(dname)))

@@ -14,7 +14,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxprop.bench import cnn, gpu  # their own targets: the CNN and the GPU rows
 from jaxprop.bench.harness import RECORD_KEYS
+from jaxprop.bench.numpy_baseline import numpy_blas
 
 # -- header ------------------------------------------------------------------------------------
 
@@ -45,19 +47,6 @@ def gpu_model() -> str | None:
         except RuntimeError:
             pass
     return ", ".join(names) or None
-
-
-def numpy_blas() -> str | None:
-    """NumPy's BLAS library, version and threads (threadpoolctl), or None."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    return "; ".join(
-        f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
-        f"{i.get('num_threads')} threads)"
-        for i in threadpool_info() if i.get("user_api") == "blas"
-    ) or None
 
 
 def header(config, notes=()) -> dict:
@@ -150,8 +139,6 @@ def targets(records) -> list[dict]:
                         and r["device"] == dev and r["dtype"] == "bfloat16" and r["width"] >= 2048):
                     add(f"width-sweep bfloat16 width {r['width']} ({dev}): jaxprop / bf16 matmul "
                         ">= 0.5", r["roofline_ratio"], 0.5)
-    from jaxprop.bench import cnn, gpu  # their own targets: the CNN and the GPU rows
-
     return out + cnn.targets(records) + gpu.targets(records)
 
 
