@@ -1,9 +1,12 @@
-"""The two checks every layer's hand-written backward faces in the tests (tests/test_layers.py,
-tests/test_layers_cnn.py): jax.vjp of its own forward, and central finite differences."""
+"""Helpers several test files share: the two checks every layer's hand-written backward faces
+(tests/test_layers.py, tests/test_layers_cnn.py): jax.vjp of its own forward, and central finite
+differences; and the FLOPs of a forward pass's products (tests/test_bench*.py)."""
 
 import chex
 import jax
 from jax.test_util import check_vjp
+
+from jaxprop.train.compile import jaxpr_flops
 
 
 def assert_backward_matches_vjp(variant, layer, params, state, x, dy, tol, **kw):
@@ -40,3 +43,15 @@ def assert_backward_matches_finite_differences(layer, params, state, x, *, rtol,
 
     with jax.default_matmul_precision("highest"):
         check_vjp(f, f_vjp, (params, x), eps=1e-6, rtol=rtol, atol=atol)
+
+
+def product_flops(model, params, state, x_one) -> float:
+    """FLOPs of the matmuls and convolutions alone in ``model``'s traced forward pass on
+    ``x_one: (1, *in_shape)`` (what :func:`jaxprop.train.compile.forward_flops` counts, less the
+    elementwise work)."""
+    jaxpr = jax.make_jaxpr(lambda p, s, x: model.forward(p, s, x, train=False)[0])(
+        params, state, x_one).jaxpr
+    products = [e for e in jaxpr.eqns
+                if e.primitive.name in ("dot_general", "conv_general_dilated")]
+    return jaxpr_flops(jaxpr.replace(eqns=products))
+

@@ -17,9 +17,12 @@ import pytest
 import jaxprop as jp
 from jaxprop.bench import RECORD_KEYS, WORKLOADS, Bench, Config, compare, report
 from jaxprop.bench import numpy_baseline as nb
+from jaxprop.bench.flops import mlp_flops, step_flops
 from jaxprop.bench.timing import Worker, quiet
 from jaxprop.bench.workloads import mlp_cell
 from jaxprop.cli import main
+from jaxprop.train.compile import forward_flops
+from layer_checks import product_flops
 
 CASES = [  # (sizes, hidden activation, output activation, loss)
     ([2, 4, 1], "sigmoid", "sigmoid", "sse_half"),
@@ -163,6 +166,42 @@ def test_your_own_model_from_python():
     records = compare(model, "softmax_cross_entropy", x, t, repeats=2, warmup=1)
     mine = {r["impl"]: r for r in records if r["workload"] == "your model"}
     assert set(mine) == {"jaxprop", "jax.grad"} and mine["jaxprop"]["vs_jax_grad"] > 0
+    # GFLOP/s from the one traced count (not 6 x batch x params, which misses convolutions)
+    params, state = model.init_with_state(jax.random.key(0))
+    traced = step_flops(model, params, state, x)
+    assert all(r["gflops"] * r["median_s"] * 1e9 == pytest.approx(traced)
+               for r in mine.values())
+
+
+def test_compare_counts_a_cnn_by_its_traced_program():
+    """A digits-sized CNN: 6 x batch x params counted a third of its FLOPs (it reported 19
+    GFLOP/s while doing ~59); the traced count gets every convolution's positions."""
+    model = jp.parse_model("conv(16,3)-relu-maxpool(2)-conv(32,3)-relu-flatten-dense(64)-relu"
+                           "-dense(10)", (8, 8, 1))
+    params, state = model.init_with_state(jax.random.key(0))
+    x = np.zeros((64, 8, 8, 1), np.float32)
+    n_params = sum(np.size(p) for p in jax.tree.leaves(params))
+    products = product_flops(model, params, state, jax.ShapeDtypeStruct((1, 8, 8, 1), x.dtype))
+    assert step_flops(model, params, state, x) >= 3 * 64 * products > 2.5 * 6 * 64 * n_params
+
+
+def test_mlp_flops_are_the_traced_products_less_the_data_gradient():
+    """The MLP rows keep the closed form mlp_flops: the traced forward pass's products (exact
+    for matmuls) x3, less the first layer's input gradient 2bW1 that no implementation
+    computes, elementwise work left out; the traced count (the CNN rows', compare's) is that
+    plus 2bW1 and 3x the forward's elementwise work."""
+    sizes, batch = Config().mlp_sizes, 512
+    model = jp.mlp(list(sizes), "relu", "identity")
+    params, state = model.init_with_state(jax.random.key(0))
+    x_one = jax.ShapeDtypeStruct((1, sizes[0]), jnp.float32)
+    w1 = sizes[0] * sizes[1]
+    products = product_flops(model, params, state, x_one)
+    assert products == 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    assert mlp_flops(sizes, batch) == batch * (3 * products - 2 * w1)
+    elementwise = forward_flops(model, params, state, x_one) - products
+    assert 0 < elementwise < 0.01 * products
+    traced = step_flops(model, params, state, np.zeros((batch, sizes[0]), np.float32))
+    assert traced == pytest.approx(mlp_flops(sizes, batch) + batch * (2 * w1 + 3 * elementwise))
 
 
 @pytest.mark.parametrize("flag", ["--json", "--markdown"])

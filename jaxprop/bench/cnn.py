@@ -16,23 +16,22 @@ processes; see :mod:`jaxprop.bench.timing`):
 * the roofline: the machine's best measured float32 matmul rate (``roofline`` rows), against
   which ``roofline_ratio`` puts the CNN's GFLOP/s.
 
-GFLOP/s count ``6 x`` the multiply-adds of the convolutions and Dense layers per example (the
-forward pass, the input gradient and the weight gradient); that overstates by the first
-convolution's input gradient, which no implementation computes.
+GFLOP/s count 3x the traced forward pass per example (:func:`~jaxprop.bench.flops.step_flops`:
+the forward pass, the input gradient and the weight gradient; the convolutions and Dense layers
+exactly, ~4% more for the elementwise work); that overstates by the first convolution's input
+gradient, which no implementation computes.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import numpy as np
 
 import jaxprop as jp
+from jaxprop.bench.flops import step_flops
 from jaxprop.bench.harness import Entry
 from jaxprop.bench.numpy_cnn import from_jaxprop
 from jaxprop.bench.steps import jax_step
-from jaxprop.core.checks import output_shape
 
 LOSS = "softmax_cross_entropy"
 
@@ -44,18 +43,6 @@ def architecture(channels=(32, 64), dense: int = 128, classes: int = 10) -> str:
             f"-relu-dense({classes})")
 
 
-def forward_flops(model, in_shape) -> int:
-    """FLOPs of one example's forward pass through the layers with a weight ``W`` (convolutions
-    and Dense layers): ``2 x W.size`` per output position."""
-    params = jax.eval_shape(lambda k: model.init(k, in_shape)[0], jax.random.key(0))
-    flops, shape = 0, tuple(in_shape)
-    for layer, p in zip(model.layers, params):
-        shape = output_shape(layer, shape)
-        if isinstance(p, dict) and "W" in p:
-            flops += 2 * math.prod(shape[:-1]) * math.prod(p["W"].shape)
-    return flops
-
-
 def run(bench) -> None:
     """Time every implementation on the CNN workload and add the records to ``bench`` (a
     :class:`~jaxprop.bench.harness.Harness`; its config gives the sizes)."""
@@ -63,11 +50,11 @@ def run(bench) -> None:
     side, batch = cfg.cnn_side, cfg.cnn_batch
     text = architecture(cfg.cnn_channels, cfg.cnn_dense)
     model = jp.parse_model(text, (side, side, 1))
-    params0 = model.init(jax.random.key(0))
+    params0, state0 = model.init_with_state(jax.random.key(0))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, side, side, 1)).astype(np.float32)
     t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
-    flops = 3 * forward_flops(model, (side, side, 1)) * batch
+    flops = step_flops(model, params0, state0, x)
     work = dict(flops=flops, samples=batch, step_flops=flops)
     entries = []
     if bench.has("numpy"):
@@ -78,7 +65,7 @@ def run(bench) -> None:
         for impl in ("jaxprop", "jax.grad"):
             if bench.has(impl):
                 call, c = jax_step(bench, impl, model, LOSS, params0, x, t, "float32", dev,
-                                    "grad")
+                                   "grad")
                 entries.append(Entry(impl, "gradient", dname, bench.jax, bench.jax_job(call),
                                      cfg.warmup, c, **work, peak=bench.jax_peak(dname)))
     if bench.has("torch"):

@@ -5,7 +5,8 @@
 with: exact for matmuls and convolutions, one per element of elementwise operations) times 3 (the
 forward pass, the input gradients and the weight gradients). :func:`mlp_flops` is the MLP rows'
 closed form: the same products, less what no implementation computes (the gradient with
-respect to the data) and the elementwise work (tests/test_bench.py checks the relation).
+respect to the data), without the elementwise work: ``mlp_flops(sizes, b) == b (3P - 2 W_1)``
+for the traced forward pass's products ``P`` (tests/test_bench.py checks it).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import jaxprop as jp
 from jaxprop.bench import cnn as cnn_workload
 from jaxprop.bench import gpu as gpu_workload
 from jaxprop.bench import numpy_baseline as nb
-from jaxprop.bench.flops import mlp_flops
+from jaxprop.bench.flops import mlp_flops, step_flops
 from jaxprop.bench.harness import Config, Entry, Harness
 from jaxprop.bench.steps import grad_fn_for, jax_step
 from jaxprop.bench.timing import command_seconds, fresh_process
@@ -262,7 +262,8 @@ def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str =
       output_activation: the output layer's activation name.
       loss: the loss name.
       model: a model that replaces ``jp.mlp(sizes, ...)`` (it must take ``sizes[0]`` inputs and
-        give ``sizes[-1]`` outputs); then only the JAX implementations run.
+        give ``sizes[-1]`` outputs); then only the JAX implementations run, and its FLOPs are
+        the traced count (:func:`~jaxprop.bench.flops.step_flops`), not ``mlp_flops``.
 
     Returns:
       the cell's records (:meth:`~jaxprop.bench.harness.Harness.cell`).
@@ -273,7 +274,8 @@ def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str =
     if own:
         model = jp.mlp(list(sizes), activation, output_activation, dtype=jnp.dtype(dtype))
     params0 = model.init(jax.random.key(0))
-    flops = mlp_flops(sizes, batch)
+    flops = mlp_flops(sizes, batch) if own else step_flops(
+        model, params0, model.init_with_state(jax.random.key(0))[1], x)
     work = dict(flops=flops, samples=batch, step_flops=flops)
     acts = [activation] * (len(sizes) - 2) + [output_activation]
     entries = []
@@ -487,7 +489,8 @@ def compare(model, loss, x, t, *, impls=("jaxprop", "jax.grad"), step: str = "gr
 
     The hand-written gradient against ``jax.grad`` (``step="adam"``: a whole Adam training step),
     with the roofline of this machine, on the CPU. ``x: (batch, *in_shape)``; the dtype of ``x``
-    is the working dtype. GFLOP/s are an estimate: ``6 x batch x`` the number of params.
+    is the working dtype. GFLOP/s count 3x the traced forward pass per example
+    (:func:`~jaxprop.bench.flops.step_flops`: matmuls and convolutions exactly).
 
     Args:
       model: the model, built with its input shape (``model.init(key)`` must work).
@@ -516,9 +519,8 @@ def compare(model, loss, x, t, *, impls=("jaxprop", "jax.grad"), step: str = "gr
 
 def _user_cell(bench, model, loss, x, t, dtype, step):
     cfg = bench.config
-    params0 = model.init(jax.random.key(0))
-    n_weights = sum(int(np.size(p)) for p in jax.tree.leaves(params0))
-    flops = 6.0 * x.shape[0] * n_weights  # an estimate: a model's own FLOPs are not known
+    params0 = model.init(jax.random.key(0))  # (refuses a model with state)
+    flops = step_flops(model, params0, model.init_with_state(jax.random.key(0))[1], x)
     entries = []
     for dname, dev in bench.devices.items():
         for impl in ("jaxprop", "jax.grad"):
