@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprop.core.validate import is_int
 from jaxprop.train.step import TrainState
 
 FORMAT = "jaxprop-checkpoint"
@@ -322,7 +323,7 @@ def _check_header(path: Path, header: dict, arrays: dict) -> None:
         return ValueError(f"{path}: corrupt checkpoint header ({why})")
 
     epoch = header.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**31:
+    if not is_int(epoch) or not 0 <= epoch < 2**31:
         raise corrupt(f"epoch {epoch!r} is not a count of epochs")
     if not isinstance(header.get("config", {}), dict):
         raise corrupt("config is not an object")
