@@ -53,7 +53,7 @@ def test_numpy_gradients_equal_jaxprop_float64(sizes, act, out, loss):
     net = nb.NumpyMLP(sizes, act, out, loss)
     np_value, np_grads = net.loss_and_grad(nb.from_jaxprop(params), x, t)
     np.testing.assert_allclose(np_value, value, rtol=1e-10, atol=1e-12)
-    for (dW, db), g in zip(np_grads, [g for g in grads if g]):
+    for (dW, db), g in zip(np_grads, [g for g in grads if g], strict=True):
         np.testing.assert_allclose(dW, g["W"], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(db, g["b"], rtol=1e-10, atol=1e-12)
 
@@ -69,7 +69,7 @@ def test_numpy_training_loop_equals_jaxprop_gradient_descent():
     net = nb.NumpyMLP([2, 4, 1], "sigmoid", "sigmoid", "sse_half")
     start = nb.from_jaxprop(model.init(jax.random.key(0)))
     trained, _ = net.train(start, x, t, lr=0.1, epochs=25)
-    for (W, b), p in zip(trained, [p for p in params if p]):
+    for (W, b), p in zip(trained, [p for p in params if p], strict=True):
         np.testing.assert_allclose(W, p["W"], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(b, p["b"], rtol=1e-10, atol=1e-12)
     assert not np.shares_memory(trained[0][0], start[0][0])  # the inputs are left alone

@@ -30,7 +30,7 @@ def test_numpy_cnn_gradients_equal_jaxprop_float64(text, shape):
     np_value, np_grads = NumpyCNN(text).loss_and_grad(from_jaxprop(params), x, t)
     np.testing.assert_allclose(np_value, value, rtol=1e-12)
     assert len(np_grads) == len(grads)
-    for g, (name, _), ng in zip(grads, NumpyCNN(text).ops, np_grads):
+    for g, (name, _), ng in zip(grads, NumpyCNN(text).ops, np_grads, strict=True):
         if g:
             np.testing.assert_allclose(ng[0], g["W"], rtol=1e-10, atol=1e-12, err_msg=name)
             np.testing.assert_allclose(ng[1], g["b"], rtol=1e-10, atol=1e-12, err_msg=name)

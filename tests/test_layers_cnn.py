@@ -136,7 +136,7 @@ def conv_configs(draw):
     padding = draw(st.one_of(st.sampled_from(["SAME", "VALID"]), st.integers(0, 3),
                              st.tuples(st.tuples(st.integers(0, 3), st.integers(0, 3)),
                                        st.tuples(st.integers(0, 3), st.integers(0, 3)))))
-    span = [(ki - 1) * di + 1 for ki, di in zip(k, d)]
+    span = [(ki - 1) * di + 1 for ki, di in zip(k, d, strict=True)]
     hw = (draw(st.integers(span[0], span[0] + 5)), draw(st.integers(span[1], span[1] + 5)))
     return k, s, d, padding, hw, draw(st.integers(1, 3)), draw(st.integers(1, 3))
 

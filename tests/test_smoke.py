@@ -23,7 +23,7 @@ def test_mlp_gradient_matches_jax_grad():
     loss = jp.get_loss("mse")
     ref_value, ref_grads = jax.value_and_grad(lambda p: loss.value(model.apply(p, x), t))(params)
     assert jnp.allclose(value, ref_value)
-    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
         assert jnp.allclose(g, r, rtol=1e-10, atol=1e-12)
 
 
