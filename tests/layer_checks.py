@@ -1,10 +1,15 @@
 """Helpers several test files share: the two checks every layer's hand-written backward faces
 (tests/test_layers.py, tests/test_layers_cnn.py): jax.vjp of its own forward, and central finite
-differences; and the FLOPs of a forward pass's products (tests/test_bench*.py)."""
+differences; the test layer ``Scale`` with its planted bugs (tests/test_gradcheck_catalogue.py,
+tests/test_cli_check_user_code.py); and the FLOPs of a forward pass's products
+(tests/test_bench*.py)."""
 
 import chex
 import jax
+import jax.numpy as jnp
 from jax.test_util import check_vjp
+
+import jaxprop as jp
 
 from jaxprop.train.compile import jaxpr_flops
 
@@ -43,6 +48,40 @@ def assert_backward_matches_finite_differences(layer, params, state, x, *, rtol,
 
     with jax.default_matmul_precision("highest"):
         check_vjp(f, f_vjp, (params, x), eps=1e-6, rtol=rtol, atol=atol)
+
+
+def Scale(bug=None, *, name=None):
+    """y = x * s, one learnable s per feature, s starting at 1 (docs/layers.md).
+
+    ``bug`` plants a slip in the backward pass: ``"forgets_s"`` (dL/dx = dy: right only while
+    s == 1), ``"first_example_only"`` (the batch sum dropped: right only for batch 1),
+    ``"wrong_shaped_dparams"`` ((1, n) for an (n,) parameter), ``"none_grads"``,
+    ``"wrong_dtype"`` (dx in bfloat16). The layer is named ``name``, by default ``scale``, or
+    ``scale[bug]`` with a bug."""
+
+    def init(key, in_shape):
+        return {"s": jnp.ones(in_shape[-1:])}, (), tuple(in_shape)
+
+    def forward(params, state, x, *, key=None, train=True):
+        return x * params["s"], x, state
+
+    def backward(params, x, dy):
+        ds = (dy * x).reshape(-1, x.shape[-1]).sum(0)
+        dx = dy * params["s"]
+        if bug == "forgets_s":
+            dx = dy
+        elif bug == "first_example_only":
+            ds = (dy * x).reshape(-1, x.shape[-1])[0]
+        elif bug == "wrong_shaped_dparams":
+            ds = ds[None]
+        elif bug == "none_grads":
+            return None, dx
+        elif bug == "wrong_dtype":
+            dx = dx.astype(jnp.bfloat16)
+        return {"s": ds}, dx
+
+    name = name or ("scale" if bug is None else f"scale[{bug}]")
+    return jp.Layer(init, forward, backward, name=name)
 
 
 def product_flops(model, params, state, x_one) -> float:
