@@ -4,14 +4,23 @@ differences; the test layer ``Scale`` with its planted bugs (tests/test_gradchec
 tests/test_cli_check_user_code.py); and the FLOPs of a forward pass's products
 (tests/test_bench*.py)."""
 
+import contextlib
+
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.test_util import check_vjp
 
 import jaxprop as jp
 
 from jaxprop.train.compile import jaxpr_flops
+
+
+def x64_if_float64(dtype):
+    """``jax.enable_x64`` for a float64 ``dtype``, else nothing: the x64 marker of a
+    unittest-style case (a pytest mark cannot pick its float64 parameters)."""
+    return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
 
 
 def assert_backward_matches_vjp(variant, layer, params, state, x, dy, tol, **kw):

@@ -44,6 +44,7 @@ def _data(sizes, loss, batch=7):
     return x, t
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("sizes,act,out,loss", CASES)
 def test_numpy_gradients_equal_jaxprop_float64(sizes, act, out, loss):
     model = jp.mlp(sizes, act, out, dtype=jnp.float64)

@@ -16,6 +16,7 @@ import jaxprop as jp
 from layer_checks import (
     assert_backward_matches_finite_differences,
     assert_backward_matches_vjp,
+    x64_if_float64,
 )
 
 # name -> (constructor(dtype), one example's shape, forward keywords)
@@ -73,8 +74,10 @@ class LayerBackwardTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(*CASES)
     def test_backward_matches_jax_vjp(self, name, dtype):
-        layer, params, state, x, dy, kw = setup(name, dtype)
-        assert_backward_matches_vjp(self.variant, layer, params, state, x, dy, TOL[dtype], **kw)
+        with x64_if_float64(dtype):
+            layer, params, state, x, dy, kw = setup(name, dtype)
+            assert_backward_matches_vjp(self.variant, layer, params, state, x, dy, TOL[dtype],
+                                        **kw)
 
 
 @pytest.mark.x64
