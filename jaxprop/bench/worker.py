@@ -21,6 +21,9 @@ from jaxprop.bench.jobs import FACTORIES, INFO
 from jaxprop.bench.timing import block_time, quiet, time_calls
 
 
+COMMANDS = ("pid", "setup", "warm", "time", "drop", "info")  # and "close"
+
+
 def main() -> None:
     out = os.fdopen(os.dup(1), "wb")  # the protocol's channel; stray prints go to stderr
     os.dup2(2, 1)
@@ -36,35 +39,39 @@ def main() -> None:
             command, args, kwargs = pickle.load(inp)
         except EOFError:
             return
+        if command == "close":
+            reply(None)
+            return
+        if command not in COMMANDS:
+            reply(f"unknown command {command!r}", ok=False)
+            continue
         try:
-            if command == "close":
-                reply(None)
-                return
-            if command == "pid":
-                reply(os.getpid())
-            elif command == "setup":
-                name, factory = args
-                jobs[name] = FACTORIES[factory](**kwargs)
-                reply(None)
-            elif command == "warm":
-                name, n = args
-                call, sync = jobs[name]
-                time_calls(call, repeats=0, warmup=n, sync=sync)
-                quiet()
-                reply(None)
-            elif command == "time":
-                name, calls = args
-                seconds = block_time(*jobs[name], calls)
-                reply((seconds, quiet()))
-            elif command == "drop":
-                jobs.pop(args[0], None)
-                reply(None)
-            elif command == "info":
-                reply(INFO[args[0]]())
-            else:
-                reply(f"unknown command {command!r}", ok=False)
+            reply(_answer(jobs, command, args, kwargs))
         except Exception as e:  # noqa: BLE001 - report it to the parent, keep serving
             reply(f"{type(e).__name__}: {e}", ok=False)
+
+
+def _answer(jobs: dict, command: str, args, kwargs):
+    """What the worker answers to ``command`` (one of ``COMMANDS``), acting on ``jobs``."""
+    if command == "pid":
+        return os.getpid()
+    if command == "setup":
+        name, factory = args
+        jobs[name] = FACTORIES[factory](**kwargs)
+    elif command == "warm":
+        name, n = args
+        call, sync = jobs[name]
+        time_calls(call, repeats=0, warmup=n, sync=sync)
+        quiet()
+    elif command == "time":
+        name, calls = args
+        seconds = block_time(*jobs[name], calls)
+        return seconds, quiet()
+    elif command == "drop":
+        jobs.pop(args[0], None)
+    elif command == "info":
+        return INFO[args[0]]()
+    return None
 
 
 if __name__ == "__main__":
