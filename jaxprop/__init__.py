@@ -10,84 +10,63 @@ the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples)
 ``jaxprop.bench`` and ``jaxprop.cli``.
 """
 
-import gc as _gc
+import importlib
 
-# Importing jaxprop (with JAX and optax) makes some 200,000 objects that live as long as the
-# process; the garbage collector's full passes during the imports would walk all of them again
-# and again (half of this package's import time, a fifth of JAX's). It is paused while they load
-# and runs as before afterwards.
-_gc_was_enabled = _gc.isenabled()
-_gc.disable()
-try:
-    from jaxprop.core.backprop import loss_and_grad_fn, loss_grad_state_fn, value_and_grad
-    from jaxprop.core.checks import BackwardError, check_output_fits_loss, validate_data
-    from jaxprop.core.conv import AvgPool2D, Conv2D, MaxPool2D
-    from jaxprop.core.layers import (
-        ACTIVATIONS,
-        INITIALIZERS,
-        Dense,
-        Dropout,
-        Flatten,
-        Gelu,
-        Identity,
-        Layer,
-        LeakyRelu,
-        Relu,
-        Reshape,
-        Sigmoid,
-        Softmax,
-        Softplus,
-        Tanh,
-        activation,
-        elementwise,
-        get_initializer,
-    )
-    from jaxprop.core.losses import LOSSES, Loss, get_loss, make_loss
-    from jaxprop.core.network import Model, Residual, mlp, serial
-    from jaxprop.core.norm import BatchNorm, LayerNorm
-    from jaxprop.core.spec import parse_model
-    from jaxprop.saving import load, save
-    from jaxprop.scale.bridge import as_jax_function
-    from jaxprop.scale.parallel import (
-        data_mesh,
-        data_parallel_grad_fn,
-        data_parallel_inputs,
-        make_data_parallel_step,
-        shard_batch,
-    )
-    from jaxprop.scale.per_example import clip_per_example, per_example_grads, per_example_norms
-    from jaxprop.scale.population import PopulationResult, fit_population, init_population
-    from jaxprop.tools.gradcheck import (
-        GradCheckReport,
-        LayerCheck,
-        LayerReport,
-        LeafCheck,
-        check_gradients,
-        check_layer,
-        check_loss,
-    )
-    from jaxprop.train import (
-        OPTIMIZERS,
-        PRECISIONS,
-        Precision,
-        get_precision,
-        History,
-        TrainingDiverged,
-        TrainingInterrupted,
-        TrainState,
-        enable_compilation_cache,
-        fit,
-        fit_state,
-        init_state,
-        make_epoch_fn,
-        make_eval_fn,
-        make_train_epochs,
-        make_train_step,
-        masked_loss_and_grad_fn,
-    )
-finally:
-    if _gc_was_enabled:
-        _gc.enable()
+# Each public name and the module it lives in. They load on first use (PEP 562): importing
+# jaxprop imports neither JAX nor anything else, and changes nothing process-wide; `jaxprop`
+# the command pauses the garbage collector while it loads them (jaxprop.cli.main).
+_EXPORTS = {
+    "jaxprop.core.backprop": ("loss_and_grad_fn", "loss_grad_state_fn", "value_and_grad"),
+    "jaxprop.core.checks": ("BackwardError", "check_output_fits_loss", "validate_data"),
+    "jaxprop.core.conv": ("AvgPool2D", "Conv2D", "MaxPool2D"),
+    "jaxprop.core.layers": (
+        "ACTIVATIONS", "INITIALIZERS", "Dense", "Dropout", "Flatten", "Gelu", "Identity", "Layer",
+        "LeakyRelu", "Relu", "Reshape", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation",
+        "elementwise", "get_initializer",
+    ),
+    "jaxprop.core.losses": ("LOSSES", "Loss", "get_loss", "make_loss"),
+    "jaxprop.core.network": ("Model", "Residual", "mlp", "serial"),
+    "jaxprop.core.norm": ("BatchNorm", "LayerNorm"),
+    "jaxprop.core.spec": ("parse_model",),
+    "jaxprop.saving": ("load", "save"),
+    "jaxprop.scale.bridge": ("as_jax_function",),
+    "jaxprop.scale.parallel": (
+        "data_mesh", "data_parallel_grad_fn", "data_parallel_inputs", "make_data_parallel_step",
+        "shard_batch",
+    ),
+    "jaxprop.scale.per_example": ("clip_per_example", "per_example_grads", "per_example_norms"),
+    "jaxprop.scale.population": ("PopulationResult", "fit_population", "init_population"),
+    "jaxprop.tools.gradcheck": (
+        "GradCheckReport", "LayerCheck", "LayerReport", "LeafCheck", "check_gradients",
+        "check_layer", "check_loss",
+    ),
+    "jaxprop.train": (
+        "OPTIMIZERS", "PRECISIONS", "Precision", "get_precision", "History", "TrainingDiverged",
+        "TrainingInterrupted", "TrainState", "enable_compilation_cache", "fit", "fit_state",
+        "init_state", "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
+        "masked_loss_and_grad_fn",
+    ),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+# the subpackages and modules ``jaxprop.NAME`` reaches without an import of its own
+_SUBMODULES = ("bench", "checkpoint", "cli", "core", "data", "device", "plots", "predict", "runs",
+               "saving", "scale", "tools", "train")
+
+
+def __getattr__(name: str):
+    """``jaxprop.NAME``: the public name (its module imported on first use), or a submodule."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value  # from now on a plain attribute
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE) | set(_SUBMODULES))
+
 
 __version__ = "0.1.0"
 

@@ -32,6 +32,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprop.core.validate import is_int
 from jaxprop.train.step import TrainState
 
 FORMAT = "jaxprop-checkpoint"
@@ -48,9 +50,8 @@ READABLE_VERSIONS = (1, 2)
 TREES = ("params", "opt_state", "model_state")
 FILENAME = "checkpoint.npz"
 TMP_SUFFIX = ".tmp"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's temporaries are 0o600
+_UMASK_LOCK = threading.Lock()
+_SET_UMASK: list[int] = []  # the umask, read once by setting it, where /proc cannot tell
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,6 +115,33 @@ def restore_tree(where: str, what: str, entry: dict, arrays: dict, template) -> 
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file now: ``0o666`` less the process's umask
+    (``mkstemp``'s temporaries are ``0o600``)."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read when a file is written (not at import: importing jaxprop
+    changes nothing process-wide). Linux says it in ``/proc/self/status``; elsewhere
+    ``os.umask`` is the only reader, and it sets the umask to read it: done once, at the first
+    write, under a lock, and put back at once (another thread creating a file in that instant
+    would get 0o022)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        if not _SET_UMASK:
+            mask = os.umask(0o022)
+            os.umask(mask)
+            _SET_UMASK.append(mask)
+    return _SET_UMASK[0]
+
+
 def write_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file ``.NAME.*.tmp`` in the same
     folder, fsync'ed, then renamed over ``path`` (the rename made durable too): a reader sees
@@ -122,7 +150,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         if hasattr(os, "fchmod"):
-            os.fchmod(fd, FILE_MODE)
+            os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -322,7 +350,7 @@ def _check_header(path: Path, header: dict, arrays: dict) -> None:
         return ValueError(f"{path}: corrupt checkpoint header ({why})")
 
     epoch = header.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**31:
+    if not is_int(epoch) or not 0 <= epoch < 2**31:
         raise corrupt(f"epoch {epoch!r} is not a count of epochs")
     if not isinstance(header.get("config", {}), dict):
         raise corrupt("config is not an object")

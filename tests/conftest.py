@@ -1,6 +1,7 @@
 """Shared test setup. The suite runs in JAX's default float32 mode, as users do; a test gets
-float64 (``jax_enable_x64``) only when it asks: the ``x64`` marker, or a float64 parameter
-(a ``dtype`` of float64 or an id naming ``float64``/``f64``)."""
+float64 (``jax_enable_x64``) only when it asks: the ``x64`` marker, or a float64 ``dtype``
+parameter (a unittest-style case enters ``layer_checks.x64_if_float64`` itself). A test's name
+asks for nothing."""
 
 import jax
 import numpy as np
@@ -11,11 +12,8 @@ def _wants_float64(request) -> bool:
     if request.node.get_closest_marker("x64") is not None:
         return True
     params = getattr(getattr(request.node, "callspec", None), "params", {})
-    for value in params.values():
-        if isinstance(value, (type, np.dtype)) and np.dtype(value) == np.float64:
-            return True
-    name = request.node.name
-    return "float64" in name or "f64" in name
+    return any(isinstance(value, (type, np.dtype)) and np.dtype(value) == np.float64
+               for value in params.values())
 
 
 @pytest.fixture(autouse=True)

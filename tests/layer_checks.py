@@ -1,9 +1,26 @@
-"""The two checks every layer's hand-written backward faces in the tests (tests/test_layers.py,
-tests/test_layers_cnn.py): jax.vjp of its own forward, and central finite differences."""
+"""Helpers several test files share: the two checks every layer's hand-written backward faces
+(tests/test_layers.py, tests/test_layers_cnn.py): jax.vjp of its own forward, and central finite
+differences; the test layer ``Scale`` with its planted bugs (tests/test_gradcheck_catalogue.py,
+tests/test_cli_check_user_code.py); and the FLOPs of a forward pass's products
+(tests/test_bench*.py)."""
+
+import contextlib
 
 import chex
 import jax
+import jax.numpy as jnp
+import numpy as np
 from jax.test_util import check_vjp
+
+import jaxprop as jp
+
+from jaxprop.train.compile import jaxpr_flops
+
+
+def x64_if_float64(dtype):
+    """``jax.enable_x64`` for a float64 ``dtype``, else nothing: the x64 marker of a
+    unittest-style case (a pytest mark cannot pick its float64 parameters)."""
+    return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
 
 
 def assert_backward_matches_vjp(variant, layer, params, state, x, dy, tol, **kw):
@@ -40,3 +57,49 @@ def assert_backward_matches_finite_differences(layer, params, state, x, *, rtol,
 
     with jax.default_matmul_precision("highest"):
         check_vjp(f, f_vjp, (params, x), eps=1e-6, rtol=rtol, atol=atol)
+
+
+def Scale(bug=None, *, name=None):
+    """y = x * s, one learnable s per feature, s starting at 1 (docs/layers.md).
+
+    ``bug`` plants a slip in the backward pass: ``"forgets_s"`` (dL/dx = dy: right only while
+    s == 1), ``"first_example_only"`` (the batch sum dropped: right only for batch 1),
+    ``"wrong_shaped_dparams"`` ((1, n) for an (n,) parameter), ``"none_grads"``,
+    ``"wrong_dtype"`` (dx in bfloat16). The layer is named ``name``, by default ``scale``, or
+    ``scale[bug]`` with a bug."""
+
+    def init(key, in_shape):
+        return {"s": jnp.ones(in_shape[-1:])}, (), tuple(in_shape)
+
+    def forward(params, state, x, *, key=None, train=True):
+        return x * params["s"], x, state
+
+    def backward(params, x, dy):
+        ds = (dy * x).reshape(-1, x.shape[-1]).sum(0)
+        dx = dy * params["s"]
+        if bug == "forgets_s":
+            dx = dy
+        elif bug == "first_example_only":
+            ds = (dy * x).reshape(-1, x.shape[-1])[0]
+        elif bug == "wrong_shaped_dparams":
+            ds = ds[None]
+        elif bug == "none_grads":
+            return None, dx
+        elif bug == "wrong_dtype":
+            dx = dx.astype(jnp.bfloat16)
+        return {"s": ds}, dx
+
+    name = name or ("scale" if bug is None else f"scale[{bug}]")
+    return jp.Layer(init, forward, backward, name=name)
+
+
+def product_flops(model, params, state, x_one) -> float:
+    """FLOPs of the matmuls and convolutions alone in ``model``'s traced forward pass on
+    ``x_one: (1, *in_shape)`` (what :func:`jaxprop.train.compile.forward_flops` counts, less the
+    elementwise work)."""
+    jaxpr = jax.make_jaxpr(lambda p, s, x: model.forward(p, s, x, train=False)[0])(
+        params, state, x_one).jaxpr
+    products = [e for e in jaxpr.eqns
+                if e.primitive.name in ("dot_general", "conv_general_dilated")]
+    return jaxpr_flops(jaxpr.replace(eqns=products))
+

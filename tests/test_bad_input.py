@@ -67,6 +67,7 @@ def test_integer_x(net):
         jp.value_and_grad(model, "mse", params, np.ones((5, 3), np.int64), t)
 
 
+@pytest.mark.x64
 def test_float64_data_is_cast_to_float32_params(net):
     # NumPy and JAX arrays alike follow the params' dtype (issue 11: a JAX float64 array used
     # to be refused while a NumPy one was cast)

@@ -3,9 +3,11 @@
 No speed is asserted here: timings live in benchmarks/ and benchmarks/README.md.
 """
 
+import ast
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,9 +17,12 @@ import pytest
 import jaxprop as jp
 from jaxprop.bench import RECORD_KEYS, WORKLOADS, Bench, Config, compare, report
 from jaxprop.bench import numpy_baseline as nb
+from jaxprop.bench.flops import mlp_flops, step_flops
 from jaxprop.bench.timing import Worker, quiet
 from jaxprop.bench.workloads import mlp_cell
 from jaxprop.cli import main
+from jaxprop.train.compile import forward_flops
+from layer_checks import product_flops
 
 CASES = [  # (sizes, hidden activation, output activation, loss)
     ([2, 4, 1], "sigmoid", "sigmoid", "sse_half"),
@@ -39,6 +44,7 @@ def _data(sizes, loss, batch=7):
     return x, t
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("sizes,act,out,loss", CASES)
 def test_numpy_gradients_equal_jaxprop_float64(sizes, act, out, loss):
     model = jp.mlp(sizes, act, out, dtype=jnp.float64)
@@ -48,7 +54,7 @@ def test_numpy_gradients_equal_jaxprop_float64(sizes, act, out, loss):
     net = nb.NumpyMLP(sizes, act, out, loss)
     np_value, np_grads = net.loss_and_grad(nb.from_jaxprop(params), x, t)
     np.testing.assert_allclose(np_value, value, rtol=1e-10, atol=1e-12)
-    for (dW, db), g in zip(np_grads, [g for g in grads if g]):
+    for (dW, db), g in zip(np_grads, [g for g in grads if g], strict=True):
         np.testing.assert_allclose(dW, g["W"], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(db, g["b"], rtol=1e-10, atol=1e-12)
 
@@ -64,7 +70,7 @@ def test_numpy_training_loop_equals_jaxprop_gradient_descent():
     net = nb.NumpyMLP([2, 4, 1], "sigmoid", "sigmoid", "sse_half")
     start = nb.from_jaxprop(model.init(jax.random.key(0)))
     trained, _ = net.train(start, x, t, lr=0.1, epochs=25)
-    for (W, b), p in zip(trained, [p for p in params if p]):
+    for (W, b), p in zip(trained, [p for p in params if p], strict=True):
         np.testing.assert_allclose(W, p["W"], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(b, p["b"], rtol=1e-10, atol=1e-12)
     assert not np.shares_memory(trained[0][0], start[0][0])  # the inputs are left alone
@@ -161,6 +167,42 @@ def test_your_own_model_from_python():
     records = compare(model, "softmax_cross_entropy", x, t, repeats=2, warmup=1)
     mine = {r["impl"]: r for r in records if r["workload"] == "your model"}
     assert set(mine) == {"jaxprop", "jax.grad"} and mine["jaxprop"]["vs_jax_grad"] > 0
+    # GFLOP/s from the one traced count (not 6 x batch x params, which misses convolutions)
+    params, state = model.init_with_state(jax.random.key(0))
+    traced = step_flops(model, params, state, x)
+    assert all(r["gflops"] * r["median_s"] * 1e9 == pytest.approx(traced)
+               for r in mine.values())
+
+
+def test_compare_counts_a_cnn_by_its_traced_program():
+    """A digits-sized CNN: 6 x batch x params counted a third of its FLOPs (it reported 19
+    GFLOP/s while doing ~59); the traced count gets every convolution's positions."""
+    model = jp.parse_model("conv(16,3)-relu-maxpool(2)-conv(32,3)-relu-flatten-dense(64)-relu"
+                           "-dense(10)", (8, 8, 1))
+    params, state = model.init_with_state(jax.random.key(0))
+    x = np.zeros((64, 8, 8, 1), np.float32)
+    n_params = sum(np.size(p) for p in jax.tree.leaves(params))
+    products = product_flops(model, params, state, jax.ShapeDtypeStruct((1, 8, 8, 1), x.dtype))
+    assert step_flops(model, params, state, x) >= 3 * 64 * products > 2.5 * 6 * 64 * n_params
+
+
+def test_mlp_flops_are_the_traced_products_less_the_data_gradient():
+    """The MLP rows keep the closed form mlp_flops: the traced forward pass's products (exact
+    for matmuls) x3, less the first layer's input gradient 2bW1 that no implementation
+    computes, elementwise work left out; the traced count (the CNN rows', compare's) is that
+    plus 2bW1 and 3x the forward's elementwise work."""
+    sizes, batch = Config().mlp_sizes, 512
+    model = jp.mlp(list(sizes), "relu", "identity")
+    params, state = model.init_with_state(jax.random.key(0))
+    x_one = jax.ShapeDtypeStruct((1, sizes[0]), jnp.float32)
+    w1 = sizes[0] * sizes[1]
+    products = product_flops(model, params, state, x_one)
+    assert products == 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    assert mlp_flops(sizes, batch) == batch * (3 * products - 2 * w1)
+    elementwise = forward_flops(model, params, state, x_one) - products
+    assert 0 < elementwise < 0.01 * products
+    traced = step_flops(model, params, state, np.zeros((batch, sizes[0]), np.float32))
+    assert traced == pytest.approx(mlp_flops(sizes, batch) + batch * (2 * w1 + 3 * elementwise))
 
 
 @pytest.mark.parametrize("flag", ["--json", "--markdown"])
@@ -207,3 +249,70 @@ def test_torch_cells_run_when_torch_is_installed():
     assert {(r["workload"], r["impl"]) for r in bench.records} >= {
         ("mlp-grad", "numpy"), ("mlp-grad", "torch"), ("mlp-adam", "torch")}
     assert all(r["process"] == "worker" for r in bench.records if r["impl"] == "torch")
+
+
+BENCH = Path(jp.__file__).parent / "bench"
+
+
+def _bench_imports() -> dict[str, set[str]]:
+    """``{module: the bench modules it imports}`` from every import statement of
+    jaxprop/bench, function-level ones included (``from jaxprop.bench import X``: X, or the
+    package's ``__init__`` when X is not a module)."""
+    modules = {p.stem for p in BENCH.glob("*.py")}
+    graph = {}
+    for path in BENCH.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "jaxprop.bench":
+                deps |= {a.name if a.name in modules else "__init__" for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "jaxprop.bench."):
+                deps.add(node.module.split(".")[2])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[2] for a in node.names
+                         if a.name.startswith("jaxprop.bench.")}
+        graph[path.stem] = deps - {path.stem}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as a list of modules, or None."""
+    state: dict[str, str] = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                return path[path.index(dep):] + [dep]
+            if dep not in state and (found := visit(dep, path + [dep])):
+                return found
+        state[node] = "done"
+        return None
+
+    return next((c for n in sorted(graph) if n not in state and (c := visit(n, [n]))), None)
+
+
+def test_bench_modules_import_each_other_without_a_cycle():
+    graph = _bench_imports()
+    assert {"jobs", "steps", "flops", "workloads", "cnn", "gpu"} <= set(graph)
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the checker
+    assert "workloads" not in graph["cnn"] | graph["gpu"] | graph["harness"]
+
+
+def test_no_bench_module_imports_a_private_name_of_another():
+    for path in BENCH.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        modules = {a.asname or a.name for node in ast.walk(tree)
+                   if isinstance(node, (ast.Import, ast.ImportFrom))
+                   for a in node.names if isinstance(node, ast.Import)
+                   or (node.module or "").startswith("jaxprop")}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jaxprop"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in modules and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                raise AssertionError(f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}")
+

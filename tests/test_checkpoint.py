@@ -114,3 +114,16 @@ def test_only_our_own_stale_temporaries_are_removed(tmp_path):
         f.write_bytes(b"x")
     assert checkpoint.remove_stale_temporaries(tmp_path, ["checkpoint.npz"]) == [ours]
     assert theirs.exists() and not ours.exists()
+
+
+@pytest.mark.parametrize("epoch", [True, -1, 1.5, "3", 2**31])
+def test_an_epoch_that_is_not_a_count_is_a_corrupt_header(tmp_path, epoch):
+    path = checkpoint.save(tmp_path, _state(epoch=1), {})
+    with np.load(path, allow_pickle=False) as z:
+        arrays = dict(z)
+    header = json.loads(arrays["__header__"].tobytes())
+    arrays["__header__"] = np.frombuffer(json.dumps({**header, "epoch": epoch}).encode(),
+                                         np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="corrupt checkpoint header .epoch .* is not a count"):
+        checkpoint.load(path)

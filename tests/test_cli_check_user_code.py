@@ -9,25 +9,11 @@ import pytest
 from jaxprop.cli import main
 
 USER_CODE = textwrap.dedent('''
-    import jax.numpy as jnp
     import jaxprop as jp
+    from layer_checks import Scale  # y = x * s (tests/layer_checks.py)
 
-    def Scale(forget_s=False):
-        """y = x * s; the buggy version forgets s in dx (hidden while s == 1)."""
-        def init(key, in_shape):
-            return {"s": jnp.ones(in_shape[-1:])}, (), tuple(in_shape)
-
-        def forward(params, state, x, *, key=None, train=True):
-            return x * params["s"], x, state
-
-        def backward(params, x, dy):
-            ds = (dy * x).reshape(-1, x.shape[-1]).sum(0)
-            return {"s": ds}, dy if forget_s else dy * params["s"]
-
-        return jp.Layer(init, forward, backward, name="scale")
-
-    def BuggyScale():
-        return Scale(forget_s=True)
+    def BuggyScale():  # forgets s in dx (hidden while s == 1)
+        return Scale("forgets_s", name="scale")
 
     good_scale = Scale()
 

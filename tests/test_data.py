@@ -271,7 +271,7 @@ def test_nan_in_an_image_names_its_position():
         np.array([[-300, 2], [3, 40000 // 2]], np.int16),
         np.array([[1, -2], [3, 2**30]], np.int32),
         np.array([1.5, -2.25, 1e30], np.float32),
-        np.array([[np.pi]], np.float64),
+        pytest.param(np.array([[np.pi]], np.float64), marks=pytest.mark.x64),
     ],
     ids=["images", "labels", "int8", "int16", "int32", "float32", "float64"],
 )

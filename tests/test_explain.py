@@ -120,14 +120,14 @@ def test_update_biases_and_agreement_with_autodiff():
 
     def loss(params):
         a = jnp.asarray(spec.input)
-        for (W, b), f in zip(params, acts):
+        for (W, b), f in zip(params, acts, strict=True):
             a = f(a @ W + b)
         return jnp.mean((a - spec.target) ** 2)
 
     grads = jax.grad(loss)(params)
     close(r["steps"][0]["loss"], loss(params), 1e-12)
     a = spec.input
-    for (W, b), (gW, gb), f, got in zip(params, grads, acts, r["steps"][0]["layers"]):
+    for (W, b), (gW, gb), f, got in zip(params, grads, acts, r["steps"][0]["layers"], strict=True):
         z = a @ np.asarray(W) + np.asarray(b)
         a = np.asarray(f(z))
         close(got["z"], z, 1e-12)
@@ -141,7 +141,7 @@ def test_update_biases_and_agreement_with_autodiff():
 
     fixed = ex.explain(_spec(update_biases=False), steps=3)
     for step in fixed["steps"]:
-        for ls, got in zip(spec.layers, step["layers"]):
+        for ls, got in zip(spec.layers, step["layers"], strict=True):
             assert got["b_after"] == ls.b.tolist()
             assert any(v != 0 for v in got["db"])  # the gradient is still reported
 
@@ -360,6 +360,7 @@ def test_cli_list_examples(capsys):
     assert names == ["2-2-1", "2-2-2"]
 
 
+@pytest.mark.x64
 def test_subprocess_json_float64_without_global_x64():
     """A fresh process (x64 off): the CLI JSON is float64-exact and explain leaves x64 off."""
     out = subprocess.run(

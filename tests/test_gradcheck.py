@@ -91,6 +91,7 @@ def test_cli_check_default_preset_exits_0(capsys):
     assert "layer 0 Dense(8) W" in out and "OK: all 10 gradient leaves agree" in out
 
 
+@pytest.mark.x64
 def test_cli_check_sizes_float64(capsys):
     argv = ["check", "--sizes", "3,5,4", "--activation", "softplus", "--output-activation",
             "identity", "--loss", "softmax_cross_entropy", "--dtype", "float64", "--batch", "3"]

@@ -11,38 +11,12 @@ import pytest
 
 import jaxprop as jp
 from jaxprop.data import load
+from layer_checks import Scale
 
 WIDTH = 6  # features into and out of every planted layer (so W can be square)
 
 
-# -- planted layers ---------------------------------------------------------------------------
-
-
-def Scale(bug=None):
-    """y = x * s, one learnable s per feature, s starting at 1 (docs/layers.md)."""
-
-    def init(key, in_shape):
-        return {"s": jnp.ones(in_shape[-1:])}, (), tuple(in_shape)
-
-    def forward(params, state, x, *, key=None, train=True):
-        return x * params["s"], x, state
-
-    def backward(params, x, dy):
-        ds = (dy * x).reshape(-1, x.shape[-1]).sum(0)
-        dx = dy * params["s"]
-        if bug == "forgets_s":  # dL/dx = dy: right only while s == 1
-            dx = dy
-        elif bug == "first_example_only":  # the batch sum dropped: right only for batch 1
-            ds = (dy * x).reshape(-1, x.shape[-1])[0]
-        elif bug == "wrong_shaped_dparams":  # (1, n) for an (n,) parameter
-            ds = ds[None]
-        elif bug == "none_grads":
-            return None, dx
-        elif bug == "wrong_dtype":
-            dx = dx.astype(jnp.bfloat16)
-        return {"s": ds}, dx
-
-    return jp.Layer(init, forward, backward, name=f"scale[{bug}]")
+# -- planted layers (and Scale, y = x * s with its slips: tests/layer_checks.py) --------------
 
 
 def MyDense(bug=None):

@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent("""
         v4, g4 = data_parallel_grad_fn(model, loss, mesh)(params, x, t)
         out[loss] = [float(abs(v1 - v4) / abs(v1))] + [
             float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(a))))
-            for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4))]
+            for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4), strict=True)]
     xs, ts = shard_batch(mesh, x, t)
     out["x_shards"] = sorted({s.data.shape[0] for s in xs.addressable_shards})
     hlo = jax.jit(jp.loss_and_grad_fn(model, "mse")).lower(
@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent("""
     out["train_loss"] = [v1, v4]
     out["train_param_diff"] = max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-        for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)))
+        for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4), strict=True))
     leaf = jax.tree.leaves(p4)[0]
     out["param_replicated"] = leaf.is_fully_replicated and len(leaf.sharding.device_set) == 4
     # the training helper's fit_state, unchanged, on data_parallel_inputs
@@ -65,7 +65,7 @@ SCRIPT = textwrap.dedent("""
     s4, h4 = fit_state(model, "mse", opt, data, epochs=30, state=st)
     out["fit_state_diff"] = max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params)))
+        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params), strict=True))
     out["fit_state_sharded"] = len(jax.tree.leaves(s4.params)[0].sharding.device_set)
     # the CLI: jaxprop train --data-parallel equals the one-device run; indivisible -> exit 2
     import contextlib, io, tempfile
@@ -96,7 +96,7 @@ SCRIPT = textwrap.dedent("""
     out["padded_fit"] = [h1.records[-1]["train_loss"], h4.records[-1]["train_loss"]]
     out["padded_fit_diff"] = max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params)))
+        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params), strict=True))
     try:
         make_data_parallel_step(model, "mse", 0.1, mesh).step(p4, None, x[:6], t[:6])
     except ValueError as e:

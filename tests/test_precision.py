@@ -133,6 +133,7 @@ def test_precision_names_and_errors():
     assert (policy.compute_dtype, policy.output_dtype) == (jnp.bfloat16, jnp.float32)
 
 
+@pytest.mark.x64
 def test_bf16_policy_rejects_float64_params_float64():
     model, params, x, t = _setup(jnp.float64)
     with pytest.raises(ValueError, match="keeps parameters in float32, but the model's are "
@@ -140,6 +141,7 @@ def test_bf16_policy_rejects_float64_params_float64():
         jp.fit(model, LOSS, 0.1, (x, t), epochs=1, key=jax.random.key(0), precision="bf16")
 
 
+@pytest.mark.x64
 def test_f64_policy_trains_in_float64():
     model, params, x, t = _setup(jnp.float64)
     params, history = jp.fit(model, LOSS, 0.1, (x, t), epochs=3, key=jax.random.key(0),

@@ -30,7 +30,7 @@ def _table(text):
 def classifier(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cls")
     data = _write(tmp / "animals.csv", "w,h,kind", [(f"{a:.4f}", f"{b:.4f}", k)
-                                                     for (a, b), k in zip(X, KIND)])
+                                                     for (a, b), k in zip(X, KIND, strict=True)])
     assert main(["train", "--dataset", "csv", "--csv", str(data), "--label-column", "kind",
                  "--epochs", "60", "--no-plots", "--out", str(tmp / "run")]) == 0
     return tmp
@@ -78,7 +78,8 @@ def test_predict_bad_input_is_one_line(classifier, capsys, monkeypatch, argv, ne
 
 def test_csv_regression_trains_reports_rmse_and_r2_and_predicts_values(tmp_path, capsys):
     data = _write(tmp_path / "price.csv", "w,h,price",
-                  [(f"{a:.4f}", f"{b:.4f}", f"{p:.4f}") for (a, b), p in zip(X, PRICE)])
+                  [(f"{a:.4f}", f"{b:.4f}", f"{p:.4f}")
+                   for (a, b), p in zip(X, PRICE, strict=True)])
     # a float label without --task: one sentence suggesting it
     assert main(["train", "--dataset", "csv", "--csv", str(data), "--out",
                  str(tmp_path / "no")]) == 2
@@ -110,7 +111,7 @@ def test_a_headerless_file_drops_the_label_column_named_in_training(tmp_path, ca
     without a header and with the label column still in place loses that column, not the
     last feature."""
     data = _write(tmp_path / "first.csv", "kind,w,h", [(k, f"{a:.4f}", f"{b:.4f}")
-                                                       for (a, b), k in zip(X, KIND)])
+                                                       for (a, b), k in zip(X, KIND, strict=True)])
     assert main(["train", "--dataset", "csv", "--csv", str(data), "--label-column", "kind",
                  "--epochs", "60", "--no-plots", "--out", str(tmp_path / "run")]) == 0
     new = tmp_path / "new.csv"

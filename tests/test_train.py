@@ -34,7 +34,7 @@ def test_xor_reproduces_the_classic_numpy_program_exactly():
                           key=jax.random.key(0), params=params0, log_every=4000)
     ref = classic_xor(W1, b1, W2, b2, lr=0.1, epochs=10_000)
     got = (params[0]["W"], params[0]["b"], params[2]["W"], params[2]["b"])
-    for g, r in zip(got, ref):
+    for g, r in zip(got, ref, strict=True):
         np.testing.assert_allclose(np.asarray(g), r, rtol=0, atol=1e-8)
     assert [r["epoch"] for r in history.records] == [4000, 8000, 10_000]
     assert history.losses.shape == (10_000,)

@@ -49,7 +49,7 @@ def test_jaxprop_matches_numpy_xor_and_solves_it():
 
     reference = numpy_xor(params[0]["W"], params[0]["b"], params[2]["W"], params[2]["b"])
     ours = (trained[0]["W"], trained[0]["b"], trained[2]["W"], trained[2]["b"])
-    for name, a, b in zip(("W1", "b1", "W2", "b2"), ours, reference):
+    for name, a, b in zip(("W1", "b1", "W2", "b2"), ours, reference, strict=True):
         np.testing.assert_allclose(np.asarray(a), b, rtol=0, atol=1e-8, err_msg=name)
 
     np.testing.assert_array_equal(np.round(predictions), Y)

@@ -3,6 +3,15 @@
 ``jaxprop bench`` and ``python benchmarks/run.py`` both call :func:`run`; your own model:
 :func:`compare`. The workloads are the table ``WORKLOADS`` (:mod:`jaxprop.bench.workloads`),
 the timing method is :mod:`jaxprop.bench.timing`; ``benchmarks/README.md`` explains both.
+
+Each module imports only those before it (tests/test_bench.py checks that there is no cycle)::
+
+    numpy_baseline <- numpy_cnn <- torch_impl <- jobs <- timing <- {worker, harness, steps, flops}
+    <- {cnn, gpu} <- {workloads, report} <- __init__
+
+``jobs`` builds the NumPy/torch calls, ``worker`` is their process, ``harness`` times cells,
+``steps`` compiles the JAX steps, ``flops`` counts FLOPs, ``workloads`` holds the table and
+:class:`Bench`.
 """
 
 from __future__ import annotations
@@ -10,8 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jaxprop.bench.harness import DTYPES, IMPLS, ISOLATION, RECORD_KEYS, Bench, Config
-from jaxprop.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS, compare, workload_names
+from jaxprop.bench.harness import DTYPES, IMPLS, ISOLATION, RECORD_KEYS, Config
+from jaxprop.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS, Bench, compare, workload_names
 
 
 def check_output_paths(json_path=None, markdown_path=None, plots_dir=None) -> None:
@@ -66,8 +75,7 @@ def run(config: Config, *, json_path=None, markdown_path=None, plots_dir=None, c
         console.print(f"[yellow]{report.QUICK_NOTICE}[/]")
     with Bench(config, log=lambda line: console.print(f"[dim]{line}[/]")) as bench:
         bench.run(names)
-        settle = max([bench.jax.settle] + [getattr(w, "settle", 0.0)
-                                           for w in bench._workers.values()])
+        settle = bench.settle()
     records = bench.records
     notes = bench.notes + _bf16_notes(records)
     if config.isolation == "process":

@@ -11,25 +11,27 @@ processes; see :mod:`jaxprop.bench.timing`):
 * ``jaxprop``: the hand-written gradient, :func:`jaxprop.loss_and_grad_fn`, compiled once;
 * ``jax.grad``: ``jax.value_and_grad`` of the same forward pass, compiled once;
 * ``numpy``: :class:`~jaxprop.bench.numpy_cnn.NumpyCNN`, im2col convolutions (CPU, float32);
-* ``torch``: the same network and weights with PyTorch autograd, when torch is installed;
+* ``torch``: the same network and weights with PyTorch autograd
+  (:class:`~jaxprop.bench.torch_impl.TorchCNN`), when torch is installed;
 * the roofline: the machine's best measured float32 matmul rate (``roofline`` rows), against
   which ``roofline_ratio`` puts the CNN's GFLOP/s.
 
-GFLOP/s count ``6 x`` the multiply-adds of the convolutions and Dense layers per example (the
-forward pass, the input gradient and the weight gradient); that overstates by the first
-convolution's input gradient, which no implementation computes.
+GFLOP/s count 3x the traced forward pass per example (:func:`~jaxprop.bench.flops.step_flops`:
+the forward pass, the input gradient and the weight gradient; the convolutions and Dense layers
+exactly, ~4% more for the elementwise work); that overstates by the first convolution's input
+gradient, which no implementation computes.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import numpy as np
 
 import jaxprop as jp
-from jaxprop.bench.numpy_cnn import NumpyCNN, from_jaxprop
-from jaxprop.core.checks import output_shape
+from jaxprop.bench.flops import step_flops
+from jaxprop.bench.harness import Entry
+from jaxprop.bench.numpy_cnn import from_jaxprop
+from jaxprop.bench.steps import jax_step
 
 LOSS = "softmax_cross_entropy"
 
@@ -41,70 +43,18 @@ def architecture(channels=(32, 64), dense: int = 128, classes: int = 10) -> str:
             f"-relu-dense({classes})")
 
 
-def forward_flops(model, in_shape) -> int:
-    """FLOPs of one example's forward pass through the layers with a weight ``W`` (convolutions
-    and Dense layers): ``2 x W.size`` per output position."""
-    params = jax.eval_shape(lambda k: model.init(k, in_shape)[0], jax.random.key(0))
-    flops, shape = 0, tuple(in_shape)
-    for layer, p in zip(model.layers, params):
-        shape = output_shape(layer, shape)
-        if isinstance(p, dict) and "W" in p:
-            flops += 2 * math.prod(shape[:-1]) * math.prod(p["W"].shape)
-    return flops
-
-
-class TorchCNN:
-    """The same layers in PyTorch (NCHW inside, flattened in NHWC order as jaxprop does)."""
-
-    def __init__(self, text: str, np_params, device: str):
-        import torch
-
-        self.torch, self.device = torch, device
-        self.ops = NumpyCNN(text).ops
-        self.params = []
-        for (name, _), p in zip(self.ops, np_params):
-            if name == "conv":  # HWIO -> OIHW
-                p = (np.ascontiguousarray(p[0].transpose(3, 2, 0, 1)), p[1])
-            self.params.append([torch.tensor(np.asarray(a, np.float32), device=device,
-                                             requires_grad=True) for a in p])
-        self.leaves = [a for p in self.params for a in p]
-
-    def to_tensor(self, a):
-        a = self.torch.tensor(np.asarray(a, np.float32), device=self.device)
-        return a.permute(0, 3, 1, 2).contiguous() if a.ndim == 4 else a
-
-    def loss_and_grad(self, x, t):
-        F = self.torch.nn.functional
-        for (name, args), p in zip(self.ops, self.params):
-            if name == "conv":
-                x = F.conv2d(x, p[0], p[1], padding="same")
-            elif name == "relu":
-                x = F.relu(x)
-            elif name == "maxpool":
-                x = F.max_pool2d(x, args[0])
-            elif name == "flatten":
-                x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
-            elif name == "dense":
-                x = x @ p[0] + p[1]
-        value = -(t * self.torch.log_softmax(x, dim=-1)).sum() / x.shape[0]
-        return value, self.torch.autograd.grad(value, self.leaves)
-
-
 def run(bench) -> None:
     """Time every implementation on the CNN workload and add the records to ``bench`` (a
-    :class:`~jaxprop.bench.harness.Bench`; its config gives the sizes)."""
-    from jaxprop.bench.harness import Entry
-    from jaxprop.bench.workloads import _jax_step
-
+    :class:`~jaxprop.bench.harness.Harness`; its config gives the sizes)."""
     cfg = bench.config
     side, batch = cfg.cnn_side, cfg.cnn_batch
     text = architecture(cfg.cnn_channels, cfg.cnn_dense)
     model = jp.parse_model(text, (side, side, 1))
-    params0 = model.init(jax.random.key(0))
+    params0, state0 = model.init_with_state(jax.random.key(0))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, side, side, 1)).astype(np.float32)
     t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
-    flops = 3 * forward_flops(model, (side, side, 1)) * batch
+    flops = step_flops(model, params0, state0, x)
     work = dict(flops=flops, samples=batch, step_flops=flops)
     entries = []
     if bench.has("numpy"):
@@ -114,8 +64,8 @@ def run(bench) -> None:
     for dname, dev in bench.devices.items():
         for impl in ("jaxprop", "jax.grad"):
             if bench.has(impl):
-                call, c = _jax_step(bench, impl, model, LOSS, params0, x, t, "float32", dev,
-                                    "grad")
+                call, c = jax_step(bench, impl, model, LOSS, params0, x, t, "float32", dev,
+                                   "grad")
                 entries.append(Entry(impl, "gradient", dname, bench.jax, bench.jax_job(call),
                                      cfg.warmup, c, **work, peak=bench.jax_peak(dname)))
     if bench.has("torch"):

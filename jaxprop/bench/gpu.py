@@ -31,9 +31,9 @@ import numpy as np
 
 import jaxprop as jp
 from jaxprop.bench import numpy_baseline as nb
-from jaxprop.bench.harness import mlp_flops
+from jaxprop.bench.flops import mlp_flops
+from jaxprop.bench.steps import autodiff_grad_fn
 from jaxprop.bench.timing import compile_jax, peak_bytes, summarize, time_calls, time_interleaved
-from jaxprop.bench.workloads import autodiff_grad_fn
 from jaxprop.train.precision import get_precision
 
 WORKLOAD = "gpu-mlp"

@@ -120,20 +120,13 @@ def jax_devices(backends=None) -> dict[str, jax.Device]:
     return out
 
 
-def mlp_flops(sizes, batch: int) -> float:
-    """FLOPs of one gradient of an MLP: forward ``2bW``, weight gradients ``2bW``, input
-    gradients of every layer but the first ``2b(W - W_1)`` (no implementation computes dL/dx
-    of the data), for ``W`` weights (biases and activations not counted)."""
-    weights = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
-    return 2.0 * batch * (2 * sum(weights) + sum(weights[1:]))
+class Harness:
+    """Times cells (:meth:`cell`) and collects their ``records``; ``log(str)`` reports progress.
 
-
-class Bench:
-    """Runs workloads (``run(names)``) and collects ``records``; ``log(str)`` reports progress.
-
-    JAX runs in this process; NumPy and torch in worker processes (``isolation="process"``) or
-    here too (``"shared"``, the old method). Call :meth:`close` (or use ``with``) to stop the
-    workers.
+    What every workload is given (:class:`jaxprop.bench.workloads.Bench` adds the table of
+    workloads). JAX runs in this process; NumPy and torch in worker processes
+    (``isolation="process"``) or here too (``"shared"``, the old method). Call :meth:`close` (or
+    use ``with``) to stop the workers.
     """
 
     def __init__(self, config: Config, log: Callable[[str], None] = lambda _: None):
@@ -161,14 +154,10 @@ class Bench:
                 w.close()
         self._workers.clear()
 
-    def run(self, names=None) -> list[dict]:
-        """Run the workloads ``names`` (default: ``config.workloads``, else the defaults of
-        :mod:`jaxprop.bench.workloads`); returns ``records``."""
-        from jaxprop.bench.workloads import WORKLOADS, workload_names
-
-        for name in workload_names(self.config, names):
-            WORKLOADS[name](self)
-        return self.records
+    def settle(self) -> float:
+        """The longest wait for :func:`~jaxprop.bench.timing.quiet` of any runner so far."""
+        return max([self.jax.settle] + [getattr(w, "settle", 0.0)
+                                        for w in self._workers.values()])
 
     # -- runners ------------------------------------------------------------------------------
 
@@ -198,7 +187,7 @@ class Bench:
     def torch_devices(self) -> list[tuple[str, str]]:
         runner = self.library("torch")
         if isinstance(runner, Worker):
-            return runner._ask("info", "torch-devices")
+            return runner.info("torch-devices")
         from jaxprop.bench import torch_impl
 
         return torch_impl.devices()

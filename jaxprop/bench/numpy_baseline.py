@@ -199,6 +199,19 @@ def classic_xor(W1, b1, W2, b2, *, lr=0.1, epochs=10_000, x=None, t=None):
     return W1, b1, W2, b2
 
 
+def numpy_blas() -> str | None:
+    """NumPy's BLAS library, version and threads (threadpoolctl), or None."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return "; ".join(
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
+        f"{i.get('num_threads')} threads)"
+        for i in threadpool_info() if i.get("user_api") == "blas"
+    ) or None
+
+
 def main() -> None:
     """The classic program: a 2-4-1 sigmoid network learns XOR in 10,000 epochs (lr 0.1)."""
     net = NumpyMLP([2, 4, 1], "sigmoid", "sigmoid", "sse_half")

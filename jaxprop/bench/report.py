@@ -14,7 +14,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxprop.bench import cnn, gpu  # their own targets: the CNN and the GPU rows
 from jaxprop.bench.harness import RECORD_KEYS
+from jaxprop.bench.numpy_baseline import numpy_blas
 
 # -- header ------------------------------------------------------------------------------------
 
@@ -45,19 +47,6 @@ def gpu_model() -> str | None:
         except RuntimeError:
             pass
     return ", ".join(names) or None
-
-
-def numpy_blas() -> str | None:
-    """NumPy's BLAS library, version and threads (threadpoolctl), or None."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    return "; ".join(
-        f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
-        f"{i.get('num_threads')} threads)"
-        for i in threadpool_info() if i.get("user_api") == "blas"
-    ) or None
 
 
 def header(config, notes=()) -> dict:
@@ -133,26 +122,29 @@ def targets(records) -> list[dict]:
         add(f"xor-population: {pop['batch'] // 4} networks (jp.fit_population) / one NumPy "
             "network <= 1x", pop["median_s"] / one["median_s"], 1.0, higher=False)
     for dev in sorted({r["device"] for r in records if r["impl"] == "jaxprop"}):
-        for r in records:
-            if r["impl"] != "jaxprop" or r["device"] != dev or r["workload"] not in (
-                    "mlp-grad", "mlp-adam", "batch-sweep"):
-                continue
-            tag = f"{r['workload']} {r['dtype']} ({dev}, batch {r['batch']})"
-            if r["workload"] != "batch-sweep":
-                add(f"{tag}: jax.grad's time / jaxprop's >= 1.0x", r["vs_jax_grad"], 1.0)
-            if (dev.startswith("cpu") and r["dtype"] == "float32" and r["batch"] >= 512
-                    and r["workload"] != "mlp-adam"):
-                add(f"{tag}: jaxprop GFLOP/s / best matmul GFLOP/s >= 0.85",
-                    r["roofline_ratio"], 0.85)
-        if not dev.startswith("cpu"):
-            for r in records:
-                if (r["workload"] == "width-sweep" and r["impl"] == "jaxprop"
-                        and r["device"] == dev and r["dtype"] == "bfloat16" and r["width"] >= 2048):
-                    add(f"width-sweep bfloat16 width {r['width']} ({dev}): jaxprop / bf16 matmul "
-                        ">= 0.5", r["roofline_ratio"], 0.5)
-    from jaxprop.bench import cnn, gpu  # their own targets: the CNN and the GPU rows
-
+        _mlp_targets(records, dev, add)
     return out + cnn.targets(records) + gpu.targets(records)
+
+
+def _mlp_targets(records, dev: str, add) -> None:
+    """The MLP rows' targets on device ``dev``, each given to ``add(name, value, goal)``."""
+    for r in records:
+        if r["impl"] != "jaxprop" or r["device"] != dev or r["workload"] not in (
+                "mlp-grad", "mlp-adam", "batch-sweep"):
+            continue
+        tag = f"{r['workload']} {r['dtype']} ({dev}, batch {r['batch']})"
+        if r["workload"] != "batch-sweep":
+            add(f"{tag}: jax.grad's time / jaxprop's >= 1.0x", r["vs_jax_grad"], 1.0)
+        if (dev.startswith("cpu") and r["dtype"] == "float32" and r["batch"] >= 512
+                and r["workload"] != "mlp-adam"):
+            add(f"{tag}: jaxprop GFLOP/s / best matmul GFLOP/s >= 0.85",
+                r["roofline_ratio"], 0.85)
+    if not dev.startswith("cpu"):
+        for r in records:
+            if (r["workload"] == "width-sweep" and r["impl"] == "jaxprop"
+                    and r["device"] == dev and r["dtype"] == "bfloat16" and r["width"] >= 2048):
+                add(f"width-sweep bfloat16 width {r['width']} ({dev}): jaxprop / bf16 matmul "
+                    ">= 0.5", r["roofline_ratio"], 0.5)
 
 
 # -- outputs -----------------------------------------------------------------------------------

@@ -160,15 +160,15 @@ class Shared(InProcess):
         return block_time(call, sync, calls)
 
     def setup(self, name: str, factory: str, **kwargs) -> str:
-        from jaxprop.bench import worker
+        from jaxprop.bench.jobs import FACTORIES
 
-        call, sync = worker.FACTORIES[factory](**kwargs)
+        call, sync = FACTORIES[factory](**kwargs)
         return self.add(name, call, sync)
 
 
 class Worker:
     """A worker process (``python -m jaxprop.bench.worker``) that builds and times calls from
-    :data:`jaxprop.bench.worker.FACTORIES`; after each timed call it waits for :func:`quiet`
+    :data:`jaxprop.bench.jobs.FACTORIES`; after each timed call it waits for :func:`quiet`
     before answering. ``env`` adds environment variables (set before its libraries load)."""
 
     process = "worker"
@@ -206,6 +206,10 @@ class Worker:
 
     def drop(self, name: str) -> None:
         self._ask("drop", name)
+
+    def info(self, what: str):
+        """The worker's answer to ``what`` (a key of :data:`jaxprop.bench.jobs.INFO`)."""
+        return self._ask("info", what)
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -1,4 +1,4 @@
-"""The same MLP in PyTorch (autograd), for the optional ``torch`` implementation.
+"""The same MLP and CNN in PyTorch (autograd), for the optional ``torch`` implementation.
 
 Import this module only when torch is installed (``pip install 'jaxprop[bench]'``). The benchmark
 imports it in its own worker process (:mod:`jaxprop.bench.worker`), so torch's threads never share
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from jaxprop.bench.numpy_cnn import NumpyCNN
 
 _ACTS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -126,3 +128,38 @@ class TorchMLP:
                 opt.zero_grad(set_to_none=True)
                 self.value(x[idx], t[idx]).backward()
                 opt.step()
+
+
+class TorchCNN:
+    """The same layers in PyTorch (NCHW inside, flattened in NHWC order as jaxprop does)."""
+
+    def __init__(self, text: str, np_params, device: str):
+        self.device = device
+        self.ops = NumpyCNN(text).ops
+        self.params = []
+        for (name, _), p in zip(self.ops, np_params):
+            if name == "conv":  # HWIO -> OIHW
+                p = (np.ascontiguousarray(p[0].transpose(3, 2, 0, 1)), p[1])
+            self.params.append([torch.tensor(np.asarray(a, np.float32), device=device,
+                                             requires_grad=True) for a in p])
+        self.leaves = [a for p in self.params for a in p]
+
+    def to_tensor(self, a):
+        a = torch.tensor(np.asarray(a, np.float32), device=self.device)
+        return a.permute(0, 3, 1, 2).contiguous() if a.ndim == 4 else a
+
+    def loss_and_grad(self, x, t):
+        F = torch.nn.functional
+        for (name, args), p in zip(self.ops, self.params):
+            if name == "conv":
+                x = F.conv2d(x, p[0], p[1], padding="same")
+            elif name == "relu":
+                x = F.relu(x)
+            elif name == "maxpool":
+                x = F.max_pool2d(x, args[0])
+            elif name == "flatten":
+                x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+            elif name == "dense":
+                x = x @ p[0] + p[1]
+        value = -(t * torch.log_softmax(x, dim=-1)).sum() / x.shape[0]
+        return value, torch.autograd.grad(value, self.leaves)

@@ -1,6 +1,7 @@
 """The workloads: ``WORKLOADS`` maps each name to a function ``(bench) -> None`` that measures
 every selected implementation and adds records to ``bench`` (a :class:`~jaxprop.bench.harness.
-Bench`). Add a workload by adding an entry (``WORKLOADS["conv"] = conv``).
+Harness`; :class:`Bench` is the harness that runs them by name). Add a workload by adding an
+entry (``WORKLOADS["conv"] = conv``).
 
 Implementations: ``numpy`` (:mod:`jaxprop.bench.numpy_baseline`), ``jaxprop`` (the hand-written
 gradient, trained through the library's one training step: ``jp.fit``, ``jp.fit_population``,
@@ -23,43 +24,15 @@ import numpy as np
 import optax
 
 import jaxprop as jp
+from jaxprop.bench import cnn as cnn_workload
+from jaxprop.bench import gpu as gpu_workload
 from jaxprop.bench import numpy_baseline as nb
-from jaxprop.bench.harness import Entry, mlp_flops
-from jaxprop.bench.timing import command_seconds, compile_jax, fresh_process
+from jaxprop.bench.flops import mlp_flops, step_flops
+from jaxprop.bench.harness import Config, Entry, Harness
+from jaxprop.bench.steps import grad_fn_for, jax_step
+from jaxprop.bench.timing import command_seconds, fresh_process
 from jaxprop.core.losses import get_loss
 from jaxprop.data import xor as xor_data
-from jaxprop.train import make_train_step
-
-# --------------------------------------------------------------------------------------------
-# The jax.grad baseline: the same forward and loss, differentiated by JAX
-
-
-def autodiff_grad_fn(model, loss) -> Callable:
-    """``(params, state, x, t, key=None, train=True[, mask]) -> (loss, grads, new_state)`` by
-    ``jax.value_and_grad``: the ``grad_fn`` the ``jax.grad`` rows train with (the same value as
-    the hand-written gradient's, padded batches included)."""
-    loss = get_loss(loss)
-    row_value = jax.vmap(lambda y, t: loss.value(y[None], t[None]))
-
-    def grad_fn(params, state, x, t, key=None, train=True, *mask):
-        def value(p):
-            y, _, new_state = model.forward(p, state, x, key=key, train=train)
-            if not mask:
-                return loss.value(y, t), new_state
-            w = mask[0].astype(y.dtype)
-            if loss.reduction != "sum":
-                w = w / jnp.maximum(jnp.sum(w), 1)
-            return jnp.sum(w * row_value(y, t)), new_state
-
-        (v, new_state), grads = jax.value_and_grad(value, has_aux=True)(params)
-        return v, grads, new_state
-
-    return grad_fn
-
-
-def _grad_fn(impl, model, loss):
-    return None if impl == "jaxprop" else autodiff_grad_fn(model, loss)
-
 
 def _np_params(params):
     return nb.from_jaxprop(params)
@@ -140,7 +113,7 @@ def _fit_entries(bench, model, loss, opt, x, t, params, work, variants, **fit_kw
             xd, td, pd = jax.device_put((x, t, params), dev)
             key = jax.device_put(jax.random.key(0), dev)
             for variant, extra in variants.items():
-                def call(g=_grad_fn(impl, model, loss), extra=extra, xd=xd, td=td, pd=pd,
+                def call(g=grad_fn_for(impl, model, loss), extra=extra, xd=xd, td=td, pd=pd,
                          key=key):
                     return jp.fit(model, loss, opt, (xd, td), key=key, params=pd, grad_fn=g,
                                   **fit_kw, **extra)
@@ -276,7 +249,8 @@ def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str =
     with activations and a loss they know.
 
     Args:
-      bench: the :class:`~jaxprop.bench.harness.Bench` that times the cell and keeps its records.
+      bench: the :class:`~jaxprop.bench.harness.Harness` that times the cell and keeps its
+        records.
       workload: the workload's name, the records' ``workload`` column.
       sizes: the layer widths, input first.
       batch: examples per step.
@@ -288,10 +262,11 @@ def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str =
       output_activation: the output layer's activation name.
       loss: the loss name.
       model: a model that replaces ``jp.mlp(sizes, ...)`` (it must take ``sizes[0]`` inputs and
-        give ``sizes[-1]`` outputs); then only the JAX implementations run.
+        give ``sizes[-1]`` outputs); then only the JAX implementations run, and its FLOPs are
+        the traced count (:func:`~jaxprop.bench.flops.step_flops`), not ``mlp_flops``.
 
     Returns:
-      the cell's records (:meth:`~jaxprop.bench.harness.Bench.cell`).
+      the cell's records (:meth:`~jaxprop.bench.harness.Harness.cell`).
     """
     cfg = bench.config
     x, t = _mlp_data(sizes, batch, loss)
@@ -299,7 +274,8 @@ def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str =
     if own:
         model = jp.mlp(list(sizes), activation, output_activation, dtype=jnp.dtype(dtype))
     params0 = model.init(jax.random.key(0))
-    flops = mlp_flops(sizes, batch)
+    flops = mlp_flops(sizes, batch) if own else step_flops(
+        model, params0, model.init_with_state(jax.random.key(0))[1], x)
     work = dict(flops=flops, samples=batch, step_flops=flops)
     acts = [activation] * (len(sizes) - 2) + [output_activation]
     entries = []
@@ -315,7 +291,7 @@ def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str =
             continue
         for impl in ("jaxprop", "jax.grad"):
             if bench.has(impl):
-                call, c = _jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step)
+                call, c = jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step)
                 entries.append(Entry(impl, "gradient" if step == "grad" else "adam step",
                                      dname, bench.jax, bench.jax_job(call), cfg.warmup, c,
                                      **work, peak=bench.jax_peak(dname)))
@@ -329,37 +305,6 @@ def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str =
                                  runner, job, max(cfg.warmup, 8), **work))
     return bench.cell(workload, dtype, batch, sizes[1] if len(sizes) > 2 else sizes[-1],
                       entries)
-
-
-def _jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step):
-    """A compiled gradient, or a compiled ``make_train_step`` with Adam (params and optimizer
-    state donated), as a no-argument call; and its compile seconds."""
-    params, xd, td = jax.device_put((params0, x.astype(dtype), t.astype(dtype)), dev)
-    with bench.precision(dtype):
-        if step == "grad":
-            fn = jp.loss_and_grad_fn(model, loss) if impl == "jaxprop" else \
-                _autodiff_loss_and_grad(model, loss)
-            compiled, c = compile_jax(fn, params, xd, td)
-            return (lambda: compiled(params, xd, td)), c
-        opt = optax.adam(1e-3)
-        train_step = make_train_step(model, loss, opt, grad_fn=_grad_fn(impl, model, loss))
-        params = jax.tree.map(jnp.copy, params)  # donated below: never params0's buffers
-        state = [params, jax.device_put(opt.init(params), dev)]
-        key = jax.device_put(jax.random.key(0), dev)
-        compiled, c = compile_jax(train_step, *state, None, xd, td, key, donate_argnums=(0, 1))
-
-    def call():
-        state[0], state[1], _, value = compiled(state[0], state[1], None, xd, td, key)
-        return value, state
-
-    return call, c
-
-
-def _autodiff_loss_and_grad(model, loss):
-    """``(params, x, t) -> (loss, grads)`` by :func:`autodiff_grad_fn`, for a model without
-    state: what ``jp.loss_and_grad_fn`` returns, differentiated by JAX."""
-    grad_fn = autodiff_grad_fn(model, loss)
-    return lambda params, x, t: grad_fn(params, None, x, t)[:2]
 
 
 def mlp(bench) -> None:
@@ -485,16 +430,12 @@ def data_parallel(bench) -> None:
 
 def cnn(bench) -> None:
     """The CNN gradient workload (:mod:`jaxprop.bench.cnn`)."""
-    from jaxprop.bench import cnn as cnn_workload
-
     cnn_workload.run(bench)
 
 
 def gpu(bench) -> None:
     """The GPU rows (:mod:`jaxprop.bench.gpu`): the MLP gradient at widths 1024, 4096 and 8192
     per precision policy, on accelerators (or the CPU when ``--backends cpu`` names it)."""
-    from jaxprop.bench import gpu as gpu_workload
-
     torch_impl = None
     if bench.has("torch"):
         from jaxprop.bench import torch_impl
@@ -530,13 +471,26 @@ def workload_names(config, names=None) -> tuple[str, ...]:
     return tuple(names)
 
 
+class Bench(Harness):
+    """The :class:`~jaxprop.bench.harness.Harness` with the table of workloads: ``run(names)``
+    runs them and collects ``records``."""
+
+    def run(self, names=None) -> list[dict]:
+        """Run the workloads ``names`` (default: ``config.workloads``, else the defaults);
+        returns ``records``."""
+        for name in workload_names(self.config, names):
+            WORKLOADS[name](self)
+        return self.records
+
+
 def compare(model, loss, x, t, *, impls=("jaxprop", "jax.grad"), step: str = "grad",
             repeats: int = 7, warmup: int = 2, isolation: str = "process") -> list[dict]:
     """Benchmark your own ``model`` (any :class:`~jaxprop.Model`) on ``(x, t)``.
 
     The hand-written gradient against ``jax.grad`` (``step="adam"``: a whole Adam training step),
     with the roofline of this machine, on the CPU. ``x: (batch, *in_shape)``; the dtype of ``x``
-    is the working dtype. GFLOP/s are an estimate: ``6 x batch x`` the number of params.
+    is the working dtype. GFLOP/s count 3x the traced forward pass per example
+    (:func:`~jaxprop.bench.flops.step_flops`: matmuls and convolutions exactly).
 
     Args:
       model: the model, built with its input shape (``model.init(key)`` must work).
@@ -553,29 +507,25 @@ def compare(model, loss, x, t, *, impls=("jaxprop", "jax.grad"), step: str = "gr
       the records (see ``RECORD_KEYS``; the ``roofline`` rows included); print them with
       :func:`jaxprop.bench.report.print_table`.
     """
-    from jaxprop.bench.harness import Bench, Config
-
     x, t = np.asarray(x), np.asarray(t)
     dtype = str(x.dtype)
-    sizes = (x.shape[-1], t.shape[-1])
     config = Config(impls=tuple(impls), dtypes=(dtype,), repeats=repeats, warmup=warmup,
                     isolation=isolation, backends=("cpu",))
     with Bench(config) as bench:
         loss = get_loss(loss)
-        cell = _user_cell(bench, model, loss, x, t, dtype, step, sizes)
+        cell = _user_cell(bench, model, loss, x, t, dtype, step)
     return bench.records if cell else []
 
 
-def _user_cell(bench, model, loss, x, t, dtype, step, sizes):
+def _user_cell(bench, model, loss, x, t, dtype, step):
     cfg = bench.config
-    params0 = model.init(jax.random.key(0))
-    n_weights = sum(int(np.size(p)) for p in jax.tree.leaves(params0))
-    flops = 6.0 * x.shape[0] * n_weights  # an estimate: a model's own FLOPs are not known
+    params0 = model.init(jax.random.key(0))  # (refuses a model with state)
+    flops = step_flops(model, params0, model.init_with_state(jax.random.key(0))[1], x)
     entries = []
     for dname, dev in bench.devices.items():
         for impl in ("jaxprop", "jax.grad"):
             if bench.has(impl):
-                call, c = _jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step)
+                call, c = jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step)
                 entries.append(Entry(impl, "gradient" if step == "grad" else "adam step",
                                      dname, bench.jax, bench.jax_job(call), cfg.warmup, c,
                                      flops=flops, samples=x.shape[0], step_flops=flops,
