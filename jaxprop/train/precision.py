@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from jaxprop.core.checks import require_dtype
 from jaxprop.core.losses import Loss
+from jaxprop.core.registry import lookup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,11 +180,8 @@ def get_precision(precision) -> Precision:
         return NO_POLICY
     if isinstance(precision, Precision):
         return precision
-    if isinstance(precision, str):
-        name = _ALIASES.get(precision, precision)
-        if name in PRECISIONS:
-            return PRECISIONS[name]
-        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if isinstance(precision, str):  # an alias resolves to a name PRECISIONS holds
+        return lookup(PRECISIONS, _ALIASES.get(precision, precision), "precision")
     if all(hasattr(precision, a) for a in ("param_dtype", "compute_dtype", "output_dtype")):
         return Precision(str(precision), precision.param_dtype, precision.compute_dtype,
                          precision.output_dtype)  # a jmp.Policy
