@@ -59,6 +59,11 @@ def memory(device) -> dict | None:
     return {k: int(stats[k]) for k in keys if k in stats} or None
 
 
+def gib(nbytes: int) -> str:
+    """``"1.5 GiB"``: a number of bytes in gibibytes, one decimal (thousands separated)."""
+    return f"{nbytes / 2**30:,.1f} GiB"
+
+
 def device_memory_bytes() -> int | None:
     """The memory of the default device: its ``bytes_limit`` (:func:`memory`, a GPU's), else the
     host's available memory (the CPU's; ``None`` when unknown)."""

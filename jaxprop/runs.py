@@ -770,7 +770,8 @@ def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True
     (member with seed ``s`` starts exactly like ``jaxprop train --seed s``), all in one
     compiled call, on the training split. Writes ``metrics.json`` with ``"population":
     [{"seed", "lr", "status", "final_loss", "accuracy"}, ...]`` (``status`` ``finished`` or
-    ``diverged``; plus ``"solved"`` for the XOR dataset) and ``population_losses.png``. The
+    ``diverged``; plus ``"solved"`` for a dataset with a ``solved_accuracy``, XOR) and
+    ``population_losses.png``. The
     run's ``"status"`` is ``finished`` when at least one member finished, else ``diverged``.
     A population too large for the device's memory is refused before anything is allocated.
 
@@ -806,7 +807,8 @@ def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True
                              batch_size=cfg["batch_size"], drop_last=cfg["drop_last"],
                              precision=cfg.get("precision", "f32"))
         config = {**cfg, "population": population, "lr_sweep": lrs}
-        metrics = population_metrics(config, ds.name, res, time.perf_counter() - t0)
+        metrics = population_metrics(config, res, time.perf_counter() - t0,
+                                     solved_accuracy=ds.solved_accuracy)
         _write_json(out / "metrics.json", metrics)
         plot_error = _population_plot(out, ds.name, res, metrics) if plots_on else None
         if plot_error:
@@ -814,16 +816,18 @@ def population_run(cfg: dict, *, population: int = 1, lrs, plots_on: bool = True
     return metrics
 
 
-def population_metrics(config: dict, dataset: str, result: PopulationResult,
-                       wall: float) -> dict:
+def population_metrics(config: dict, result: PopulationResult, wall: float, *,
+                       solved_accuracy: float | None = None) -> dict:
     """What a population's ``metrics.json`` says (:func:`population_run`).
 
     Args:
       config: the run's config with ``"population"`` (networks per learning rate) and
         ``"lr_sweep"`` (the learning rates).
-      dataset: the dataset's name (``"xor"`` adds the ``solved`` counts).
       result: the trained population, one member per seed and learning rate.
       wall: seconds of training.
+      solved_accuracy: the dataset's ``solved_accuracy`` (XOR: 1.0): the training accuracy
+        at which a member counts as solved; a number adds the ``solved`` counts, ``None``
+        (most datasets) none.
 
     Returns:
       ``{"status", "config", "epoch", "members", "finished", "diverged",
@@ -842,9 +846,10 @@ def population_metrics(config: dict, dataset: str, result: PopulationResult,
         "wall_time": wall,
         "device": f"{jax.devices()[0].platform} (x{jax.device_count()})",
     }
-    if dataset == "xor":
-        metrics["solved"] = int(result.solved.sum())
-        metrics["solved_by_lr"] = {str(lr): int(result.solved[result.lrs == lr].sum())
+    if solved_accuracy is not None:
+        solved = result.accuracy >= solved_accuracy
+        metrics["solved"] = int(solved.sum())
+        metrics["solved_by_lr"] = {str(lr): int(solved[result.lrs == lr].sum())
                                    for lr in config["lr_sweep"]}
     metrics["population"] = population_records(result)
     return metrics

@@ -64,3 +64,20 @@ def test_every_shipped_layer_has_a_row_in_the_table():
     for name in ("Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "LayerNorm",
                  "BatchNorm", "Dropout", "Residual", "Dense"):
         assert f"| `{name}(" in text, name
+
+
+def test_the_activation_facts_hold_as_documented():
+    from jaxprop.core.network import default_init
+
+    for layer in (jp.Relu(), jp.LeakyRelu(0.2), jp.Gelu(), jp.Gelu(approximate=True)):
+        assert layer.is_activation and layer.preferred_init == "he", layer
+    for layer in (jp.Sigmoid(), jp.Tanh()):
+        assert layer.is_activation and layer.preferred_init is None, layer
+    assert not jp.Dense(3).is_activation and not jp.Flatten().is_activation
+    custom = jp.elementwise("cube", lambda x: (x ** 3, x), lambda x, dy: 3 * x * x * dy,
+                            preferred_init="he")
+    assert custom.is_activation and custom.preferred_init == "he"
+    assert (default_init("relu"), default_init("tanh"), default_init(custom)) == (
+        "he", "glorot", "he")
+    text = DOC.read_text()
+    assert "`is_activation=True`" in text and "`preferred_init`" in text

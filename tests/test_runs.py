@@ -309,8 +309,12 @@ def test_population_metrics_count_members_by_status_and_xor_solutions():
     res = PopulationResult(None, np.array([0.1, np.nan, 0.3, 0.2]),
                            np.array([1.0, np.nan, 0.5, 1.0]), np.array([0, 1, 0, 1]),
                            np.array([0.5, 0.5, 2.0, 2.0]), None)
+    from jaxprop import data
+
+    xor, moons = data.load("xor"), data.load("moons")
+    assert (xor.solved_accuracy, moons.solved_accuracy) == (1.0, None)  # the dataset's fact
     config = {"epochs": 7, "population": 2, "lr_sweep": [0.5, 2.0]}
-    m = runs.population_metrics(config, "xor", res, 1.5)
+    m = runs.population_metrics(config, res, 1.5, solved_accuracy=xor.solved_accuracy)
     assert (m["status"], m["epoch"], m["members"], m["finished"], m["diverged"]) == (
         "finished", 7, 4, 3, 1)
     assert m["median_final_loss"] == pytest.approx(0.2) and m["wall_time"] == 1.5
@@ -318,7 +322,8 @@ def test_population_metrics_count_members_by_status_and_xor_solutions():
     assert [r["status"] for r in m["population"]] == ["finished", "diverged", "finished",
                                                       "finished"]
     json.dumps(m, allow_nan=False)
-    assert "solved" not in runs.population_metrics(config, "moons", res, 1.5)
+    assert "solved" not in runs.population_metrics(config, res, 1.5,
+                                                   solved_accuracy=moons.solved_accuracy)
 
 
 def _model_cfg(**kw):

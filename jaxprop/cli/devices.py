@@ -17,8 +17,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import jax
 
-    from jaxprop.device import describe
-    from jaxprop.scale.population import _gib
+    from jaxprop.device import describe, gib
 
     info = describe()
     if args.json:
@@ -35,9 +34,9 @@ def run(args) -> int:
         for d in info["devices"]:
             mem = d["memory"]
             if mem and "bytes_limit" in mem:
-                memory = f"memory {_gib(mem['bytes_limit'])}"
+                memory = f"memory {gib(mem['bytes_limit'])}"
                 if "bytes_in_use" in mem:
-                    memory += f" ({_gib(mem['bytes_in_use'])} in use)"
+                    memory += f" ({gib(mem['bytes_in_use'])} in use)"
             else:
                 memory = "memory not reported"
             print(f"  {d['id']:8s} {d['kind']:28s} process {d['process']}  {memory}")

@@ -28,11 +28,12 @@ import signal
 import sys
 
 from jaxprop.cli.args import parse_sizes
+from jaxprop.core.validate import is_int, is_number
 from jaxprop.data import DATASETS
 from jaxprop.data.preprocessing import MAX_SEED
 from jaxprop.runs import MODEL_KEYS
 from jaxprop.train.fit import MAX_EPOCHS
-from jaxprop.train.optimizers import OPTIMIZERS
+from jaxprop.train.optimizers import OPTIMIZERS, optimizer_alias
 
 # the precision policies (jaxprop.train.precision) the command line offers
 TRAIN_PRECISIONS = ("f32", "bf16", "highest")
@@ -58,11 +59,23 @@ DEFAULTS = {
 }
 
 def add_parser(p: argparse.ArgumentParser) -> None:
+    """The options of ``jaxprop train``, group by group (in the order ``--help`` lists them)."""
+    for add in (_add_data_options, _add_model_options, _add_training_options,
+                _add_folder_options, _add_population_options, _add_device_options):
+        add(p)
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """The dataset and where its files are."""
     p.add_argument("--dataset", choices=DATASETS, default=None, help="default: xor")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST/Fashion IDX files")
     p.add_argument("--csv", default=None, metavar="PATH", help="CSV file for --dataset csv")
     p.add_argument("--label-column", default=None,
                    help="label column of the CSV: index (default -1) or header name")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """The network, the task and the loss."""
     p.add_argument("--model", default=None, metavar="TEXT",
                    help="the architecture as text, e.g. 'conv(16,3)-relu-maxpool(2)-flatten-"
                         "dense(10)' (instead of --hidden/--activation; the output activation "
@@ -76,6 +89,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="output activation (default: from the loss)")
     p.add_argument("--loss", default=None, help="loss name (default: from the task)")
     p.add_argument("--init", default=None, help="weight initialiser (normal, glorot, he, ...)")
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """The optimizer, the epochs and minibatches, the seed and the logging."""
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=None)
     p.add_argument("--lr", type=float, default=None, help="learning rate")
     p.add_argument("--epochs", type=int, default=None, help="total number of epochs")
@@ -85,6 +102,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed for data, init and shuffling")
     p.add_argument("--log-every", type=int, default=None,
                    help="epochs per compiled chunk: logging, divergence check and checkpoint")
+
+
+def _add_folder_options(p: argparse.ArgumentParser) -> None:
+    """The run folder: where, resuming or replacing, plots or not."""
     p.add_argument("--out", default=None,
                    help="output folder (default runs/DATASET, or runs/DATASET-2, ... when that "
                         "holds a run)")
@@ -93,12 +114,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", "--overwrite", dest="force", action="store_true",
                    help="replace the run already in --out (refused otherwise)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def _add_population_options(p: argparse.ArgumentParser) -> None:
+    """Many networks in one compiled call."""
     p.add_argument("--population", type=int, default=None, metavar="N",
                    help="train N networks (seeds SEED..SEED+N-1) at once in one compiled call; "
                         "metrics.json lists each one (see docs/scale.md)")
     p.add_argument("--lr-sweep", default=None, metavar="A,B,C",
                    help="one population per learning rate, e.g. 0.01,0.1,1 (N networks each "
                         "with --population N, else one)")
+
+
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    """The precision policy and data parallel training, on one or many processes."""
     p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=None,
                    help="f32 (default; on GPUs float32 matmuls run in TF32), bf16 (float32 "
                         "params and optimizer, bfloat16 forward and backward, float32 loss) or "
@@ -174,7 +203,7 @@ def default_out(dataset: str) -> str:
 
 
 def validate_config(cfg: dict) -> None:
-    if not isinstance(cfg["epochs"], int) or cfg["epochs"] < 1:
+    if not is_int(cfg["epochs"]) or cfg["epochs"] < 1:
         raise ValueError(f"--epochs must be a positive integer; got {cfg['epochs']}")
     if cfg["epochs"] > MAX_EPOCHS:
         raise ValueError(f"--epochs must be at most {MAX_EPOCHS:,} (the epoch counter is an "
@@ -182,7 +211,7 @@ def validate_config(cfg: dict) -> None:
     if not str(cfg["out"]).strip():
         raise ValueError("--out is empty; give a folder name")
     lr = cfg["lr"]
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if not (is_number(lr) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"--lr must be a positive number; got {lr}")
     if cfg["batch_size"] is not None and cfg["batch_size"] < 1:
         raise ValueError(f"--batch-size must be a positive integer; got {cfg['batch_size']}")
@@ -191,8 +220,7 @@ def validate_config(cfg: dict) -> None:
     if not 0 <= cfg["seed"] <= MAX_SEED:
         raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32 - 1); got "
                          f"{cfg['seed']}")
-    if cfg["optimizer"] not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {cfg['optimizer']!r}; known: {', '.join(OPTIMIZERS)}")
+    optimizer_alias(cfg["optimizer"])  # an unknown name: the registry's error
     if cfg["dataset"] in ("mnist", "fashion-mnist") and not cfg["data_dir"]:
         raise ValueError(f"--dataset {cfg['dataset']} needs --data-dir (a folder with the IDX "
                          "files; jaxprop never downloads)")
@@ -286,31 +314,67 @@ class _StopSignals:
 
 
 def run(args) -> int:
-    from rich.console import Console
-
-    from jaxprop import runs
+    """``jaxprop train``: a population or a single run, then its report; the exit code."""
     from jaxprop.train.compile import enable_compilation_cache
 
     enable_compilation_cache()  # a second run of the same network loads its compiled code
+    population = _check_combinations(args)
+    distributed = _join_processes(args)
+    if population:
+        return _run_population(args)
+    return _run_single(args, distributed)
 
+
+def _check_combinations(args) -> bool:
+    """Whether ``args`` ask for a population, after refusing options that do not combine."""
     population = args.population is not None or args.lr_sweep is not None
     if population and (args.resume or args.data_parallel):
         raise ValueError("--population/--lr-sweep cannot be combined with --resume or "
                          "--data-parallel")
     if args.resume and args.force:
         raise ValueError("--force replaces a run; --resume continues one: give one of them")
-    distributed = _join_processes(args)
-    if population:
-        cfg = build_config(args)
-        lrs = parse_lr_sweep(args.lr_sweep) if args.lr_sweep is not None else [cfg["lr"]]
-        m = runs.population_run(cfg, population=1 if args.population is None
-                                else args.population, lrs=lrs, plots_on=not args.no_plots,
-                                force=args.force)
-        return _population_summary(m, cfg)
-    cfg, saved = resume_config(args) if args.resume else (build_config(args), None)
-    err = Console(stderr=True)
-    progress, task = _progress(err, cfg, saved.epoch if saved is not None else 0)
+    return population
 
+
+def _run_population(args) -> int:
+    """Train the population (or one per learning rate of ``--lr-sweep``) and summarise it."""
+    from jaxprop import runs
+
+    cfg = build_config(args)
+    lrs = parse_lr_sweep(args.lr_sweep) if args.lr_sweep is not None else [cfg["lr"]]
+    m = runs.population_run(cfg, population=1 if args.population is None
+                            else args.population, lrs=lrs, plots_on=not args.no_plots,
+                            force=args.force)
+    return _population_summary(m, cfg)
+
+
+def _run_single(args, distributed: bool) -> int:
+    """Train one network (new or resumed) with a progress bar, stoppable by SIGINT/SIGTERM,
+    and report it (on process 0 of a multi-process run)."""
+    from rich.console import Console
+
+    from jaxprop import runs
+
+    cfg, saved = resume_config(args) if args.resume else (build_config(args), None)
+    progress, task = _progress(Console(stderr=True), cfg,
+                               saved.epoch if saved is not None else 0)
+    with _StopSignals() as stop, progress:
+        try:
+            result = runs.train_run(cfg, saved, plots_on=not args.no_plots,
+                                    data_parallel=args.data_parallel,
+                                    on_record=_show_record(progress, task), should_stop=stop,
+                                    force=args.force)
+        except KeyboardInterrupt:
+            if stop.armed:
+                raise
+            return _stopped_before_training(stop.signum)
+    if distributed and not _is_writer():
+        return 1 if result.diverged is not None else 0  # process 0 reports
+    return _report(cfg, result, stop.signum)
+
+
+def _show_record(progress, task):
+    """The ``on_record`` callback: a logged record's loss and accuracies on the progress bar."""
     def on_record(record):
         desc = f"loss {record['train_loss']:.4g}"
         if "train_accuracy" in record:
@@ -319,22 +383,22 @@ def run(args) -> int:
             desc += f"  test acc {record['test_accuracy']:.3f}"
         progress.update(task, completed=record["epoch"], stats=desc)
 
-    with _StopSignals() as stop, progress:
-        try:
-            result = runs.train_run(cfg, saved, plots_on=not args.no_plots,
-                                    data_parallel=args.data_parallel, on_record=on_record,
-                                    should_stop=stop, force=args.force)
-        except KeyboardInterrupt:
-            if stop.armed:
-                raise
-            name = signal.Signals(stop.signum or signal.SIGINT).name
-            print(f"jaxprop: stopped by {name} before training started; nothing was written",
-                  file=sys.stderr)
-            return 128 + int(stop.signum or signal.SIGINT)
-    if distributed and not _is_writer():
-        return 1 if result.diverged is not None else 0  # process 0 reports
+    return on_record
+
+
+def _stopped_before_training(signum) -> int:
+    """Say that a signal stopped the run before it wrote anything; 128 + the signal."""
+    name = signal.Signals(signum or signal.SIGINT).name
+    print(f"jaxprop: stopped by {name} before training started; nothing was written",
+          file=sys.stderr)
+    return 128 + int(signum or signal.SIGINT)
+
+
+def _report(cfg: dict, result, signum) -> int:
+    """How a single run ended: stopped (exits at once), diverged (1) or finished (the table;
+    0), with any plot that could not be written."""
     if result.interrupted:
-        return _interrupted(stop.signum, result)
+        return _interrupted(signum, result)
     if result.diverged is not None:
         print(f"jaxprop: {result.diverged}; the last good checkpoint (epoch "
               f"{result.metrics['epoch']}) is in {result.out}", file=sys.stderr)

@@ -16,7 +16,9 @@ class Dataset(NamedTuple):
     ``y_*: (n, 1)`` float32 values. ``scaling``: what standardisation did, to undo it or
     repeat it on new data: ``{"x_mean", "x_std"}`` (float64, one entry per column, or per
     channel for images) and, for a regression, ``{"y_mean", "y_std"}`` (floats; the targets
-    are standardised too); ``None`` when nothing was rescaled.
+    are standardised too); ``None`` when nothing was rescaled. ``solved_accuracy``: the
+    training accuracy at which a network counts as having solved the problem (XOR: 1.0, all
+    four patterns right), so a population reports how many did; ``None``: not counted.
     """
 
     name: str
@@ -30,6 +32,7 @@ class Dataset(NamedTuple):
     task: str = "classification"
     scaling: dict | None = None
     label_index: int | None = None  # a CSV's label column (resolved from its name or index)
+    solved_accuracy: float | None = None  # a member at this training accuracy "solved" it
 
     @property
     def num_features(self) -> int:

@@ -28,7 +28,7 @@ from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.cache import remember
 from jaxprop.core.validate import check_int, is_int
-from jaxprop.device import device_memory_bytes
+from jaxprop.device import device_memory_bytes, gib
 from jaxprop.train.compile import (
     AUTO_FAST_COMPILE_RUN_FLOPS,
     AUTO_SINGLE_THREAD_STEP_FLOPS,
@@ -561,13 +561,9 @@ def check_population_memory(model: Layer, optimizer, n: int, n_examples: int,
     if have is not None and need > have:
         raise ValueError(
             f"out of memory: {what or f'a population of {n:,} networks'} needs about "
-            f"{_gib(need)} (params, optimizer state and activations of {n:,} networks), more "
-            f"than the {_gib(have)} this {jax.devices()[0].platform} has free; train fewer "
+            f"{gib(need)} (params, optimizer state and activations of {n:,} networks), more "
+            f"than the {gib(have)} this {jax.devices()[0].platform} has free; train fewer "
             "networks at once")
-
-
-def _gib(b: int) -> str:
-    return f"{b / 2**30:,.1f} GiB"
 
 
 def _check_n(n) -> None:

@@ -109,8 +109,8 @@ from jaxprop.tools.gradcheck_report import (
     label,
 )
 from jaxprop.train.compile import FAST_COMPILE
-from jaxprop.train.precision import _cast_floating as _cast
-from jaxprop.train.precision import _is_float
+from jaxprop.train.precision import cast_floating as _cast
+from jaxprop.train.precision import is_float as _is_float
 
 # rtol per reference (and per dtype for autodiff); atol = rtol * atol_frac * scale.
 TOLERANCES: dict[str, float] = {

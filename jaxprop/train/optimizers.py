@@ -12,6 +12,7 @@ from typing import Callable
 import optax
 
 from jaxprop.core.cache import remember
+from jaxprop.core.registry import lookup
 from jaxprop.core.validate import is_number
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -24,10 +25,7 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 
 def optimizer_alias(name: str) -> Callable[..., optax.GradientTransformation]:
     """The optax alias registered as ``name`` (call it with ``learning_rate``)."""
-    try:
-        return OPTIMIZERS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}") from None
+    return lookup(OPTIMIZERS, name, "optimizer")
 
 
 def get_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:

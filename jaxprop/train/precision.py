@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from jaxprop.core.checks import require_dtype
 from jaxprop.core.losses import Loss
+from jaxprop.core.registry import lookup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +66,17 @@ class Precision:
 
     def cast_to_compute(self, tree):
         """Floating leaves of ``tree`` in the compute dtype."""
-        return _cast_floating(tree, self.compute_dtype)
+        return cast_floating(tree, self.compute_dtype)
 
     def cast_to_output(self, tree):
         """Floating leaves of ``tree`` in the loss dtype."""
-        return _cast_floating(tree, self.output_dtype)
+        return cast_floating(tree, self.output_dtype)
 
     def cast_like(self, tree, like):
         """Floating leaves of ``tree`` cast to the dtypes of the matching leaves of ``like``
         (gradients back to their parameters' dtypes)."""
         return jax.tree.map(
-            lambda a, b: a.astype(b.dtype) if _is_float(a) and _is_float(b) else a, tree, like)
+            lambda a, b: a.astype(b.dtype) if is_float(a) and is_float(b) else a, tree, like)
 
     # -- matmul precision --------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ class Precision:
         if out is None:
             return loss
         value, grad, target_grad = loss.value, loss.grad, loss.target_grad
-        cast = functools.partial(_cast_floating, dtype=out)  # integer labels stay as they are
+        cast = functools.partial(cast_floating, dtype=out)  # integer labels stay as they are
         return loss._replace(
             value=lambda y, t: value(cast(y), cast(t)),
             grad=lambda y, t: grad(cast(y), cast(t)).astype(y.dtype),
@@ -137,7 +138,7 @@ class Precision:
         if self.param_dtype is None:
             return
         want = jnp.dtype(self.param_dtype)
-        got = sorted({str(a.dtype) for a in jax.tree.leaves(params) if _is_float(a)
+        got = sorted({str(a.dtype) for a in jax.tree.leaves(params) if is_float(a)
                       and a.dtype != want})
         if got:
             raise ValueError(
@@ -149,14 +150,17 @@ class Precision:
         return self.name
 
 
-def _is_float(a) -> bool:
+def is_float(a) -> bool:
+    """Whether ``a`` is an array (anything with a ``dtype``) of a floating-point dtype."""
     return hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
 
 
-def _cast_floating(tree, dtype):
+def cast_floating(tree, dtype):
+    """The floating leaves of ``tree`` cast to ``dtype`` (others as they are); ``None`` casts
+    nothing (jmp's semantics)."""
     if dtype is None:
         return tree
-    return jax.tree.map(lambda a: a.astype(dtype) if _is_float(a) else a, tree)
+    return jax.tree.map(lambda a: a.astype(dtype) if is_float(a) else a, tree)
 
 
 PRECISIONS: dict[str, Precision] = {
@@ -176,11 +180,8 @@ def get_precision(precision) -> Precision:
         return NO_POLICY
     if isinstance(precision, Precision):
         return precision
-    if isinstance(precision, str):
-        name = _ALIASES.get(precision, precision)
-        if name in PRECISIONS:
-            return PRECISIONS[name]
-        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if isinstance(precision, str):  # an alias resolves to a name PRECISIONS holds
+        return lookup(PRECISIONS, _ALIASES.get(precision, precision), "precision")
     if all(hasattr(precision, a) for a in ("param_dtype", "compute_dtype", "output_dtype")):
         return Precision(str(precision), precision.param_dtype, precision.compute_dtype,
                          precision.output_dtype)  # a jmp.Policy
