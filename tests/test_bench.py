@@ -316,3 +316,14 @@ def test_no_bench_module_imports_a_private_name_of_another():
                     and not node.attr.startswith("__")):
                 raise AssertionError(f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}")
 
+
+
+def test_quick_xor_population_rows_run(tmp_path):
+    """Every implementation of the population workload builds its call (a renamed helper once
+    went unnoticed here)."""
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--quick", "--workloads", "xor-population", "--impls", "jaxprop,jax.grad",
+               "--dtypes", "float32", "--repeats", "1", "--json", str(out)])
+    assert rc == 0
+    seen = {(r["workload"], r["impl"]) for r in json.loads(out.read_text())["records"]}
+    assert {i for w, i in seen if w == "xor-population"} >= {"jaxprop", "jax.grad"}

@@ -24,14 +24,6 @@ FORBIDDEN = {
     "jaxprop.runs": ("jaxprop.cli", "jaxprop.bench"),
 }
 
-# Private names still used across modules: only the benchmarks' CNN workload reaching for the
-# bench's own jax step (being made public there); its fix makes the private-name test pass
-# (then this list and the xfail go).
-KNOWN_PRIVATE_USES = (
-    "jaxprop/bench/cnn.py: jaxprop.bench.workloads._jax_step",
-)
-
-
 def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -171,12 +163,5 @@ def test_no_module_imports_a_layer_above_its_own():
     assert _layer_violations() == []
 
 
-@pytest.mark.xfail(strict=False, reason="private names used across modules, in bench only "
-                   "(being fixed there): " + "; ".join(KNOWN_PRIVATE_USES))
 def test_no_module_uses_another_modules_private_names():
     assert _all_private_uses() == []
-
-
-def test_no_new_private_uses_beyond_the_known_ones():
-    """Until the known cases are fixed: at least no new one appears."""
-    assert sorted(set(_all_private_uses()) - set(KNOWN_PRIVATE_USES)) == []

@@ -204,7 +204,7 @@ def xor_population(bench) -> None:
             xd, td = jax.device_put((x, t), dev)
             key = jax.device_put(jax.random.key(0), dev)
 
-            def call(g=_grad_fn(impl, model, "sse_half"), xd=xd, td=td, key=key):
+            def call(g=grad_fn_for(impl, model, "sse_half"), xd=xd, td=td, key=key):
                 return jp.fit_population(model, "sse_half", opt, (xd, td), n=n, epochs=epochs,
                                          key=key, grad_fn=g).final_loss
 
