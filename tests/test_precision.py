@@ -31,11 +31,22 @@ def _setup(dtype=jnp.float32, activation="relu"):
     return model, params, x, t
 
 
+def _sub_jaxprs(params):
+    """The jaxprs an equation's params hold (``jax.extend.core.jaxprs_in_params``, which jax
+    0.8.0, the minimum stated, does not have)."""
+    for value in params.values():
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, jax.extend.core.ClosedJaxpr):
+                yield v.jaxpr
+            elif isinstance(v, jax.extend.core.Jaxpr):
+                yield v
+
+
 def _eqns(jaxpr):
     """Every equation of a jaxpr, sub-jaxprs (scan, jit, custom calls) included."""
     for eqn in jaxpr.eqns:
         yield eqn
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        for sub in _sub_jaxprs(eqn.params):
             yield from _eqns(sub)
 
 
