@@ -19,8 +19,12 @@ from jaxprop.core.cache import remember
 from jaxprop.core.layers import SMALL_MATMUL_ENTRIES, SMALL_MATMUL_TERMS
 
 # XLA CPU options that compile about 3x faster (no LLVM optimisation, the classic fusion
-# emitters) for code that runs about 1.2x (XOR) to 4x (digits) slower per step.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+# emitters, and the module compiled in one piece: splitting a small program's LLVM module
+# over threads costs more than it saves, 40 ms of the 170 ms that XOR's initialisation
+# program takes to compile) for code that runs about 1.2x (XOR) to 4x (digits) slower per
+# step.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False,
+                "xla_cpu_parallel_codegen_split_count": 1}
 # Two thresholds of fast compilation, both 1e8 FLOPs but of different quantities, so two names:
 # - fit: below this many FLOPs per *epoch*, compiling dominates a typical run (XOR's 10,000
 #   epochs, digits' 15) and optimising the code does not pay for itself. Per epoch, not per
