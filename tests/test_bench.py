@@ -327,3 +327,12 @@ def test_quick_xor_population_rows_run(tmp_path):
     assert rc == 0
     seen = {(r["workload"], r["impl"]) for r in json.loads(out.read_text())["records"]}
     assert {i for w, i in seen if w == "xor-population"} >= {"jaxprop", "jax.grad"}
+
+
+def test_the_default_implementations_leave_out_torch_when_it_is_not_installed(monkeypatch):
+    from jaxprop.bench import harness
+
+    monkeypatch.setattr(harness, "has_torch", lambda: False)
+    assert harness.Config().impls == ("numpy", "jaxprop", "jax.grad")
+    monkeypatch.setattr(harness, "has_torch", lambda: True)
+    assert harness.Config().impls == harness.IMPLS

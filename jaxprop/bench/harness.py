@@ -10,6 +10,7 @@ variant.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from typing import Callable, NamedTuple
 
@@ -21,6 +22,16 @@ from jaxprop.bench.timing import (
 )
 
 IMPLS = ("numpy", "jaxprop", "jax.grad", "torch")
+
+
+def has_torch() -> bool:
+    """Whether torch is installed (found, not imported: only the worker process imports it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def installed_impls() -> tuple[str, ...]:
+    """``IMPLS`` without torch when torch is not installed: the default implementations."""
+    return tuple(i for i in IMPLS if i != "torch" or has_torch())
 DTYPES = ("float32", "bfloat16")
 ISOLATION = ("process", "shared")
 RECORD_KEYS = (
@@ -38,7 +49,7 @@ class Config:
     """What to run, and how big. ``quick()`` gives the tiny smoke-test sizes."""
 
     workloads: tuple[str, ...] = ()  # () : the default list (see workloads.DEFAULT_WORKLOADS)
-    impls: tuple[str, ...] = IMPLS
+    impls: tuple[str, ...] = dataclasses.field(default_factory=installed_impls)
     dtypes: tuple[str, ...] = DTYPES
     backends: tuple[str, ...] | None = None  # None: every JAX backend present
     repeats: int = 7

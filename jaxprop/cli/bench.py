@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
 from jaxprop.bench import DTYPES, IMPLS, ISOLATION, WORKLOADS, Config
+from jaxprop.bench.harness import has_torch, installed_impls
 from jaxprop.cli.args import parse_sizes
 
 # the gpu workload's precision policies (jaxprop.train.precision.PRECISIONS but f64: its
@@ -87,15 +87,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=_positive, default=None, help="batch size (default 64)")
 
 
-def _has_torch() -> bool:
-    # find_spec, not import: torch is imported only in the benchmark's worker process
-    return importlib.util.find_spec("torch") is not None
-
-
 def config_from_args(args: argparse.Namespace) -> Config:
     """The :class:`~jaxprop.bench.Config` the command line asks for."""
-    impls = args.impls or tuple(i for i in IMPLS if i != "torch" or _has_torch())
-    if "torch" in impls and not _has_torch():
+    impls = args.impls or installed_impls()
+    if "torch" in impls and not has_torch():
         raise ValueError("torch is not installed: pip install 'jaxprop[bench]'")
     custom = {}
     given = {k: getattr(args, k) for k in ("activation", "output_activation", "loss", "batch")}
