@@ -336,3 +336,22 @@ def test_the_default_implementations_leave_out_torch_when_it_is_not_installed(mo
     assert harness.Config().impls == ("numpy", "jaxprop", "jax.grad")
     monkeypatch.setattr(harness, "has_torch", lambda: True)
     assert harness.Config().impls == harness.IMPLS
+
+
+def test_rounds_alternate_the_order_of_the_contenders():
+    from jaxprop.bench import timing
+
+    log = []
+
+    class Runner:
+        def warm(self, job, n):
+            pass
+
+        def time(self, job, calls):
+            log.append(job)
+            return 1.0
+
+    contenders = [timing.Contender(Runner(), name, 0) for name in "abc"]
+    times = timing.time_rounds(contenders, 4, min_block=0)
+    assert log[3:] == list("abc" "cba" "abc" "cba")  # after one sizing call each
+    assert [len(t) for t in times] == [4, 4, 4]

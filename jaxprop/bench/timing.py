@@ -238,15 +238,18 @@ MIN_BLOCK_S = 0.05
 def time_rounds(contenders: list[Contender], repeats: int,
                 min_block: float = MIN_BLOCK_S) -> list[list[float]]:
     """Warm every contender up and size its block (calls per sample, see ``MIN_BLOCK_S``),
-    then ``repeats`` rounds of one timed block each, in turn; seconds per call."""
+    then ``repeats`` rounds of one timed block each, in turn, the order reversed every other
+    round (ABBA: no contender always runs right after another library's sample); seconds per
+    call, in the contenders' order."""
     blocks = []
     for c in contenders:
         c.runner.warm(c.job, c.warmup)
         once = c.runner.time(c.job, 1)
         blocks.append(max(1, min(10_000, int(min_block / max(once, 1e-7)) + 1)))
     times = [[] for _ in contenders]
-    for _ in range(repeats):
-        for c, calls, out in zip(contenders, blocks, times):
+    turns = list(zip(contenders, blocks, times, strict=True))
+    for r in range(repeats):
+        for c, calls, out in turns if r % 2 == 0 else turns[::-1]:
             out.append(c.runner.time(c.job, calls))
     return times
 
