@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prove the minimum versions pyproject.toml states: install exactly those (every ">=X" of the
 # runtime dependencies pinned to "==X") into a fresh venv, then run the fast tests there.
-# Usage: bash scripts/check_min_versions.sh [pytest args...]   (default: -n 2 -m "not slow")
+# Usage: bash scripts/check_min_versions.sh [pytest args...]   (default: -n 2, the default run)
 # Prints the versions it installed and pytest's summary; exits with pytest's status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,5 +27,5 @@ import importlib.metadata as md, sys
 names = ["jax", "jaxlib", "optax", "chex", "numpy", "rich", "matplotlib", "scikit-learn", "scipy", "ml_dtypes"]
 print("python", sys.version.split()[0], "|", ", ".join(f"{n} {md.version(n)}" for n in names))
 PY
-if [ $# -eq 0 ]; then set -- -n 2 -m "not slow"; fi
+if [ $# -eq 0 ]; then set -- -n 2; fi
 python -m pytest "$@"

@@ -44,6 +44,7 @@ def _data(sizes, loss, batch=7):
     return x, t
 
 
+@pytest.mark.long
 @pytest.mark.x64
 @pytest.mark.parametrize("sizes,act,out,loss", CASES)
 def test_numpy_gradients_equal_jaxprop_float64(sizes, act, out, loss):
@@ -83,6 +84,7 @@ def test_numpy_baseline_rejects_unknown_names():
         nb.NumpyMLP([2, 2], loss="hinge")
 
 
+@pytest.mark.long
 def test_quick_benchmark_writes_every_output(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main([
@@ -115,6 +117,7 @@ def test_quick_benchmark_writes_every_output(tmp_path, capsys):
     assert data["targets"] == []  # --quick judges no target
 
 
+@pytest.mark.long
 def test_each_library_is_timed_in_its_own_process():
     """The method, not a timing: NumPy runs in a worker process, JAX here; every sample is a
     block of calls in alternating rounds; the shared mode (the old method) is still there."""
@@ -149,6 +152,7 @@ def test_roofline_is_the_best_square_matmul_and_tiny_steps_show_n_a():
     assert grad["roofline_ratio"] is not None
 
 
+@pytest.mark.long
 def test_custom_mlp_from_the_command_line(tmp_path):
     out = tmp_path / "custom.json"
     assert main(["bench", "--sizes", "1,32,32,1", "--activation", "tanh", "--loss", "mse",
@@ -160,6 +164,7 @@ def test_custom_mlp_from_the_command_line(tmp_path):
     assert all(r["batch"] == 64 for r in records if r["workload"] == "custom")
 
 
+@pytest.mark.long
 def test_your_own_model_from_python():
     model = jp.serial(jp.Dense(16), jp.Tanh(), jp.Dense(3), in_shape=(5,))
     x = np.random.default_rng(0).normal(size=(32, 5)).astype(np.float32)
@@ -216,6 +221,7 @@ def test_output_paths_are_checked_before_the_benchmark_runs(tmp_path, capsys, fl
     assert "not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.long
 def test_bfloat16_cells_run():
     config = Config(impls=("numpy", "jaxprop", "jax.grad"), repeats=1, warmup=1).quick()
     with Bench(config) as bench:
@@ -318,6 +324,7 @@ def test_no_bench_module_imports_a_private_name_of_another():
 
 
 
+@pytest.mark.long
 def test_quick_xor_population_rows_run(tmp_path):
     """Every implementation of the population workload builds its call (a renamed helper once
     went unnoticed here)."""

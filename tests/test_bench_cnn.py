@@ -15,6 +15,7 @@ from jaxprop.train.compile import forward_flops
 from layer_checks import product_flops
 
 
+@pytest.mark.long
 @pytest.mark.x64
 @pytest.mark.parametrize("text, shape", [
     (cnn.architecture((4, 6), 12), (12, 12, 1)),
@@ -59,6 +60,7 @@ def test_flops_of_the_workload_are_the_traced_count():
     assert step_flops(model, params, state, x) == 3 * 256 * forward
 
 
+@pytest.mark.long
 def test_quick_cnn_workload_runs_every_implementation():
     cfg = Config(workloads=("cnn",), impls=("numpy", "jaxprop", "jax.grad"), repeats=1,
                  warmup=1).quick()

@@ -34,6 +34,7 @@ def _plain(model, loss):
     return lambda p, x, t: loss.value(model.apply(p, x), t)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize("loss,out,make_t", CASES)
 def test_grad_wrt_params_x_and_t_equals_autodiff(loss, out, make_t, dtype):
@@ -46,6 +47,7 @@ def test_grad_wrt_params_x_and_t_equals_autodiff(loss, out, make_t, dtype):
     assert jax.tree.map(lambda a: a.dtype, grads) == jax.tree.map(lambda a: a.dtype, ref)
 
 
+@pytest.mark.long
 @pytest.mark.x64
 def test_under_jit_and_vmap():
     model, params, x, t = _setup("identity", lambda z: z, jnp.float64)

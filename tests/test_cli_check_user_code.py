@@ -67,6 +67,7 @@ def test_layer_from_a_module_by_name_exits_0(user_module, capsys):
     assert "OK: scale: backward agrees for dx, s" in out and "(16, 3, 8)" in out
 
 
+@pytest.mark.long
 def test_model_is_checked_layer_by_layer(user_file, capsys):
     assert main(["check", "--model", f"{user_file}:make_model"]) == 0
     assert "OK: all 5 gradient leaves agree" in capsys.readouterr().out

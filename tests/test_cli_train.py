@@ -36,6 +36,7 @@ def test_no_arguments_trains_xor_and_writes_the_run(tmp_path):
     assert "train" in r.stdout and "test" in r.stdout  # the final table
 
 
+@pytest.mark.long
 def test_resume_equals_the_uninterrupted_run(tmp_path):
     common = ["--epochs", "60", "--batch-size", "3", "--log-every", "20", "--no-plots"]
     assert jaxprop(*common, "--out", "full", cwd=tmp_path).returncode == 0
@@ -69,6 +70,7 @@ def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path):
         assert all(np.all(np.isfinite(z[n])) for n in z.files if n.startswith("params/"))
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("args, needle", [
     (["--dataset", "cifar"], "invalid choice"),
     (["--epochs", "-5"], "--epochs"),
@@ -91,6 +93,7 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, args, needle):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.long
 def test_model_text_trains_a_cnn_and_resume_rebuilds_it(tmp_path):
     text = "conv(4,3)-relu-maxpool(2)-flatten-dense(10)"
     r = jaxprop("--dataset", "digits", "--model", text, "--epochs", "2", "--no-plots",

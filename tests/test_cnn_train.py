@@ -19,6 +19,7 @@ def digits():
     return data.load("digits", seed=0)
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_digits_cnn_reaches_98_percent(digits):
     model = jp.parse_model(DIGITS_CNN, digits.example_shape)
@@ -56,6 +57,7 @@ def test_normalised_mlp_with_dropout_trains_and_keeps_running_averages(digits, t
                batch_size=64, key=jax.random.key(0))  # 1437 = 22 * 64 + 29: padded
 
 
+@pytest.mark.long
 def test_residual_cnn_with_avgpool_trains(digits):
     model = jp.parse_model("conv(8,3)-relu-residual(conv(8,3)-batchnorm-relu-conv(8,3))"
                            "-avgpool(2)-flatten-dense(10)", digits.example_shape)

@@ -66,6 +66,7 @@ def test_forward_flops_of_an_untraceable_model_is_unknown():
     assert forward_flops(model, ["text"], (), jnp.ones((1, 2))) is None  # not an array
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("name, model, in_shape, n_examples, batch_size, options", [
     ("xor 2-4-1", jp.mlp([2, 4, 1], "sigmoid", "sigmoid"), (2,), 4, None,
      {**FAST_COMPILE, **SINGLE_THREAD}),

@@ -42,6 +42,7 @@ def test_bench_backends_gpu_without_a_gpu_exits_2(capsys):
     assert err.count("\n") == 1
 
 
+@pytest.mark.long
 def test_gpu_workload_rows_on_the_cpu_when_asked():
     config = dataclasses.replace(Config(
         workloads=("gpu",), backends=("cpu",), impls=("numpy", "jaxprop", "jax.grad"),

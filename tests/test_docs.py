@@ -23,6 +23,7 @@ def namespace():
     return ns
 
 
+@pytest.mark.long
 def test_every_custom_layer_trains_inside_fit(namespace):
     ns = namespace
     assert ns["history"].records[-1]["test_accuracy"] > 0.8

@@ -27,6 +27,7 @@ def doc():
     return text, code, outputs
 
 
+@pytest.mark.long
 def test_python_examples_print_what_the_doc_shows(doc):
     _, code, outputs = doc
     assert len(code) == 2

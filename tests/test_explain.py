@@ -360,6 +360,7 @@ def test_cli_list_examples(capsys):
     assert names == ["2-2-1", "2-2-2"]
 
 
+@pytest.mark.long
 @pytest.mark.x64
 def test_subprocess_json_float64_without_global_x64():
     """A fresh process (x64 off): the CLI JSON is float64-exact and explain leaves x64 off."""

@@ -18,6 +18,7 @@ def mixed_problem(dtype, batch=8, seed=0):
     return model, loss, params, x, t
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
 def test_mixed_preset_is_ok(dtype):
     model, loss, params, x, t = mixed_problem(dtype)
@@ -45,6 +46,7 @@ def broken_tanh(factor=1.5):
     return jp.elementwise("broken_tanh", forward, lambda y, dy: factor * dy * (1 - y * y))
 
 
+@pytest.mark.long
 @pytest.mark.x64
 @pytest.mark.parametrize("factor", [1.5, 1.0 + 1e-4])
 def test_broken_layer_is_reported(factor):
@@ -85,6 +87,7 @@ def test_large_leaves_are_sampled_and_say_so():
     assert "(FD on 30/120)" in str(report)
 
 
+@pytest.mark.long
 def test_cli_check_default_preset_exits_0(capsys):
     assert main(["check"]) == 0
     out = capsys.readouterr().out
@@ -144,6 +147,7 @@ def test_a_step_across_a_relu_kink_is_not_a_failure(monkeypatch):
     assert all(c.grad_ok and not c.fd_ok for c in report.failures)
 
 
+@pytest.mark.long
 def test_gradcheck_speed_benchmark_runs(tmp_path):
     """benchmarks/gradcheck_speed.py on a tiny network (no speed is asserted)."""
     import json

@@ -173,6 +173,7 @@ def around(bug_layer):
     return [jp.Dense(WIDTH), jp.Tanh(), bug_layer, jp.Dense(3)], 2
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("bug", list(CATALOGUE))
 def test_planted_bug_is_caught_and_attributed(bug, dtype):
@@ -199,6 +200,7 @@ def test_planted_bug_is_caught_by_check_layer(bug):
     assert (report.layers[0].error is not None) == malformed
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("position", [0, 2, 4], ids=["first", "middle", "last"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
 def test_position_first_middle_last(position, dtype):
@@ -214,6 +216,7 @@ def test_position_first_middle_last(position, dtype):
     assert (position == 0) == all(leaf.ok for leaf in report.leaves)
 
 
+@pytest.mark.long
 def test_bug_at_default_params_is_found_only_at_perturbed_params():
     layers, position = around(Scale("forgets_s"))
     model, params, state, x, t = problem(layers, position, jnp.float32)
@@ -266,6 +269,7 @@ MALFORMED_MESSAGES = {
 }
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("bug", list(MALFORMED_MESSAGES))
 def test_malformed_backward_is_one_clear_error_in_value_and_grad(bug):
     layers, position = around(CATALOGUE[bug][0]())
@@ -330,6 +334,7 @@ def test_a_parameter_free_model_is_checked_through_dx():
 # -- every built-in passes ------------------------------------------------------------------
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", ["dense", *jp.ACTIVATIONS])
 def test_every_builtin_layer_passes(name, dtype):
@@ -342,6 +347,7 @@ def test_every_builtin_layer_passes(name, dtype):
         assert jp.check_layer(layer, (3, 7), dtype=dtype).ok
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", list(jp.LOSSES))
 def test_every_builtin_loss_passes(name, dtype):
@@ -389,6 +395,7 @@ def PairMax():
     return jp.Layer(init, layer.forward, layer.backward, name="pairmax")
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
 def test_relu_zeros_into_a_max_and_a_bias_before_centring_pass(dtype):
     """ReLU's zeros meet in PairMax (exact ties: without the per-layer jitter this fails);

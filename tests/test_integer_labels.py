@@ -22,6 +22,7 @@ def _logits_and_labels(shape, dtype, seed=0):
     return z, jnp.asarray(rng.integers(0, shape[-1], size=shape[:-1]), jnp.int32)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(4,), (6, 3), (2, 5, 4)], ids=str)
 def test_equals_softmax_cross_entropy_on_one_hot_rows_and_jax_grad(shape, dtype):
@@ -45,6 +46,7 @@ def test_gradient_matches_central_finite_differences():
                                 atol=1e-9)
 
 
+@pytest.mark.long
 def test_network_gradient_and_bridge_match_jax_grad():
     model = jp.mlp([3, 6, 4], "tanh", loss=SPARSE)
     params = model.init(jax.random.key(0))

@@ -80,6 +80,7 @@ class LayerBackwardTest(chex.TestCase):
                                         **kw)
 
 
+@pytest.mark.long
 @pytest.mark.x64
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_backward_matches_finite_differences(name):
@@ -88,6 +89,7 @@ def test_backward_matches_finite_differences(name):
                                                **kw)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_init_shape_agrees_with_forward(name):
     """stax's shape test: init's out_shape is what forward gives, for any leading axes."""
@@ -100,6 +102,7 @@ def test_init_shape_agrees_with_forward(name):
         assert y.shape == (*batch, *out_shape) and y.dtype == jnp.float32, (batch, y)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("name", PER_EXAMPLE)
 def test_per_example_gradients_under_vmap(name):
     """Each example on its own (no batch axis) under jax.vmap: its gradient is jax.vjp's, and
@@ -329,6 +332,7 @@ def test_conv_input_with_the_wrong_channels_is_named():
         layer.forward(params, (), jnp.ones((2, 5, 5, 1)))
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_every_layer_passes_check_layer(name, dtype):

@@ -59,6 +59,7 @@ def test_value_and_grad_match_jax_grad(name, shape, dtype, jit):
     chex.assert_trees_all_close(grad, ref_grad, **TOL[dtype])
 
 
+@pytest.mark.long
 @pytest.mark.x64
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("name", list(jp.LOSSES))

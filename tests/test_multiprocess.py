@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = ["-m", "jaxprop", "train", "--dataset", "digits", "--epochs", "3", "--batch-size", "0",
          "--log-every", "1", "--no-plots"]
@@ -27,6 +29,7 @@ def _env(devices: int, **extra) -> dict:
     return env
 
 
+@pytest.mark.long
 def test_two_processes_on_loopback_equal_one_device(tmp_path):
     address = f"127.0.0.1:{_free_loopback_port()}"
     # process 0 from the flags, process 1 from the environment variables

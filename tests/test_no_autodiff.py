@@ -34,6 +34,7 @@ def test_the_guard_is_armed(no_autodiff):
         jax.grad(lambda v: v * v)(1.0)
 
 
+@pytest.mark.long
 def test_training_path_never_calls_autodiff(no_autodiff):
     x, t = xor()
     model = jp.mlp([2, 4, 1], "sigmoid", "sigmoid", init="normal")
@@ -64,6 +65,7 @@ def test_training_path_never_calls_autodiff(no_autodiff):
     assert np.isfinite(value)
 
 
+@pytest.mark.long
 def test_convolutional_training_path_never_calls_autodiff(no_autodiff):
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(16, 6, 6, 2)).astype(np.float32)

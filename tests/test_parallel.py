@@ -115,6 +115,7 @@ def _run_on_four_devices() -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+@pytest.mark.long
 def test_four_simulated_devices_equal_one_device():
     """One test (one subprocess, even under pytest-xdist) for every multi-device check."""
     r = _run_on_four_devices()

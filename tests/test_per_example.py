@@ -18,6 +18,7 @@ def _setup(dtype=jnp.float64, out="identity"):
     return model, params, x, t
 
 
+@pytest.mark.long
 @pytest.mark.x64
 @pytest.mark.parametrize("loss", ["mse", "sse_half", "softmax_cross_entropy"])
 @pytest.mark.parametrize("jit", [False, True])
@@ -34,6 +35,7 @@ def test_per_example_grads_match_loop(loss, jit):
         chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], grads), g, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.long
 def test_mean_of_per_example_grads_is_batch_grad_and_matches_autodiff():
     model, params, x, t = _setup(jnp.float32)
     losses, grads = per_example_grads(model, "mse", params, x, t)
@@ -46,6 +48,7 @@ def test_mean_of_per_example_grads_is_batch_grad_and_matches_autodiff():
     chex.assert_trees_all_close(grads, auto, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.long
 @pytest.mark.x64
 def test_norms_and_clipping_match_loop():
     model, params, x, t = _setup()

@@ -69,6 +69,7 @@ def test_members_equal_separately_trained_networks():
         np.testing.assert_allclose(res.final_loss[i], final, rtol=1e-5)
 
 
+@pytest.mark.long
 @pytest.mark.x64
 @pytest.mark.parametrize("factory", [None, optax.adam])
 def test_lr_sweep_members_use_their_own_learning_rate(factory):
@@ -84,6 +85,7 @@ def test_lr_sweep_members_use_their_own_learning_rate(factory):
     assert len(set(np.round(res.final_loss, 6))) == 3  # same start, different learning rates
 
 
+@pytest.mark.long
 def test_xor_solved_count_matches_predictions(tmp_path):
     res = fit_population(MODEL, "sse_half", 0.5, (X, T), n=48, key=jax.random.key(1),
                          epochs=1500)

@@ -71,6 +71,7 @@ def test_bf16_step_keeps_params_grads_and_loss_in_float32_and_computes_in_bfloat
             assert leaf.dtype == jnp.float32
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("activation", sorted(set(jp.ACTIVATIONS) - {"softmax"}))
 def test_bf16_gradients_are_float32_and_every_layer_computes_in_bfloat16(activation):
     model, params, x, t = _setup(activation=activation)

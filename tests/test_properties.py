@@ -57,6 +57,7 @@ def random_params(model, rng):
     return jax.tree.map(draw, shapes)
 
 
+@pytest.mark.long
 @pytest.mark.x64
 @settings(max_examples=25, deadline=None)
 @given(problems())

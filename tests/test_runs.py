@@ -220,6 +220,7 @@ def _wait_for_first_chunk(tmp_path, proc, folder="r"):
         time.sleep(0.05)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_within_a_second_and_saves(tmp_path, sig, code):
@@ -249,6 +250,7 @@ def test_a_signal_stops_within_a_second_and_saves(tmp_path, sig, code):
     assert not (tmp_path / "r" / ".lock").exists()
 
 
+@pytest.mark.long
 def test_after_sigkill_the_lock_is_taken_over_and_leftovers_go(tmp_path):
     proc = _start(tmp_path, *LONG, "--out", "r")
     try:

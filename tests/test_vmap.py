@@ -8,6 +8,7 @@ import pytest
 import jaxprop as jp
 
 
+@pytest.mark.long
 @pytest.mark.x64
 @pytest.mark.parametrize(
     "sizes, act, out_act, loss",
