@@ -89,7 +89,7 @@ def _optimizer_for(optimizer, lrs):
     return _injected(optimizer if callable(optimizer) else optax.sgd)
 
 
-@functools.lru_cache(maxsize=16)
+@remember(maxsize=16)
 def _injected(factory):
     return optax.inject_hyperparams(factory)(learning_rate=1.0)
 
@@ -493,7 +493,7 @@ def _compiled_train(program: _Program, state: TrainState, x, t):
     return _COMPILED.get(key, build)
 
 
-@functools.lru_cache(maxsize=16)
+@remember(maxsize=16)
 def _evaluate_fn(model, loss, precision=None):
     return jax.jit(jax.vmap(make_eval_fn(model, loss, precision=precision),
                             in_axes=(0, None, None, 0)))
