@@ -220,3 +220,46 @@ def test_check_loss_names_its_quantities():
     assert report.ok, str(report)
     assert [q.name for q in report.leaves] == ["dL/dy", "dL/dt"]
     assert "backward agrees for dL/dy, dL/dt" in report.verdict()
+
+
+def _with_non_finite(params):
+    """``params`` with a NaN and an Inf in the first layer's ``W``."""
+    w = params[0]["W"]
+    return [{**params[0], "W": w.at[0, 1].set(jnp.nan).at[1, 1].set(jnp.inf)}, *params[1:]]
+
+
+def test_check_gradients_refuses_non_finite_params_and_state_naming_the_leaf():
+    """NaN/Inf params (or state) are one ValueError naming the leaf and the count, not a
+    report of every gradient disagreeing with an infinite error."""
+    model = jp.mlp([3, 4, 2], "tanh", "identity")
+    params = model.init(jax.random.key(0))
+    x, t = jnp.ones((2, 3)), jnp.zeros((2, 2))
+    with pytest.raises(ValueError, match=r"^the given params contain NaN/Inf: params\[0\]\['W'\] "
+                                         r"has 2 non-finite value\(s\) of 12; gradients cannot"):
+        jp.check_gradients(model, "mse", _with_non_finite(params), x, t)
+    with pytest.raises(ValueError, match=r"params\[0\]\['W'\] has 2 non-finite"):
+        jp.check_gradients(model, "mse", _with_non_finite(params), x, t, dtype=jnp.float64)
+    with pytest.raises(ValueError, match=r"x contains 1 NaN/Inf value"):  # x was checked already
+        jp.check_gradients(model, "mse", params, x.at[1, 2].set(jnp.inf), t)
+    bn = jp.serial(jp.Dense(4), jp.BatchNorm(), jp.Dense(2), in_shape=(3,))
+    p, s = bn.init_with_state(jax.random.key(0))
+    s[1] = {**s[1], "var": s[1]["var"].at[3].set(jnp.nan)}
+    with pytest.raises(ValueError, match=r"^the state's arrays contain NaN/Inf: "
+                                         r"state\[1\]\['var'\] has 1 non-finite value\(s\) of 4"):
+        jp.check_gradients(bn, "mse", p, x, t, state=s)
+
+
+def test_check_layer_refuses_non_finite_params_state_and_inputs():
+    model = jp.mlp([2, 3, 1], "tanh", "identity")
+    params = _with_non_finite(model.init(jax.random.key(0)))
+    with pytest.raises(ValueError, match=r"^the given params contain NaN/Inf: params\['W'\] "
+                                         r"has 2 non-finite value\(s\) of 6"):
+        jp.check_layer(jp.Dense(3), (2,), params=params[0])
+    with pytest.raises(ValueError, match=r"^the inputs contain NaN/Inf: x has 1 non-finite "
+                                         r"value\(s\) of 4"):
+        jp.check_layer(jp.Dense(3), (2,), x=jnp.array([[1.0, jnp.nan], [0.0, 1.0]]))
+    _, state, _ = jp.BatchNorm().init(jax.random.key(0), (3,))
+    state = {**state, "mean": state["mean"].at[0].set(-jnp.inf)}
+    with pytest.raises(ValueError, match=r"^the state's arrays contain NaN/Inf: "
+                                         r"state\['mean'\] has 1 non-finite value\(s\) of 3"):
+        jp.check_layer(jp.BatchNorm(), (3,), state=state, train=False)

@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +122,70 @@ def test_a_headerless_file_drops_the_label_column_named_in_training(tmp_path, ca
     assert main(["predict", "--run", str(tmp_path / "run"), "--csv", str(new)]) == 0
     _, rows = _table(capsys.readouterr().out)
     assert [r[0] for r in rows] == ["cat", "eel", "dog"]
+
+
+def _out_target(kind, folder, new):
+    """An ``--out`` path of ``kind`` in ``folder`` (``new`` is the input file), and the bytes
+    it holds now (``None`` when it is no regular file of ours)."""
+    if kind == "input":
+        return new, None
+    if kind == "link to input":
+        (folder / "link.csv").symlink_to(new)
+        return folder / "link.csv", None
+    if kind in ("file", "file --force"):
+        (folder / "old.csv").write_bytes(b"keep me\n")
+        return folder / "old.csv", b"keep me\n"
+    if kind == "link":
+        (folder / "other.csv").write_bytes(b"other\n")
+        (folder / "link.csv").symlink_to(folder / "other.csv")
+        return folder / "link.csv", b"other\n"
+    if kind == "fifo":
+        os.mkfifo(folder / "pipe")
+        return folder / "pipe", None
+    if kind == "folder":
+        (folder / "dir").mkdir()
+        return folder / "dir", None
+    return Path(os.devnull), None  # a character device
+
+
+@pytest.mark.parametrize("kind, force, needle", [
+    ("input", False, "is the input file --csv"),
+    ("input", True, "is the input file --csv"),
+    ("link to input", True, "is the input file --csv"),
+    ("file", False, "already exists; replace it with --force"),
+    ("link", True, "is a symbolic link, not a regular file"),
+    ("fifo", True, "is a FIFO (named pipe), not a regular file"),
+    ("folder", True, "is a folder, not a regular file"),
+    ("device", True, "is a character device, not a regular file"),
+])
+def test_predict_out_never_loses_data(classifier, tmp_path, capsys, kind, force, needle):
+    """``--out`` is refused (one line, exit 2) when it is the input file, an existing file
+    without ``--force``, or no regular file at all (even with ``--force``); the input file and
+    the target are left byte for byte as they were."""
+    if kind == "fifo" and not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this system")
+    new = _write(tmp_path / "new.csv", "h,w", [(0.5, 1.0), (-1, -1)])
+    before = new.read_bytes()
+    out, held = _out_target(kind, tmp_path, new)
+    capsys.readouterr()
+    argv = ["predict", "--run", str(classifier / "run"), "--csv", str(new), "--out", str(out)]
+    assert main(argv + ["--force"] * force) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and str(out) in err[0], err
+    assert new.read_bytes() == before
+    if held is not None:
+        assert out.read_bytes() == held
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_predict_force_replaces_an_existing_file_atomically(classifier, tmp_path, capsys):
+    """With ``--force`` an existing regular file is replaced by the predictions (written to a
+    temporary file in the same folder, then renamed over it: no temporary file is left)."""
+    new = _write(tmp_path / "new.csv", "h,w", [(0.5, 1.0), (-1, -1)])
+    out = tmp_path / "preds.csv"
+    out.write_text("old predictions\n")
+    run = str(classifier / "run")
+    assert main(["predict", "--run", run, "--csv", str(new), "--out", str(out), "--force"]) == 0
+    columns, rows = _table(out.read_text())
+    assert columns[0] == "prediction" and len(rows) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.csv", "preds.csv"]

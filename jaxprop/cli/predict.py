@@ -1,10 +1,13 @@
 """``jaxprop predict``: a run folder's model applied to the rows of a CSV file.
 
-    jaxprop predict --run runs/csv --csv new.csv [--out preds.csv]
+    jaxprop predict --run runs/csv --csv new.csv [--out preds.csv [--force]]
 
 One output row per input row: ``prediction`` (the class name as in the training CSV, or the
 value for a regression) and, for a classification, ``prob_<class>`` per class. A label column
-in the new CSV is ignored. Without ``--out`` the table is printed as CSV.
+in the new CSV is ignored. Without ``--out`` the table is printed as CSV. ``--out`` never
+loses data: the input file itself is refused, an existing file is replaced only with
+``--force``, anything but a regular file (a link, a FIFO, a device, a folder) never, and the
+file is written atomically (a temporary file renamed over it).
 """
 
 from __future__ import annotations
@@ -12,36 +15,72 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
+import stat
 import sys
 from pathlib import Path
+
+# what an --out that is not a regular file is, in words
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, metavar="DIR", help="a jaxprop train run folder")
     p.add_argument("--csv", required=True, metavar="PATH", help="the rows to predict")
     p.add_argument("--out", default=None, metavar="PATH",
-                   help="write the predictions here (default: print them)")
+                   help="write the predictions here (default: print them); never the --csv "
+                        "file, and an existing file only with --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out when it already exists (a regular file only)")
+
+
+def _check_out(out: Path, csv_path: str | Path, force: bool) -> None:
+    """Refuse an ``--out`` that would lose data: the input file ``csv_path`` itself (after
+    links), anything that is not a regular file, or an existing file without ``force``."""
+    try:
+        mode = os.lstat(out).st_mode
+    except FileNotFoundError:
+        return
+    if _same_file(out, csv_path):
+        raise ValueError(f"--out {out} is the input file --csv {csv_path}; give another --out")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise ValueError(f"--out {out} is {kind}, not a regular file: it is never replaced; "
+                         "give a file name")
+    if not force:
+        raise ValueError(f"--out {out} already exists; replace it with --force (or give "
+                         "another --out)")
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them missing (a dangling link, a --csv that is not there)
+        return False
 
 
 def run(args) -> int:
-    from jaxprop.predict import predict_csv
     from jaxprop.checkpoint import write_atomic
+    from jaxprop.predict import predict_csv
 
     if args.out is not None and not args.out.strip():
         raise ValueError("--out is empty; give a file name")
+    out = None if args.out is None else Path(args.out)
+    if out is not None:
+        _check_out(out, args.csv, args.force)  # before the work, so a refusal comes at once
     columns, rows = predict_csv(args.run, args.csv)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows([[cell if isinstance(cell, str) else f"{cell:.6g}" for cell in row]
                       for row in rows])
-    if args.out is None:
+    if out is None:
         sys.stdout.write(buf.getvalue())
-    else:
-        out = Path(args.out)
-        if out.is_dir():
-            raise ValueError(f"--out {out} is a folder; give a file name")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, buf.getvalue().encode())
-        print(f"{len(rows)} predictions written to {out}", file=sys.stderr)
+        return 0
+    _check_out(out, args.csv, args.force)  # again: something may have appeared meanwhile
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, buf.getvalue().encode())
+    print(f"{len(rows)} predictions written to {out}", file=sys.stderr)
     return 0

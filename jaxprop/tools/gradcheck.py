@@ -503,6 +503,24 @@ def _validate_common(dtype, fd_directions: int, batch=None, *, what: str = "") -
     return name
 
 
+def _refuse_non_finite(tree, name: str, what: str) -> None:
+    """Raise ``ValueError`` when a floating leaf of ``tree`` holds NaN/Inf, naming the leaf by
+    its path (``name`` + ``params[0]['W']``'s keys) and counting the values: at such a point
+    every comparison fails with an infinite error that explains nothing. ``what`` is the
+    subject of the sentence (``"given params"``). Traced leaves are not checked."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        a = leaf if hasattr(leaf, "dtype") else np.asarray(leaf)
+        if not jnp.issubdtype(a.dtype, jnp.inexact):
+            continue
+        bad = int(np.sum(~np.isfinite(np.asarray(a))))
+        if bad:
+            raise ValueError(
+                f"the {what} contain NaN/Inf: {name}{jax.tree_util.keystr(path)} has {bad} "
+                f"non-finite value(s) of {a.size}; gradients cannot be checked at them")
+
+
 def check_layer(
     layer: Layer,
     in_shape: Sequence[int],
@@ -547,24 +565,33 @@ def check_layer(
     key = jax.random.key(0) if key is None else key
     k_init, k_fwd = jax.random.split(key)
     host = _host_rng(key)
-    try:
-        p0, s0, _ = layer.init(k_init, in_shape)
-    except Exception as e:  # noqa: BLE001 - the user's init: name the layer and the shape
-        raise ValueError(f"{layer.name}: init failed for in_shape {in_shape}: {e}") from e
-    if perturb_params:
-        p0, s0 = perturb(p0, host), perturb(s0, host)
-    params = p0 if params is None else params
-    state = s0 if state is None else state
+    params, state, point = _layer_point(layer, in_shape, k_init, host, params, state,
+                                        perturb_params)
     if x is None:
         x = jnp.asarray(host.standard_normal((batch, *in_shape)), jnp.float32)
-    point = "given params" if params is not p0 else (
-        "random params" if perturb_params else "initial params")
+    _refuse_non_finite(params, "params", point)
+    _refuse_non_finite(state, "state", "state's arrays")
+    _refuse_non_finite(x, "x", "inputs")
     checker = _Checker(lambda p, s, x_, k: [("", layer, p, s, x_, k)], dtype=dtype, train=train,
                        fd_rtol=fd_rtol, fd_eps=fd_eps, fd_directions=fd_directions)
     checks = checker(point, params, state, x, k_fwd, host)
     return LayerReport(tuple(checks), dtype_name, {
         "in_shape": in_shape, "batch": int(np.shape(x)[0]) if np.ndim(x) else None,
         "train": train})
+
+
+def _layer_point(layer: Layer, in_shape, key, host, params, state, perturb_params: bool):
+    """``(params, state, point)`` for :func:`check_layer`: the given ones, else ``layer.init``'s
+    (perturbed with ``perturb_params``); ``point`` says which params (``"given params"``)."""
+    try:
+        p0, s0, _ = layer.init(key, in_shape)
+    except Exception as e:  # noqa: BLE001 - the user's init: name the layer and the shape
+        raise ValueError(f"{layer.name}: init failed for in_shape {in_shape}: {e}") from e
+    if perturb_params:
+        p0, s0 = perturb(p0, host), perturb(s0, host)
+    point = "given params" if params is not None else (
+        "random params" if perturb_params else "initial params")
+    return (p0 if params is None else params), (s0 if state is None else state), point
 
 
 def _shape(in_shape) -> tuple[int, ...]:
@@ -818,18 +845,39 @@ def check_gradients(
     x64 = jax.enable_x64(True) if dtype_name == "float64" and not jax.config.jax_enable_x64 \
         else contextlib.nullcontext()  # dtype=float64 asked for: float64 arrays need x64
     with x64:
-        if given:
-            params = _cast(params, dtype_name)
-        x, t = validate_data(params, x, t, loss=loss)
-        if dtype_name is None:
-            dtype_name = _validate_common(x.dtype, fd_directions, what=" (x's dtype)")
-        state = _model_state(model, state, x)
-        if given:
-            state = _cast(state, dtype_name)
+        params, x, t, state, dtype_name = _prepare(model, loss, params, x, t, state,
+                                                   dtype_name if given else None,
+                                                   dtype_name, fd_directions)
         return _check_gradients(model, loss, params, x, t, state=state, key=key, train=train,
                                 perturb_params=perturb_params, grad_rtol=grad_rtol,
                                 fd_rtol=fd_rtol, fd_eps=fd_eps, max_fd_coords=max_fd_coords,
                                 fd_directions=fd_directions, seed=seed, dtype_name=dtype_name)
+
+
+def _prepare(model, loss, params, x, t, state, cast_to, dtype_name, fd_directions):
+    """:func:`check_gradients`'s arguments checked: ``(params, x, t, state, dtype_name)``.
+
+    Args:
+      model, loss, params, x, t, state: as given to :func:`check_gradients`.
+      cast_to: the dtype name asked for (params and state are cast to it), or ``None``.
+      dtype_name: the working dtype's name, or ``None`` to take ``x``'s.
+      fd_directions: checked with ``x``'s dtype when ``dtype_name`` is ``None``.
+
+    Returns:
+      params and state (cast, finite), ``x`` and ``t`` validated, the state to use (a fresh
+      one when none is given and the model has state) and the working dtype's name.
+    """
+    if cast_to is not None:
+        params = _cast(params, cast_to)
+    _refuse_non_finite(params, "params", "given params")
+    x, t = validate_data(params, x, t, loss=loss)
+    if dtype_name is None:
+        dtype_name = _validate_common(x.dtype, fd_directions, what=" (x's dtype)")
+    state = _model_state(model, state, x)
+    if cast_to is not None:
+        state = _cast(state, cast_to)
+    _refuse_non_finite(state, "state", "state's arrays")
+    return params, x, t, state, dtype_name
 
 
 def _check_gradients(model, loss, params, x, t, *, state, key, train, perturb_params,
