@@ -166,10 +166,30 @@ def build_model(cfg: dict, ds):
                              f"{e}") from None
         if out != (width,):
             raise ValueError(f"architecture {text!r} gives outputs of shape {out} but "
-                             f"{ds.name} needs {width} per example: end it with "
-                             f"dense({width})")
+                             f"{ds.name} needs {width} per example: "
+                             f"{_output_advice(text, out, width)}")
     check_output_fits_loss(model, loss)
     return model, loss, out_act
+
+
+def _output_advice(text: str, out: tuple, width: int) -> str:
+    """How to mend architecture ``text`` whose per-example output has shape ``out`` where the
+    task needs ``(width,)``: more than one axis per example needs a flatten before the first
+    dense (or before the output, when the text has no dense)."""
+    if len(out) <= 1:
+        return f"end it with dense({width})"
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text + "-"):  # the top level only, not inside residual(...)
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "-" and depth == 0:
+            parts, start = [*parts, text[start:i]], i + 1
+    first = next((i for i, part in enumerate(parts) if part.startswith("dense")), None)
+    if first is None:
+        return f"end it with flatten-dense({width})"
+    fixed = [*parts[:first], "flatten", *parts[first:]]
+    fixed += [] if fixed[-1] == f"dense({width})" else [f"dense({width})"]
+    fixed = "-".join(fixed)
+    return f"put flatten before the first dense, e.g. {fixed}"
 
 
 def training_data(ds, loss: str | Loss):

@@ -83,6 +83,8 @@ def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path):
     (["--dataset", "digits", "--model", "dense(10)", "--hidden", "4"], "--hidden"),
     (["--dataset", "moons", "--model", "conv(4,3)-flatten-dense(1)"], "images of shape"),
     (["--dataset", "digits", "--model", "flatten-dense(9)"], "end it with dense(10)"),
+    (["--dataset", "digits", "--model", "dense(64)-relu-dense(10)"],
+     "put flatten before the first dense, e.g. flatten-dense(64)-relu-dense(10)"),
     (["--dataset", "digits", "--model", "flatten-batchnorm-dense(10)"], "couples the examples"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, args, needle):
