@@ -1,12 +1,12 @@
 """The examples of docs/layers.md run as written, and the facts the text states hold."""
 
-import re
 from pathlib import Path
 
 import jax
 import numpy as np
 import optax
 import pytest
+from doc_blocks import python_blocks, run_blocks
 
 import jaxprop as jp
 
@@ -15,12 +15,8 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
 
 @pytest.fixture(scope="module")
 def namespace():
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    assert len(blocks) == 4
-    ns = {}
-    for block in blocks:
-        exec(compile(block, str(DOC), "exec"), ns)  # noqa: S102 - our own documentation
-    return ns
+    assert len(python_blocks("docs/layers.md")) == 4
+    return run_blocks("docs/layers.md", {})
 
 
 @pytest.mark.long
