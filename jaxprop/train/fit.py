@@ -37,7 +37,7 @@ from jaxprop.core.checks import (
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.validate import is_int
-from jaxprop.train.chunks import POLL_SECONDS, ChunkRunner, Stopped, make_chunk_fn  # noqa: F401
+from jaxprop.train.chunks import ChunkRunner, Stopped, make_chunk_fn
 from jaxprop.train.compile import (
     CompiledPrograms,
     auto_compiler_options,
@@ -61,7 +61,6 @@ MAX_STEPS = 2**32
 MAX_DEFAULT_CHUNKS = 100
 # ... and the fewest (so a long run still logs, checkpoints and checks for divergence often).
 MIN_DEFAULT_CHUNKS = 5
-# (POLL_SECONDS, how often the host asks should_stop(), lives in train/chunks.py)
 
 
 class TrainingDiverged(RuntimeError):
