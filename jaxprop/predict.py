@@ -1,23 +1,29 @@
-"""Predictions from a run folder: the saved model applied to new rows, as the CSV it was
+"""Predictions from a run folder: the saved model applied to new rows, as the data it was
 trained on would have labelled them.
 
 ``jaxprop train`` leaves ``model.npz`` in its run folder (:func:`jaxprop.runs.save_predictor`):
 the model and params (:func:`jaxprop.save`), the task, the loss, the input columns, the class
-names and the standardisation. :func:`predict_rows` standardises raw feature rows the way the
-training rows were, runs the model in evaluation mode and returns a table: a ``prediction``
-column (the class name as it appeared in the training CSV, or the value in the target's units
-for a regression) and, for a classification, one ``prob_<class>`` column per class (or
-``score_<class>`` when the outputs are not probabilities: e.g. an identity output under
-``mse``).
+names and the standardisation. :func:`predict_rows` takes raw features, in the units of the
+training data (before standardisation), one row per example: ``(n, d)`` for a table, and for a
+model of images ``(n, H, W, C)`` or the images flattened to ``(n, H*W*C)`` columns in NHWC
+(row-major) order. It standardises them the way the training rows were (once), runs the model
+in evaluation mode and returns a table: a ``prediction`` column (the class name as it appeared
+in the training data, or the value in the target's units for a regression) and, for a
+classification, one ``prob_<class>`` column per class (or ``score_<class>`` when the outputs
+are not probabilities: e.g. an identity output under ``mse``). :func:`predict_csv` and
+:func:`predict_npy` read the rows from a CSV file or a ``.npy`` array (:func:`read_npy`).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import numpy as np
+from numpy.lib import format as _npy
 
 PREDICTOR = "model.npz"
 
@@ -57,7 +63,7 @@ def save_predictor(path: Path, model, state, ds, cfg: dict) -> Path:
     scale = ds.scaling or {}
     extra = {"task": ds.task, "loss": get_loss(cfg["loss"]).name, "dataset": ds.name,
              "feature_names": list(ds.feature_names) if ds.feature_names else
-             [f"x{j}" for j in range(ds.x_train.shape[-1])],
+             _generic_names(ds.num_features),
              "class_names": list(ds.class_names or ()), "label_column": cfg.get("label_column"),
              "label_index": ds.label_index,
              "epoch": int(np.asarray(state.epoch))}
@@ -82,6 +88,11 @@ def load_predictor(run: str | Path) -> Predictor:
     if path.is_dir():
         path = path / PREDICTOR
         if not path.is_file():
+            if _is_population(path.parent):
+                raise ValueError(
+                    f"{run} is a population run (--population/--lr-sweep): it keeps no "
+                    f"{PREDICTOR} to predict with; train one network (without --population) "
+                    "and predict with its run folder")
             raise FileNotFoundError(
                 f"{run} holds no {PREDICTOR}: is it a jaxprop train run folder? (runs from "
                 f"before {PREDICTOR} existed get one with jaxprop train --resume {run})")
@@ -94,20 +105,47 @@ def load_predictor(run: str | Path) -> Predictor:
     return Predictor(model, params, state, extra)
 
 
-def predict_rows(predictor: Predictor, x) -> tuple[list[str], list[list]]:
-    """``(columns, rows)``: the prediction table for raw feature rows ``x: (n, d)``."""
+def input_shape(predictor: Predictor) -> tuple[int, ...]:
+    """One example's shape as the model takes it: ``(d,)`` or ``(H, W, C)``."""
+    return tuple(int(n) for n in predictor.model.in_shape)
+
+
+def feature_names(predictor: Predictor) -> tuple[str, ...]:
+    """The names of the ``prod(input_shape)`` input columns, in the order of a flattened row
+    (a CSV's header names; for images, the pixels in NHWC row-major order)."""
+    names = tuple(predictor.info["feature_names"])
+    d = math.prod(input_shape(predictor))
+    return names if len(names) == d else _generic_names(d)  # (MNIST's were once one name)
+
+
+def describe_input(predictor: Predictor) -> str:
+    """What one input row is, in words: ``"2 features per row"`` or ``"(8, 8, 1) inputs: 64
+    columns per row in NHWC (row-major) order"``."""
+    shape = input_shape(predictor)
+    if len(shape) == 1:
+        return f"{shape[0]} features per row"
+    return f"{shape} inputs: {math.prod(shape)} columns per row in NHWC (row-major) order"
+
+
+def predict_rows(predictor: Predictor, x, where: str = "x") -> tuple[list[str], list[list]]:
+    """``(columns, rows)``: the prediction table for raw feature rows ``x``.
+
+    ``x: (n, *input_shape)`` or ``(n, prod(input_shape))`` (images flattened in NHWC order),
+    numbers in the units of the training data; the run's standardisation is applied here.
+    ``where`` names ``x`` in error messages (a file's path).
+    """
     from jaxprop.core.losses import get_loss
+    from jaxprop.data import check_finite
+    from jaxprop.data.preprocessing import rescale
 
     info = predictor.info
-    x = np.asarray(x, np.float64)
-    d = len(info["feature_names"])
-    if x.ndim != 2 or x.shape[1] != d:
-        raise ValueError(f"the model takes {d} features per row; got shape {x.shape}")
+    x = _as_inputs(predictor, x, where)
     if "x_mean" in info:
-        x = (x - np.asarray(info["x_mean"])) / np.asarray(info["x_std"])
+        x = rescale(x, np.asarray(info["x_mean"]), np.asarray(info["x_std"]))
     dtype = jax.tree.leaves(predictor.params)[0].dtype
     y = predictor.model.apply(predictor.params, np.asarray(x, dtype), predictor.state)
     y = np.asarray(y, np.float64)
+    check_finite(y, f"the model's outputs for {where}")
     if info["task"] == "regression":
         values = y[:, 0] * info.get("y_std", 1.0) + info.get("y_mean", 0.0)
         return ["prediction"], [[float(v)] for v in values]
@@ -132,7 +170,12 @@ def predict_rows(predictor: Predictor, x) -> tuple[list[str], list[list]]:
 
 
 def predict_csv(run: str | Path, csv_path: str | Path) -> tuple[list[str], list[list]]:
-    """The prediction table for every row of ``csv_path`` (a label column is ignored)."""
+    """The prediction table for every row of ``csv_path`` (a label column is ignored).
+
+    Columns are matched by header name; a file without a header holds the
+    ``prod(input_shape)`` input columns (images flattened in NHWC order), optionally with the
+    label column where it was in training.
+    """
     from jaxprop.data.csv import read_features
 
     predictor = load_predictor(run)
@@ -140,8 +183,107 @@ def predict_csv(run: str | Path, csv_path: str | Path) -> tuple[list[str], list[
     if label_index is None:  # a model.npz saved before the index was kept: an int column only
         lc = predictor.info.get("label_column")
         label_index = int(lc) if lc is not None and str(lc).lstrip("-").isdigit() else -1
-    x = read_features(csv_path, tuple(predictor.info["feature_names"]), label_index)
-    return predict_rows(predictor, x)
+    try:
+        x = read_features(csv_path, feature_names(predictor), label_index)
+    except ValueError as e:
+        if len(input_shape(predictor)) == 1:
+            raise
+        raise ValueError(f"the model takes {describe_input(predictor)}; {e}") from None
+    return predict_rows(predictor, x, str(csv_path))
+
+
+def predict_npy(run: str | Path, npy_path: str | Path) -> tuple[list[str], list[list]]:
+    """The prediction table for the array in ``npy_path`` (:func:`read_npy`):
+    ``(n, *input_shape)`` or ``(n, prod(input_shape))`` raw features."""
+    predictor = load_predictor(run)
+    return predict_rows(predictor, read_npy(npy_path), str(npy_path))
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """The array of numbers in the ``.npy`` file ``path`` (as :func:`numpy.save` writes it).
+
+    Never unpickles: an array of Python objects, a pickle or any other file is refused, and so
+    is an array that is not numbers (text, records, complex numbers). Raises ``ValueError``
+    naming the file and the problem (also for a corrupt or truncated file),
+    ``FileNotFoundError`` when it does not exist.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f".npy file not found: {path}")
+    with path.open("rb") as f:
+        start = f.read(len(_npy.MAGIC_PREFIX))
+        if not start:
+            raise ValueError(f"{path}: the file is empty, not a .npy array")
+        if start.startswith(b"PK"):
+            raise ValueError(f"{path}: an .npz archive, not a .npy array; save the rows as one "
+                             "array with np.save")
+        if start != _npy.MAGIC_PREFIX:
+            raise ValueError(f"{path}: not a .npy file (no NumPy header); save the rows with "
+                             "np.save (or give a CSV file with --csv)")
+        f.seek(0)
+        try:
+            version = _npy.read_magic(f)
+            read_header = _NPY_HEADERS.get(version)
+            if read_header is None:
+                raise ValueError(f"format version {version} is not supported")
+            _, _, dtype = read_header(f)
+        except (ValueError, EOFError) as e:
+            raise ValueError(f"{path}: corrupt .npy header ({e})") from None
+    _check_numeric(dtype, str(path))
+    # mapped, not read: a header that claims more than the file holds is an error, not a
+    # huge allocation
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError) as e:
+        raise ValueError(f"{path}: corrupt or truncated .npy file ({e})") from None
+    return np.array(a)
+
+
+def _as_inputs(predictor: Predictor, x, where: str) -> np.ndarray:
+    """``x`` as ``(n, *input_shape)`` numbers, or a ``ValueError`` naming ``where``."""
+    from jaxprop.data import check_finite
+
+    x = np.asarray(x)
+    _check_numeric(x.dtype, where)
+    shape = input_shape(predictor)
+    if x.shape[1:] == (math.prod(shape),):
+        x = x.reshape((x.shape[0], *shape))
+    elif x.shape[1:] != shape:
+        raise ValueError(f"the model takes {describe_input(predictor)}; {where} has shape "
+                         f"{x.shape}, not (n, {math.prod(shape)})"
+                         + (f" nor (n, {', '.join(map(str, shape))})" if len(shape) > 1 else ""))
+    check_finite(x.reshape(x.shape[0], math.prod(shape)), where,
+                 columns=feature_names(predictor))
+    return x
+
+
+def _check_numeric(dtype: np.dtype, where: str) -> None:
+    if dtype.kind not in "biuf":
+        what = _DTYPE_KINDS.get(dtype.kind, "not numbers")
+        raise ValueError(f"{where}: holds {what} (dtype {dtype}); the model takes numbers "
+                         "(integers or floats)")
+
+
+# what an array whose dtype is not numbers holds, in words (by dtype kind)
+_DTYPE_KINDS = {"O": "Python objects, which are never loaded", "U": "text", "S": "bytes",
+                "V": "records or raw bytes", "c": "complex numbers", "M": "dates",
+                "m": "time spans"}
+
+
+# the .npy header readers by format version (3.0 is 2.0 with UTF-8 field names: records)
+_NPY_HEADERS = {(1, 0): _npy.read_array_header_1_0, (2, 0): _npy.read_array_header_2_0}
+
+
+def _is_population(folder: Path) -> bool:
+    """Whether ``folder`` holds a population run's ``metrics.json``."""
+    try:
+        return "members" in json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _generic_names(d: int) -> list[str]:
+    return [f"x{j}" for j in range(d)]
 
 
 def _sigmoid(z):
