@@ -37,6 +37,7 @@ process 0 writes. Nothing here prints; the CLI reports progress through callback
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -482,10 +483,8 @@ def _starting_point(run: _Run, tensorboard: bool = False):
         state = saved.restore(state)
         prev_losses, prev_records = _saved_history(saved)
     writer = jax.process_index() == 0  # with jax.distributed, only process 0 writes
-    logger = None
-    if tensorboard:
-        def logger(logdir):
-            return logs.TensorBoardLogger(logdir, run.model, run.loss, run.ds)
+    logger = functools.partial(logs.TensorBoardLogger, model=run.model, loss=run.loss,
+                               data=run.ds) if tensorboard else None
     return state, _RunFiles(Path(cfg["out"]), dict(cfg), saved, prev_losses, prev_records,
                             writer, logger)
 
