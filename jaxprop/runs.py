@@ -15,12 +15,15 @@ for the MLP that ``hidden`` and ``activation`` describe.)
 :func:`train_run` writes to ``cfg["out"]``: ``checkpoint.npz`` (saved atomically at the start
 and after every logged epoch, with the training loss of every epoch so far and the logged records, so the
 folder can always be rebuilt from it), ``history.jsonl`` (one line per logged epoch),
+``history.csv`` (the same records as a table, see :mod:`jaxprop.logs`),
 ``losses.npy`` (every epoch's training loss, from epoch 1, across resumes), ``metrics.json``
 (``"status"``: ``running`` while training, then ``finished``, ``diverged`` or ``interrupted``;
 config, final losses and accuracy, or RMSE and R² for a regression, wall time, compile time,
 device), ``model.npz`` (what ``jaxprop predict`` needs: the model, the class names, the input
 columns and the standardisation, see :func:`jaxprop.predict.save_predictor`), ``loss_curve.png`` and, for 2-D
-inputs, ``decision_boundary.png``. :func:`population_run` writes ``metrics.json`` with one
+inputs, ``decision_boundary.png``; with ``tensorboard``, TensorBoard event files in
+``tensorboard/`` (:class:`jaxprop.logs.TensorBoardLogger`; a fresh run deletes those of the run
+it replaces, a resumed one adds its own). :func:`population_run` writes ``metrics.json`` with one
 record per member and ``population_losses.png``.
 
 **Folder rules.** A process writes a folder only while holding its lock (``.lock``, naming its
@@ -34,6 +37,7 @@ process 0 writes. Nothing here prints; the CLI reports progress through callback
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -44,6 +48,7 @@ import jax
 import numpy as np
 
 from jaxprop import checkpoint as ckpt
+from jaxprop import logs
 from jaxprop.core.checks import check_output_fits_loss, output_shape
 from jaxprop.core.layers import Layer
 from jaxprop.core.layers import activation as activation_layer
@@ -83,8 +88,10 @@ OPTIONAL_CONFIG_TYPES = {
 }
 
 # Every file a run or a population writes (a fresh run clears them, so nothing is spliced).
-RUN_FILES = ("checkpoint.npz", "metrics.json", "history.jsonl", "losses.npy", "model.npz",
-             "loss_curve.png", "decision_boundary.png", "population_losses.png")
+RUN_FILES = ("checkpoint.npz", "metrics.json", "history.jsonl", "history.csv", "losses.npy",
+             "model.npz", "loss_curve.png", "decision_boundary.png", "population_losses.png")
+# The folder of a run's TensorBoard event files (a fresh run deletes the event files in it).
+TENSORBOARD_DIR = "tensorboard"
 LOCK_NAME = ".lock"
 
 
@@ -334,6 +341,7 @@ def open_folder(out, *, fresh: bool, force: bool = False) -> RunLock:
                                  "(or give another --out)")
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
+            logs.remove_events(out / TENSORBOARD_DIR)
     except BaseException:
         lock.release()
         raise
@@ -410,7 +418,8 @@ class RunWriteError(OSError):
 
 def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bool = False,
               on_record: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, force: bool = False) -> RunResult:
+              should_stop: Callable[[], bool] | None = None, force: bool = False,
+              tensorboard: bool = False) -> RunResult:
     """Train the run ``cfg`` describes (continuing the checkpoint ``saved`` when given) and
     write its folder ``cfg["out"]``.
 
@@ -424,10 +433,14 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
       should_stop: polled during training; when true, the run stops at once, keeps the last
         finished epoch and says ``"status": "interrupted"``.
       force: replace a run already in the folder (a fresh run refuses one otherwise).
+      tensorboard: also write TensorBoard event files to ``tensorboard/`` in the folder (a
+        ``ValueError`` before anything else when tensorboardX is not installed).
 
     Returns:
       a :class:`RunResult`.
     """
+    if tensorboard:
+        logs.summary_writer_class()  # not installed: say so before anything is loaded or made
     ds = load_dataset(cfg)
     model, loss, output_activation = build_model(cfg, ds)
     cfg = {**cfg, "loss": loss, "output_activation": output_activation}
@@ -437,7 +450,7 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     make_epoch_fn(model, loss, optimizer, len(ds.x_train), cfg["batch_size"], cfg["drop_last"])
     run = _Run(cfg, saved, model, loss, optimizer, ds, plots_on, data_parallel, on_record,
                should_stop)
-    state, files = _starting_point(run)
+    state, files = _starting_point(run, tensorboard)
     if should_stop is not None and should_stop():  # asked to stop before anything is written
         raise KeyboardInterrupt
     with _locked_folder(files, saved, force):
@@ -459,9 +472,10 @@ class _Run(NamedTuple):
     should_stop: Callable[[], bool] | None
 
 
-def _starting_point(run: _Run):
+def _starting_point(run: _Run, tensorboard: bool = False):
     """``(state, files)``: the state training starts from (fresh from ``cfg["seed"]``, or the
-    checkpoint's) and the run's :class:`_RunFiles`, holding the history before it."""
+    checkpoint's) and the run's :class:`_RunFiles`, holding the history before it (and, with
+    ``tensorboard``, how to make its logger)."""
     cfg, saved = run.cfg, run.saved
     state = init_state(run.model, run.optimizer, key_from_seed(cfg["seed"]))
     prev_losses, prev_records = np.zeros(0, np.float32), []
@@ -469,8 +483,10 @@ def _starting_point(run: _Run):
         state = saved.restore(state)
         prev_losses, prev_records = _saved_history(saved)
     writer = jax.process_index() == 0  # with jax.distributed, only process 0 writes
+    logger = functools.partial(logs.TensorBoardLogger, model=run.model, loss=run.loss,
+                               data=run.ds) if tensorboard else None
     return state, _RunFiles(Path(cfg["out"]), dict(cfg), saved, prev_losses, prev_records,
-                            writer)
+                            writer, logger)
 
 
 @contextlib.contextmanager
@@ -513,14 +529,17 @@ def _saved_history(saved):
 
 class _RunFiles:
     """The files of one run while it trains: every chunk's checkpoint (with the losses and
-    records so far), ``losses.npy``, ``history.jsonl`` and the ``running`` status. Only the
-    writer (process 0) touches the disk."""
+    records so far), ``losses.npy``, ``history.jsonl``, ``history.csv``, the ``running``
+    status and, with a ``logger`` (``logdir -> fit callback``), the TensorBoard events. Only
+    the writer (process 0) touches the disk."""
 
-    def __init__(self, out: Path, config: dict, saved, losses, records, writer: bool):
+    def __init__(self, out: Path, config: dict, saved, losses, records, writer: bool,
+                 logger: Callable | None = None):
         self.out, self.config, self.saved, self.writer = out, config, saved, writer
         self.losses = [losses]  # fit_state appends each finished chunk's losses (losses_out)
         self.records = list(records)
-        self._history = None
+        self._history = self._csv = None
+        self._make_logger, self._logger = logger, None
 
     def start(self, state) -> None:
         """Before training: the starting state's checkpoint (so a run killed in its first
@@ -529,8 +548,20 @@ class _RunFiles:
             self.save(state)
             ckpt.write_atomic(self.out / "history.jsonl",
                          "".join(json.dumps(r) + "\n" for r in self.records).encode())
+            self._csv = logs.CsvHistory(self.out / "history.csv", self.records)
             self.status("running", int(np.asarray(state.epoch)))
             self._history = open(self.out / "history.jsonl", "a")
+            if self._make_logger is not None:
+                self._start_logger()
+
+    def _start_logger(self) -> None:
+        """The TensorBoard logger; into a folder without events (a resumed run's new
+        ``--out``), the records so far first."""
+        logdir = self.out / TENSORBOARD_DIR
+        replay = not logs.has_events(logdir)
+        self._logger = self._make_logger(logdir)
+        for record in self.records if replay else ():
+            self._logger.write_record(record)
 
     def status(self, status: str, epoch: int) -> None:
         _write_json(self.out / "metrics.json", {
@@ -556,13 +587,17 @@ class _RunFiles:
             self.save(state)
             self._history.write(json.dumps(record) + "\n")
             self._history.flush()
+            self._csv.append(record)
             self.status("running", record["epoch"])
         except OSError as e:
             raise _write_error(self.out, e, "checkpoint.npz") from None
+        if self._logger is not None:
+            self._logger(state, record)
 
     def close(self) -> None:
-        if self._history is not None:
-            self._history.close()
+        for f in (self._history, self._csv, self._logger):
+            if f is not None:
+                f.close()
 
 
 def _train_in_folder(run: _Run, state, files: _RunFiles) -> RunResult:

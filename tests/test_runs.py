@@ -269,8 +269,8 @@ def test_after_sigkill_the_lock_is_taken_over_and_leftovers_go(tmp_path):
     out, err = done.communicate(timeout=240)
     assert done.returncode == 0, err
     assert sorted(os.listdir(tmp_path / "r")) == sorted(
-        ["checkpoint.npz", "decision_boundary.png", "history.jsonl", "loss_curve.png",
-         "losses.npy", "metrics.json", "model.npz"])
+        ["checkpoint.npz", "decision_boundary.png", "history.csv", "history.jsonl",
+         "loss_curve.png", "losses.npy", "metrics.json", "model.npz"])
     assert _losses(tmp_path / "r").shape == (saved.epoch + 100,)
     assert np.isfinite(_losses(tmp_path / "r")).all()
 

@@ -61,7 +61,8 @@ DEFAULTS = {
 def add_parser(p: argparse.ArgumentParser) -> None:
     """The options of ``jaxprop train``, group by group (in the order ``--help`` lists them)."""
     for add in (_add_data_options, _add_model_options, _add_training_options,
-                _add_folder_options, _add_population_options, _add_device_options):
+                _add_folder_options, _add_log_options, _add_population_options,
+                _add_device_options):
         add(p)
 
 
@@ -114,6 +115,15 @@ def _add_folder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", "--overwrite", dest="force", action="store_true",
                    help="replace the run already in --out (refused otherwise)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def _add_log_options(p: argparse.ArgumentParser) -> None:
+    """Logs for other tools (history.csv is always written)."""
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to OUT/tensorboard/: losses, "
+                        "accuracies, parameter and gradient norms per logged epoch (needs "
+                        "pip install 'jaxprop[tensorboard]'; view with tensorboard --logdir "
+                        "runs)")
 
 
 def _add_population_options(p: argparse.ArgumentParser) -> None:
@@ -331,6 +341,9 @@ def _check_combinations(args) -> bool:
     if population and (args.resume or args.data_parallel):
         raise ValueError("--population/--lr-sweep cannot be combined with --resume or "
                          "--data-parallel")
+    if population and args.tensorboard:
+        raise ValueError("--tensorboard logs a single run; it cannot be combined with "
+                         "--population/--lr-sweep")
     if args.resume and args.force:
         raise ValueError("--force replaces a run; --resume continues one: give one of them")
     return population
@@ -363,7 +376,7 @@ def _run_single(args, distributed: bool) -> int:
             result = runs.train_run(cfg, saved, plots_on=not args.no_plots,
                                     data_parallel=args.data_parallel,
                                     on_record=_show_record(progress, task), should_stop=stop,
-                                    force=args.force)
+                                    force=args.force, tensorboard=args.tensorboard)
         except KeyboardInterrupt:
             if stop.armed:
                 raise
