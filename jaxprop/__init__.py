@@ -6,7 +6,8 @@ the chain rule, layer by layer, and is proven equal to ``jax.grad`` and to finit
 Layout: ``jaxprop.core`` (layers, losses, networks, backprop), ``jaxprop.train`` (the training
 step, loops and ``fit``), ``jaxprop.scale`` (populations, per-example gradients, data parallel,
 the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples),
-``jaxprop.runs`` (run folders), ``jaxprop.saving`` (``jp.save``/``jp.load``), ``jaxprop.data``,
+``jaxprop.runs`` (run folders), ``jaxprop.saving`` (``jp.save``/``jp.load``),
+``jaxprop.evaluation`` (``jp.evaluate``: metrics and plots of a trained model), ``jaxprop.data``,
 ``jaxprop.bench`` and ``jaxprop.cli``.
 """
 
@@ -28,6 +29,7 @@ _EXPORTS = {
     "jaxprop.core.network": ("Model", "Residual", "mlp", "serial"),
     "jaxprop.core.norm": ("BatchNorm", "LayerNorm"),
     "jaxprop.core.spec": ("parse_model",),
+    "jaxprop.evaluation": ("Evaluation", "evaluate"),
     "jaxprop.saving": ("load", "save"),
     "jaxprop.scale.bridge": ("as_jax_function",),
     "jaxprop.scale.parallel": (
@@ -49,8 +51,8 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 # the subpackages and modules ``jaxprop.NAME`` reaches without an import of its own
-_SUBMODULES = ("bench", "checkpoint", "cli", "core", "data", "device", "plots", "predict", "runs",
-               "saving", "scale", "tools", "train")
+_SUBMODULES = ("bench", "checkpoint", "cli", "core", "data", "device", "evaluation", "plots",
+               "predict", "runs", "saving", "scale", "tools", "train")
 
 
 def __getattr__(name: str):
@@ -91,4 +93,5 @@ __all__ = [
     "PRECISIONS", "Precision", "get_precision",
     "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "LayerNorm", "MaxPool2D",
     "Reshape", "Residual",
+    "Evaluation", "evaluate",
 ]
