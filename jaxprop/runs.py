@@ -20,8 +20,9 @@ folder can always be rebuilt from it), ``history.jsonl`` (one line per logged ep
 config, final losses and accuracy, or RMSE and R² for a regression, wall time, compile time,
 device), ``model.npz`` (what ``jaxprop predict`` needs: the model, the class names, the input
 columns and the standardisation, see :func:`jaxprop.predict.save_predictor`), ``loss_curve.png`` and, for 2-D
-inputs, ``decision_boundary.png`` (a regression: ``predicted_vs_actual.png``). :func:`population_run` writes ``metrics.json`` with one
-record per member and ``population_losses.png``.
+inputs, ``decision_boundary.png`` (a regression: ``predicted_vs_actual.png``).
+:func:`population_run` writes ``metrics.json`` with one record per member and
+``population_losses.png``.
 
 **Folder rules.** A process writes a folder only while holding its lock (``.lock``, naming its
 PID; the kernel releases it when the process dies, so a lock left by a killed run is taken
