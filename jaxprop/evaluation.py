@@ -333,14 +333,19 @@ def _test_split(run, info) -> Dataset:
 
 
 def _known_classes(info, raw, where: str) -> np.ndarray:
-    """Class indices of the model for labels ``raw`` (the class names as in training, or
-    indices); ``ValueError`` naming the first label the model does not know."""
+    """Class indices of the model for labels ``raw``: the class names as in training, or
+    (integers that are not names) the indices themselves; ``ValueError`` naming the first
+    label the model does not know."""
     names = [str(c) for c in info["class_names"]]
     index = {name: i for i, name in enumerate(names)}
     raw = np.asarray(raw)
-    if np.issubdtype(raw.dtype, np.integer) and not index:
+    keys = [_class_key(v, index) for v in raw.tolist()]
+    if np.issubdtype(raw.dtype, np.integer) and not all(key in index for key in keys):
+        k = max(len(names), 2)
+        outside = raw[(raw < 0) | (raw >= k)]
+        if outside.size:
+            raise ValueError(f"{where}: class index {int(outside[0])} is outside 0..{k - 1}")
         return raw.astype(np.int64)
-    keys = [str(int(v)) if isinstance(v, (int, np.integer)) else str(v) for v in raw.tolist()]
     unknown = next((key for key in keys if key not in index), None)
     if unknown is not None:
         raise ValueError(f"{where}: class {unknown!r} is not one the model was trained on "
@@ -348,9 +353,20 @@ def _known_classes(info, raw, where: str) -> np.ndarray:
     return np.array([index[key] for key in keys], np.int64)
 
 
+def _class_key(value, index: dict) -> str:
+    """``value`` as the class name training gave it: numeric labels were named by their
+    integer (``"3"`` for ``3.0``)."""
+    key = str(value).strip()
+    if key not in index and _is_number(key) and float(key).is_integer():
+        return str(int(float(key)))
+    return key
+
+
 def _dataset(info, x, labels, where: str) -> Dataset:
     """The rows ``x`` (raw) and their targets as a test split: inputs standardised and
     targets encoded as in training."""
+    if len(labels) != len(x):
+        raise ValueError(f"{where}: {len(labels)} labels for {len(x)} rows of inputs")
     if "x_mean" in info:
         x = rescale(x, np.asarray(info["x_mean"]), np.asarray(info["x_std"]))
     scaling = {key: info[key] for key in ("y_mean", "y_std") if key in info}
@@ -370,19 +386,30 @@ def _dataset(info, x, labels, where: str) -> Dataset:
 
 
 def _csv_dataset(info, path) -> Dataset:
-    """The rows of a CSV file with the training columns (matched by header name) and the
-    label column."""
-    from jaxprop.data.csv import read_csv, read_features
+    """The rows of a CSV file with the training columns (matched by header name, as
+    ``jaxprop predict`` reads them) and the label column."""
+    from jaxprop.data.csv import read_features, read_labels
 
-    lc = info.get("label_column")
-    label = lc if isinstance(lc, str) and not _is_index(lc) else info.get("label_index", -1)
-    if label is None:
-        label = -1
-    table = read_csv(path, label_column=label, task=info["task"])
-    x = read_features(path, tuple(info["feature_names"]), info.get("label_index") or -1)
-    raw = table.labels if info["task"] == "regression" else np.asarray(
-        table.class_names)[table.labels]
-    return _dataset(info, x, raw, Path(path).name)
+    lc, index = info.get("label_column"), info.get("label_index")
+    index = -1 if index is None else index
+    labels = read_labels(path, lc if isinstance(lc, str) and not _is_index(lc) else index)
+    x = read_features(path, tuple(info["feature_names"]), index)
+    if info["task"] == "regression":
+        try:
+            labels = np.array([float(v) for v in labels])
+        except ValueError:
+            bad = next(v for v in labels if not _is_number(v))
+            raise ValueError(f"{path}: the target {bad!r} is not a number (the model is a "
+                             "regression)") from None
+    return _dataset(info, x, labels, Path(path).name)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _npy_dataset(info, npy, labels, model) -> Dataset:

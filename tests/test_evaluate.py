@@ -184,14 +184,22 @@ def test_the_history_of_a_regression_has_r2_and_rmse(trained):
     assert records[-1]["test_r2"] == pytest.approx(metrics["test_r2"], abs=1e-4)
 
 
-def test_evaluate_on_npy_files(trained, capsys):
+def test_evaluate_on_npy_files_and_on_a_few_rows_of_one_class(trained, capsys):
     np.save(trained / "x.npy", X[:10])
     np.save(trained / "y.npy", KIND[:10])
     got = _json(capsys, "--run", trained / "cls", "--npy", trained / "x.npy", "--labels",
                 trained / "y.npy")
-    csv = _write(trained / "ten.csv", "w,h,kind", [(f"{a:.4f}", f"{b:.4f}", k)
+    # the same rows as a CSV, its columns in another order: the same matrix
+    csv = _write(trained / "ten.csv", "kind,h,w", [(k, f"{b:.4f}", f"{a:.4f}")
                                                     for (a, b), k in zip(X[:10], KIND[:10])])
     assert got["confusion"] == _json(capsys, "--run", trained / "cls", "--csv", csv)["confusion"]
+    np.save(trained / "i.npy", np.searchsorted(["cat", "dog", "eel"], KIND[:10]))  # indices
+    assert got["confusion"] == _json(capsys, "--run", trained / "cls", "--npy",
+                                     trained / "x.npy", "--labels", trained / "i.npy")["confusion"]
+    cats = X[KIND == "cat"][:2]
+    one = _write(trained / "cats.csv", "w,h,kind", [(a, b, "cat") for a, b in cats])
+    got = _json(capsys, "--run", trained / "cls", "--csv", one)
+    assert np.sum(got["confusion"][0]) == 2 and np.sum(got["confusion"]) == 2
 
 
 @pytest.mark.parametrize("argv, needle", [
