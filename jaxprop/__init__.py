@@ -7,7 +7,8 @@ Layout: ``jaxprop.core`` (layers, losses, networks, backprop), ``jaxprop.train``
 step, loops and ``fit``), ``jaxprop.scale`` (populations, per-example gradients, data parallel,
 the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples),
 ``jaxprop.runs`` (run folders), ``jaxprop.logs`` (history.csv, TensorBoard), ``jaxprop.saving``
-(``jp.save``/``jp.load``), ``jaxprop.data``, ``jaxprop.bench`` and ``jaxprop.cli``.
+(``jp.save``/``jp.load``), ``jaxprop.evaluation`` (``jp.evaluate``: metrics and plots of a
+trained model), ``jaxprop.data``, ``jaxprop.bench`` and ``jaxprop.cli``.
 """
 
 import importlib
@@ -29,6 +30,7 @@ _EXPORTS = {
     "jaxprop.core.norm": ("BatchNorm", "LayerNorm"),
     "jaxprop.core.spec": ("parse_model",),
     "jaxprop.logs": ("TensorBoardLogger", "write_history_csv"),
+    "jaxprop.evaluation": ("Evaluation", "evaluate"),
     "jaxprop.saving": ("load", "save"),
     "jaxprop.scale.bridge": ("as_jax_function",),
     "jaxprop.scale.parallel": (
@@ -50,8 +52,8 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 # the subpackages and modules ``jaxprop.NAME`` reaches without an import of its own
-_SUBMODULES = ("bench", "checkpoint", "cli", "core", "data", "device", "logs", "plots", "predict",
-               "runs", "saving", "scale", "tools", "train")
+_SUBMODULES = ("bench", "checkpoint", "cli", "core", "data", "device", "evaluation", "logs",
+               "plots", "predict", "runs", "saving", "scale", "tools", "train")
 
 
 def __getattr__(name: str):
@@ -93,4 +95,5 @@ __all__ = [
     "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "LayerNorm", "MaxPool2D",
     "Reshape", "Residual",
     "TensorBoardLogger", "write_history_csv",
+    "Evaluation", "evaluate",
 ]

@@ -21,7 +21,8 @@ folder can always be rebuilt from it), ``history.jsonl`` (one line per logged ep
 config, final losses and accuracy, or RMSE and R² for a regression, wall time, compile time,
 device), ``model.npz`` (what ``jaxprop predict`` needs: the model, the class names, the input
 columns and the standardisation, see :func:`jaxprop.predict.save_predictor`), ``loss_curve.png`` and, for 2-D
-inputs, ``decision_boundary.png``; with ``tensorboard``, TensorBoard event files in
+inputs, ``decision_boundary.png`` (a regression:
+``predicted_vs_actual.png``); with ``tensorboard``, TensorBoard event files in
 ``tensorboard/`` (:class:`jaxprop.logs.TensorBoardLogger`; a fresh run deletes those of the run
 it replaces, a resumed one adds its own). :func:`population_run` writes ``metrics.json`` with one
 record per member and ``population_losses.png``.
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import dataclasses
 import json
 import os
 import time
@@ -89,7 +91,8 @@ OPTIONAL_CONFIG_TYPES = {
 
 # Every file a run or a population writes (a fresh run clears them, so nothing is spliced).
 RUN_FILES = ("checkpoint.npz", "metrics.json", "history.jsonl", "history.csv", "losses.npy",
-             "model.npz", "loss_curve.png", "decision_boundary.png", "population_losses.png")
+             "model.npz", "loss_curve.png", "decision_boundary.png", "population_losses.png",
+             "predicted_vs_actual.png")
 # The folder of a run's TensorBoard event files (a fresh run deletes the event files in it).
 TENSORBOARD_DIR = "tensorboard"
 LOCK_NAME = ".lock"
@@ -701,7 +704,7 @@ def _write_results(run: _Run, outcome: _Outcome, files: _RunFiles, metrics: dict
     if not run.plots_on or outcome.status == "interrupted":
         return None
     return run_plots(out, run.model, run.loss, outcome.state, run.ds, files.all_losses(),
-                     files.records)
+                     files.records, cfg=run.cfg)
 
 
 def _write_error(out: Path, error: OSError, what: str) -> RunWriteError:
@@ -763,10 +766,19 @@ def device_name() -> str:
     return f"{d.platform}: {d.device_kind} (x{jax.device_count()})"
 
 
-def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records) -> str | None:
-    """``loss_curve.png``, and ``decision_boundary.png`` for 2-D classification inputs.
+def data_label(cfg: dict) -> str:
+    """The config's data in words for titles: the CSV file's name (``data.csv``), else the
+    dataset's name."""
+    return Path(cfg["csv"]).name if cfg.get("csv") else cfg["dataset"]
 
-    A failed write (a full disk) removes the partial file.
+
+def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records, *,
+              cfg: dict | None = None) -> str | None:
+    """``loss_curve.png``; ``decision_boundary.png`` for 2-D classification inputs;
+    ``predicted_vs_actual.png`` (the test split, in the data's units) for a regression.
+
+    The loss axis names the loss and, for a regression, whether the targets were
+    standardised. A failed write (a full disk) removes the partial file.
 
     Args:
       out: the run folder to write into.
@@ -777,36 +789,44 @@ def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records) ->
       ds: the :class:`~jaxprop.data.Dataset`.
       losses: the training loss of every epoch.
       records: the logged records (test losses for the curve).
+      cfg: the run's config: the data file named in the titles (:func:`data_label`) and
+        the target column on a regression's axes; ``None``: ``ds.name``, no column name.
 
     Returns:
       ``None``, or why writing them failed.
     """
     from jaxprop import plots  # matplotlib loads only when a plot is drawn (0.3 s)
+    from jaxprop.evaluation import evaluate, predicted_classes, target_names
 
     loss = get_loss(loss)
+    name = ds.name if cfg is None else data_label(cfg)
     params = jax.tree.map(host_array, state.params)
     model_state = jax.tree.map(host_array, state.model_state)
+    regression = ds.task == "regression"
     target = out / "loss_curve.png"
     try:
-        plots.loss_curve(losses, target, records=records,
-                         title=f"{ds.name}: training loss ({loss.name})")
-        if ds.x_train.ndim == 2 and ds.x_train.shape[-1] == 2 and ds.task != "regression":
+        standardised = "y_std" in (ds.scaling or {}) if regression else None
+        plots.loss_curve(losses, target, records=records, title=f"{name}: training loss",
+                         ylabel=plots.loss_label(loss, standardised))
+        if regression:
+            target = out / "predicted_vs_actual.png"
+            result = evaluate(model, params, ds, loss=loss, state=model_state)
+            names = target_names(cfg.get("label_column") if cfg else None, result)
+            dataclasses.replace(result, output_names=names).plot(
+                target, title=f"{name}: predicted vs actual (test split)")
+        elif ds.x_train.ndim == 2 and ds.x_train.shape[-1] == 2:
             target = out / "decision_boundary.png"
             apply = jax.jit(lambda p, s, g: model.apply(p, g, s))
-            threshold = 0.0 if loss.from_logits else 0.5
-
-            def classes(y):
-                y = np.asarray(y)
-                return (y[:, 0] > threshold).astype(int) if y.shape[-1] == 1 else y.argmax(-1)
 
             def labels(t):
                 t = np.asarray(t)
                 return t if t.ndim == 1 else decode_targets(t)
 
             plots.decision_boundary(
-                lambda g: classes(apply(params, model_state, g)), ds.x_train,
+                lambda g: predicted_classes(apply(params, model_state, g), loss), ds.x_train,
                 labels(ds.y_train), target, x_test=ds.x_test, labels_test=labels(ds.y_test),
-                title=f"{ds.name}: decision boundary")
+                title=f"{name}: decision boundary", feature_names=ds.feature_names,
+                class_names=ds.class_names)
     except OSError as e:
         target.unlink(missing_ok=True)
         return f"writing {target.name} failed ({e.strerror or e})"

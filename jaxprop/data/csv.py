@@ -4,7 +4,8 @@ for a regression, one numeric target column.
 A header row is detected automatically: the first row is a header when none of its feature
 cells is a number (a header whose names are numbers is refused: it cannot be told from data).
 Blank lines are skipped. The delimiter is ``,`` (or ``;`` / tab when the first row has no
-comma). :func:`read_features` reads new rows for prediction, matching the training columns.
+comma). :func:`read_features` reads new rows for prediction, matching the training columns;
+:func:`read_labels` their label column, for evaluation.
 """
 
 from __future__ import annotations
@@ -111,6 +112,19 @@ def read_features(path, feature_names: tuple[str, ...], label_index: int = -1) -
         raise ValueError(f"{path}: {width} columns, but the model takes {d} features (give "
                          f"{d} columns, or {d + 1} with the label column as in training)")
     return _parse_rows(rows, feature_idx, tuple(feature_names), None, path)
+
+
+def read_labels(path, label_column: int | str = -1) -> tuple[str, ...]:
+    """The label column of a CSV file as text, one (stripped) cell per data row, the header
+    detected as :func:`read_csv` detects it; ``ValueError`` naming the line of an empty label.
+    For evaluating a model on labelled rows (any classes, any number of each)."""
+    path = Path(path).expanduser()
+    rows, _, label_idx = _rows_and_header(path, label_column)
+    labels = tuple(cells[label_idx].strip() for _, cells in rows)
+    for (line, _), label in zip(rows, labels):
+        if not label:
+            raise ValueError(f"{path}:{line}: empty label (column {label_idx + 1})")
+    return labels
 
 
 def _rows_and_header(path: Path, label_column, names=None):

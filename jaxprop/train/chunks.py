@@ -2,9 +2,10 @@
 
 ``make_chunk_fn`` builds the jitted ``(state, x, t, test_data, n_epochs) -> (state, losses,
 metrics)``: ``n_epochs`` epochs (:func:`~jaxprop.train.step.make_train_epochs`), then loss and
-accuracy on the training and test data. A :class:`ChunkRunner` compiles it once per chunk length
-into a shared :class:`~jaxprop.train.compile.CompiledPrograms` store, counts the seconds spent
-compiling, and runs it.
+accuracy (R² and RMSE for a regression) on the training and test data. A :class:`ChunkRunner`
+compiles it once per chunk length into a shared
+:class:`~jaxprop.train.compile.CompiledPrograms` store, counts the seconds spent compiling,
+and runs it.
 
 **Stopping.** A compiled chunk cannot be cut short, so with ``should_stop`` the runner never
 blocks on one: each chunk compiles and runs in a daemon thread (XLA releases the GIL; the CPU
@@ -44,9 +45,10 @@ def make_chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, acc
                   precision=None, grad_fn=None, unroll=1, n_rows=None):
     """The jitted ``(state, x, t, test_data, n_epochs) -> (state, losses, metrics)``.
 
-    ``n_epochs`` (static) epochs, then loss (and accuracy) on the training (and test) data;
+    ``n_epochs`` (static) epochs, then loss and accuracy on the training (and test) data;
     ``metrics`` is a dict ``{"train_loss", "train_accuracy", "test_loss", "test_accuracy"}``
-    (no accuracies when ``accuracy`` is ``False``, no test entries without ``test_data``).
+    (a regression, ``accuracy`` ``False``: ``r2`` and ``rmse`` instead of ``accuracy``, in the
+    units of the targets trained on; no test entries without ``test_data``).
 
     Args:
       model, loss, optimizer, n_examples, batch_size, drop_last: those of
@@ -64,7 +66,7 @@ def make_chunk_fn(model, loss, optimizer, n_examples, batch_size, drop_last, acc
                                      precision=precision, grad_fn=grad_fn, unroll=unroll,
                                      n_rows=n_rows)
     evaluate = make_eval_fn(model, loss, accuracy, precision=precision)
-    names = ("loss",) if accuracy is False else ("loss", "accuracy")
+    names = ("loss", "r2", "rmse") if accuracy is False else ("loss", "accuracy")
     mask = None if n_rows is None or n_rows == n_examples else np.arange(n_rows) < n_examples
 
     def chunk(state, x, t, test_data, n_epochs):

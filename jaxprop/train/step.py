@@ -480,6 +480,30 @@ def accuracy_fn(loss: str | Loss) -> Callable:
     return accuracy
 
 
+def regression_metrics(y, t, mask=None):
+    """``(r2, rmse, mae)``, each ``(out,)``: one value per output of predictions ``y: (n, out)``
+    against targets ``t: (n, out)``, in ``t``'s units; pure (jit and trace it).
+
+    R² is ``1 - SS_res / SS_tot`` per output; for a constant target (``SS_tot == 0``) it is 1
+    when the predictions are exact, else 0 (scikit-learn's ``force_finite``), so it is always
+    finite. ``mask``: ``(n,)``, count only the rows where it is set. Computed in at least
+    float32. scikit-learn's overall figures (``multioutput="uniform_average"``) are the means
+    over the outputs.
+    """
+    dtype = jnp.promote_types(jnp.result_type(y), jnp.float32)
+    y, t = jnp.asarray(y, dtype), jnp.asarray(t, dtype)
+    w = jnp.ones(y.shape[:1], dtype) if mask is None else jnp.asarray(mask, dtype)
+    w = w[:, None]
+    count = jnp.maximum(jnp.sum(w), 1)
+    err = y - t
+    ss_res = jnp.sum(w * err ** 2, axis=0)
+    mean_t = jnp.sum(w * t, axis=0) / count
+    ss_tot = jnp.sum(w * (t - mean_t) ** 2, axis=0)
+    constant = jnp.where(ss_res == 0, 1.0, 0.0).astype(dtype)
+    r2 = jnp.where(ss_tot > 0, 1 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1), constant)
+    return r2, jnp.sqrt(ss_res / count), jnp.sum(w * jnp.abs(err), axis=0) / count
+
+
 def make_eval_fn(model: Layer, loss: str | Loss, accuracy: Callable | None | bool = None, *,
                  precision: str | Precision | None = None) -> Callable:
     """The pure ``(params, x, t, state=None, mask=None) -> (loss, accuracy)`` on a whole data set.
@@ -491,7 +515,8 @@ def make_eval_fn(model: Layer, loss: str | Loss, accuracy: Callable | None | boo
       model: the model.
       loss: a loss name or :class:`~jaxprop.Loss`.
       accuracy: ``(y, t) -> fraction`` (default :func:`accuracy_fn`); ``False`` for a
-        regression: then ``(loss,)`` alone.
+        regression: then ``(loss, r2, rmse)``, R² and RMSE the means over the outputs of
+        :func:`regression_metrics` (in the units of ``t``).
       precision: the loss and accuracy are computed as under it (see
         :func:`make_train_step`).
 
@@ -513,7 +538,8 @@ def make_eval_fn(model: Layer, loss: str | Loss, accuracy: Callable | None | boo
             value = masked_value(loss, y, t, mask)
         value = policy.cast_to_output(value)
         if accuracy is False:
-            return (value,)
+            r2, rmse, _ = regression_metrics(y, t, mask)
+            return value, jnp.mean(r2), jnp.mean(rmse)
         if mask is None:
             return value, accuracy(y, t)
         w = mask.astype(jnp.promote_types(y.dtype, jnp.float32))
