@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "explain": "Trace gradient descent step by step on your own small network (JSON spec).",
     "train": "Train a network on a dataset with a JIT-compiled loop.",
     "predict": "Predict the rows of a CSV file with a trained run's model.",
+    "summary": "Show a model's layers, output shapes, parameters, FLOPs and state.",
     "bench": "Benchmark hand-written backprop against NumPy and jax.grad.",
     "devices": "Show the devices JAX sees, their memory, matmul precision and versions.",
 }
