@@ -18,6 +18,7 @@ import jaxprop as jp
 from jaxprop.bench import RECORD_KEYS, WORKLOADS, Bench, Config, compare, report
 from jaxprop.bench import numpy_baseline as nb
 from jaxprop.bench.flops import mlp_flops, step_flops
+from jaxprop.bench.harness import Entry, Harness
 from jaxprop.bench.timing import Worker, quiet
 from jaxprop.bench.workloads import mlp_cell
 from jaxprop.cli import main
@@ -109,7 +110,8 @@ def test_quick_benchmark_writes_every_output(tmp_path, capsys):
     assert all(r["compile_s"] > 0 and r["vs_jax_grad"] > 0 for r in hand)  # the columns
     assert all(r["vs_numpy"] > 0 for r in hand if r["workload"] != "mlp-adam")
     text = (tmp_path / "bench.md").read_text()
-    assert "| workload |" in text and "vs numpy" in text and "not measurements" in text
+    assert "| impl |" in text and "vs NumPy" in text and "not measurements" in text
+    assert max(len(line) for line in text.splitlines() if line.startswith("|")) <= 80
     assert (tmp_path / "plots" / "batch_sweep.png").stat().st_size > 0
     assert (tmp_path / "plots" / "width_sweep.png").stat().st_size > 0
     printed = capsys.readouterr().out
@@ -362,3 +364,74 @@ def test_rounds_alternate_the_order_of_the_contenders():
     times = timing.time_rounds(contenders, 4, min_block=0)
     assert log[3:] == list("abc" "cba" "abc" "cba")  # after one sizing call each
     assert [len(t) for t in times] == [4, 4, 4]
+
+
+# ---------------------------------------------------------------- the report: 80 columns, ratios
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu.json"
+
+
+def _gpu_records():
+    """GPU-like rows: every column, the widest values (peak memory, widths that vary)."""
+    rows = []
+    for width in (1024, 8192):
+        for impl, seconds in (("matmul", 0.5), ("numpy", 99.0), ("jaxprop", 1.25),
+                              ("jax.grad", 1.5), ("torch", 1.0)):
+            rows.append({k: None for k in RECORD_KEYS} | dict(
+                workload="gpu-mlp", impl=impl, variant="gradient", device="gpu:0",
+                dtype="highest", batch=4096, width=width, median_s=seconds, min_s=seconds,
+                max_s=seconds, compile_s=12.34, gflops=12345.6, roofline_ratio=1.0,
+                vs_numpy=99.0 / seconds, vs_jax_grad=1.2, process="this",
+                peak_bytes=81_000 * 2**20))
+    return rows
+
+
+def _rendered(records, summary) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))
+    report.print_table(console, records, summary)
+    return console.export_text()
+
+
+def test_printed_and_markdown_tables_fit_80_columns():
+    """The tables' natural width (printed on a 200-column console) and the markdown's lines:
+    at most 80 characters, for the committed CPU results and for GPU-like rows."""
+    data = json.loads(RESULTS.read_text())
+    records = data["records"] + _gpu_records()
+    summary = report.targets(records)
+    assert any(t["target"].startswith("gpu-mlp") for t in summary)
+    printed = _rendered(records, summary)
+    assert max(map(len, printed.splitlines())) <= 80
+    assert "speed-ups" in printed and "vs jax.grad" in printed and " MiB" in printed
+    text = report.markdown(data["header"], records, summary)
+    assert max(map(len, text.splitlines())) <= 80
+    assert text.count("| impl |") + text.count("| width | impl |") >= len(report.groups(records))
+
+
+def test_every_ratio_reads_above_1_when_jaxprop_is_faster():
+    """Columns and targets alike: the other's time / jaxprop's. jaxprop takes 1 s here, NumPy
+    2 s, jax.grad 1.5 s; a time target is met below its goal."""
+    entries = [Entry("numpy", "gradient", "cpu:0", fixed=[2.0]),
+               Entry("jaxprop", "gradient", "cpu:0", fixed=[1.0]),
+               Entry("jax.grad", "gradient", "cpu:0", fixed=[1.5])]
+    with Harness(Config(impls=("jaxprop",)).quick()) as harness:
+        cell = harness.cell("cnn", "float32", 8, 4, entries, roofline=False)
+    hand = cell[1]
+    assert hand["vs_numpy"] == 2.0 and hand["vs_jax_grad"] == 1.5
+    columns = [k for _, k, _ in report.COLUMNS]
+    cells = report._cells(hand)
+    assert (cells[columns.index("vs_numpy")], cells[columns.index("vs_jax_grad")]) == \
+        ("2.00x", "1.50x")
+    found = {t["target"]: t for t in report.targets(cell)}
+    assert found["cnn float32 cpu:0 batch 8: vs NumPy"]["value"] == 2.0
+    assert found["cnn float32 cpu:0 batch 8: vs jax.grad"]["value"] == 1.5
+    population = [dict(cell[0], workload="xor-population", variant="classic loop"),
+                  dict(hand, workload="xor-population", variant="jp.fit_population",
+                       batch=4000)]
+    (pop,) = [t for t in report.targets(population) if t["target"].startswith("xor-pop")]
+    assert pop["value"] == 2.0 and pop["met"] and report.format_goal(pop) == ">= 1x"
+    slow = dict(hand, workload="xor", variant="jaxprop train (after JAX import)")
+    (seconds,) = report.targets([slow])
+    assert seconds["unit"] == "s" and seconds["met"] is False
+    assert report.format_goal(seconds) == "<= 0.25 s"

@@ -55,22 +55,20 @@ def run(config: Config, *, json_path=None, markdown_path=None, plots_dir=None, c
       markdown_path: the file to write the Markdown table to, or ``None`` for none.
       plots_dir: the folder to write the plots into, or ``None`` for none.
       console: the ``rich`` console to print to; ``None`` makes one (as wide as the terminal,
-        240 columns when writing to a file or pipe).
+        80 columns when writing to a file or pipe: the tables fit).
 
     Returns:
       the JSON dict: ``{"header": ..., "records": [...], "targets": [...]}`` (no targets for a
       quick run).
     """
-    import sys
-
     from rich.console import Console
 
     from jaxprop.bench import report
 
     check_output_paths(json_path, markdown_path, plots_dir)
     names = workload_names(config)
-    # a wide table is the point: don't squeeze it to 80 columns when writing to a file or pipe
-    console = console or Console(width=None if sys.stdout.isatty() else 240)
+    # the tables fit 80 columns (report.print_table): the terminal's width, or 80 in a pipe
+    console = console or Console()
     if config.quick_run:
         console.print(f"[yellow]{report.QUICK_NOTICE}[/]")
     with Bench(config, log=lambda line: console.print(f"[dim]{line}[/]")) as bench:

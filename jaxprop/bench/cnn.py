@@ -29,7 +29,7 @@ import numpy as np
 
 import jaxprop as jp
 from jaxprop.bench.flops import step_flops
-from jaxprop.bench.harness import Entry
+from jaxprop.bench.harness import VS_JAX_GRAD, VS_NUMPY, Entry, target
 from jaxprop.bench.numpy_cnn import from_jaxprop
 from jaxprop.bench.steps import jax_step
 
@@ -80,19 +80,17 @@ def run(bench) -> None:
 
 
 def targets(records) -> list[dict]:
-    """The CNN targets as ratios measured in one run: ``jax.grad`` time / hand-written time
-    >= 0.9 and NumPy time / hand-written time >= 3, per device."""
+    """The CNN targets as speed-ups measured in one run, per device: vs ``jax.grad`` (its time
+    / the hand-written one's) >= 0.9 and vs NumPy >= 3."""
     cells = {(r["impl"], r["device"]): r for r in records if r["workload"] == "cnn"}
     out = []
     numpy = cells.get(("numpy", "cpu:0"))
     for (impl, dev), hand in sorted(cells.items()):
         if impl != "jaxprop":
             continue
-        tag = f"cnn float32 ({dev}, batch {hand['batch']})"
-        for other, name, goal in ((cells.get(("jax.grad", dev)), "jax.grad", 0.9),
-                                  (numpy, "numpy", 3.0)):
+        tag = f"cnn float32 {dev} batch {hand['batch']}"
+        for other, name, goal in ((cells.get(("jax.grad", dev)), VS_JAX_GRAD, 0.9),
+                                  (numpy, VS_NUMPY, 3.0)):
             if other is not None:
-                value = other["median_s"] / hand["median_s"]
-                out.append({"target": f"{tag}: {name} time / jaxprop time >= {goal:g}x",
-                            "value": round(value, 3), "goal": goal, "met": value >= goal})
+                out.append(target(f"{tag}: {name}", other["median_s"] / hand["median_s"], goal))
     return out

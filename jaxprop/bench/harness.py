@@ -39,6 +39,24 @@ RECORD_KEYS = (
     "max_s", "compile_s", "samples_per_s", "gflops", "roofline_ratio", "vs_numpy",
     "vs_jax_grad", "process", "peak_bytes",
 )
+# What a target measures (the words after its cell in the target's name); the units of targets.
+VS_NUMPY, VS_JAX_GRAD, ROOFLINE = "vs NumPy", "vs jax.grad", "roofline"
+TARGET_UNITS = ("x", "share", "s")
+
+
+def target(name: str, value: float, goal: float, unit: str = "x") -> dict:
+    """A target as measured in one run: ``{"target", "value", "goal", "unit", "met"}``.
+
+    Every ratio reads one way: ``"x"``, a speed-up, the other's time / jaxprop's (> 1:
+    jaxprop is faster), and ``"share"``, jaxprop's GFLOP/s / the best matmul's, are met at
+    ``>= goal``; ``"s"``, seconds, is met at ``<= goal``.
+    """
+    if unit not in TARGET_UNITS:
+        raise ValueError(f"unknown target unit {unit!r}; known: {', '.join(TARGET_UNITS)}")
+    met = value <= goal if unit == "s" else value >= goal
+    return {"target": name, "value": round(value, 3), "goal": goal, "unit": unit, "met": met}
+
+
 # A step (one gradient) with fewer FLOPs than this is overhead-bound, not matmul-bound: its
 # roofline column shows n/a instead of a meaningless percentage.
 ROOFLINE_MIN_STEP_FLOPS = 1e7

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from jaxprop.bench import cnn, gpu  # their own targets: the CNN and the GPU rows
-from jaxprop.bench.harness import RECORD_KEYS
+from jaxprop.bench.harness import RECORD_KEYS, ROOFLINE, VS_JAX_GRAD, VS_NUMPY, target
 from jaxprop.bench.numpy_baseline import numpy_blas
 
 # -- header ------------------------------------------------------------------------------------
@@ -95,32 +95,32 @@ def _find(records, **kw):
 
 def targets(records) -> list[dict]:
     """Every target, as measured in this run (only those whose cells ran), including the CNN
-    workload's and the GPU rows'."""
+    workload's and the GPU rows'. Each ratio reads one way (:func:`~jaxprop.bench.harness.target`):
+    > 1 means jaxprop is faster."""
     out = []
 
-    def add(name, value, goal, higher=True):
+    def add(name, value, goal, unit="x"):
         if value is not None:
-            met = value >= goal if higher else value <= goal
-            out.append({"target": name, "value": round(value, 3), "goal": goal, "met": met})
+            out.append(target(name, value, goal, unit))
 
     def get(key, **kw):
         r = _find(records, **kw)
         return None if r is None else r[key]
 
-    add("xor: jp.fit, NumPy's time / jaxprop's >= 40x",
+    add(f"xor jp.fit: {VS_NUMPY}",
         get("vs_numpy", workload="xor", impl="jaxprop", variant="jp.fit", device="cpu:0"), 40)
-    for variant in ("first jp.fit call", "first jp.fit call, compilation cache"):
-        add(f"xor: {variant} (fresh process), NumPy's whole loop / it >= 1x",
-            get("vs_numpy", workload="xor", variant=variant), 1.0)
-    add("xor: jaxprop train (compile + 10,000 epochs) after JAX's import <= 0.25 s",
+    for variant, tag in (("first jp.fit call", "first jp.fit call"),
+                         ("first jp.fit call, compilation cache", "first call, cache")):
+        add(f"xor {tag}: {VS_NUMPY}", get("vs_numpy", workload="xor", variant=variant), 1.0)
+    add("xor jaxprop train after JAX's import: seconds",
         get("median_s", workload="xor", variant="jaxprop train (after JAX import)"), 0.25,
-        higher=False)
+        unit="s")
     pop = _find(records, workload="xor-population", impl="jaxprop", variant="jp.fit_population",
                 device="cpu:0")
     one = _find(records, workload="xor-population", impl="numpy")
-    if pop and one:
-        add(f"xor-population: {pop['batch'] // 4} networks (jp.fit_population) / one NumPy "
-            "network <= 1x", pop["median_s"] / one["median_s"], 1.0, higher=False)
+    if pop and one:  # one NumPy network's time / the whole population's
+        add(f"xor-population, {pop['batch'] // 4} nets vs 1: {VS_NUMPY}",
+            one["median_s"] / pop["median_s"], 1.0)
     for dev in sorted({r["device"] for r in records if r["impl"] == "jaxprop"}):
         _mlp_targets(records, dev, add)
     return out + cnn.targets(records) + gpu.targets(records)
@@ -132,22 +132,25 @@ def _mlp_targets(records, dev: str, add) -> None:
         if r["impl"] != "jaxprop" or r["device"] != dev or r["workload"] not in (
                 "mlp-grad", "mlp-adam", "batch-sweep"):
             continue
-        tag = f"{r['workload']} {r['dtype']} ({dev}, batch {r['batch']})"
+        tag = f"{r['workload']} {r['dtype']} {dev} batch {r['batch']}"
         if r["workload"] != "batch-sweep":
-            add(f"{tag}: jax.grad's time / jaxprop's >= 1.0x", r["vs_jax_grad"], 1.0)
+            add(f"{tag}: {VS_JAX_GRAD}", r["vs_jax_grad"], 1.0)
         if (dev.startswith("cpu") and r["dtype"] == "float32" and r["batch"] >= 512
                 and r["workload"] != "mlp-adam"):
-            add(f"{tag}: jaxprop GFLOP/s / best matmul GFLOP/s >= 0.85",
-                r["roofline_ratio"], 0.85)
+            add(f"{tag}: {ROOFLINE}", r["roofline_ratio"], 0.85, "share")
     if not dev.startswith("cpu"):
         for r in records:
             if (r["workload"] == "width-sweep" and r["impl"] == "jaxprop"
                     and r["device"] == dev and r["dtype"] == "bfloat16" and r["width"] >= 2048):
-                add(f"width-sweep bfloat16 width {r['width']} ({dev}): jaxprop / bf16 matmul "
-                    ">= 0.5", r["roofline_ratio"], 0.5)
+                add(f"width-sweep bfloat16 {dev} width {r['width']}: {ROOFLINE}",
+                    r["roofline_ratio"], 0.5, "share")
 
 
 # -- outputs -----------------------------------------------------------------------------------
+# Every table fits 80 columns: the records are grouped into one small table per (workload,
+# variant, device, dtype), whose title names them; batch and width are columns only where they
+# vary in the group, peak MiB only where a row has it. min/max ms, samples/s and the process
+# are left to the JSON. What the short column names mean is said once, under the tables.
 
 
 def _ratio(v):
@@ -155,27 +158,32 @@ def _ratio(v):
 
 
 COLUMNS = [  # (title, key, format)
-    ("workload", "workload", str), ("impl", "impl", str), ("variant", "variant", str),
-    ("device", "device", str), ("dtype", "dtype", str), ("batch", "batch", str),
-    ("width", "width", str),
-    ("median ms", "median_s", lambda v: f"{v * 1e3:.3f}"),
-    ("min ms", "min_s", lambda v: f"{v * 1e3:.3f}"),
-    ("max ms", "max_s", lambda v: f"{v * 1e3:.3f}"),
-    ("compile s", "compile_s", lambda v: f"{v:.2f}"),
-    ("vs numpy", "vs_numpy", _ratio),
+    ("batch", "batch", str), ("width", "width", str), ("impl", "impl", str),
+    ("ms", "median_s", lambda v: f"{v * 1e3:.3f}" if v < 1 else f"{v * 1e3:,.0f}"),
+    ("compile", "compile_s", lambda v: f"{v:.2f}"),
+    ("vs NumPy", "vs_numpy", _ratio),
     ("vs jax.grad", "vs_jax_grad", _ratio),
-    ("samples/s", "samples_per_s", lambda v: f"{v:,.0f}"),
-    ("GFLOP/s", "gflops", lambda v: f"{v:.1f}" if v >= 1 else f"{v:.3f}"),
-    ("roofline", "roofline_ratio", lambda v: f"{v:.0%}"),
-    ("process", "process", str),
-    ("peak MiB", "peak_bytes", lambda v: f"{v / 2**20:.0f}"),
+    ("GFLOP/s", "gflops", lambda v: f"{v:,.0f}" if v >= 1000 else f"{v:.1f}" if v >= 1
+     else f"{v:.3f}"),
+    ("roof", "roofline_ratio", lambda v: f"{v:.0%}"),
+    ("MiB", "peak_bytes", lambda v: f"{v / 2**20:,.0f}"),
 ]
-TEXT_COLUMNS = ("workload", "impl", "variant", "device", "dtype", "process")
+TEXT_COLUMNS = ("impl",)
+GROUP_KEYS = ("workload", "variant", "device", "dtype")
+# columns shown only where they tell something: batch and width where they vary in a group,
+# peak memory where it was measured
+VARYING = ("batch", "width")
+MEASURED = ("peak_bytes",)
+LEGEND = ("ms: median milliseconds per call (per epoch for train-digits, per whole run for "
+          "XOR). vs NumPy, vs jax.grad: speed-ups, NumPy's or jax.grad's time / this row's "
+          "(> 1: this row is faster). roof: roofline, GFLOP/s / the best matmul's (n/a: a "
+          "tiny step). compile: seconds. MiB: peak device memory. min/max ms, samples/s, "
+          "process: in the JSON.")
 
 
-def _cells(record):
+def _cells(record, columns=COLUMNS):
     cells = []
-    for _, k, fmt in COLUMNS:
+    for _, k, fmt in columns:
         v = record.get(k)
         if v is None:
             # a tiny step is overhead-bound: its share of the matmul rate means nothing
@@ -185,35 +193,108 @@ def _cells(record):
     return cells
 
 
+def groups(records) -> list[tuple[str, list, list[dict]]]:
+    """``(title, columns, records)``: one table per (workload, variant, device, dtype), in the
+    order the records first name them, with only the columns that tell something."""
+    grouped: dict[tuple, list] = {}
+    for r in records:
+        grouped.setdefault(tuple(r[k] for k in GROUP_KEYS), []).append(r)
+    out = []
+    for key, rows in grouped.items():
+        columns = [c for c in COLUMNS
+                   if (c[1] not in VARYING or len({r[c[1]] for r in rows}) > 1)
+                   and (c[1] not in MEASURED or any(r[c[1]] is not None for r in rows))]
+        fixed = [f"{k} {rows[0][k]}" for k in VARYING
+                 if len({r[k] for r in rows}) == 1 and rows[0][k] is not None]
+        title = " · ".join([*key, *fixed])
+        out.append((title, columns, rows))
+    return out
+
+
+def _wrap(text: str, width: int = 80) -> list[str]:
+    """``text`` in lines of at most ``width`` characters (a longer word, e.g. a path, whole)."""
+    import textwrap
+
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+
+
 QUICK_NOTICE = ("--quick: tiny sizes, a smoke test of the benchmark itself; these numbers are "
                 "not measurements and no target is judged")
 
 
 def print_table(console, records, summary, *, quick: bool = False) -> None:
-    """Print the records as one table, then each target and whether it was met.
+    """Print the records, one small table per group (:func:`groups`), what the columns mean,
+    then each target and whether it was met. Every line fits 80 columns.
 
     Args:
       console: the ``rich`` console to print to.
       records: the benchmark's records (``RECORD_KEYS``), one row each (``matmul`` rows dim).
-      summary: the targets (:func:`targets`): dicts with ``target``, ``value`` and ``met``.
-      quick: a ``--quick`` run: print ``QUICK_NOTICE`` under the table.
+      summary: the targets (:func:`targets`): dicts with ``target``, ``value``, ``unit``,
+        ``goal`` and ``met``.
+      quick: a ``--quick`` run: print ``QUICK_NOTICE`` under the tables.
 
     Returns:
       ``None``; everything goes to ``console``.
     """
-    from rich.table import Table
-
-    table = Table(title="jaxprop bench", header_style="bold")
-    for title, key, _ in COLUMNS:
-        table.add_column(title, justify="left" if key in TEXT_COLUMNS else "right")
-    for r in records:
-        table.add_row(*_cells(r), style="dim" if r["impl"] == "matmul" else None)
-    console.print(table)
+    console.print("[bold]jaxprop bench[/]\n")
+    for title, columns, rows in groups(records):
+        table = _table(title, [(name, key not in TEXT_COLUMNS) for name, key, _ in columns])
+        for r in rows:
+            table.add_row(*_cells(r, columns), style="dim" if r["impl"] == "matmul" else None)
+        console.print(table, "")
+    for line in _wrap(LEGEND):
+        console.print(line, highlight=False)
     if quick:
         console.print(f"[yellow]{QUICK_NOTICE}[/]")
+    if not summary:
+        return
+    table = _table("targets", [("target", False), ("measured", True), ("goal", True),
+                               ("met", False)])
     for t in summary:
-        mark = "[green]met[/]" if t["met"] else "[red]below target[/]"
-        console.print(f"  {t['target']}: {t['value']}  {mark}")
+        table.add_row(t["target"], format_value(t), format_goal(t),
+                      "[green]yes[/]" if t["met"] else "[red]no[/]")
+    console.print("", table, "")
+    for line in _wrap(TARGETS_LEGEND):
+        console.print(line, highlight=False)
+
+
+def _table(title: str, columns: list[tuple[str, bool]]):
+    """A compact ``rich`` table (one space between columns) with ``(name, numeric)``
+    columns, numbers to the right."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False, collapse_padding=True)
+    for name, numeric in columns:
+        table.add_column(name, justify="right" if numeric else "left")
+    return table
+
+
+def format_value(t: dict) -> str:
+    """A target's measured value in its unit: ``1.22x``, ``76%``, ``0.443 s``."""
+    return _in_unit(t["value"], t["unit"])
+
+
+def format_goal(t: dict) -> str:
+    """A target's goal with its direction: ``>= 40x``, ``>= 85%``, ``<= 0.25 s``."""
+    return f"{'<=' if t['unit'] == 's' else '>='} {_in_unit(t['goal'], t['unit'])}"
+
+
+def _in_unit(v: float, unit: str) -> str:
+    return {"x": f"{v:.3g}x", "share": f"{v:.0%}", "s": f"{v:.3g} s"}[unit]
+
+
+TARGETS_LEGEND = ("vs NumPy, vs jax.grad: speed-ups, the other's time / jaxprop's (> 1: "
+                  "jaxprop is faster). roofline: jaxprop's GFLOP/s / the best matmul's.")
+
+
+def targets_markdown(summary) -> str:
+    """The targets as a markdown table (every line within 80 columns), with its legend."""
+    lines = ["| target | measured | goal | met |", "|---|---:|---:|---|"]
+    lines += [f"| {t['target']} | {format_value(t)} | {format_goal(t)} | "
+              f"{'yes' if t['met'] else 'no'} |" for t in summary]
+    return "\n".join(lines + [""] + _wrap(TARGETS_LEGEND))
 
 
 def write_json(path, head, records, summary) -> None:
@@ -235,22 +316,26 @@ def write_json(path, head, records, summary) -> None:
 
 
 def markdown(head, records, summary) -> str:
+    """The run as markdown: the header, one table per group (:func:`groups`), what the columns
+    mean, and the targets. The tables' lines fit 80 columns."""
     lines = [
-        f"Device: {head['device']}; CPU: {head['cpu_model']}; GPU: {head['gpu_model'] or 'none'}; "
-        f"JAX {head['jax_version']}; date {head['date']}; isolation: {head['isolation']}.",
-        f"Command: `{head['command']}`", "",
+        *_wrap(f"Device: {head['device']}; CPU: {head['cpu_model']}; GPU: "
+               f"{head['gpu_model'] or 'none'}; JAX {head['jax_version']}; date {head['date']}; "
+               f"isolation: {head['isolation']}."),
+        *_wrap(f"Command: `{head['command']}`"), "",
     ]
     if head.get("quick"):
-        lines += [f"**{QUICK_NOTICE}.**", ""]
-    lines += [
-        "| " + " | ".join(t for t, _, _ in COLUMNS) + " |",
-        "|" + "|".join("---" if k in TEXT_COLUMNS else "---:" for _, k, _ in COLUMNS) + "|",
-    ]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in records]
+        lines += [*_wrap(f"**{QUICK_NOTICE}.**"), ""]
+    for title, columns, rows in groups(records):
+        lines += [*_wrap(f"**{title}**"), "",
+                  "| " + " | ".join(name for name, _, _ in columns) + " |",
+                  "|" + "|".join("---" if k in TEXT_COLUMNS else "---:" for _, k, _ in columns)
+                  + "|"]
+        lines += ["| " + " | ".join(_cells(r, columns)) + " |" for r in rows]
+        lines += [""]
+    lines += _wrap(LEGEND)
     if summary:
-        lines += ["", "| target | measured | met |", "|---|---:|---|"]
-        lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |"
-                  for t in summary]
+        lines += ["", targets_markdown(summary)]
     return "\n".join(lines) + "\n"
 
 

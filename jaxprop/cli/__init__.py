@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "predict": "Predict the rows of a CSV file with a trained run's model.",
     "evaluate": "Measure a trained run's model: loss, accuracy and confusion matrix, or R², "
                 "RMSE and MAE.",
+    "summary": "Show a model's layers, output shapes, parameters, FLOPs and state.",
     "bench": "Benchmark hand-written backprop against NumPy and jax.grad.",
     "devices": "Show the devices JAX sees, their memory, matmul precision and versions.",
 }

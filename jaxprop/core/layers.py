@@ -78,6 +78,14 @@ class Layer:
     def __repr__(self) -> str:
         return f"Layer({self.name})"
 
+    def summary(self, in_shape=None):
+        """A table of the layers (output shape, params, forward FLOPs, state) and the totals,
+        for inputs of per-example shape ``in_shape`` (default: a model's own); nothing runs.
+        ``print`` it, or read ``.rows`` and the totals (:class:`~jaxprop.core.summary.Summary`)."""
+        from jaxprop.core.summary import summarize  # imports this module
+
+        return summarize(self, in_shape)
+
 
 # --------------------------------------------------------------------------------------------
 # Initialisers (jax.nn.initializers does the work; these are the names the CLI and specs use).
