@@ -34,8 +34,10 @@ process 0 writes. Nothing here prints; the CLI reports progress through callback
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -220,7 +222,7 @@ class RunLock:
         except ImportError:  # no flock (Windows): a PID file, taken over when its PID is gone
             return self._acquire_pid_file()
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock_file(self.path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -243,7 +245,7 @@ class RunLock:
 
     def _acquire_pid_file(self) -> "RunLock":
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = _open_lock_file(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
             holder = self.path.read_text().strip()
             if holder.isdigit() and _pid_alive(int(holder)):
@@ -269,6 +271,24 @@ class RunLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _open_lock_file(path: Path, flags: int) -> int:
+    """``os.open`` of a lock file that never follows a symbolic link (a link planted there
+    would have its target truncated) and is a regular file; ``ValueError`` otherwise."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags | nofollow, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:  # (FileExistsError, a folder that went, ...)
+            raise
+        raise ValueError(f"{path} is a symbolic link; a run's lock file must be a plain file "
+                         "(remove it if no run is using the folder)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{path} is not a plain file; a run's lock file must be one (remove "
+                         "it if no run is using the folder)")
+    return fd
 
 
 def _read_pid(fd: int) -> str:
@@ -532,11 +552,24 @@ class _RunFiles:
             self.status("running", int(np.asarray(state.epoch)))
             self._history = open(self.out / "history.jsonl", "a")
 
-    def status(self, status: str, epoch: int) -> None:
+    def status(self, status: str, epoch: int, **more) -> None:
         _write_json(self.out / "metrics.json", {
             "status": status, "config": self.config, "epoch": int(epoch), "pid": os.getpid(),
             "resumed_from": self.saved.epoch if self.saved is not None else None,
-            "last_record": self.records[-1] if self.records else None})
+            "last_record": self.records[-1] if self.records else None, **more})
+
+    def failed(self, error: BaseException) -> None:
+        """An error ended training: ``metrics.json`` says ``failed`` (``interrupted`` for a
+        KeyboardInterrupt) at the last saved epoch, with the error, when it can be written."""
+        if not self.writer:
+            return
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        epoch = self.records[-1]["epoch"] if self.records else (
+            self.saved.epoch if self.saved is not None else 0)
+        try:
+            self.status(status, epoch, error=f"{type(error).__name__}: {error}"[:500])
+        except (OSError, ValueError):
+            pass  # the error that ended training is the one to report
 
     def all_losses(self) -> np.ndarray:
         return np.concatenate(self.losses)
@@ -571,7 +604,11 @@ def _train_in_folder(run: _Run, state, files: _RunFiles) -> RunResult:
         files.start(state)
     except OSError as e:
         raise _write_error(files.out, e, "checkpoint.npz") from None
-    outcome = _fit_run(run, state, files)
+    try:
+        outcome = _fit_run(run, state, files)
+    except BaseException as e:  # no folder says "running" for a process that has gone
+        files.failed(e)
+        raise
     metrics = _run_metrics(run, outcome, files)
     interrupted = outcome.status == "interrupted"
     if not files.writer:

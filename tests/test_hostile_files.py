@@ -154,3 +154,55 @@ def test_a_header_larger_than_the_limit_is_refused(saved, tmp_path, monkeypatch)
     monkeypatch.setattr(checkpoint, "MAX_HEADER_BYTES", 4096)
     with pytest.raises(ValueError, match="a header of"):
         jp.load(tmp_path / "h.npz")
+
+
+# --------------------------------------------------------------------------------------------
+# The run folder's lock
+
+
+def test_a_planted_symlink_lock_is_refused_and_its_target_untouched(tmp_path, capsys):
+    from jaxprop.cli import main
+
+    run = tmp_path / "r"
+    run.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (run / ".lock").symlink_to(victim)
+    assert main(["train", "--dataset", "xor", "--epochs", "1", "--out", str(run),
+                 "--force"]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_fifo_lock_is_refused(tmp_path):
+    import os
+
+    from jaxprop.runs import RunLock
+
+    os.mkfifo(tmp_path / ".lock")
+    with pytest.raises(ValueError, match="is not a plain file"):
+        RunLock(tmp_path).acquire()
+
+
+# --------------------------------------------------------------------------------------------
+# A run that fails after it started
+
+
+def test_a_run_that_fails_after_starting_is_not_left_running(tmp_path, capsys):
+    import json
+
+    from jaxprop.cli import main
+
+    run = tmp_path / "r"
+    assert main(["train", "--dataset", "xor", "--epochs", "2", "--out", str(run)]) == 0
+    header, members = read_npz(run / "checkpoint.npz", checkpoint.FORMAT, "checkpoint")
+    arrays = {k: members[k] for k in members if k != "__header__"}
+    arrays.update({k: np.full_like(a, np.nan) for k, a in arrays.items()
+                   if k.startswith("params/")})
+    write_npz(run / "checkpoint.npz", arrays, header)
+    assert main(["train", "--resume", str(run), "--epochs", "4"]) == 2
+    assert "NaN" in capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["epoch"] == 2
+    assert "NaN" in metrics["error"]
+
