@@ -53,6 +53,7 @@ from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import mlp, output_for_loss, serial
 from jaxprop.core.spec import parse_model
 from jaxprop.core.validate import is_int
+from jaxprop.train.memory import check_training_fits
 from jaxprop.data import DATASETS
 from jaxprop.data.preprocessing import decode_targets
 from jaxprop.predict import PREDICTOR, save_predictor
@@ -455,6 +456,10 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     optimizer = get_optimizer(cfg["optimizer"], cfg["lr"])
     # a model that couples its batch (BatchNorm) refuses padded minibatches: before any file
     make_epoch_fn(model, loss, optimizer, len(ds.x_train), cfg["batch_size"], cfg["drop_last"])
+    # a model too large for this machine is refused before anything is allocated or written
+    n_test = len(ds.x_test) if ds.x_test is not None else 0
+    check_training_fits(model, optimizer, ds.x_train.shape[1:], len(ds.x_train),
+                        cfg["batch_size"], max(len(ds.x_train), n_test))
     run = _Run(cfg, saved, model, loss, optimizer, ds, plots_on, data_parallel, on_record,
                should_stop)
     state, files = _starting_point(run)
