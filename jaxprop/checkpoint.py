@@ -35,6 +35,7 @@ import tempfile
 import threading
 import zipfile
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -103,11 +104,12 @@ def restore_tree(where: str, what: str, entry: dict, arrays: dict, template) -> 
         )
     leaves = []
     for (_, tmpl), path, name in zip(path_leaves, saved, names):
-        a = arrays[name]
         shape = tuple(tmpl.shape) if hasattr(tmpl, "shape") else np.shape(tmpl)
+        a = _member(where, what + path, arrays, name, shape)
         if tuple(a.shape) != tuple(shape):
             raise ValueError(f"{where}: {what}{path} has shape {tuple(a.shape)}, expected "
                              f"{tuple(shape)}")
+        _check_dtype(where, what + path, a.dtype, np.dtype(tmpl.dtype))
         if a.dtype == np.float64 and not jax.config.jax_enable_x64:
             raise ValueError(f"{where}: {what}{path} is float64; enable float64 first "
                              "(jax.config.update('jax_enable_x64', True))")
@@ -170,6 +172,29 @@ def write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
+def _member(where: str, leaf: str, arrays, name, shape) -> np.ndarray:
+    """The array ``name`` that holds ``leaf`` (of ``shape``), read only when its size fits."""
+    if not isinstance(name, str) or name not in arrays:
+        raise ValueError(f"{where}: corrupt file (no array {name!r} for {leaf})")
+    if isinstance(arrays, NpzMembers):  # refuse to inflate what cannot be the leaf
+        most = int(np.prod(shape, dtype=np.int64)) * 16 + NPY_HEADER_SLACK
+        if arrays.member_size(name) > most:
+            raise ValueError(f"{where}: corrupt file ({leaf}'s array {name!r} holds "
+                             f"{arrays.member_size(name):,} bytes; a {shape} leaf takes at "
+                             f"most {most:,})")
+    return arrays[name]
+
+
+def _check_dtype(where: str, leaf: str, saved: np.dtype, expected: np.dtype) -> None:
+    """``ValueError`` unless a leaf saved as ``saved`` can be the ``expected`` leaf: the same
+    dtype, or float32 and float64 for one another (a model trained in float64 loads into
+    float32 params under x64, and the other way)."""
+    floats = (np.dtype(np.float32), np.dtype(np.float64))
+    if saved == expected or (saved in floats and expected in floats):
+        return
+    raise ValueError(f"{where}: {leaf} is {saved}, expected {expected}")
+
+
 def write_npz(path: Path, arrays: dict[str, np.ndarray], header: dict) -> Path:
     """Write ``arrays`` and the JSON ``header`` (as ``__header__``) to ``path`` with
     :func:`write_atomic`."""
@@ -179,8 +204,61 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray], header: dict) -> Path:
     return write_atomic(path, buf.getvalue())
 
 
-def read_npz(path: Path, fmt: str, what: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """``(header, arrays)`` of a file :func:`write_npz` wrote with ``header["format"] == fmt``.
+# The largest JSON header a file may have (a history of 100,000 records is some 20 MB).
+MAX_HEADER_BYTES = 64 << 20
+# What a member may hold beyond its declared shape and dtype: the .npy header.
+NPY_HEADER_SLACK = 4096
+
+
+class NpzMembers(Mapping):
+    """The arrays of an ``.npz`` archive by name, each read (and decompressed) only when it is
+    asked for, so a member no header names is never inflated (a zip bomb stays on disk).
+
+    ``member_size(name)`` is a member's uncompressed size in bytes, from the archive's
+    directory (reading nothing). A member that cannot be read raises ``ValueError`` naming the
+    file.
+    """
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = path, what
+        with zipfile.ZipFile(path) as zf:
+            self._sizes = {i.filename[:-4]: i.file_size for i in zf.infolist()
+                           if i.filename.endswith(".npy")}
+        self._read: dict[str, np.ndarray] = {}
+
+    def member_size(self, name: str) -> int:
+        return self._sizes[name]
+
+    def __contains__(self, name) -> bool:  # (Mapping's own would read the member)
+        return name in self._sizes
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._read:
+            if name not in self._sizes:
+                raise KeyError(name)
+            self._read[name] = self._load(name)
+        return self._read[name]
+
+    def _load(self, name: str) -> np.ndarray:
+        try:
+            with zipfile.ZipFile(self.path) as zf, zf.open(name + ".npy") as f:
+                return np.lib.format.read_array(f, allow_pickle=False)
+        except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as e:
+            if "pickle" in str(e):  # an object array; np.load's advice is not ours to give
+                e = "it holds Python objects, and jaxprop never loads pickles"
+            raise ValueError(f"{self.path}: not a readable {self.what} (truncated or corrupt "
+                             f"file: member {name!r}: {e})") from None
+
+    def __iter__(self):
+        return iter(self._sizes)
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+
+def read_npz(path: Path, fmt: str, what: str) -> tuple[dict, NpzMembers]:
+    """``(header, arrays)`` of a file :func:`write_npz` wrote with ``header["format"] == fmt``;
+    ``arrays`` (:class:`NpzMembers`) reads each array when it is first asked for.
 
     Raises ``ValueError`` naming ``path`` for anything else: not an ``.npz`` archive (a pickle,
     a text file), truncated, no or corrupt header, another format. Never unpickles.
@@ -197,17 +275,17 @@ def read_npz(path: Path, fmt: str, what: str) -> tuple[dict, dict[str, np.ndarra
         raise ValueError(f"{path}: not a jaxprop {what} ({kind}; expected an .npz archive "
                          "written by jaxprop; truncated or corrupt file?)")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as e:
-        if "pickle" in str(e):  # an object array inside; np.load's advice is not ours to give
-            e = "it holds Python objects, and jaxprop never loads pickles"
+        arrays = NpzMembers(path, what)
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
         raise ValueError(f"{path}: not a readable {what} (truncated or corrupt file: "
                          f"{e})") from None
     if "__header__" not in arrays:
         raise ValueError(f"{path}: not a jaxprop {what} (no __header__ entry)")
+    if arrays.member_size("__header__") > MAX_HEADER_BYTES:
+        raise ValueError(f"{path}: not a jaxprop {what} (a header of "
+                         f"{arrays.member_size('__header__'):,} bytes)")
     try:
-        header = json.loads(arrays.pop("__header__").tobytes().decode())
+        header = json.loads(arrays["__header__"].tobytes().decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ValueError(f"{path}: corrupt {what} header ({e})") from None
     if not isinstance(header, dict) or header.get("format") != fmt:

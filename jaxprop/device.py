@@ -72,7 +72,29 @@ def device_memory_bytes() -> int | None:
 
 
 def _host_available_bytes() -> int | None:
-    """``MemAvailable`` of ``/proc/meminfo``, else the available physical pages (``None``)."""
+    """The host memory this process can still use: ``MemAvailable`` of ``/proc/meminfo`` (else
+    the available physical pages), or less under an address-space limit (``ulimit -v``);
+    ``None`` when unknown."""
+    known = [n for n in (_physical_available_bytes(), _address_space_left()) if n is not None]
+    return min(known) if known else None
+
+
+def _address_space_left() -> int | None:
+    """What ``ulimit -v`` (``RLIMIT_AS``) leaves this process beyond its present size."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as f:
+            size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
+    return max(soft - size, 0)
+
+
+def _physical_available_bytes() -> int | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:

@@ -38,10 +38,12 @@ process 0 writes. Nothing here prints; the CLI reports progress through callback
 from __future__ import annotations
 
 import contextlib
-import functools
 import dataclasses
+import errno
+import functools
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -58,6 +60,7 @@ from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import mlp, output_for_loss, serial
 from jaxprop.core.spec import parse_model
 from jaxprop.core.validate import is_int
+from jaxprop.train.memory import check_training_fits
 from jaxprop.data import DATASETS
 from jaxprop.data.preprocessing import decode_targets
 from jaxprop.predict import PREDICTOR, save_predictor
@@ -230,7 +233,7 @@ class RunLock:
         except ImportError:  # no flock (Windows): a PID file, taken over when its PID is gone
             return self._acquire_pid_file()
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock_file(self.path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -253,7 +256,7 @@ class RunLock:
 
     def _acquire_pid_file(self) -> "RunLock":
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = _open_lock_file(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
             holder = self.path.read_text().strip()
             if holder.isdigit() and _pid_alive(int(holder)):
@@ -279,6 +282,24 @@ class RunLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _open_lock_file(path: Path, flags: int) -> int:
+    """``os.open`` of a lock file that never follows a symbolic link (a link planted there
+    would have its target truncated) and is a regular file; ``ValueError`` otherwise."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags | nofollow, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:  # (FileExistsError, a folder that went, ...)
+            raise
+        raise ValueError(f"{path} is a symbolic link; a run's lock file must be a plain file "
+                         "(remove it if no run is using the folder)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{path} is not a plain file; a run's lock file must be one (remove "
+                         "it if no run is using the folder)")
+    return fd
 
 
 def _read_pid(fd: int) -> str:
@@ -451,6 +472,10 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     optimizer = get_optimizer(cfg["optimizer"], cfg["lr"])
     # a model that couples its batch (BatchNorm) refuses padded minibatches: before any file
     make_epoch_fn(model, loss, optimizer, len(ds.x_train), cfg["batch_size"], cfg["drop_last"])
+    # a model too large for this machine is refused before anything is allocated or written
+    n_test = len(ds.x_test) if ds.x_test is not None else 0
+    check_training_fits(model, optimizer, ds.x_train.shape[1:], len(ds.x_train),
+                        cfg["batch_size"], max(len(ds.x_train), n_test))
     run = _Run(cfg, saved, model, loss, optimizer, ds, plots_on, data_parallel, on_record,
                should_stop)
     state, files = _starting_point(run, tensorboard)
@@ -566,11 +591,24 @@ class _RunFiles:
         for record in self.records if replay else ():
             self._logger.write_record(record)
 
-    def status(self, status: str, epoch: int) -> None:
+    def status(self, status: str, epoch: int, **more) -> None:
         _write_json(self.out / "metrics.json", {
             "status": status, "config": self.config, "epoch": int(epoch), "pid": os.getpid(),
             "resumed_from": self.saved.epoch if self.saved is not None else None,
-            "last_record": self.records[-1] if self.records else None})
+            "last_record": self.records[-1] if self.records else None, **more})
+
+    def failed(self, error: BaseException) -> None:
+        """An error ended training: ``metrics.json`` says ``failed`` (``interrupted`` for a
+        KeyboardInterrupt) at the last saved epoch, with the error, when it can be written."""
+        if not self.writer:
+            return
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        epoch = self.records[-1]["epoch"] if self.records else (
+            self.saved.epoch if self.saved is not None else 0)
+        try:
+            self.status(status, epoch, error=f"{type(error).__name__}: {error}"[:500])
+        except (OSError, ValueError):
+            pass  # the error that ended training is the one to report
 
     def all_losses(self) -> np.ndarray:
         return np.concatenate(self.losses)
@@ -609,7 +647,11 @@ def _train_in_folder(run: _Run, state, files: _RunFiles) -> RunResult:
         files.start(state)
     except OSError as e:
         raise _write_error(files.out, e, "checkpoint.npz") from None
-    outcome = _fit_run(run, state, files)
+    try:
+        outcome = _fit_run(run, state, files)
+    except BaseException as e:  # no folder says "running" for a process that has gone
+        files.failed(e)
+        raise
     metrics = _run_metrics(run, outcome, files)
     interrupted = outcome.status == "interrupted"
     if not files.writer:

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from jaxprop.checkpoint import flatten_tree, read_npz, restore_tree, write_npz
+from jaxprop.core.validate import is_int
 
 FORMAT = "jaxprop-model"
 VERSION = 1
@@ -100,10 +101,14 @@ def load(path: str | os.PathLike, model=None):
         raise ValueError(f"{path}: model file version {header.get('version')!r} is not "
                          f"supported (this jaxprop reads version {VERSION})")
     try:
-        in_shape = tuple(int(d) for d in header["in_shape"])
+        in_shape = tuple(header["in_shape"])
+        if not all(is_int(d) and d > 0 for d in in_shape):
+            raise ValueError(f"in_shape {header['in_shape']!r} is not a list of sizes")
         trees, spec = header["trees"], header.get("spec")
         extra = dict(header.get("extra") or {})
         extra_arrays = dict(header.get("extra_arrays") or {})
+        if not all(isinstance(v, str) for v in extra_arrays.values()):
+            raise ValueError("extra_arrays does not name arrays")
         params_entry = trees["params"]
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: corrupt model header ({e})") from None

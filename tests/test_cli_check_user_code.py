@@ -140,3 +140,65 @@ def test_model_takes_loss_and_max_fd_coords(user_file, capsys):
     out = capsys.readouterr().out
     assert "OK: all 5 gradient leaves agree" in out and "rtol 1e-10 in float64" in out
     assert "random 4-coordinate subset" in out
+
+
+# --------------------------------------------------------------------------------------------
+# Faults that are not the backward's (issue #22)
+
+HOSTILE_CODE = textwrap.dedent('''
+    import dataclasses
+
+    import jax.numpy as jnp
+    import jaxprop as jp
+
+    def NaNForward():  # a forward that makes NaN from finite inputs
+        base = jp.Dense(3)
+        def forward(params, state, x, *, key=None, train=True):
+            y, r, s = base.forward(params, state, x, key=key, train=train)
+            return y * jnp.nan, r, s
+        return dataclasses.replace(base, forward=forward)
+
+    def InitDisagrees():  # init says (4,), forward gives (3,)
+        base = jp.Dense(3)
+        def init(key, in_shape):
+            p, s, _ = base.init(key, in_shape)
+            return p, s, (4,)
+        return dataclasses.replace(base, init=init)
+''')
+
+
+def test_a_module_that_calls_sys_exit_is_no_pass(tmp_path, capsys):
+    path = tmp_path / "exits.py"
+    path.write_text("import sys\nsys.exit(0)\n")
+    assert main(["check", "--layer", f"{path}:X", "--in-shape", "4"]) == 2
+    assert "it called sys.exit(0); nothing was checked" in capsys.readouterr().err
+
+
+def test_a_forward_that_makes_nan_is_blamed_not_the_backward(tmp_path, capsys):
+    path = tmp_path / "hostile.py"
+    path.write_text(HOSTILE_CODE)
+    assert main(["check", "--layer", f"{path}:NaNForward", "--in-shape", "4"]) == 1
+    out = capsys.readouterr().out
+    assert "its forward gives 24 NaN/Inf value(s) of 24 in float32" in out
+    assert "disagrees" not in out
+
+
+def test_a_forward_whose_shape_is_not_inits_is_refused(tmp_path, capsys):
+    path = tmp_path / "hostile.py"
+    path.write_text(HOSTILE_CODE)
+    assert main(["check", "--layer", f"{path}:InitDisagrees", "--in-shape", "4"]) == 2
+    assert ("forward gives examples of shape (3,), but init said (4,)"
+            in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("args", [
+    ["--sizes", "100000,100000,1"],
+    ["--layer", "jaxprop:Relu", "--in-shape", "100000,100000"],
+])
+def test_a_check_that_cannot_fit_is_refused_before_allocating(args, capsys, monkeypatch):
+    from jaxprop.train import memory
+
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda: 1 << 30)
+    assert main(["check", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jaxprop: error: out of memory: checking ") and "1.0 GiB" in err

@@ -256,7 +256,7 @@ def test_memory_free_is_the_devices_limit_else_the_hosts(monkeypatch):
     monkeypatch.setattr(device, "memory", lambda d: None)  # the CPU reports none
     host = device.device_memory_bytes()
     assert host is None or (isinstance(host, int) and host > 2**20)
-    monkeypatch.setattr(sys.modules["jaxprop.scale.population"], "device_memory_bytes",
+    monkeypatch.setattr(sys.modules["jaxprop.train.memory"], "device_memory_bytes",
                         lambda: 2**20)
     with pytest.raises(ValueError, match="out of memory: a population of 100,000 networks"):
         jp.fit_population(MODEL, "sse_half", 0.1, (X, T), n=100_000, epochs=1)

@@ -32,7 +32,7 @@ from jaxprop.core.checks import check_output_fits_loss
 from jaxprop.core.layers import ACTIVATIONS, Layer
 from jaxprop.core.losses import LOSSES, get_loss
 from jaxprop.core.network import Model, mlp, serial
-from jaxprop.tools.gradcheck import MAX_FD_COORDS, check_gradients, check_layer
+from jaxprop.tools.gradcheck import MAX_FD_COORDS, check_fits, check_gradients, check_layer
 from jaxprop.tools.gradcheck_report import (
     GradCheckReport,
     LayerReport,
@@ -141,9 +141,9 @@ def _import_file(path: Path, option: str):
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - the user's code: one line, exit 2
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code: one line, exit 2
         sys.modules.pop(name, None)
-        raise ValueError(f"{option}: importing {path} failed: {type(e).__name__}: {e}") from e
+        raise ValueError(f"{option}: importing {path} failed: {_why(e)}") from e
     finally:
         sys.path.remove(str(path.resolve().parent))
     return module
@@ -160,11 +160,18 @@ def _import_module(source: str, option: str):
             raise ValueError(f"{option}: no module named {source!r} (run from the folder that "
                              "holds it, or give the path of its .py file)") from None
         raise ValueError(f"{option}: importing {source} failed: {e}") from e
-    except Exception as e:  # noqa: BLE001 - the user's code: one line, exit 2
-        raise ValueError(f"{option}: importing {source} failed: {type(e).__name__}: {e}") from e
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code: one line, exit 2
+        raise ValueError(f"{option}: importing {source} failed: {_why(e)}") from e
     finally:
         if added:
             sys.path.remove(os.getcwd())
+
+
+def _why(error: BaseException) -> str:
+    """Why importing the user's code failed, in a few words (``sys.exit`` is no pass)."""
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r}); nothing was checked"
+    return f"{type(error).__name__}: {error}"
 
 
 def as_layer(obj, text: str, option: str) -> Layer:
@@ -259,6 +266,8 @@ def run(args) -> int:
         dtype = jnp.dtype(args.dtype)
         in_shape = args.in_shape or model.in_shape
         k_params, k_data = jax.random.split(jax.random.key(args.seed))
+        if data is None:  # before anything is initialised or drawn
+            check_fits(model, tuple(in_shape), args.batch)
         params, state, out_shape = model.init(k_params, in_shape)
         x, t = data or make_data(k_data, loss_name, in_shape, out_shape, args.batch, dtype)
         report = check_gradients(

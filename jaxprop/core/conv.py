@@ -227,6 +227,12 @@ def _unslice(g, offset, strides, padded_hw):
         (j, wp - j - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
 
 
+# The most positions a pooling window may have: the forward and backward take one slice of the
+# input per position, so the program grows with the window's area (100x100: 10,000 slices and
+# minutes of compiling for a 1x1 output).
+MAX_POOL_WINDOW = 1024
+
+
 def _pool(kind: str, spec_name: str, fill: float, window, strides, padding, forward_fn,
           backward_fn) -> Layer:
     """A pooling layer: geometry, shapes and batching shared by max and average pooling.
@@ -243,6 +249,11 @@ def _pool(kind: str, spec_name: str, fill: float, window, strides, padding, forw
     s = k if strides is None else _pair(strides, f"{kind}: strides")
     pad = _padding(padding, kind)
     name = f"{kind}({k[0]}x{k[1]})"
+    if k[0] * k[1] > MAX_POOL_WINDOW:
+        raise ValueError(f"{name}: a window of {k[0] * k[1]:,} positions is more than pooling "
+                         f"handles ({MAX_POOL_WINDOW:,}, e.g. 32x32: each position is a slice "
+                         "of the input in the compiled program); use a smaller window or a "
+                         "strided conv")
 
     def geometry(hw):
         pads = _pads(pad, hw, k, s)

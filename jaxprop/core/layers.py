@@ -289,6 +289,9 @@ def Relu() -> Layer:
 
 def LeakyRelu(negative_slope: float = 0.01) -> Layer:
     """``x if x >= 0 else slope * x`` (as ``jax.nn.leaky_relu``); derivative from the mask."""
+    if not is_number(negative_slope) or not math.isfinite(negative_slope):
+        raise ValueError(f"LeakyRelu: negative_slope must be a finite number, "
+                         f"got {negative_slope!r}")
 
     def forward(x):
         mask = x >= 0

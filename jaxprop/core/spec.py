@@ -16,6 +16,7 @@ and ``residual(architecture)``. Other modules add their layers with :func:`regis
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable, Sequence
 
@@ -39,6 +40,9 @@ BLOCK_LAYERS: set[str] = set()
 _TOKEN = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 _KEYWORD = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*=\s*(.*?)\s*$")
 _WORD = re.compile(r"^[a-z_][a-z0-9_]*$")
+# The deepest nesting of parentheses an architecture may have (``residual(residual(...))``);
+# deeper texts are refused before parsing (each level is a parse and a serial of its own).
+MAX_NESTING = 16
 
 
 def register(name: str, constructor: Callable[..., Layer], usage: str, *,
@@ -119,9 +123,33 @@ def _number(text: str, where: str):
     except ValueError:
         pass
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {text!r} is not a finite number")
+    return value
+
+
+def check_parentheses(text: str) -> None:
+    """``ValueError`` unless ``text``'s parentheses balance and nest at most ``MAX_NESTING``
+    deep."""
+    depth = deepest = 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            raise ValueError(f"architecture {_excerpt(text)}: unbalanced ')' at character "
+                             f"{i + 1}")
+        deepest = max(deepest, depth)
+    if depth:
+        raise ValueError(f"architecture {_excerpt(text)}: {depth} '(' never closed")
+    if deepest > MAX_NESTING:
+        raise ValueError(f"architecture {_excerpt(text)}: parentheses nest {deepest} deep; "
+                         f"at most {MAX_NESTING} (e.g. residual(...) inside residual(...))")
+
+
+def _excerpt(text: str, width: int = 60) -> str:
+    return repr(text if len(text) <= width else text[:width - 3] + "...")
 
 
 def split_spec(text: str, sep: str = "-") -> list[str]:
@@ -162,6 +190,9 @@ def parse_layer(text: str) -> Layer:
         if kw is None:
             values.append(_number(arg, where))
         else:
+            if kw.group(1) in keywords:
+                raise ValueError(f"{where}: keyword {kw.group(1)} is given twice "
+                                 f"(usage: {usage})")
             word = kw.group(2).lower()
             keywords[kw.group(1)] = word if _WORD.match(word) else _number(word, where)
     try:
@@ -177,5 +208,6 @@ def parse_model(text: str, in_shape: Sequence[int] | None = None) -> Model:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"an architecture is a non-empty text like 'dense(64)-relu-dense(10)'; "
                          f"got {text!r}")
+    check_parentheses(text)
     layers = [parse_layer(part) for part in split_spec(text)]
     return serial(*layers, in_shape=in_shape)

@@ -28,7 +28,6 @@ from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.cache import remember
 from jaxprop.core.validate import check_int, is_int
-from jaxprop.device import device_memory_bytes, gib
 from jaxprop.train.compile import (
     AUTO_FAST_COMPILE_RUN_FLOPS,
     AUTO_SINGLE_THREAD_STEP_FLOPS,
@@ -37,6 +36,7 @@ from jaxprop.train.compile import (
     forward_flops,
     step_flops,
 )
+from jaxprop.train.memory import check_training_fits, training_bytes
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.precision import get_precision
 from jaxprop.train.step import (
@@ -501,10 +501,8 @@ def _evaluate_fn(model, loss, precision=None):
 
 def population_bytes(model: Layer, optimizer: optax.GradientTransformation, n: int,
                      batch: int, in_shape=None) -> int:
-    """About how many bytes training ``n`` members needs (from shapes alone; nothing is allocated).
-
-    Per member: its params, optimizer state, gradients and updates, and what the forward pass
-    keeps for the backward pass on a batch of ``batch`` float32 examples.
+    """About how many bytes training ``n`` members needs (from shapes alone; nothing is allocated):
+    ``n`` times :func:`~jaxprop.train.memory.training_bytes` of one.
 
     Args:
       model: the model.
@@ -517,32 +515,14 @@ def population_bytes(model: Layer, optimizer: optax.GradientTransformation, n: i
       the estimate in bytes.
     """
     shape = tuple(in_shape if in_shape is not None else model.in_shape)
-    return n * _member_bytes(model, optimizer, batch, shape)
-
-
-@remember(maxsize=64)
-def _member_bytes(model, optimizer, batch: int, shape: tuple) -> int:
-    """One member's share of :func:`population_bytes`, remembered (tracing it costs 7 ms, 5% of
-    a 1000-network XOR run)."""
-    params, state, _ = jax.eval_shape(lambda k: model.init(k, shape), key_from_seed(0))
-    opt_state = jax.eval_shape(optimizer.init, params)
-    x = jax.ShapeDtypeStruct((batch, *shape), jnp.float32)
-    y, residuals, _ = jax.eval_shape(
-        lambda p, s, x: model.forward(p, s, x, train=False), params, state, x)
-
-    def size(tree):
-        return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
-                   for a in jax.tree.leaves(tree) if hasattr(a, "shape"))
-
-    return 4 * size(params) + size(opt_state) + 3 * (size(residuals) + size(y))
+    return n * training_bytes(model, optimizer, shape, batch)
 
 
 def check_population_memory(model: Layer, optimizer, n: int, n_examples: int,
                             batch_size: int | None = None, *, what: str | None = None) -> None:
-    """Raise ``ValueError`` (an out-of-memory message) when ``n`` members would not fit.
-
-    The need is estimated by :func:`population_bytes`, the memory free by
-    :func:`device_memory_bytes`; nothing is checked when that is unknown.
+    """Raise :class:`~jaxprop.train.memory.InsufficientMemory` (a ``ValueError``) when ``n``
+    members would not fit (:func:`~jaxprop.train.memory.check_training_fits`; nothing is
+    checked when the device's free memory is unknown).
 
     Args:
       model: the model, with its input shape.
@@ -551,19 +531,9 @@ def check_population_memory(model: Layer, optimizer, n: int, n_examples: int,
       n_examples: training examples.
       batch_size: examples per minibatch; ``None`` for full batch.
       what: how the message names the population (default ``"a population of n networks"``).
-
-    Returns:
-      ``None`` when the population fits (or the device's memory is unknown).
     """
-    batch = n_examples if batch_size is None else min(batch_size, n_examples)
-    need = population_bytes(model, as_optimizer(optimizer), n, batch)
-    have = device_memory_bytes()
-    if have is not None and need > have:
-        raise ValueError(
-            f"out of memory: {what or f'a population of {n:,} networks'} needs about "
-            f"{gib(need)} (params, optimizer state and activations of {n:,} networks), more "
-            f"than the {gib(have)} this {jax.devices()[0].platform} has free; train fewer "
-            "networks at once")
+    check_training_fits(model, as_optimizer(optimizer), model.in_shape, n_examples, batch_size,
+                        n=n, what=what or f"a population of {n:,} networks")
 
 
 def _check_n(n) -> None:

@@ -109,6 +109,8 @@ from jaxprop.tools.gradcheck_report import (
     label,
 )
 from jaxprop.train.compile import FAST_COMPILE
+from jaxprop.train.memory import check_fits as check_memory
+from jaxprop.train.memory import nbytes
 from jaxprop.train.precision import cast_floating as _cast
 from jaxprop.train.precision import is_float as _is_float
 
@@ -318,7 +320,9 @@ def _layer_math(layer: Layer, where: str, params, state, x, key, train: bool, no
     names = ["dx" if i is None else _path_str(p_paths[i][0]) or "params" for i in targets]
     hand = [dx if i is None else jax.tree.leaves(dparams)[i] for i in targets]
     ref = [ref_dx if i is None else jax.tree.leaves(ref_dparams)[i] for i in targets]
-    arrays = {"hand": hand, "ref": ref}
+    # NaN/Inf outputs for finite inputs and params: the forward is at fault, not the backward
+    arrays = {"hand": hand, "ref": ref, "bad_y": jnp.sum(~jnp.isfinite(y)) if _is_float(y)
+              else jnp.zeros((), jnp.int32), "y_size": jnp.asarray(np.size(y))}
     if not with_fd or not targets:
         return names, arrays
 
@@ -475,6 +479,8 @@ class _Checker:
             layer = self.f64.layers[index]
             error = next((prog.errors[index] for prog, *_ in passes if index in prog.errors),
                          None)
+            if error is None:
+                error = _forward_not_finite(passes, index)
             if error is not None:
                 checks.append(LayerCheck(index, layer.name, point, error=error))
                 continue
@@ -487,6 +493,18 @@ class _Checker:
                               tuple(column[i] for column in columns))
                 for i, (name, g) in enumerate(zip(names, hand)))))
         return checks
+
+
+def _forward_not_finite(passes, index) -> str | None:
+    """What to say when a layer's forward gave NaN/Inf from finite inputs and params (in the
+    first pass, working dtype or float64, where it did), else ``None``."""
+    for _, out, _, dtype_name, *_ in passes:
+        bad = int(out[index]["bad_y"])
+        if bad:
+            return (f"its forward gives {bad} NaN/Inf value(s) of {int(out[index]['y_size'])} "
+                    f"in {dtype_name} from finite inputs and params; fix the forward first "
+                    "(the backward was not judged)")
+    return None
 
 
 def _validate_common(dtype, fd_directions: int, batch=None, *, what: str = "") -> str:
@@ -565,6 +583,8 @@ def check_layer(
     key = jax.random.key(0) if key is None else key
     k_init, k_fwd = jax.random.split(key)
     host = _host_rng(key)
+    if x is None and params is None:  # before anything is drawn or initialised
+        check_fits(layer, in_shape, batch, fd_directions)
     params, state, point = _layer_point(layer, in_shape, k_init, host, params, state,
                                         perturb_params)
     if x is None:
@@ -580,18 +600,50 @@ def check_layer(
         "train": train})
 
 
+def check_fits(layer: Layer, in_shape, batch: int, fd_directions: int = FD_DIRECTIONS) -> None:
+    """:class:`~jaxprop.train.memory.InsufficientMemory` when checking ``layer`` (or a model) on
+    ``batch`` examples of ``in_shape`` cannot fit: the params, inputs and what the forward keeps,
+    in float64 and the working dtype, and one copy per finite-difference direction (from
+    shapes alone; a layer whose ``init`` fails is left to the check to report)."""
+    try:
+        params, state, _ = jax.eval_shape(lambda: layer.init(jax.random.key(0), in_shape))
+        x = jax.ShapeDtypeStruct((batch, *in_shape), jnp.float32)
+        kept = jax.eval_shape(lambda p, s, x_: layer.forward(p, s, x_)[:2], params, state, x)
+    except Exception:  # noqa: BLE001 - the check itself names what is wrong with the layer
+        return
+    # float32 shapes, counted twice over: as float64 (and once more in the working dtype)
+    per_copy = 3 * (nbytes(params) + nbytes(state) + nbytes(x) + nbytes(kept))
+    check_memory(per_copy * (3 + fd_directions), f"checking {layer.name} on {batch} "
+                 f"examples of shape {tuple(in_shape)}",
+                 "check a smaller layer or input (--in-shape) or a smaller batch (--batch)")
+
+
 def _layer_point(layer: Layer, in_shape, key, host, params, state, perturb_params: bool):
     """``(params, state, point)`` for :func:`check_layer`: the given ones, else ``layer.init``'s
     (perturbed with ``perturb_params``); ``point`` says which params (``"given params"``)."""
     try:
-        p0, s0, _ = layer.init(key, in_shape)
+        p0, s0, out_shape = layer.init(key, in_shape)
     except Exception as e:  # noqa: BLE001 - the user's init: name the layer and the shape
         raise ValueError(f"{layer.name}: init failed for in_shape {in_shape}: {e}") from e
+    _check_forward_shape(layer, p0, s0, in_shape, out_shape, key)
     if perturb_params:
         p0, s0 = perturb(p0, host), perturb(s0, host)
     point = "given params" if params is not None else (
         "random params" if perturb_params else "initial params")
     return (p0 if params is None else params), (s0 if state is None else state), point
+
+
+def _check_forward_shape(layer: Layer, params, state, in_shape, out_shape, key) -> None:
+    """``ValueError`` when the forward's output shape is not the one ``init`` said (a bug in
+    the forward or in init, not in the backward)."""
+    x = jax.ShapeDtypeStruct((2, *in_shape), jnp.float32)
+    with _forward_errors(layer.name, x):
+        y = jax.eval_shape(lambda p, s, x_: layer.forward(p, s, x_, key=key)[0],
+                           params, state, x)
+    if tuple(y.shape[1:]) != tuple(out_shape):
+        raise ValueError(f"{layer.name}: forward gives examples of shape {tuple(y.shape[1:])}, "
+                         f"but init said {tuple(out_shape)}; fix init or forward first (the "
+                         "backward was not judged)")
 
 
 def _shape(in_shape) -> tuple[int, ...]:

@@ -44,6 +44,7 @@ from jaxprop.train.compile import (
     auto_unroll,
     forward_flops,
 )
+from jaxprop.train.memory import check_fits, training_bytes
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.placement import place_for_training
 from jaxprop.train.precision import Precision, get_precision
@@ -232,6 +233,8 @@ def fit_state(
       (``records``, ``losses`` of every epoch, ``compile_time``: the seconds spent compiling).
     """
     loss, optimizer, policy = get_loss(loss), as_optimizer(optimizer), get_precision(precision)
+    if state is None and params is None:  # before init allocates anything
+        _check_memory(model, optimizer, data, batch_size)
     initial = _initial_state(model, loss, optimizer, epochs, key, params, state)
     policy.check_params(initial.params)
     x, t, test_data = _validated_data(model, loss, initial, data)
@@ -309,6 +312,27 @@ def _validated_data(model, loss, state, data):
     else:
         warn_if_targets_outside_output(model, loss, t)
     return x, t, test_data
+
+
+def _check_memory(model, optimizer, data, batch_size) -> None:
+    """:class:`~jaxprop.train.memory.InsufficientMemory` when training cannot fit (data that
+    cannot say its shapes is left to the data's own checks)."""
+    try:
+        x, _, x_test, _ = _split_data(data)
+        n, in_shape = int(x.shape[0]), tuple(x.shape[1:])
+        n_eval = max(n, int(x_test.shape[0]) if x_test is not None else 0)
+        dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return
+    if n == 0:
+        return
+    try:
+        bytes_needed = training_bytes(model, optimizer, in_shape, n if batch_size is None
+                                      else min(batch_size, n), n_eval, dtype=dtype)
+    except (TypeError, ValueError):
+        return  # a model that does not take these inputs: the data's checks say so
+    check_fits(bytes_needed, "training this model",
+               "use fewer or smaller layers, or smaller minibatches (batch_size)")
 
 
 def _split_data(data):
