@@ -30,7 +30,7 @@ def test_spec_round_trips_for_mlp_and_nested_serial():
     ("dense(x)", "not a number"),
     ("dense()", "usage: dense(n)"),
     ("relu(3)", "usage: relu"),
-    ("dense(16", "cannot read layer"),
+    ("dense(16", "architecture 'dense(16': 1 '(' never closed"),
     ("", "non-empty"),
 ])
 def test_bad_architectures_are_named(text, message):
