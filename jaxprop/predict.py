@@ -25,6 +25,8 @@ import jax
 import numpy as np
 from numpy.lib import format as _npy
 
+from jaxprop.core.checks import output_shape
+
 PREDICTOR = "model.npz"
 
 
@@ -101,8 +103,22 @@ def load_predictor(run: str | Path) -> Predictor:
         if key not in extra:
             raise ValueError(f"{path}: not a run's predictor (no {key!r}); it is a model "
                              "saved with jp.save: load it with jp.load")
+    _check_class_names(path, model, extra.get("class_names"))
     state = extra.pop("state", None)
     return Predictor(model, params, state, extra)
+
+
+def _check_class_names(path: Path, model, names) -> None:
+    """``ValueError`` unless ``names`` is empty or one name per class the model's outputs tell
+    apart (``max(2, outputs)``: one sigmoid output tells two)."""
+    if names is None or names == []:
+        return
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path}: corrupt predictor (class_names is not a list of names)")
+    outputs = output_shape(model, model.in_shape)[-1]
+    if len(names) != max(2, outputs):
+        raise ValueError(f"{path}: corrupt predictor ({len(names)} class names for a model of "
+                         f"{outputs} output(s), which tells {max(2, outputs)} classes apart)")
 
 
 def input_shape(predictor: Predictor) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ from typing import Callable
 
 import jax
 
-from jaxprop.core.checks import check_labels_fit, checked_backward, validate_data
+from jaxprop.core.checks import check_labels_fit, checked_backward, require_model, validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import Model
@@ -81,6 +81,7 @@ def value_and_grad(model: Layer, loss: str | Loss, params, x, t, *, state=None, 
     Returns:
       ``(loss, grads)``.
     """
+    require_model(model, "value_and_grad")
     loss = get_loss(loss)
     x, t = validate_data(params, x, t, check_finite=check_finite, loss=loss)
     if loss.integer_labels:

@@ -77,6 +77,10 @@ def _labels(a, check_finite):
     low = int(host.min()) if host.size else 0
     if low < 0:
         raise ValueError(f"t holds a negative class label ({low}); labels are integers 0..k-1")
+    high = int(host.max()) if host.size else 0
+    if high > np.iinfo(np.int32).max:  # it would wrap as int32
+        raise ValueError(f"t holds class label {high}, more than any model has outputs "
+                         "(labels are integers 0..k-1)")
     if isinstance(a, jax.Array) and a.dtype == jnp.int32:
         return a
     return _to_device(host.astype(np.int32))  # (jnp.asarray would compile a program per shape)
@@ -167,12 +171,24 @@ def _output_layer_name(model) -> str:
     return model.sublayers[-1].name if getattr(model, "sublayers", ()) else model.name
 
 
+def require_model(model, who: str) -> None:
+    """``ValueError`` unless ``model`` is a layer or model (a name or a spec text is not)."""
+    if callable(getattr(model, "forward", None)) and callable(getattr(model, "backward", None)):
+        return
+    hint = (f"; build it first, e.g. jp.parse_model({model!r}, in_shape) or jp.mlp([...])"
+            if isinstance(model, str) else "")
+    raise ValueError(f"{who} takes a model (a jaxprop Layer: jp.mlp, jp.serial, "
+                     f"jp.parse_model), got {type(model).__name__}{hint}")
+
+
 def check_output_fits_loss(model, loss) -> None:
     """Raise ``ValueError`` when the model's outputs cannot be what ``loss`` expects: a loss on
     probabilities (``input_range``) after an output that leaves that range, or a loss on logits
-    after a bounded output activation (a sigmoid or softmax applied twice)."""
+    after a bounded output activation (a sigmoid or softmax applied twice); or when ``model``
+    is no model at all."""
     from jaxprop.core.losses import get_loss
 
+    require_model(model, "training")
     loss = get_loss(loss)
     out = getattr(model, "output_range", None)
     last = _output_layer_name(model)
@@ -217,20 +233,37 @@ def output_shape(layer, in_shape) -> tuple[int, ...]:
 
 
 def warn_if_targets_outside_output(model, loss, t) -> None:
-    """Warn when concrete targets ``t`` lie outside the range the model's output layer can give
-    (``output_range``): a sigmoid output behind targets in [-1, 1] can never fit them."""
+    """Warn when concrete targets ``t`` do not suit the loss (outside its ``target_range``;
+    rows of a categorical loss's targets that do not sum to 1) or lie outside the range the
+    model's output layer can give (``output_range``): a sigmoid output behind targets in
+    [-1, 1] can never fit them."""
     import warnings
 
     from jaxprop.core.losses import get_loss
 
     loss = get_loss(loss)
-    out = getattr(model, "output_range", None)
-    if out is None or loss.integer_labels or loss.from_logits or isinstance(t, jax.core.Tracer):
+    if loss.integer_labels or isinstance(t, jax.core.Tracer) or not np.size(t):
         return
     host = np.asarray(t)
-    if not host.size:
-        return
     lo, hi = float(np.min(host)), float(np.max(host))
+    if loss.target_range is not None and (lo < loss.target_range[0]
+                                          or hi > loss.target_range[1]):
+        warnings.warn(
+            f"the targets lie in [{lo:.4g}, {hi:.4g}] but {loss.name} takes targets in "
+            f"[{loss.target_range[0]:g}, {loss.target_range[1]:g}] (probabilities); outside it "
+            "the loss has no minimum at the target", UserWarning, stacklevel=3)
+    elif loss.categorical and host.ndim and host.shape[-1] > 1:
+        sums = host.sum(axis=-1).ravel()
+        off = np.flatnonzero(np.abs(sums - 1) > 1e-3)
+        if off.size:
+            warnings.warn(
+                f"{off.size} of {sums.size} target rows do not sum to 1 (row {int(off[0])} "
+                f"sums to {float(sums[off[0]]):.4g}); "
+                f"{loss.name} takes one distribution over the classes per row (one-hot "
+                "labels)", UserWarning, stacklevel=3)
+    out = getattr(model, "output_range", None)
+    if out is None or loss.from_logits:
+        return
     if lo < out[0] or hi > out[1]:
         last = _output_layer_name(model)
         warnings.warn(

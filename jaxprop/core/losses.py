@@ -58,6 +58,9 @@ class Loss(NamedTuple):
         with respect to the targets; ``None`` when not defined (the bridge then gives zeros).
       integer_labels: True when the targets are integer class indices ``t: y.shape[:-1]``
         (one per example) rather than arrays shaped like ``y``; needs at least two outputs.
+      target_range: ``(low, high)`` that targets belong in (probabilities: ``(0, 1)``), or
+        ``None``; ``fit`` warns about targets outside it (the loss is then no longer a
+        cross-entropy, and its minimum is not at ``y == t``).
     """
 
     value: Callable[[Array, Array], Array]
@@ -69,6 +72,7 @@ class Loss(NamedTuple):
     input_range: tuple[float, float] | None = None
     target_grad: Callable[[Array, Array], Array] | None = None
     integer_labels: bool = False
+    target_range: tuple[float, float] | None = None
 
 
 def _check(name: str, y: Array, t: Array, *, classes: bool, labels: bool) -> None:
@@ -93,7 +97,8 @@ def _check(name: str, y: Array, t: Array, *, classes: bool, labels: bool) -> Non
 
 def make_loss(name: str, value: Callable, grad: Callable, *, reduction: str, from_logits: bool,
               categorical: bool = False, input_range=None,
-              target_grad: Callable | None = None, integer_labels: bool = False) -> Loss:
+              target_grad: Callable | None = None, integer_labels: bool = False,
+              target_range=None) -> Loss:
     """A :class:`Loss` whose ``value``, ``grad`` and ``target_grad`` check ``y`` and ``t`` first.
 
     The checks: the same shape (integer labels: ``t: y.shape[:-1]``), and at least two outputs
@@ -111,6 +116,7 @@ def make_loss(name: str, value: Callable, grad: Callable, *, reduction: str, fro
       input_range: ``(low, high)`` that predictions must lie in, or ``None`` for any real value.
       target_grad: ``(y, t) -> dL/dt``, or ``None`` when not defined.
       integer_labels: True when the targets are integer class indices ``t: y.shape[:-1]``.
+      target_range: ``(low, high)`` that targets belong in, or ``None``.
 
     Returns:
       the :class:`Loss`.
@@ -130,7 +136,7 @@ def make_loss(name: str, value: Callable, grad: Callable, *, reduction: str, fro
         return f
 
     return Loss(checked(value), checked(grad), name, reduction, from_logits, categorical,
-                input_range, checked(target_grad), integer_labels)
+                input_range, checked(target_grad), integer_labels, target_range)
 
 
 def rows(y: Array) -> int:
@@ -171,7 +177,7 @@ def _bce() -> Loss:
         return (jnp.log1p(-p) - jnp.log(p)) / p.size
 
     return make_loss("bce", value, grad, reduction="mean_all", from_logits=False,
-                     input_range=(0, 1), target_grad=target_grad)
+                     input_range=(0, 1), target_grad=target_grad, target_range=(0, 1))
 
 
 def _bce_with_logits() -> Loss:
@@ -181,7 +187,7 @@ def _bce_with_logits() -> Loss:
 
     return make_loss(
         "bce_with_logits", value, lambda z, t: (jax.nn.sigmoid(z) - t) / z.size,
-        reduction="mean_all", from_logits=True,
+        reduction="mean_all", from_logits=True, target_range=(0, 1),
         target_grad=lambda z, t: -z / z.size)  # d/dt [softplus(z) - t z] = -z
 
 
@@ -199,7 +205,7 @@ def _softmax_cross_entropy() -> Loss:
 
     return make_loss(
         "softmax_cross_entropy", value, grad, reduction="mean_rows", from_logits=True,
-        categorical=True,
+        categorical=True, target_range=(0, 1),
         target_grad=lambda z, t: -jax.nn.log_softmax(z, axis=-1) / rows(z))
 
 

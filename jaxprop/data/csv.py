@@ -153,6 +153,13 @@ def _rows_and_header(path: Path, label_column, names=None):
         _refuse_numeric_header(path, rows, label_idx)
         return rows, None, label_idx
     header = [c.strip() for c in first]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header):
+        if name in seen:  # which of the two would a name mean?
+            raise ValueError(f"{path}:{first_line}: the header names column {name!r} twice "
+                             f"(columns {seen[name] + 1} and {i + 1}); give every column its "
+                             "own name")
+        seen[name] = i
     if len(rows) < 2:
         raise ValueError(f"{path}: no data rows after the header on line {first_line}")
     return rows[1:], header, _label_index(label_column, width, header, path)

@@ -15,7 +15,7 @@ import jax
 import optax
 
 from jaxprop.core.backprop import loss_and_grad_fn
-from jaxprop.core.checks import validate_data
+from jaxprop.core.checks import check_labels_fit, require_model, validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 
@@ -52,6 +52,7 @@ def per_example_grads(model: Layer, loss: str | Loss, params, x, t):
       ``(losses, grads)``: ``losses: (B,)``; every leaf of ``grads`` is the matching param leaf
       with a leading ``B`` axis.
     """
+    require_model(model, "per_example_grads")
     x, t = validate_data(params, x, t, loss=loss)  # the params' dtype, finite when concrete
     if x.ndim < 2 or t.ndim < (1 if get_loss(loss).integer_labels else 2) \
             or x.shape[0] != t.shape[0]:
@@ -59,6 +60,8 @@ def per_example_grads(model: Layer, loss: str | Loss, params, x, t):
             f"per_example_grads: x and t need a leading batch axis of the same length, got "
             f"x {tuple(x.shape)} and t {tuple(t.shape)}"
         )
+    if get_loss(loss).integer_labels:  # a label past the outputs would give NaN silently
+        check_labels_fit(model, params, None, x, t)
     return per_example_grads_fn(model, loss)(params, x, t)
 
 

@@ -33,6 +33,7 @@ from jaxprop.train.compile import (
     AUTO_SINGLE_THREAD_STEP_FLOPS,
     FAST_COMPILE,
     CompiledPrograms,
+    compile_lowered,
     forward_flops,
     step_flops,
 )
@@ -488,7 +489,7 @@ def _compiled_train(program: _Program, state: TrainState, x, t):
                                       p.batch_size, p.drop_last, p.precision,
                                       record_losses=p.record_losses, grad_fn=p.grad_fn)
         with get_precision(p.precision).matmul():  # "highest": around tracing and compilation
-            return train.lower(state, x, t).compile(dict(p.options) or None)
+            return compile_lowered(train.lower(state, x, t), dict(p.options) or None)
 
     return _COMPILED.get(key, build)
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprop.core.cache import remember
-from jaxprop.train.compile import CompiledPrograms
+from jaxprop.train.compile import CompiledPrograms, compile_lowered
 from jaxprop.train.precision import Precision
 from jaxprop.train.step import make_eval_fn, make_train_epochs
 
@@ -137,7 +137,8 @@ class ChunkRunner:
 
     def _lower_and_compile(self, state, n_epochs: int):
         with self.policy.matmul():  # "highest": around tracing and compilation, in this thread
-            return self.jitted.lower(state, *self.data, n_epochs).compile(self.compiler_options)
+            return compile_lowered(self.jitted.lower(state, *self.data, n_epochs),
+                                   self.compiler_options)
 
 
 def stoppable(work: Callable, should_stop: Callable[[], bool] | None):

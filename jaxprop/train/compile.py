@@ -76,6 +76,20 @@ def auto_compiler_options(n_params: int, n_examples: int,
     return options or None
 
 
+def compile_lowered(lowered, options: dict | None):
+    """``lowered.compile(options)``; an option XLA does not know is a ``ValueError`` naming it
+    (not the runtime's INVALID_ARGUMENT)."""
+    try:
+        return lowered.compile(options)
+    except jax.errors.JaxRuntimeError as e:
+        text = str(e)
+        if "compile option" not in text:
+            raise
+        raise ValueError(f"compiler_options: {text.split(': ', 1)[-1]} (the options are XLA's "
+                         "flags, e.g. {'xla_cpu_enable_fast_math': False}; given: "
+                         f"{sorted(options or {})})") from None
+
+
 class CompiledPrograms:
     """Compiled programs kept across calls, least recently used dropped beyond ``maxsize``.
 

@@ -31,6 +31,7 @@ from jaxprop.core.checks import (
     check_labels_fit,
     check_output_fits_loss,
     params_dtype,
+    require_model,
     validate_data,
     warn_if_targets_outside_output,
 )
@@ -232,6 +233,7 @@ def fit_state(
       ``(state, history)``: the final :class:`TrainState` and the :class:`History`
       (``records``, ``losses`` of every epoch, ``compile_time``: the seconds spent compiling).
     """
+    require_model(model, "fit")
     loss, optimizer, policy = get_loss(loss), as_optimizer(optimizer), get_precision(precision)
     if state is None and params is None:  # before init allocates anything
         _check_memory(model, optimizer, data, batch_size)

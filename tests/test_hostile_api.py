@@ -1,0 +1,87 @@
+"""Library calls an adversary makes (issue #22): each gets one clear ValueError or a warning,
+never a raw XLA error, a wrapped label or a silent NaN."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+import jaxprop as jp
+from jaxprop.cli import main
+
+X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+ONE_HOT = np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]
+MODEL = jp.mlp([2, 3, 2], output_activation="identity")
+PARAMS = MODEL.init(jax.random.key(0), (2,))[0]
+
+
+def fit(model, loss, t, **options):
+    return jp.fit(model, loss, 0.1, (X, t), epochs=1, key=jax.random.key(0), **options)
+
+
+def test_an_unknown_xla_option_is_named():
+    with pytest.raises(ValueError, match="compiler_options: No such compile option: "
+                                         "'xla_bogus_option'"):
+        fit(MODEL, "softmax_cross_entropy", ONE_HOT, compiler_options={"xla_bogus_option": 1})
+
+
+@pytest.mark.parametrize("call, who", [
+    (lambda: jp.value_and_grad("mlp", "mse", PARAMS, X, ONE_HOT), "value_and_grad"),
+    (lambda: fit("dense(3)", "mse", ONE_HOT), "fit"),
+    (lambda: jp.per_example_grads("mlp", "mse", PARAMS, X, ONE_HOT), "per_example_grads"),
+])
+def test_a_name_where_a_model_belongs_is_refused(call, who):
+    with pytest.raises(ValueError, match=rf"^{who} takes a model .* got str; build it first"):
+        call()
+
+
+def test_per_example_grads_refuses_a_label_past_the_outputs():
+    with pytest.raises(ValueError, match="class label 5 but the model has 2 outputs"):
+        jp.per_example_grads(MODEL, "sparse_softmax_cross_entropy", PARAMS, X,
+                             np.array([0, 1, 5, 1]))
+
+
+def test_a_label_that_would_wrap_as_int32_is_refused():
+    with pytest.raises(ValueError, match="class label 1099511627776, more than any model"):
+        fit(MODEL, "sparse_softmax_cross_entropy", np.array([0, 1, 2**40, 1]))
+
+
+def test_targets_outside_a_losss_range_are_warned_about():
+    with pytest.warns(UserWarning, match=r"targets lie in \[0, 2\] but bce_with_logits takes "
+                                         r"targets in \[0, 1\]"):
+        fit(jp.mlp([2, 3, 1], output_activation="identity"), "bce_with_logits",
+            np.array([[2.0], [0], [1], [0]], np.float32))
+    with pytest.warns(UserWarning, match=r"1 of 4 target rows do not sum to 1 \(row 0 sums "
+                                         r"to 1.4\)"):
+        fit(MODEL, "softmax_cross_entropy",
+            np.array([[0.5, 0.9], [1, 0], [0, 1], [1, 0]], np.float32))
+
+
+def test_targets_that_suit_the_loss_give_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(MODEL, "softmax_cross_entropy", np.array([[0.25, 0.75], [1, 0], [0, 1], [1, 0]],
+                                                     np.float32))
+        fit(jp.mlp([2, 3, 1], output_activation="identity"), "bce_with_logits",
+            np.array([[0.5], [0], [1], [0]], np.float32))
+
+
+def test_a_header_that_names_a_column_twice_is_refused(tmp_path, capsys):
+    path = tmp_path / "dup.csv"
+    path.write_text("a,a,label\n" + "".join(f"{i},{i % 3},{'xy'[i % 2]}\n" for i in range(10)))
+    assert main(["train", "--dataset", "csv", "--csv", str(path), "--label-column", "label",
+                 "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "names column 'a' twice (columns 1 and 2)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_predictor_with_too_few_class_names_is_refused(tmp_path):
+    from jaxprop.predict import load_predictor
+
+    jp.save(tmp_path / "model.npz", MODEL, PARAMS, task="classification",
+            loss="softmax_cross_entropy", feature_names=["a", "b"], class_names=["only"])
+    with pytest.raises(ValueError, match=r"1 class names for a model of 2 output\(s\)"):
+        load_predictor(tmp_path / "model.npz")
