@@ -358,3 +358,20 @@ def test_build_model_refuses_two_output_activations():
     with pytest.raises(ValueError, match="ends with sigmoid but the output activation is "
                                          "identity: give it once"):
         runs.build_model(cfg, BINARY)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.5, 1.0])
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
+def test_ctrl_c_at_any_moment_of_the_start_leaves_in_one_line(tmp_path, delay, twice):
+    """Ctrl-C while JAX imports (it could crash in native code), while the command parses,
+    compiles or trains, and a second Ctrl-C 10 ms later: exit 130, no traceback."""
+    proc = _start(tmp_path, *LONG, "--out", "r")
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    if twice:
+        time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err

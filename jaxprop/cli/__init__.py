@@ -13,6 +13,7 @@ import contextlib
 import gc
 import importlib
 import os
+import signal
 import sys
 
 # subcommand -> module under jaxprop.cli (imported lazily so `jaxprop --help` stays fast)
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         with _collector_paused():
             parser = build_parser(_subcommand(argv))
         gc.freeze()
+        if signal.getsignal(signal.SIGINT) is _leave_at_once:  # the imports are done
+            signal.signal(signal.SIGINT, _interrupt_once)
         args = parser.parse_args(argv)
         return int(args._run(args) or 0)
     except UsageError as e:
@@ -116,8 +119,33 @@ def _collector_paused():
 
 
 def command() -> None:
-    """The ``jaxprop`` command (and ``python -m jaxprop``): :func:`main`, then :func:`leave`."""
-    leave(main())
+    """The ``jaxprop`` command (and ``python -m jaxprop``): :func:`main`, then :func:`leave`.
+
+    Ctrl-C while the command imports JAX leaves at once (exit 130, one line: nothing has been
+    written, and an import cut in half can crash in native code); afterwards it raises
+    ``KeyboardInterrupt`` once (``jaxprop train`` keeps its own handler while it trains), and a
+    second Ctrl-C while the first is handled, or while the process exits, leaves at once.
+    """
+    try:
+        signal.signal(signal.SIGINT, _leave_at_once)
+    except ValueError:  # not the main thread: Python's own handling
+        pass
+    rc = main()
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, _leave_at_once)
+    leave(rc)
+
+
+def _leave_at_once(signum, frame) -> None:
+    """SIGINT when there is nothing to save: one line, exit 130 (no traceback)."""
+    os.write(2, b"jaxprop: interrupted\n")
+    os._exit(130)
+
+
+def _interrupt_once(signum, frame) -> None:
+    """SIGINT: ``KeyboardInterrupt`` the first time; a second one leaves at once."""
+    signal.signal(signal.SIGINT, _leave_at_once)
+    raise KeyboardInterrupt
 
 
 def leave(rc: int) -> None:
