@@ -436,6 +436,16 @@ class RunResult(NamedTuple):
     plot_error: str | None = None
 
 
+class PeerLost(RuntimeError):
+    """A process of a multi-process run was lost mid-run (a collective failed): the folder
+    says ``interrupted`` at the last finished epoch, which ``--resume`` with every process
+    continues."""
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+
+
 class RunWriteError(OSError):
     """Writing the run folder failed (a full disk); the message says what is intact."""
 
@@ -597,18 +607,21 @@ class _RunFiles:
             "resumed_from": self.saved.epoch if self.saved is not None else None,
             "last_record": self.records[-1] if self.records else None, **more})
 
-    def failed(self, error: BaseException) -> None:
-        """An error ended training: ``metrics.json`` says ``failed`` (``interrupted`` for a
-        KeyboardInterrupt) at the last saved epoch, with the error, when it can be written."""
-        if not self.writer:
-            return
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    def failed(self, error: BaseException, status: str | None = None) -> int:
+        """An error ended training: ``metrics.json`` says ``status`` (default ``failed``;
+        ``interrupted`` for a KeyboardInterrupt) at the last saved epoch, with the error, when
+        it can be written. Returns that epoch."""
+        if status is None:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         epoch = self.records[-1]["epoch"] if self.records else (
             self.saved.epoch if self.saved is not None else 0)
+        if not self.writer:
+            return epoch
         try:
             self.status(status, epoch, error=f"{type(error).__name__}: {error}"[:500])
         except (OSError, ValueError):
             pass  # the error that ended training is the one to report
+        return epoch
 
     def all_losses(self) -> np.ndarray:
         return np.concatenate(self.losses)
@@ -649,6 +662,15 @@ def _train_in_folder(run: _Run, state, files: _RunFiles) -> RunResult:
         raise _write_error(files.out, e, "checkpoint.npz") from None
     try:
         outcome = _fit_run(run, state, files)
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            files.failed(e)
+            raise
+        # a collective failed: another process of the run is gone (killed, its host lost)
+        epoch = files.failed(e, status="interrupted")
+        raise PeerLost(f"lost a process of the multi-process run ({_first_line(e)}); the "
+                       f"folder keeps epoch {epoch}: start every process again with --resume "
+                       f"{files.out}") from None
     except BaseException as e:  # no folder says "running" for a process that has gone
         files.failed(e)
         raise

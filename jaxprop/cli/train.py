@@ -27,13 +27,14 @@ import math
 import signal
 import sys
 
-from jaxprop.cli.args import parse_sizes
+from jaxprop.cli.args import parse_sizes, positive_int
 from jaxprop.core.validate import is_int, is_number
 from jaxprop.data import DATASETS
 from jaxprop.data.preprocessing import MAX_SEED
 from jaxprop.runs import MODEL_KEYS
 from jaxprop.train.fit import MAX_EPOCHS
 from jaxprop.train.optimizers import OPTIMIZERS, optimizer_alias
+from jaxprop.scale.distributed import PEER_TIMEOUT_S
 
 # the precision policies (jaxprop.train.precision) the command line offers
 TRAIN_PRECISIONS = ("f32", "bf16", "highest")
@@ -153,6 +154,10 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--process-id", default=None, metavar="I",
                    help="this process's index, 0..N-1; process 0 writes the run folder (env "
                         "JAX_PROCESS_ID)")
+    p.add_argument("--peer-timeout", type=positive_int, default=None, metavar="SECONDS",
+                   help="a process that stops answering for this long is lost: the others "
+                        f"stop, keep the last finished epoch and exit 1 (default "
+                        f"{PEER_TIMEOUT_S})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,19 +376,34 @@ def _run_single(args, distributed: bool) -> int:
     cfg, saved = resume_config(args) if args.resume else (build_config(args), None)
     progress, task = _progress(Console(stderr=True), cfg,
                                saved.epoch if saved is not None else 0)
-    with _StopSignals() as stop, progress:
-        try:
-            result = runs.train_run(cfg, saved, plots_on=not args.no_plots,
-                                    data_parallel=args.data_parallel,
-                                    on_record=_show_record(progress, task), should_stop=stop,
-                                    force=args.force, tensorboard=args.tensorboard)
-        except KeyboardInterrupt:
-            if stop.armed:
-                raise
-            return _stopped_before_training(stop.signum)
+    try:
+        with _StopSignals() as stop, progress:
+            try:
+                result = runs.train_run(cfg, saved, plots_on=not args.no_plots,
+                                        data_parallel=args.data_parallel,
+                                        on_record=_show_record(progress, task),
+                                        should_stop=stop, force=args.force,
+                                        tensorboard=args.tensorboard)
+            except KeyboardInterrupt:
+                if stop.armed:
+                    raise
+                return _stopped_before_training(stop.signum)
+    except runs.PeerLost as e:
+        _leave_without_peers(e)
     if distributed and not _is_writer():
         return 1 if result.diverged is not None else 0  # process 0 reports
     return _report(cfg, result, stop.signum)
+
+
+def _leave_without_peers(error) -> None:
+    """One line and exit 1, at once: JAX's exit handlers would wait for the lost process at a
+    shutdown barrier and then abort the process (SIGABRT, a C++ stack trace)."""
+    import os
+
+    print(f"jaxprop: error: {error}", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def _show_record(progress, task):
@@ -429,11 +449,13 @@ def _join_processes(args) -> bool:
     from jaxprop.scale import distributed
 
     flags = (args.coordinator, args.num_processes, args.process_id)
-    if any(f is not None for f in flags) and not args.data_parallel:
-        raise ValueError("--coordinator/--num-processes/--process-id need --data-parallel")
+    if any(f is not None for f in (*flags, args.peer_timeout)) and not args.data_parallel:
+        raise ValueError("--coordinator/--num-processes/--process-id/--peer-timeout need "
+                         "--data-parallel")
     if not args.data_parallel:
         return False
-    return distributed.initialize(*flags) is not None
+    return distributed.initialize(*flags, peer_timeout_s=args.peer_timeout
+                                  or PEER_TIMEOUT_S) is not None
 
 
 def _is_writer() -> bool:

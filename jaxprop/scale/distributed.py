@@ -19,6 +19,9 @@ from __future__ import annotations
 import ipaddress
 import os
 
+# Seconds without a heartbeat after which a process of the run counts as lost.
+PEER_TIMEOUT_S = 30
+
 ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
        "process_id": "JAX_PROCESS_ID"}
 
@@ -66,7 +69,8 @@ def is_loopback(address: str) -> bool:
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, timeout_s: int = 300) -> dict | None:
+               process_id: int | None = None, *, timeout_s: int = 300,
+               peer_timeout_s: int = PEER_TIMEOUT_S) -> dict | None:
     """Join the multi-process run (``jax.distributed.initialize``) with gloo collectives on CPUs.
 
     Must run before JAX starts its backends (before the first array or ``jax.devices()``).
@@ -79,6 +83,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
       num_processes: the number of processes in the run.
       process_id: this process's index, ``0..num_processes-1``.
       timeout_s: seconds to wait for every process to join.
+      peer_timeout_s: seconds without a heartbeat after which a process counts as lost
+        (``heartbeat_timeout_seconds``; JAX's default is 100).
 
     Returns:
       the settings used (``{"coordinator", "num_processes", "process_id"}``), or ``None``
@@ -90,7 +96,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    kwargs = {"initialization_timeout": timeout_s}
+    kwargs = {"initialization_timeout": timeout_s,
+              "heartbeat_timeout_seconds": int(peer_timeout_s)}
     address = given["coordinator"]
     if address is not None and is_loopback(address):
         kwargs["coordinator_bind_address"] = address
