@@ -71,7 +71,7 @@ from jaxprop.train.fit import (
     host_array,
     to_host,
 )
-from jaxprop.train.early_stopping import Best, EarlyStopping
+from jaxprop.train.early_stopping import Best
 from jaxprop.train.optimizers import (  # get_optimizer: the plain optimizer, for callers
     get_optimizer,
     get_schedule,

@@ -77,7 +77,7 @@ def test_final_fraction_and_the_constant_schedule():
     (dict(name="cosine", total_steps=10, final_fraction=1.5), "final_fraction must be <= 1"),
 ])
 def test_bad_schedules_say_what_is_wrong(kwargs, needle):
-    with pytest.raises(ValueError, match=None) as e:
+    with pytest.raises(ValueError) as e:
         make_schedule(kwargs.pop("name"), 0.1, **kwargs)
     assert needle in str(e.value)
 

@@ -116,7 +116,7 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
     """The learning-rate schedule and weight decay (saved with the run)."""
     p.add_argument("--lr-schedule", default=None, metavar="|".join(SCHEDULES),
                    help="the learning rate over the run's epochs, peaking at --lr (default "
-                        "constant); a resumed run keeps it, so its --epochs stays")
+                        "constant); a resumed run keeps it (a decaying one, its --epochs too)")
     p.add_argument("--warmup-epochs", type=int, default=None, metavar="N",
                    help="with warmup-cosine: rise linearly from 0 to --lr over the first N "
                         "epochs (default 0)")
@@ -462,10 +462,7 @@ def _run_single(args, distributed: bool) -> int:
 
 def _show_record(progress, task):
     """The ``on_record`` callback: a logged record's loss and accuracies on the progress bar."""
-    def on_record(record):
-        show_record(progress, task, record)
-
-    return on_record
+    return lambda record: show_record(progress, task, record)
 
 
 def _stopped_before_training(signum) -> int:
