@@ -283,10 +283,13 @@ def test_a_resumed_scheduled_run_equals_the_uninterrupted_one(tmp_path):
                 np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+MOONS = ["--dataset", "moons", "--epochs", "60", "--validation-fraction", "0.2",
+         "--early-stopping", "5", "--no-plots"]
+
+
 def test_cli_early_stopping_keeps_the_best_model_and_refuses_to_resume(tmp_path, capsys):
     out = tmp_path / "moons"
-    assert train("--dataset", "moons", "--epochs", "60", "--validation-fraction", "0.2",
-                 "--early-stopping", "5", "--no-plots", "--out", str(out)) == 0
+    assert train(*MOONS, "--out", str(out)) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["stopped_early"] and metrics["last_epoch"] == metrics["best_epoch"] + 5
     assert metrics["epoch"] == metrics["best_epoch"] < 60
@@ -301,6 +304,23 @@ def test_cli_early_stopping_keeps_the_best_model_and_refuses_to_resume(tmp_path,
     assert train("--resume", str(out)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stopped early" in err[0] and "it is finished" in err[0]
+
+
+@pytest.mark.long
+def test_an_interrupted_early_stopping_run_resumes_with_its_best(tmp_path):
+    """Interrupted two epochs after its best, the resumed run remembers it (best.npz)."""
+    assert train(*MOONS, "--out", str(tmp_path / "full")) == 0
+    metrics = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    cfg = build_config(build_parser("train").parse_args(
+        ["train", *MOONS, "--out", str(tmp_path / "part")]))
+    done = []
+    result = train_run(cfg, plots_on=False, on_record=lambda r: done.append(r["epoch"]),
+                       should_stop=lambda: bool(done) and done[-1] >= metrics["best_epoch"] + 2)
+    assert result.interrupted
+    assert train("--resume", str(tmp_path / "part"), "--no-plots") == 0
+    resumed = json.loads((tmp_path / "part" / "metrics.json").read_text())
+    for key in ("epoch", "best_epoch", "last_epoch", "stopped_early", "val_loss", "test_loss"):
+        assert resumed[key] == metrics[key], key
 
 
 @pytest.mark.parametrize("args, needle", [
