@@ -47,7 +47,8 @@ _EXPORTS = {
         "OPTIMIZERS", "PRECISIONS", "Precision", "get_precision", "History", "TrainingDiverged",
         "TrainingInterrupted", "TrainState", "enable_compilation_cache", "fit", "fit_state",
         "init_state", "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
-        "masked_loss_and_grad_fn",
+        "masked_loss_and_grad_fn", "EarlyStopping", "SCHEDULES", "make_optimizer",
+        "make_schedule",
     ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -87,7 +88,8 @@ __all__ = [
     "data_parallel_grad_fn", "data_parallel_inputs", "fit_population", "init_population",
     "make_data_parallel_step", "per_example_grads", "per_example_norms", "shard_batch",
     "History", "TrainState", "TrainingDiverged", "TrainingInterrupted",
-    "enable_compilation_cache", "fit", "fit_state",
+    "enable_compilation_cache", "fit", "fit_state", "EarlyStopping", "SCHEDULES",
+    "make_optimizer", "make_schedule",
     "init_state",
     "make_epoch_fn", "make_eval_fn", "make_train_epochs", "make_train_step",
     "masked_loss_and_grad_fn",

@@ -5,12 +5,20 @@ checkpoint, so ``--resume`` rebuilds the same run)::
 
     {"dataset", "data_dir", "csv", "label_column", "task", "seed", "hidden", "activation",
      "output_activation", "loss", "init", "optimizer", "lr", "epochs", "batch_size",
-     "drop_last", "log_every", "out", "precision", "model"}
+     "drop_last", "log_every", "out", "precision", "model", "lr_schedule", "warmup_epochs",
+     "lr_decay", "weight_decay", "early_stopping", "validation_fraction"}
 
 (``precision``: ``f32``, ``bf16`` or ``highest``, see :mod:`jaxprop.train.precision`; a config
 saved without it trains in ``f32``. ``model`` is a textual architecture
 (``"conv(16,3)-relu-maxpool(2)-flatten-dense(10)"``, see :mod:`jaxprop.core.spec`) or ``None``
-for the MLP that ``hidden`` and ``activation`` describe.)
+for the MLP that ``hidden`` and ``activation`` describe. ``lr_schedule`` names a schedule of
+:data:`~jaxprop.train.optimizers.SCHEDULES` spanning the run's ``epochs``, with
+``warmup_epochs`` and ``lr_decay`` (its final fraction, ``None``: the schedule's default);
+``weight_decay``: see :func:`~jaxprop.train.optimizers.make_optimizer` (``None``: the
+optimizer's own); ``early_stopping``: a patience in epochs or ``None``;
+``validation_fraction``: the share of the training set held out as the validation split
+(:func:`~jaxprop.data.validation_split`, seeded by ``seed``) or ``None``. A config saved
+without these keys trains as before: constant rate, none of the rest.)
 
 :func:`train_run` writes to ``cfg["out"]``: ``checkpoint.npz`` (saved atomically at the start
 and after every logged epoch, with the training loss of every epoch so far and the logged records, so the
@@ -18,11 +26,12 @@ folder can always be rebuilt from it), ``history.jsonl`` (one line per logged ep
 ``history.csv`` (the same records as a table, see :mod:`jaxprop.logs`),
 ``losses.npy`` (every epoch's training loss, from epoch 1, across resumes), ``metrics.json``
 (``"status"``: ``running`` while training, then ``finished``, ``diverged`` or ``interrupted``;
-config, final losses and accuracy, or RMSE and R² for a regression, wall time, compile time,
+with early stopping ``stopped_early``, ``best_epoch`` and ``last_epoch``; config, final losses and accuracy, or RMSE and R² for a regression, wall time, compile time,
 device), ``model.npz`` (what ``jaxprop predict`` needs: the model, the class names, the input
-columns and the standardisation, see :func:`jaxprop.predict.save_predictor`), ``loss_curve.png`` and, for 2-D
-inputs, ``decision_boundary.png`` (a regression:
-``predicted_vs_actual.png``); with ``tensorboard``, TensorBoard event files in
+columns and the standardisation, see :func:`jaxprop.predict.save_predictor`; with early
+stopping, the best epoch's params), ``best.npz`` (with early stopping: the checkpoint of the
+best epoch so far), ``loss_curve.png`` and, for 2-D inputs, ``decision_boundary.png`` (a
+regression: ``predicted_vs_actual.png``); with ``tensorboard``, TensorBoard event files in
 ``tensorboard/`` (:class:`jaxprop.logs.TensorBoardLogger`; a fresh run deletes those of the run
 it replaces, a resumed one adds its own). :func:`population_run` writes ``metrics.json`` with one
 record per member and ``population_losses.png``.
@@ -61,7 +70,7 @@ from jaxprop.core.network import mlp, output_for_loss, serial
 from jaxprop.core.spec import parse_model
 from jaxprop.core.validate import is_int
 from jaxprop.train.memory import check_training_fits
-from jaxprop.data import DATASETS
+from jaxprop.data import DATASETS, validation_split
 from jaxprop.data.preprocessing import decode_targets
 from jaxprop.predict import PREDICTOR, save_predictor
 from jaxprop.scale.population import PopulationResult, check_population_memory, fit_population
@@ -72,13 +81,27 @@ from jaxprop.train.fit import (
     host_array,
     to_host,
 )
-from jaxprop.train.optimizers import get_optimizer, optimizer_alias
-from jaxprop.train.step import init_state, key_from_seed, make_epoch_fn, make_eval_fn
+from jaxprop.train.early_stopping import Best
+from jaxprop.train.optimizers import (  # get_optimizer: the plain optimizer, for callers
+    get_optimizer,
+    get_schedule,
+    make_optimizer,
+    make_schedule,
+    optimizer_alias,
+)
+from jaxprop.train.step import (
+    init_state,
+    key_from_seed,
+    make_epoch_fn,
+    make_eval_fn,
+    steps_per_epoch,
+)
 
 # Options that define the run; on --resume they come from the checkpoint.
 MODEL_KEYS = ("dataset", "data_dir", "csv", "label_column", "task", "seed", "hidden",
               "activation", "output_activation", "loss", "optimizer", "lr", "batch_size", "init",
-              "precision", "model")
+              "precision", "model", "lr_schedule", "warmup_epochs", "lr_decay", "weight_decay",
+              "early_stopping", "validation_fraction")
 # Every key a jaxprop train config holds, and the types --resume accepts from a checkpoint
 # (OPTIONAL_CONFIG_TYPES: keys that configs saved by earlier versions lack).
 CONFIG_TYPES = {
@@ -90,12 +113,18 @@ CONFIG_TYPES = {
 }
 OPTIONAL_CONFIG_TYPES = {
     "task": (str, type(None)), "precision": str, "model": (str, type(None)),
+    "lr_schedule": str, "warmup_epochs": int, "lr_decay": (int, float, type(None)),
+    "weight_decay": (int, float, type(None)), "early_stopping": (int, type(None)),
+    "validation_fraction": (float, type(None)),
 }
+# What a config saved without them means (runs before these options).
+TRAINING_DEFAULTS = {"lr_schedule": "constant", "warmup_epochs": 0, "lr_decay": None,
+                     "weight_decay": None, "early_stopping": None, "validation_fraction": None}
 
 # Every file a run or a population writes (a fresh run clears them, so nothing is spliced).
 RUN_FILES = ("checkpoint.npz", "metrics.json", "history.jsonl", "history.csv", "losses.npy",
-             "model.npz", "loss_curve.png", "decision_boundary.png", "population_losses.png",
-             "predicted_vs_actual.png")
+             "model.npz", "best.npz", "loss_curve.png", "decision_boundary.png",
+             "population_losses.png", "predicted_vs_actual.png")
 # The folder of a run's TensorBoard event files (a fresh run deletes the event files in it).
 TENSORBOARD_DIR = "tensorboard"
 LOCK_NAME = ".lock"
@@ -209,7 +238,8 @@ def training_data(ds, loss: str | Loss):
     """``ds`` with the targets ``loss`` takes: class indices for a loss on integer labels."""
     if not get_loss(loss).integer_labels:
         return ds
-    return ds._replace(y_train=decode_targets(ds.y_train), y_test=decode_targets(ds.y_test))
+    return ds._replace(y_train=decode_targets(ds.y_train), y_test=decode_targets(ds.y_test),
+                       y_val=None if ds.y_val is None else decode_targets(ds.y_val))
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,11 +505,15 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     """
     if tensorboard:
         logs.summary_writer_class()  # not installed: say so before anything is loaded or made
+    cfg = {**cfg, **{key: cfg.get(key, default) for key, default in TRAINING_DEFAULTS.items()}}
+    if saved is not None:
+        check_resumable(cfg, saved)
     ds = load_dataset(cfg)
     model, loss, output_activation = build_model(cfg, ds)
     cfg = {**cfg, "loss": loss, "output_activation": output_activation}
-    ds = training_data(ds, loss)
-    optimizer = get_optimizer(cfg["optimizer"], cfg["lr"])
+    ds = training_data(held_out(ds, cfg), loss)
+    rate = run_schedule(cfg, len(ds.x_train))
+    optimizer = make_optimizer(cfg["optimizer"], rate, weight_decay=cfg["weight_decay"])
     # a model that couples its batch (BatchNorm) refuses padded minibatches: before any file
     make_epoch_fn(model, loss, optimizer, len(ds.x_train), cfg["batch_size"], cfg["drop_last"])
     # a model too large for this machine is refused before anything is allocated or written
@@ -487,12 +521,48 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     check_training_fits(model, optimizer, ds.x_train.shape[1:], len(ds.x_train),
                         cfg["batch_size"], max(len(ds.x_train), n_test))
     run = _Run(cfg, saved, model, loss, optimizer, ds, plots_on, data_parallel, on_record,
-               should_stop)
+               should_stop, rate)
     state, files = _starting_point(run, tensorboard)
     if should_stop is not None and should_stop():  # asked to stop before anything is written
         raise KeyboardInterrupt
     with _locked_folder(files, saved, force):
         return _train_in_folder(run, state, files)
+
+
+def held_out(ds, cfg: dict):
+    """``ds`` with the validation split ``cfg["validation_fraction"]`` asks for (seeded by
+    ``cfg["seed"]``), or as it is."""
+    fraction = cfg.get("validation_fraction")
+    return ds if fraction is None else validation_split(ds, fraction, seed=cfg["seed"])
+
+
+def run_schedule(cfg: dict, n_examples: int):
+    """The run's learning rate: ``cfg["lr"]`` or the schedule ``cfg["lr_schedule"]`` over its
+    ``epochs`` (:func:`~jaxprop.train.optimizers.make_schedule`), counted in steps of
+    ``n_examples`` training examples."""
+    steps = steps_per_epoch(n_examples, cfg["batch_size"], cfg["drop_last"])
+    return make_schedule(cfg["lr_schedule"], cfg["lr"], warmup_steps=cfg["warmup_epochs"] * steps,
+                         total_steps=cfg["epochs"] * steps, final_fraction=cfg["lr_decay"])
+
+
+def stopped_early(saved) -> dict | None:
+    """The record at which the run of checkpoint ``saved`` stopped early, or ``None``."""
+    return next((r for r in saved.history or () if r.get("stopped_early")), None)
+
+
+def check_resumable(cfg: dict, saved) -> None:
+    """``ValueError`` when the checkpoint ``saved`` cannot continue as ``cfg`` asks: its run
+    stopped early (it is finished), or ``cfg`` changes the epochs its decaying learning-rate
+    schedule spans."""
+    stop = stopped_early(saved)
+    if stop is not None:
+        raise ValueError(f"{saved.path}: the run stopped early at epoch {stop['epoch']} (best "
+                         f"epoch {stop.get('best_epoch')}, whose params model.npz holds); it is "
+                         "finished: start a new run to train further")
+    span = saved.config.get("epochs")
+    if cfg["epochs"] != span and get_schedule(cfg["lr_schedule"]).final is not None:
+        raise ValueError(f"the {cfg['lr_schedule']} learning-rate schedule of {saved.path} "
+                         f"spans its {span} epochs; --resume keeps it: leave --epochs at {span}")
 
 
 class _Run(NamedTuple):
@@ -508,6 +578,7 @@ class _Run(NamedTuple):
     data_parallel: bool
     on_record: Callable[[dict], None] | None
     should_stop: Callable[[], bool] | None
+    rate: object = None  # the learning rate: a number or an optax schedule (for the records)
 
 
 def _starting_point(run: _Run, tensorboard: bool = False):
@@ -517,14 +588,30 @@ def _starting_point(run: _Run, tensorboard: bool = False):
     cfg, saved = run.cfg, run.saved
     state = init_state(run.model, run.optimizer, key_from_seed(cfg["seed"]))
     prev_losses, prev_records = np.zeros(0, np.float32), []
+    best = None
     if saved is not None:
-        state = saved.restore(state)
+        template, state = state, saved.restore(state)
         prev_losses, prev_records = _saved_history(saved)
+        best = _saved_best(cfg, saved, template, prev_records)
     writer = jax.process_index() == 0  # with jax.distributed, only process 0 writes
     logger = functools.partial(logs.TensorBoardLogger, model=run.model, loss=run.loss,
                                data=run.ds) if tensorboard else None
     return state, _RunFiles(Path(cfg["out"]), dict(cfg), saved, prev_losses, prev_records,
-                            writer, logger)
+                            writer, logger, best)
+
+
+def _saved_best(cfg: dict, saved, template, records) -> Best | None:
+    """With early stopping, the best epoch before the checkpoint ``saved``: its ``best.npz``
+    (next to it) and the loss its record monitored; ``None`` when there is none."""
+    path = Path(saved.path).parent / "best.npz"
+    if cfg["early_stopping"] is None or not path.exists():
+        return None
+    best = ckpt.load(path)
+    monitor = "val_loss" if cfg["validation_fraction"] is not None else "test_loss"
+    value = next((r.get(monitor) for r in records if r.get("epoch") == best.epoch), None)
+    if value is None or best.epoch > saved.epoch:
+        return None
+    return Best(best.epoch, float(value), best.restore(template))
 
 
 @contextlib.contextmanager
@@ -572,8 +659,9 @@ class _RunFiles:
     the writer (process 0) touches the disk."""
 
     def __init__(self, out: Path, config: dict, saved, losses, records, writer: bool,
-                 logger: Callable | None = None):
+                 logger: Callable | None = None, best: Best | None = None):
         self.out, self.config, self.saved, self.writer = out, config, saved, writer
+        self.best = best  # with early stopping, the best epoch before the run resumed
         self.losses = [losses]  # fit_state appends each finished chunk's losses (losses_out)
         self.records = list(records)
         self._history = self._csv = None
@@ -639,6 +727,8 @@ class _RunFiles:
             return
         try:
             self.save(state)
+            if record.get("best_epoch") == record["epoch"]:  # early stopping's new best
+                ckpt.save(self.out / "best.npz", to_host(state), self.config)
             self._history.write(json.dumps(record) + "\n")
             self._history.flush()
             self._csv.append(record)
@@ -709,7 +799,9 @@ def _fit_run(run: _Run, state, files: _RunFiles) -> _Outcome:
             run.model, run.loss, run.optimizer, run.ds, epochs=cfg["epochs"],
             batch_size=cfg["batch_size"], state=state, log_every=cfg["log_every"],
             callback=on_chunk, drop_last=cfg["drop_last"], should_stop=run.should_stop,
-            mesh=mesh, losses_out=files.losses, precision=cfg.get("precision", "f32"))
+            mesh=mesh, losses_out=files.losses, precision=cfg.get("precision", "f32"),
+            early_stopping=cfg["early_stopping"], best=files.best, learning_rate=run.rate,
+            progress=False)
     except TrainingDiverged as e:
         status, diverged, history, state = "diverged", e, e.history, e.state
     except TrainingInterrupted as e:
@@ -737,6 +829,11 @@ def _run_metrics(run: _Run, outcome: _Outcome, files: _RunFiles) -> dict:
     }
     if outcome.diverged is not None:
         metrics["diverged_at_epoch"] = outcome.diverged.epoch
+    if run.cfg["early_stopping"] is not None:
+        metrics.update(stopped_early=outcome.history.stopped_early,
+                       best_epoch=outcome.history.best_epoch,
+                       last_epoch=files.records[-1]["epoch"] if files.records else
+                       metrics["epoch"])
     return metrics
 
 
@@ -746,14 +843,16 @@ def _final(run: _Run, outcome: _Outcome, records: list) -> dict:
     :func:`final_metrics`."""
     last = records[-1] if records else {}
     if outcome.status == "interrupted":
-        return {k: v for k, v in last.items() if k.startswith(("train_", "test_"))}
+        return {k: v for k, v in last.items() if k.startswith(("train_", "test_", "val_"))}
+    epoch = int(np.asarray(outcome.state.epoch))  # early stopping: the best, not the last
+    at = next((r for r in reversed(records) if r.get("epoch") == epoch), {})
+    val = {k: v for k, v in at.items() if k.startswith("val_")}
     if (outcome.status == "finished" and run.ds.task != "regression"
-            and all(k in last for k in FINAL_KEYS)
-            and last["epoch"] == int(np.asarray(outcome.state.epoch))):
-        # the last chunk evaluated this very state, with the same function, in evaluation mode
-        return {k: last[k] for k in FINAL_KEYS}
-    return final_metrics(run.model, run.loss, outcome.state, run.ds,
-                         run.cfg.get("precision", "f32"))
+            and all(k in at for k in FINAL_KEYS)):
+        # a chunk evaluated this very state, with the same function, in evaluation mode
+        return {**{k: at[k] for k in FINAL_KEYS}, **val}
+    return {**final_metrics(run.model, run.loss, outcome.state, run.ds,
+                            run.cfg.get("precision", "f32")), **val}
 
 
 def _write_results(run: _Run, outcome: _Outcome, files: _RunFiles, metrics: dict) -> str | None:

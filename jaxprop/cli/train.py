@@ -10,6 +10,13 @@ identity + ``mse``) unless given. ``--model TEXT`` trains any architecture writt
 (``conv(16,3)-relu-maxpool(2)-flatten-dense(10)``; see :mod:`jaxprop.core.spec`) instead of
 the ``--hidden``/``--activation`` MLP; the output activation still follows the task.
 ``--precision f32|bf16|highest`` picks the precision policy (:mod:`jaxprop.train.precision`).
+``--lr-schedule constant|cosine|warmup-cosine|exponential`` (with ``--warmup-epochs``,
+``--lr-decay``) shapes the learning rate over the run's epochs, ``--weight-decay`` adds weight
+decay (AdamW for adam; added to the gradient for sgd/momentum), ``--validation-fraction F``
+holds out F of the training set as the validation split and ``--early-stopping PATIENCE``
+stops when its loss (else the test loss) has not improved for PATIENCE epochs, keeping the
+best epoch's params (see :func:`jaxprop.train.optimizers.make_optimizer`,
+:mod:`jaxprop.train.early_stopping`).
 What the run folder holds: :mod:`jaxprop.runs`.
 ``--resume DIR`` continues a run from its checkpoint with the saved config, up to ``--epochs``
 in total. Ctrl-C or SIGTERM stop within about a second: the last finished epoch is saved and
@@ -31,9 +38,10 @@ from jaxprop.cli.args import parse_sizes, positive_int
 from jaxprop.core.validate import is_int, is_number
 from jaxprop.data import DATASETS
 from jaxprop.data.preprocessing import MAX_SEED
-from jaxprop.runs import MODEL_KEYS
+from jaxprop.runs import MODEL_KEYS, TRAINING_DEFAULTS
 from jaxprop.train.fit import MAX_EPOCHS
-from jaxprop.train.optimizers import OPTIMIZERS, optimizer_alias
+from jaxprop.train.optimizers import OPTIMIZERS, SCHEDULES, get_schedule, optimizer_alias
+from jaxprop.train.progress import progress_bar, show_record
 from jaxprop.scale.distributed import PEER_TIMEOUT_S
 
 # the precision policies (jaxprop.train.precision) the command line offers
@@ -62,8 +70,8 @@ DEFAULTS = {
 def add_parser(p: argparse.ArgumentParser) -> None:
     """The options of ``jaxprop train``, group by group (in the order ``--help`` lists them)."""
     for add in (_add_data_options, _add_model_options, _add_training_options,
-                _add_folder_options, _add_log_options, _add_population_options,
-                _add_device_options):
+                _add_schedule_options, _add_stopping_options, _add_folder_options,
+                _add_log_options, _add_population_options, _add_device_options):
         add(p)
 
 
@@ -104,6 +112,34 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed for data, init and shuffling")
     p.add_argument("--log-every", type=int, default=None,
                    help="epochs per compiled chunk: logging, divergence check and checkpoint")
+
+
+def _add_schedule_options(p: argparse.ArgumentParser) -> None:
+    """The learning-rate schedule and weight decay (saved with the run)."""
+    p.add_argument("--lr-schedule", default=None, metavar="|".join(SCHEDULES),
+                   help="the learning rate over the run's epochs, peaking at --lr (default "
+                        "constant); a resumed run keeps it (a decaying one, its --epochs too)")
+    p.add_argument("--warmup-epochs", type=int, default=None, metavar="N",
+                   help="with warmup-cosine: rise linearly from 0 to --lr over the first N "
+                        "epochs (default 0)")
+    p.add_argument("--lr-decay", type=float, default=None, metavar="F",
+                   help="the final learning rate as a fraction of --lr (default: 0 for the "
+                        "cosines, 0.1 for exponential)")
+    p.add_argument("--weight-decay", type=float, default=None, metavar="W",
+                   help="weight decay: decoupled (AdamW) with adam/adamw, added to the "
+                        "gradient (L2) with sgd/momentum; default none (adamw: optax's 1e-4)")
+
+
+def _add_stopping_options(p: argparse.ArgumentParser) -> None:
+    """The validation split and early stopping (saved with the run)."""
+    p.add_argument("--validation-fraction", type=float, default=None, metavar="F",
+                   help="hold out F of the training set (random, by --seed) as the validation "
+                        "split: logged as val_loss and watched by --early-stopping; the test "
+                        "set is left for the final figures")
+    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                   help="stop when the validation (else test) loss has not improved for "
+                        "PATIENCE epochs; the run's model is the best epoch's (checked every "
+                        "--log-every epochs: by default the dataset's, at most PATIENCE/10)")
 
 
 def _add_folder_options(p: argparse.ArgumentParser) -> None:
@@ -186,6 +222,13 @@ def build_config(args) -> dict:
                 "epochs", "batch_size", "log_every", "precision"):
         given = getattr(args, key)
         cfg[key] = d[key] if given is None else given
+    for key, default in TRAINING_DEFAULTS.items():
+        given = getattr(args, key)
+        cfg[key] = default if given is None else given
+    if is_int(args.early_stopping) and args.log_every is None:
+        # early stopping checks after each chunk: at least ten checks per patience (a chunk
+        # saves the checkpoint, so not every epoch of a long run)
+        cfg["log_every"] = min(cfg["log_every"], max(1, args.early_stopping // 10))
     cfg["hidden"] = parse_hidden(cfg["hidden"])
     cfg["model"] = args.model
     if args.model is not None:
@@ -236,6 +279,7 @@ def validate_config(cfg: dict) -> None:
         raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32 - 1); got "
                          f"{cfg['seed']}")
     optimizer_alias(cfg["optimizer"])  # an unknown name: the registry's error
+    validate_training_options(cfg)
     if cfg["dataset"] in ("mnist", "fashion-mnist") and not cfg["data_dir"]:
         raise ValueError(f"--dataset {cfg['dataset']} needs --data-dir (a folder with the IDX "
                          "files; jaxprop never downloads)")
@@ -248,6 +292,41 @@ def validate_config(cfg: dict) -> None:
             raise ValueError(f"{flag} applies only to --dataset {'/'.join(allowed)}")
     if cfg.get("task") == "regression" and cfg["dataset"] != "csv":
         raise ValueError("--task regression applies only to --dataset csv")
+
+
+def validate_training_options(cfg: dict) -> None:
+    """The schedule, weight decay, validation and early-stopping options, each checked with
+    one line naming its flag."""
+    schedule = get_schedule(cfg["lr_schedule"])  # an unknown name: the registry's error
+    warmup, epochs, decay = cfg["warmup_epochs"], cfg["epochs"], cfg["lr_decay"]
+    if not is_int(warmup) or warmup < 0:
+        raise ValueError(f"--warmup-epochs must be a non-negative integer; got {warmup}")
+    if warmup and not schedule.warmup:
+        takes = ", ".join(name for name, s in SCHEDULES.items() if s.warmup)
+        raise ValueError(f"--warmup-epochs applies to --lr-schedule {takes}, not "
+                         f"{cfg['lr_schedule']}")
+    if warmup >= epochs and warmup:
+        raise ValueError(f"--warmup-epochs {warmup} must be fewer than --epochs {epochs}")
+    if decay is not None:
+        if schedule.final is None:
+            decays = ", ".join(name for name, s in SCHEDULES.items() if s.final is not None)
+            raise ValueError(f"--lr-decay applies to a decaying --lr-schedule ({decays})")
+        if not (is_number(decay) and 0 <= decay <= 1):
+            raise ValueError(f"--lr-decay must be a fraction from 0 to 1; got {decay}")
+        if decay == 0 and schedule.final > 0:  # exponential: a rate of 0 means no decay
+            raise ValueError(f"--lr-decay must be positive for --lr-schedule "
+                             f"{cfg['lr_schedule']}; got {decay}")
+    wd = cfg["weight_decay"]
+    if wd is not None and not (is_number(wd) and math.isfinite(wd) and wd >= 0):
+        raise ValueError(f"--weight-decay must be a non-negative number; got {wd}")
+    patience = cfg["early_stopping"]
+    if patience is not None and not (is_int(patience) and patience >= 1):
+        raise ValueError(f"--early-stopping must be a positive number of epochs (the "
+                         f"patience); got {patience}")
+    fraction = cfg["validation_fraction"]
+    if fraction is not None and not (is_number(fraction) and 0 < fraction < 1):
+        raise ValueError(f"--validation-fraction must be strictly between 0 and 1; got "
+                         f"{fraction}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,6 +355,8 @@ def resume_config(args) -> tuple[dict, object]:
     runs.check_saved_config(cfg, saved.path)
     cfg.setdefault("precision", "f32")  # saved before precision was an option
     cfg.setdefault("model", None)  # saved before --model
+    for key, default in TRAINING_DEFAULTS.items():  # saved before the training options
+        cfg.setdefault(key, default)
     for key in MODEL_KEYS:
         given = getattr(args, key.replace("-", "_"), None)
         if key == "hidden" and given is not None:
@@ -351,6 +432,12 @@ def _check_combinations(args) -> bool:
                          "--population/--lr-sweep")
     if args.resume and args.force:
         raise ValueError("--force replaces a run; --resume continues one: give one of them")
+    if population:
+        given = [f"--{key.replace('_', '-')}" for key in TRAINING_DEFAULTS
+                 if getattr(args, key) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} cannot be combined with --population/"
+                             "--lr-sweep")
     return population
 
 
@@ -408,15 +495,7 @@ def _leave_without_peers(error) -> None:
 
 def _show_record(progress, task):
     """The ``on_record`` callback: a logged record's loss and accuracies on the progress bar."""
-    def on_record(record):
-        desc = f"loss {record['train_loss']:.4g}"
-        if "train_accuracy" in record:
-            desc += f"  acc {record['train_accuracy']:.3f}"
-        if "test_accuracy" in record:
-            desc += f"  test acc {record['test_accuracy']:.3f}"
-        progress.update(task, completed=record["epoch"], stats=desc)
-
-    return on_record
+    return lambda record: show_record(progress, task, record)
 
 
 def _stopped_before_training(signum) -> int:
@@ -512,15 +591,7 @@ class _NoProgress:
 def _progress(err, cfg, start_epoch):
     if not err.is_terminal:  # no bar to draw: skip loading rich.progress (0.1 s)
         return _NoProgress(), None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn(f"[bold]{cfg['dataset']}[/]"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("epochs"), TimeElapsedColumn(), TextColumn("{task.fields[stats]}"),
-        console=err, transient=False, disable=not err.is_terminal,
-    )
-    task = progress.add_task("train", total=cfg["epochs"], completed=start_epoch, stats="compiling")
-    return progress, task
+    return progress_bar(err, cfg["dataset"], cfg["epochs"], start_epoch)
 
 
 def _table(cfg, metrics, out) -> None:
@@ -534,14 +605,22 @@ def _table(cfg, metrics, out) -> None:
     table.add_column("loss", justify="right")
     for name in (("RMSE", "R²") if regression else ("accuracy",)):
         table.add_column(name, justify="right")
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
+        if f"{split}_loss" not in metrics:
+            continue  # no validation split
         if regression:
-            r2 = metrics[f"{split}_r2"]
-            cells = [f"{metrics[f'{split}_rmse']:.5g}", "n/a" if r2 is None else f"{r2:.4f}"]
+            rmse, r2 = metrics.get(f"{split}_rmse"), metrics.get(f"{split}_r2")
+            cells = ["n/a" if rmse is None else f"{rmse:.5g}",
+                     "n/a" if r2 is None else f"{r2:.4f}"]
         else:
-            cells = [f"{100 * metrics[f'{split}_accuracy']:.2f}%"]
+            acc = metrics.get(f"{split}_accuracy")
+            cells = ["n/a" if acc is None else f"{100 * acc:.2f}%"]
         table.add_row(split, f"{metrics[f'{split}_loss']:.5g}", *cells)
     console = Console()
     console.print(table)
+    if metrics.get("stopped_early"):
+        console.print(f"stopped early after epoch {metrics['last_epoch']}: no better held-out "
+                      f"loss for {cfg['early_stopping']} epochs; the model is epoch "
+                      f"{metrics['best_epoch']}'s")
     console.print(f"device {metrics['device']}; precision {cfg.get('precision', 'f32')}; "
                   f"saved to {out}/")

@@ -14,7 +14,7 @@ from pathlib import Path
 from jaxprop.core.registry import unknown
 from jaxprop.data import preprocessing as _preprocessing
 from jaxprop.data.csv import TASKS, Table, read_csv, read_features
-from jaxprop.data.dataset import Dataset
+from jaxprop.data.dataset import Dataset, validation_split
 from jaxprop.data.idx import find_mnist_files, mnist, read_idx, write_idx
 from jaxprop.data.preprocessing import (
     check_finite,
@@ -34,7 +34,7 @@ __all__ = [
     "DATASETS", "Dataset", "Table", "check_finite", "decode_targets", "digits", "encode_targets",
     "find_mnist_files", "load", "mnist", "moons", "one_hot", "read_csv", "read_features",
     "read_idx", "standardize", "standardization",
-    "train_test_split", "two_spirals", "write_idx", "xor",
+    "train_test_split", "two_spirals", "validation_split", "write_idx", "xor",
 ]
 
 def _load_xor(key, **_):

@@ -159,14 +159,17 @@ def check_finite(a, where: str, *, columns=None, row_offset: int = 0, row_word: 
 
 
 def check_test_fraction(test_fraction) -> float:
+    return check_fraction("test_fraction", test_fraction)
+
+
+def check_fraction(name: str, fraction) -> float:
+    """``fraction`` as a float strictly between 0 and 1; a ``ValueError`` naming ``name``."""
     try:
-        f = float(test_fraction)
+        f = float(fraction)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"test_fraction must be a number in (0, 1); got {test_fraction!r}"
-        ) from None
+        raise ValueError(f"{name} must be a number in (0, 1); got {fraction!r}") from None
     if not 0.0 < f < 1.0:
-        raise ValueError(f"test_fraction must be strictly between 0 and 1; got {test_fraction!r}")
+        raise ValueError(f"{name} must be strictly between 0 and 1; got {fraction!r}")
     return f
 
 

@@ -11,6 +11,12 @@ each call.
 (never inside a step); the first non-finite one names the epoch in :class:`TrainingDiverged`,
 which carries the state from the end of the last all-finite chunk.
 
+**Early stopping** (:mod:`jaxprop.train.early_stopping`): after each chunk the held-out loss
+(validation, else test) is compared with the best so far; training stops ``patience`` epochs
+after the best and returns the best epoch's state. **Learning rate**: each record says the
+rate of the chunk's last step (``learning_rate=``: a number or an optax schedule). **Progress**:
+a rich bar (:mod:`jaxprop.train.progress`) updated from each chunk's record.
+
 **Stopping.** With ``should_stop``, ``fit`` never blocks on a chunk (see
 :mod:`jaxprop.train.chunks`): when it says stop, :class:`TrainingInterrupted` carries the state
 from the end of the last whole chunk and the chunk in flight is abandoned (a process that exits
@@ -37,8 +43,15 @@ from jaxprop.core.checks import (
 )
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
-from jaxprop.core.validate import is_int
+from jaxprop.core.validate import is_int, is_number
 from jaxprop.train.chunks import ChunkRunner, Stopped, make_chunk_fn
+from jaxprop.train.early_stopping import (
+    Best,
+    EarlyStopping,
+    Tracker,
+    as_early_stopping,
+    monitored,
+)
 from jaxprop.train.compile import (
     CompiledPrograms,
     auto_compiler_options,
@@ -49,6 +62,7 @@ from jaxprop.train.memory import check_fits, training_bytes
 from jaxprop.train.optimizers import as_optimizer
 from jaxprop.train.placement import place_for_training
 from jaxprop.train.precision import Precision, get_precision
+from jaxprop.train.progress import console_for, progress_bar, show_record
 from jaxprop.train.step import TrainState, accuracy_fn, init_state, steps_per_epoch
 
 Array = jax.Array
@@ -95,12 +109,17 @@ class TrainingInterrupted(RuntimeError):
 
 
 class History(NamedTuple):
-    """``records``: one dict per host sync (epoch, loss, train/test loss and accuracy, time);
-    ``losses``: the training loss of every epoch, ``(epochs,)``."""
+    """``records``: one dict per host sync (epoch, loss, train/test (or validation) loss and
+    accuracy, ``learning_rate`` when known, time; with early stopping ``best_epoch`` and, on
+    the last, ``stopped_early``); ``losses``: the training loss of every epoch trained,
+    ``(epochs,)``; ``best_epoch``: with early stopping, the epoch whose state was returned;
+    ``stopped_early``: whether early stopping ended training."""
 
     records: list
     losses: np.ndarray
     compile_time: float = 0.0
+    best_epoch: int | None = None
+    stopped_early: bool = False
 
 
 # Compiled chunks kept across fit calls, keyed (jitted, n_epochs, options, signature).
@@ -167,8 +186,13 @@ def fit_state(
     should_stop: Callable[[], bool] | None = None,
     mesh=None,
     losses_out: list | None = None,
+    early_stopping: int | EarlyStopping | None = None,
+    best: Best | None = None,
+    learning_rate=None,
+    progress=None,
 ):
-    """Train ``model``; return ``(state, history)`` (``state`` the final :class:`TrainState`).
+    """Train ``model``; return ``(state, history)`` (``state`` the final :class:`TrainState`,
+    or with early stopping the best epoch's).
 
     The loop runs in compiled chunks of ``log_every`` epochs; after each chunk the host gets
     the per-epoch losses and train/test loss and accuracy, checks them for NaN/Inf, appends a
@@ -185,14 +209,16 @@ def fit_state(
         gradient descent.
       data: a ``jaxprop.data.Dataset``, ``(x, t)`` or ``(x, t, x_test, t_test)``; float data of
         another dtype is cast to the params' dtype; for a loss on integer labels ``t`` holds
-        class indices.
+        class indices. A Dataset with a validation split
+        (:func:`jaxprop.data.validation_split`) is evaluated on it after each chunk (records
+        say ``val_loss``, ``val_accuracy``) and its test set is left alone.
       epochs: the total number of epochs (at most ``MAX_EPOCHS``); with ``state`` training
         continues from ``state.epoch`` up to ``epochs``.
       batch_size: examples per shuffled minibatch (:func:`~jaxprop.train.make_epoch_fn`);
         ``None`` for full batch.
       key: seeds initialisation and shuffling (required unless ``state`` is given).
-      log_every: epochs per compiled chunk; by default one length for every chunk, so the
-        loop compiles once: ``ceil(epochs / 10)`` when that splits the epochs still to train
+      log_every: epochs per compiled chunk; with ``early_stopping`` 1 by default; else by
+        default one length for every chunk, so the loop compiles once: ``ceil(epochs / 10)`` when that splits the epochs still to train
         evenly, else as near 10 equal chunks as they divide into (15 epochs: 15 chunks of one;
         a prime number of epochs over ``MAX_DEFAULT_CHUNKS``: ``ceil(epochs / 10)`` and a
         shorter last chunk, compiled separately).
@@ -228,21 +254,41 @@ def fit_state(
         (``jax.distributed``).
       losses_out: a list that receives each finished chunk's per-epoch losses (a NumPy array)
         before ``callback`` runs.
+      early_stopping: a patience in epochs, or an
+        :class:`~jaxprop.train.early_stopping.EarlyStopping`: after each chunk, stop once the
+        held-out loss (``val_loss``, else ``test_loss``; ``ValueError`` without held-out data)
+        has not improved for ``patience`` epochs, and return the best epoch's state (also when
+        training runs to ``epochs``).
+      best: with ``early_stopping``, the best epoch before ``state`` (a resumed run's
+        :class:`~jaxprop.train.early_stopping.Best`).
+      learning_rate: what the records report as ``learning_rate``: a number, or an optax
+        schedule of the step count (its value at each chunk's last step); ``None``: the
+        number given as ``optimizer``, else no such field.
+      progress: a rich progress bar on stderr: ``True``, ``False``, a rich ``Console`` to draw
+        on, or ``None`` (default): only when stderr is a terminal. Updated after each chunk
+        from its record (no extra synchronisation).
 
     Returns:
-      ``(state, history)``: the final :class:`TrainState` and the :class:`History`
-      (``records``, ``losses`` of every epoch, ``compile_time``: the seconds spent compiling).
+      ``(state, history)``: the final (or best) :class:`TrainState` and the :class:`History`
+      (``records``, ``losses`` of every epoch, ``compile_time``: the seconds spent compiling,
+      ``best_epoch``, ``stopped_early``).
     """
     require_model(model, "fit")
+    rate = learning_rate if learning_rate is not None or not is_number(optimizer) else optimizer
+    early_stopping = as_early_stopping(early_stopping)
+    console = console_for(progress)
     loss, optimizer, policy = get_loss(loss), as_optimizer(optimizer), get_precision(precision)
     if state is None and params is None:  # before init allocates anything
         _check_memory(model, optimizer, data, batch_size)
     initial = _initial_state(model, loss, optimizer, epochs, key, params, state)
     policy.check_params(initial.params)
-    x, t, test_data = _validated_data(model, loss, initial, data)
+    x, t, test_data, held_out = _validated_data(model, loss, initial, data)
+    tracker = None if early_stopping is None else Tracker(
+        early_stopping, monitored(early_stopping, held_out), best)
     plan = _plan(model, loss, initial, x, t, epochs=epochs, batch_size=batch_size,
                  drop_last=drop_last, accuracy=accuracy, donate=donate,
-                 compiler_options=compiler_options, unroll=unroll, log_every=log_every)
+                 compiler_options=compiler_options, unroll=unroll,
+                 log_every=log_every or (1 if tracker is not None else None))
     initial, arrays, n_rows = _place(mesh, initial, (x, t, test_data),
                                      copy=state is not None and plan.donate)
     jitted = make_chunk_fn(model, loss, optimizer, x.shape[0], batch_size, drop_last,
@@ -250,7 +296,10 @@ def fit_state(
     runner = ChunkRunner(_COMPILED, jitted, arrays, initial, plan.compiler_options, policy,
                          should_stop)
     on_host = plan.donate or mesh is not None  # keep the last good state as a host copy
-    return _run_chunks(runner, initial, epochs, plan.log_every, on_host, callback, losses_out)
+    log = _Log(runner, losses_out, _rate_at(rate, x.shape[0], batch_size, drop_last), held_out,
+               tracker)
+    return _train(runner, initial, epochs, plan.log_every, on_host, callback, log,
+                  console, getattr(data, "name", "fit"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,9 +350,11 @@ def _validated_data(model, loss, state, data):
       data: ``fit_state``'s.
 
     Returns:
-      ``(x, t, test_data)``: ``test_data`` is ``(x_test, t_test)`` or ``()``.
+      ``(x, t, test_data, held_out)``: ``test_data`` is the held-out ``(x, t)`` evaluated
+      after each chunk, or ``()``; ``held_out`` names it: ``"val"`` (a Dataset's validation
+      split), ``"test"`` or ``None``.
     """
-    x, t, x_test, t_test = _split_data(data)
+    x, t, x_test, t_test, held_out = _split_data(data)
     x, t = validate_data(state.params, x, t, loss=loss)
     test_data = ()
     if x_test is not None:
@@ -313,7 +364,7 @@ def _validated_data(model, loss, state, data):
             check_labels_fit(model, state.params, state.model_state, xs, ts)
     else:
         warn_if_targets_outside_output(model, loss, t)
-    return x, t, test_data
+    return x, t, test_data, held_out if test_data else None
 
 
 def _check_memory(model, optimizer, data, batch_size) -> None:
@@ -338,11 +389,14 @@ def _check_memory(model, optimizer, data, batch_size) -> None:
 
 
 def _split_data(data):
-    """``(x, t, x_test, t_test)`` from a Dataset, ``(x, t)`` or ``(x, t, x_test, t_test)``."""
+    """``(x, t, x_held, t_held, held_out)`` from a Dataset (its validation split when it has
+    one, ``held_out="val"``, else its test set), ``(x, t)`` or ``(x, t, x_test, t_test)``."""
     if hasattr(data, "x_train"):
-        return data.x_train, data.y_train, data.x_test, data.y_test
+        if getattr(data, "x_val", None) is not None:
+            return data.x_train, data.y_train, data.x_val, data.y_val, "val"
+        return data.x_train, data.y_train, data.x_test, data.y_test, "test"
     if isinstance(data, (tuple, list)) and len(data) in (2, 4):
-        return (*data, None, None) if len(data) == 2 else tuple(data)
+        return (*data, None, None, None) if len(data) == 2 else (*data, "test")
     raise ValueError("data must be a Dataset, (x, t) or (x, t, x_test, t_test)")
 
 
@@ -528,32 +582,98 @@ def _place(mesh, state, data, *, copy: bool):
 
 
 class _Log:
-    """The history as it grows: a record per finished chunk, every epoch's loss."""
+    """The history as it grows: a record per finished chunk, every epoch's loss, and the
+    early-stopping tracker's view of it.
 
-    def __init__(self, runner: ChunkRunner, losses_out: list | None):
-        self.runner, self.losses_out = runner, losses_out
+    Args:
+      runner: the chunks' runner (its compile time).
+      losses_out: ``fit_state``'s.
+      rate: ``epoch -> learning rate`` at the end of that epoch, or ``None``
+        (:func:`_rate_at`).
+      held_out: ``"val"``, ``"test"`` or ``None``: what the chunk's ``test_*`` metrics are.
+      tracker: the early-stopping :class:`~jaxprop.train.early_stopping.Tracker`, or ``None``.
+    """
+
+    def __init__(self, runner: ChunkRunner, losses_out: list | None, rate=None,
+                 held_out: str | None = None, tracker: Tracker | None = None):
+        self.runner, self.losses_out, self.rate = runner, losses_out, rate
+        self.held_out, self.tracker = held_out, tracker
         self.records, self.losses = [], []
         self.t_start = time.perf_counter()
+        self.stopped_early = False
 
     def chunk(self, epoch: int, losses: np.ndarray, metrics: dict) -> dict:
         """Keep a finished chunk's losses (also in ``losses_out``); return its record."""
         self.losses.append(losses)
         if self.losses_out is not None:
             self.losses_out.append(losses)
-        record = {"epoch": epoch, "loss": float(losses[-1]), **metrics,
-                  "time": time.perf_counter() - self.t_start}
+        if self.held_out == "val":  # the chunk evaluated the validation split
+            metrics = {("val_" + k[5:] if k.startswith("test_") else k): v
+                       for k, v in metrics.items()}
+        record = {"epoch": epoch, "loss": float(losses[-1]), **metrics}
+        if self.rate is not None:
+            record["learning_rate"] = self.rate(epoch)
+        record["time"] = time.perf_counter() - self.t_start
         self.records.append(record)
         return record
+
+    def watch(self, record: dict, state) -> bool:
+        """Early stopping's verdict on a finished chunk (``state``: its end, safe to keep)."""
+        if self.tracker is None:
+            return False
+        self.stopped_early = self.tracker.update(record, state)
+        return self.stopped_early
+
+    def result(self, state) -> tuple[TrainState, History]:
+        """``(state, history)``: with early stopping, the best epoch's state."""
+        best = self.tracker.best if self.tracker is not None else None
+        return (state if best is None else best.state), self.history()
 
     def history(self) -> History:
         """The :class:`History` so far (``compile_time``: the runner's)."""
         losses = np.concatenate(self.losses) if self.losses else np.zeros(0)
-        return History(self.records, losses, self.runner.compile_time)
+        best = self.tracker.best if self.tracker is not None else None
+        return History(self.records, losses, self.runner.compile_time,
+                       None if best is None else best.epoch, self.stopped_early)
+
+
+def _rate_at(rate, n_examples: int, batch_size, drop_last: bool):
+    """``epoch -> the learning rate of that epoch's last step`` for a number or an optax
+    schedule of the step count; ``None`` for ``None``."""
+    if rate is None:
+        return None
+    if not callable(rate):
+        value = float(rate)
+        return lambda epoch: value
+    steps = steps_per_epoch(n_examples, batch_size, drop_last)
+    return lambda epoch: float(rate(epoch * steps - 1))
+
+
+def _showing(bar, task, callback):
+    """``callback`` that first shows the record on the progress bar."""
+    def shown(state, record):
+        show_record(bar, task, record)
+        return callback is not None and callback(state, record)
+
+    return shown
+
+
+def _train(runner: ChunkRunner, state, epochs: int, log_every: int, on_host: bool, callback,
+           log: _Log, console, title: str) -> tuple[TrainState, History]:
+    """:func:`_run_chunks`, under a progress bar titled ``title`` on ``console`` unless it is
+    ``None``."""
+    if console is None:
+        return _run_chunks(runner, state, epochs, log_every, on_host, callback, log)
+    bar, task = progress_bar(console, title, epochs, int(host_array(state.epoch)))
+    with bar:
+        return _run_chunks(runner, state, epochs, log_every, on_host,
+                           _showing(bar, task, callback), log)
 
 
 def _run_chunks(runner: ChunkRunner, state, epochs: int, log_every: int, on_host: bool,
-                callback, losses_out) -> tuple[TrainState, History]:
-    """Train from ``state`` up to ``epochs`` in chunks of ``log_every``; ``(state, history)``.
+                callback, log: _Log) -> tuple[TrainState, History]:
+    """Train from ``state`` up to ``epochs`` in chunks of ``log_every``; ``(state, history)``
+    (with early stopping, the best epoch's state).
 
     Args:
       runner: compiles and runs the chunks.
@@ -563,14 +683,13 @@ def _run_chunks(runner: ChunkRunner, state, epochs: int, log_every: int, on_host
       on_host: keep the last good state as a host copy (the state is donated or spread over
         a mesh).
       callback: ``fit_state``'s; a true return stops early.
-      losses_out: ``fit_state``'s.
+      log: the history (with the early-stopping tracker) to add each chunk to.
 
     Returns:
       ``(state, history)``.
     """
     epoch = int(host_array(state.epoch))
     good = to_host(state) if on_host else state
-    log = _Log(runner, losses_out)
     while epoch < epochs:
         n = min(log_every, epochs - epoch)
         try:
@@ -585,9 +704,10 @@ def _run_chunks(runner: ChunkRunner, state, epochs: int, log_every: int, on_host
         epoch += n
         record = log.chunk(epoch, losses, metrics)
         good = to_host(state) if on_host else state
-        if callback is not None and callback(good, record):
-            break  # the callback asked to stop early
-    return state, log.history()
+        stop = log.watch(record, good)
+        if (callback is not None and callback(good, record)) or stop:
+            break  # the callback or early stopping asked to stop
+    return log.result(state)
 
 
 def _first_bad_epoch(losses: np.ndarray, train_loss: float) -> int | None:
