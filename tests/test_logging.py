@@ -17,7 +17,7 @@ XOR = ["train", "--no-plots", "--log-every", "50"]
 # the tags of a classification record and the record keys they hold
 RECORD_TAGS = {"loss/epoch": "loss", "loss/train": "train_loss", "loss/test": "test_loss",
                "accuracy/train": "train_accuracy", "accuracy/test": "test_accuracy",
-               "time": "time"}
+               "time": "time", "learning_rate": "learning_rate"}
 XOR_LEAVES = ("0.dense.W", "0.dense.b", "2.dense.W", "2.dense.b", "all")
 
 

@@ -371,7 +371,7 @@ def _check_memory(model, optimizer, data, batch_size) -> None:
     """:class:`~jaxprop.train.memory.InsufficientMemory` when training cannot fit (data that
     cannot say its shapes is left to the data's own checks)."""
     try:
-        x, _, x_test, _ = _split_data(data)
+        x, _, x_test, _, _ = _split_data(data)
         n, in_shape = int(x.shape[0]), tuple(x.shape[1:])
         n_eval = max(n, int(x_test.shape[0]) if x_test is not None else 0)
         dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
