@@ -50,6 +50,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import hashlib
 import json
 import os
 import stat
@@ -508,6 +509,7 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     cfg = {**cfg, **{key: cfg.get(key, default) for key, default in TRAINING_DEFAULTS.items()}}
     if saved is not None:
         check_resumable(cfg, saved)
+    check_same_config(cfg)
     ds = load_dataset(cfg)
     model, loss, output_activation = build_model(cfg, ds)
     cfg = {**cfg, "loss": loss, "output_activation": output_activation}
@@ -527,6 +529,30 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
         raise KeyboardInterrupt
     with _locked_folder(files, saved, force):
         return _train_in_folder(run, state, files)
+
+
+def check_same_config(cfg: dict) -> None:
+    """In a multi-process run, ``ValueError`` in every process unless all were started with
+    the same config (``out`` apart: only process 0 writes), naming the settings that differ;
+    nothing in a single process. (A mismatch otherwise trains different programs that hang
+    in their collectives, or silently mixes two runs.)"""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    keys = sorted(k for k in cfg if k != "out")
+    digests = np.array([int.from_bytes(hashlib.sha256(json.dumps(
+        [k, cfg[k]], sort_keys=True, default=str).encode()).digest()[:4], "little")
+        for k in keys] + [len(keys)], np.uint32)
+    every = np.asarray(multihost_utils.process_allgather(digests))
+    if every.ndim != 2 or every.shape[1] != len(digests):
+        raise ValueError("the processes of this run were started with different settings")
+    differ = [k for i, k in enumerate(keys) if len(set(every[:, i].tolist())) > 1]
+    if differ or len(set(every[:, -1].tolist())) > 1:
+        raise ValueError(
+            f"the processes of this run were started with different settings "
+            f"({', '.join(differ) or 'the set of options'}); start every process with the same "
+            "options (only --process-id, and --out, which only process 0 uses, may differ)")
 
 
 def held_out(ds, cfg: dict):

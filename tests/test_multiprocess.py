@@ -65,3 +65,107 @@ def test_two_processes_on_loopback_equal_one_device(tmp_path):
     assert (tmp_path / "run" / "checkpoint.npz").exists()
     assert not (tmp_path / "run1").exists()
     assert "train" in out0 and "train" not in out1
+
+
+# --------------------------------------------------------------------------------------------
+# Faults (issue #22): a lost peer, settings that differ, a run that cannot be joined
+
+FAULT = ["-m", "jaxprop", "train", "--dataset", "digits", "--batch-size", "64", "--no-plots",
+         "--data-parallel", "--num-processes", "2"]
+
+
+def _pair(tmp_path, address, *extra0, extra1=(), out1="run1"):
+    """Processes 0 and 1 of a run on ``address`` (one CPU device each)."""
+    procs = []
+    for pid, extra, out in ((0, extra0, "run"), (1, extra1, out1)):
+        procs.append(subprocess.Popen(
+            [sys.executable, *FAULT, "--coordinator", address, "--process-id", str(pid),
+             "--out", str(tmp_path / out), *extra],
+            env=_env(1), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True))
+    return procs
+
+
+def _finish(procs, timeout=240):
+    results = []
+    try:
+        for p in procs:
+            results.append((p.returncode if p.wait(timeout=timeout) is not None else None,
+                            *p.communicate()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return results
+
+
+@pytest.mark.long
+def test_a_lost_peer_stops_the_run_in_one_line_and_resume_finishes_it(tmp_path):
+    import time
+
+    address = f"127.0.0.1:{_free_loopback_port()}"
+    args = ("--epochs", "60", "--log-every", "5", "--peer-timeout", "20")
+    p0, p1 = _pair(tmp_path, address, *args, extra1=args)
+    history, deadline = tmp_path / "run" / "history.jsonl", time.time() + 120
+    while not (history.exists() and history.stat().st_size):
+        assert p0.poll() is None and time.time() < deadline, p0.communicate()
+        time.sleep(0.05)
+    p1.kill()
+    t0 = time.time()
+    (rc, _, err), = _finish([p0], timeout=60)
+    assert rc == 1 and time.time() - t0 < 30, err[-2000:]
+    assert "lost a process of the multi-process run" in err and "Traceback" not in err, err
+    assert "--resume" in err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    assert metrics["status"] == "interrupted" and metrics["epoch"] == records[-1]["epoch"] < 60
+    # both processes again, from the checkpoint: the run finishes
+    address = f"127.0.0.1:{_free_loopback_port()}"
+    resume = ["--resume", str(tmp_path / "run")]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "jaxprop", "train", *resume, "--data-parallel",
+         "--coordinator", address, "--num-processes", "2", "--process-id", str(pid),
+         "--no-plots"], env=_env(1), cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    for rc, _, err in _finish(procs):
+        assert rc == 0, err[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["epoch"] == 60
+
+
+@pytest.mark.long
+def test_processes_started_with_different_settings_are_refused(tmp_path):
+    address = f"127.0.0.1:{_free_loopback_port()}"
+    procs = _pair(tmp_path, address, "--epochs", "3", "--seed", "1",
+                  extra1=("--epochs", "4", "--seed", "1"))
+    for rc, _, err in _finish(procs, timeout=120):
+        assert rc == 2, err[-2000:]
+        assert "started with different settings (epochs)" in err, err[-2000:]
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+@pytest.mark.long
+def test_a_run_that_cannot_be_joined_says_why_in_one_line(tmp_path):
+    import socket
+
+    # only process 0 is started: it waits --join-timeout, then stops (was SIGABRT after 300 s)
+    address = f"127.0.0.1:{_free_loopback_port()}"
+    p0 = subprocess.Popen([sys.executable, *FAULT, "--epochs", "1", "--coordinator", address,
+                           "--process-id", "0", "--join-timeout", "3", "--out", "run"],
+                          env=_env(1), cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    (rc, _, err), = _finish([p0], timeout=120)
+    assert rc == 2 and "not every process joined within 3 s" in err, err[-2000:]
+    assert "Check failure" not in err and not (tmp_path / "run").exists()
+    # a coordinator host that does not resolve, a port another program holds
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        for address, message in (("bogus host:1234", "cannot resolve the host 'bogus host'"),
+                                 (f"127.0.0.1:{port}", "process 0 cannot listen there")):
+            run = subprocess.run([sys.executable, *FAULT, "--epochs", "1", "--coordinator",
+                                  address, "--process-id", "0", "--out", "run"], env=_env(1),
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            assert run.returncode == 2 and message in run.stderr, run.stderr[-2000:]
+            assert len(run.stderr.strip().splitlines()) == 1, run.stderr

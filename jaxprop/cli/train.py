@@ -42,7 +42,7 @@ from jaxprop.runs import MODEL_KEYS, TRAINING_DEFAULTS
 from jaxprop.train.fit import MAX_EPOCHS
 from jaxprop.train.optimizers import OPTIMIZERS, SCHEDULES, get_schedule, optimizer_alias
 from jaxprop.train.progress import progress_bar, show_record
-from jaxprop.scale.distributed import PEER_TIMEOUT_S
+from jaxprop.scale.distributed import JOIN_TIMEOUT_S, PEER_TIMEOUT_S
 
 # the precision policies (jaxprop.train.precision) the command line offers
 TRAIN_PRECISIONS = ("f32", "bf16", "highest")
@@ -190,6 +190,9 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--process-id", default=None, metavar="I",
                    help="this process's index, 0..N-1; process 0 writes the run folder (env "
                         "JAX_PROCESS_ID)")
+    p.add_argument("--join-timeout", type=positive_int, default=None, metavar="SECONDS",
+                   help=f"how long every process may take to join the run (default "
+                        f"{JOIN_TIMEOUT_S}); then each stops with one line, exit 2")
     p.add_argument("--peer-timeout", type=positive_int, default=None, metavar="SECONDS",
                    help="a process that stops answering for this long is lost: the others "
                         f"stop, keep the last finished epoch and exit 1 (default "
@@ -528,13 +531,14 @@ def _join_processes(args) -> bool:
     from jaxprop.scale import distributed
 
     flags = (args.coordinator, args.num_processes, args.process_id)
-    if any(f is not None for f in (*flags, args.peer_timeout)) and not args.data_parallel:
-        raise ValueError("--coordinator/--num-processes/--process-id/--peer-timeout need "
-                         "--data-parallel")
+    timeouts = (args.join_timeout, args.peer_timeout)
+    if any(f is not None for f in (*flags, *timeouts)) and not args.data_parallel:
+        raise ValueError("--coordinator/--num-processes/--process-id/--join-timeout/"
+                         "--peer-timeout need --data-parallel")
     if not args.data_parallel:
         return False
-    return distributed.initialize(*flags, peer_timeout_s=args.peer_timeout
-                                  or PEER_TIMEOUT_S) is not None
+    return distributed.initialize(*flags, timeout_s=args.join_timeout or JOIN_TIMEOUT_S,
+                                  peer_timeout_s=args.peer_timeout or PEER_TIMEOUT_S) is not None
 
 
 def _is_writer() -> bool:

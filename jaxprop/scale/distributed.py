@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 
 # Seconds without a heartbeat after which a process of the run counts as lost.
 PEER_TIMEOUT_S = 30
+# Seconds every process may take to join the run.
+JOIN_TIMEOUT_S = 300
 
 ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
        "process_id": "JAX_PROCESS_ID"}
@@ -69,7 +72,7 @@ def is_loopback(address: str) -> bool:
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, timeout_s: int = 300,
+               process_id: int | None = None, *, timeout_s: int = JOIN_TIMEOUT_S,
                peer_timeout_s: int = PEER_TIMEOUT_S) -> dict | None:
     """Join the multi-process run (``jax.distributed.initialize``) with gloo collectives on CPUs.
 
@@ -93,9 +96,11 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     given = settings(coordinator, num_processes, process_id)
     if given is None:
         return None
+    _check_coordinator(given["coordinator"], given["process_id"])
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    _failures_raise()
     kwargs = {"initialization_timeout": timeout_s,
               "heartbeat_timeout_seconds": int(peer_timeout_s)}
     address = given["coordinator"]
@@ -106,10 +111,72 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         jax.distributed.initialize(address, given["num_processes"], given["process_id"],
                                    **kwargs)
     except (RuntimeError, ValueError) as e:
+        why = str(e).splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        if "bad_cast" in why or "DEADLINE_EXCEEDED" in why:  # (the status, lost in transit)
+            why = (f"not every process joined within {timeout_s} s (are all "
+                   f"{given['num_processes']} started, each with its own --process-id and "
+                   "the same --coordinator?)")
         raise ValueError(f"cannot join the multi-process run (coordinator {address}, "
                          f"{given['num_processes']} processes, this one "
-                         f"{given['process_id']}): {str(e).splitlines()[0][:300]}") from None
+                         f"{given['process_id']}): {why}") from None
     return given
+
+
+def _check_coordinator(address: str | None, process_id: int | None) -> None:
+    """Before JAX tries (and, failing, aborts the process): the coordinator's host resolves,
+    and process 0 can listen on its port."""
+    if address is None:
+        return
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise ValueError(f"--coordinator {address}: cannot resolve the host {host!r} "
+                         f"({e.strerror if isinstance(e, OSError) and e.strerror else e})") from None
+    if process_id == 0 and is_loopback(address):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            try:
+                s.bind((host, int(port)))
+            except OSError as e:
+                raise ValueError(f"--coordinator {address}: process 0 cannot listen there "
+                                 f"({e.strerror or e}; another run, or another program, "
+                                 "holds the port)") from None
+
+
+def _failures_raise() -> None:
+    """Make JAX's distributed client report a failure to join as an exception in
+    ``initialize`` rather than terminate the process from a native thread (its default, with
+    no Python callback). Wraps the client's factory, when this jaxlib has that argument."""
+    try:
+        import inspect
+        from functools import partial
+
+        from jax._src.lib import _jax
+    except ImportError:
+        return
+    make = getattr(_jax, "get_distributed_runtime_client", None)
+    if make is None or isinstance(make, partial):
+        return
+    if "missed_heartbeat_callback" not in (make.__doc__ or "") and \
+            "missed_heartbeat_callback" not in str(_signature(inspect, make)):
+        return
+    _jax.get_distributed_runtime_client = partial(make, missed_heartbeat_callback=_lost)
+
+
+def _signature(inspect, fn):
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return ""
+
+
+def _lost(*_) -> None:
+    """The distributed client's callback when the coordination service fails after joining (a
+    peer's heartbeats stopped): one line and exit 1 (the run's last chunk is saved)."""
+    os.write(2, b"jaxprop: error: lost a process of the multi-process run (no heartbeat within "
+                b"--peer-timeout); start every process again with --resume\n")
+    os._exit(1)
 
 
 def _bind_gloo_to_loopback() -> None:
