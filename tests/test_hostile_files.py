@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import io
-import time
 import zipfile
 
 import jax
@@ -29,10 +28,8 @@ from jaxprop.checkpoint import NpzMembers, read_npz, write_npz
     ("maxpool(33)", "a window of 1,089 positions"),
 ])
 def test_hostile_architecture_texts_are_refused_at_once(text, message):
-    t0 = time.perf_counter()
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         jp.parse_model(text, (8, 8, 1))
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_nesting_up_to_the_limit_still_parses():
