@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 
@@ -399,8 +400,11 @@ class _StopSignals:
         return self
 
     def _handle(self, signum, frame):
-        self.signum = signum
+        first, self.signum = self.signum is None, signum
         if not self.armed:
+            if not first:  # a second signal while the first unwinds: nothing to save yet
+                os.write(2, b"jaxprop: interrupted\n")
+                os._exit(128 + signum)
             raise KeyboardInterrupt
 
     def __exit__(self, *exc):
@@ -508,8 +512,6 @@ def compile_note(cfg: dict) -> str | None:
 def _leave_without_peers(error) -> None:
     """One line and exit 1, at once: JAX's exit handlers would wait for the lost process at a
     shutdown barrier and then abort the process (SIGABRT, a C++ stack trace)."""
-    import os
-
     print(f"jaxprop: error: {error}", file=sys.stderr)
     sys.stderr.flush()
     sys.stdout.flush()

@@ -637,7 +637,8 @@ def _layer_point(layer: Layer, in_shape, key, host, params, state, perturb_param
 def _check_forward_shape(layer: Layer, params, state, in_shape, out_shape, key) -> None:
     """``ValueError`` when the forward's output shape is not the one ``init`` said (a bug in
     the forward or in init, not in the backward)."""
-    x = jax.ShapeDtypeStruct((2, *in_shape), jnp.float32)
+    dtype = next((a.dtype for a in jax.tree.leaves(params) if _is_float(a)), jnp.float32)
+    x = jax.ShapeDtypeStruct((2, *in_shape), dtype)
     with _forward_errors(layer.name, x):
         y = jax.eval_shape(lambda p, s, x_: layer.forward(p, s, x_, key=key)[0],
                            params, state, x)
