@@ -143,6 +143,18 @@ def describe_input(predictor: Predictor) -> str:
     return f"{shape} inputs: {math.prod(shape)} columns per row in NHWC (row-major) order"
 
 
+def _check_fits_dtype(x, dtype, where: str) -> None:
+    """``ValueError`` naming the first value (standardised as the model takes it) beyond what
+    the params' dtype holds: it would become inf (1e39 in float32)."""
+    x = np.asarray(x, np.float64)
+    big = np.abs(x) > np.finfo(dtype).max
+    if big.any():
+        row, *col = np.unravel_index(int(np.argmax(big)), x.shape)
+        raise ValueError(f"{where}: row {row + 1} holds {x[(row, *col)]:.4g} (after the run's "
+                         f"standardisation), beyond what {np.dtype(dtype).name} holds "
+                         f"(±{np.finfo(dtype).max:.4g})")
+
+
 def predict_rows(predictor: Predictor, x, where: str = "x") -> tuple[list[str], list[list]]:
     """``(columns, rows)``: the prediction table for raw feature rows ``x``.
 
@@ -159,6 +171,7 @@ def predict_rows(predictor: Predictor, x, where: str = "x") -> tuple[list[str], 
     if "x_mean" in info:
         x = rescale(x, np.asarray(info["x_mean"]), np.asarray(info["x_std"]))
     dtype = jax.tree.leaves(predictor.params)[0].dtype
+    _check_fits_dtype(x, dtype, where)
     y = predictor.model.apply(predictor.params, np.asarray(x, dtype), predictor.state)
     y = np.asarray(y, np.float64)
     check_finite(y, f"the model's outputs for {where}")

@@ -103,3 +103,14 @@ def test_the_same_infinite_gradient_on_both_sides_is_no_disagreement():
     report = jp.check_layer(layer, (3,), x=x, batch=1)
     # jax.vjp agrees in float32 and float64; finite differences cannot see an infinite slope
     assert "jax.vjp" not in report.verdict(), report.verdict()
+
+
+def test_predict_refuses_values_beyond_the_models_dtype(tmp_path, capsys):
+    """1e39 became inf in float32 and could come out as NaN probabilities with exit 0."""
+    run = tmp_path / "xor"
+    assert main(["train", "--epochs", "2", "--out", str(run), "--no-plots"]) == 0
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x1,x2\n0,1\n1e39,0\n")
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run), "--csv", str(rows)]) == 2
+    assert "row 2 holds 1e+39" in capsys.readouterr().err
