@@ -169,3 +169,25 @@ def test_a_run_that_cannot_be_joined_says_why_in_one_line(tmp_path):
                                  cwd=tmp_path, capture_output=True, text=True, timeout=120)
             assert run.returncode == 2 and message in run.stderr, run.stderr[-2000:]
             assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+@pytest.mark.long
+def test_ctrl_c_to_one_process_stops_both(tmp_path):
+    """SIGINT to process 1 alone: it leaves at once (130), process 0 stops at its next
+    collective (1), the folder interrupted (both used to hang, then abort)."""
+    import signal
+    import time
+
+    address = f"127.0.0.1:{_free_loopback_port()}"
+    args = ("--epochs", "100000", "--log-every", "5")
+    p0, p1 = _pair(tmp_path, address, *args, extra1=args)
+    history, deadline = tmp_path / "run" / "history.jsonl", time.time() + 120
+    while not (history.exists() and history.stat().st_size):
+        assert p0.poll() is None and time.time() < deadline, p0.communicate()
+        time.sleep(0.05)
+    p1.send_signal(signal.SIGINT)
+    (rc1, _, err1), (rc0, _, err0) = _finish([p1, p0], timeout=60)
+    assert rc1 == 130 and "process 1 stopped by SIGINT" in err1, err1[-2000:]
+    assert rc0 == 1 and "lost a process" in err0, err0[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted"

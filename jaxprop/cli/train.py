@@ -487,6 +487,10 @@ def _run_single(args, distributed: bool) -> int:
     except runs.PeerLost as e:
         _leave_without_peers(e)
     if distributed and not _is_writer():
+        if result.interrupted:  # stopped alone: leave now, so the others stop too
+            print(f"jaxprop: process {_process_index()} stopped by "
+                  f"{signal.Signals(stop.signum or signal.SIGINT).name}", file=sys.stderr)
+            _exit_now(128 + int(stop.signum or signal.SIGINT))
         return 1 if result.diverged is not None else 0  # process 0 reports
     return _report(cfg, result, stop.signum)
 
@@ -513,9 +517,13 @@ def _leave_without_peers(error) -> None:
     """One line and exit 1, at once: JAX's exit handlers would wait for the lost process at a
     shutdown barrier and then abort the process (SIGABRT, a C++ stack trace)."""
     print(f"jaxprop: error: {error}", file=sys.stderr)
-    sys.stderr.flush()
-    sys.stdout.flush()
-    os._exit(1)
+    _exit_now(1)
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
 
 
 def _show_record(progress, task):
@@ -577,9 +585,26 @@ def _interrupted(signum, result) -> int:
     print(f"jaxprop: stopped by {name} after epoch {m['epoch']} of {m['config']['epochs']}; "
           f"the checkpoint is {result.out / 'checkpoint.npz'}; continue with: jaxprop train "
           f"--resume {result.out}", file=sys.stderr)
+    rc = 128 + int(signum or signal.SIGINT)
+    if _processes() > 1:  # the others then stop at their next collective (a lost peer)
+        _exit_now(rc)
     from jaxprop.cli import leave
 
-    leave(128 + int(signum or signal.SIGINT))
+    leave(rc)
+
+
+def _processes() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def _exit_now(rc: int) -> None:
+    """Exit with ``rc`` without JAX's exit handlers: in a multi-process run that is not ending
+    together, they wait for the other processes at a shutdown barrier and then abort."""
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(rc)
 
 
 def _population_summary(m: dict, cfg: dict) -> int:
