@@ -166,7 +166,9 @@ function drawNet() {
     for (let i = 0; i < D.widths[l]; i++) for (let j = 0; j < D.widths[l + 1]; j++) {
       const [x1, y1] = pos(l, i), [x2, y2] = pos(l + 1, j);
       const focus = (ph.kind === "fwd" || ph.kind === "bwd") && ph.l === l && ph.j === j;
-      edges += `<line x1="${x1 + R}" y1="${y1}" x2="${x2 - R}" y2="${y2}" style="${wstyle(M[i][j])}" class="${focus ? "fe" : ""}"/>`;
+      // in a backward step the edges that carry the next layer's deltas back to the focus
+      const back = ph.kind === "bwd" && ph.l === l - 1 && ph.j === i;
+      edges += `<line x1="${x1 + R}" y1="${y1}" x2="${x2 - R}" y2="${y2}" style="${wstyle(M[i][j])}" class="${focus ? "fe" : back ? "be" : ""}"/>`;
       // every edge labelled in a small layer; in a crowded one only the edges in focus
       const crowded = D.widths[l] * D.widths[l + 1] > 6;
       const t = focus ? 0.36 : 0.30 + 0.12 * (j % 3) / Math.max(1, D.widths[l + 1] - 1);
@@ -211,7 +213,7 @@ function drawNet() {
     .lb{fill:#fff;fill-opacity:.9;stroke:#e2e8f0}text.ew{font-size:11.5px;fill:#475569}
     text.fx{fill:var(--fwd);font-weight:700}text.bx{fill:var(--bwd);font-weight:700}text.ux{fill:#b45309}
     text.fv{font-size:12px;fill:var(--fwd)}text.bv{font-size:12px;fill:var(--bwd)}text.in{font-size:12px;fill:#0f172a}
-    text.lossv{font-size:13px;font-weight:700;fill:#b91c1c}line.fe{stroke:var(--hi)!important;stroke-opacity:1!important}
+    text.lossv{font-size:13px;font-weight:700;fill:#b91c1c}line.fe{stroke:var(--hi)!important;stroke-opacity:1!important}line.be{stroke:var(--bwd)!important;stroke-opacity:.9!important;stroke-dasharray:8 4}
     text{font-size:12px}</style>` + cols + edges + nodes + labels + lossbox;
 }
 
@@ -231,7 +233,7 @@ function drawExplain() {
     const r = st.layers[ph.l], j = ph.j, n = nameOf(ph.l + 1, j), a = prevA(ph.l, e);
     const terms = a.map((x, i) => `${fm(r.W_before[i][j])}·${fm(x)}`).join(" + ");
     h = `<h2 class="fwd">Forward: unit ${esc(n)}${esc(ex)}</h2>` +
-      eq(`z_${n} = Σᵢ wᵢ·aᵢ + b`, "fwd") + eq(`     = ${terms} + ${f6(r.b_before[j])}`) +
+      eq(`z_${n} = Σᵢ wᵢ·aᵢ + b`, "fwd") + eq(`     = ${terms} + ${fm(r.b_before[j])}`) +
       eq(`     = ${f6(r.z[e][j])}`, "fwd") +
       eq(`a_${n} = ${D.activations[ph.l]}(z_${n}) = ${f6(r.a[e][j])}`, "fwd") +
       eq("on the edges: each term w·a of the sum");
@@ -247,7 +249,8 @@ function drawExplain() {
     else {
       const nx = st.layers[ph.l + 1];
       const parts = nx.delta[e].map((d, k) => `${fm(nx.W_before[j][k])}·${fm(d)}`).join(" + ");
-      h += eq(`∂L/∂a_${n} = Σₖ w_${n}ₖ·δₖ = ${parts}`, "bwd") + eq(`        = ${f6(r.da[e][j])}`, "bwd");
+      h += eq(`∂L/∂a_${n} = Σₖ w_${n}ₖ·δₖ = ${parts}`, "bwd") + eq(`        = ${f6(r.da[e][j])}`, "bwd") +
+        eq("(the dashed edges carry the deltas back)");
     }
     h += eq(`δ_${n} = ∂L/∂z = ∂L/∂a · ${D.activations[ph.l]}′(z)`, "bwd") +
       eq(`     = ${f6(r.da[e][j])} · ${D.activations[ph.l]}′(${f6(r.z[e][j])}) = ${f6(r.delta[e][j])}`) +
