@@ -79,7 +79,7 @@ button:hover { background: #f1f5f9; } button.on { background: var(--ink); color:
 #slider { width: 320px; }
 main { display: flex; gap: 18px; align-items: flex-start; flex-wrap: wrap; }
 #figure { flex: 0 0 auto; background: var(--panel); border-radius: 10px; padding: 6px; }
-aside { flex: 1 1 360px; min-width: 340px; }
+aside { flex: 1 1 340px; min-width: 320px; }
 #explain { background: var(--panel); border-radius: 10px; padding: 10px 14px; }
 #explain h2 { font-size: 16px; margin: 0 0 6px; }
 #explain .eq { font-size: 13.5px; margin: 4px 0; white-space: pre-wrap; }
@@ -139,9 +139,9 @@ function fwdDone(l, j) { const i = PHASES.findIndex(q => q.kind === "fwd" && q.l
 function bwdDone(l, j) { const i = PHASES.findIndex(q => q.kind === "bwd" && q.l === l && q.j === j); return S.p >= i; }
 
 // ---- geometry --------------------------------------------------------------------------
-const R = 25, COLW = 270, ROWH = 150, TOP = 46, LEFT = 70;
+const R = 25, COLW = 245, ROWH = 150, TOP = 46, LEFT = 70;
 const maxW = Math.max(...D.widths);
-const H = TOP + maxW * ROWH + 10, W = LEFT + L * COLW + 190;
+const H = TOP + maxW * ROWH + 10, W = LEFT + L * COLW + 170;
 function pos(k, j) {
   const n = D.widths[k];
   return [LEFT + k * COLW, TOP + (maxW - n) * ROWH / 2 + j * ROWH + R + 8];
