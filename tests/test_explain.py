@@ -13,7 +13,7 @@ import pytest
 from jaxprop.tools import explain as ex
 from jaxprop.cli import main
 
-KEYS = ["z", "a", "delta", "dW", "db", "W_after", "b_after"]
+KEYS = ["z", "a", "da", "delta", "dW", "db", "W_after", "b_after"]
 
 
 def close(got, want, tol=1e-6):
@@ -72,7 +72,7 @@ def test_json_structure_exactly():
             assert list(layer) == KEYS
             assert all(isinstance(v, float) for v in jax.tree.leaves(layer))
         shapes = [{k: np.shape(v) for k, v in layer.items()} for layer in step["layers"]]
-        assert shapes[0] == {"z": (1, 2), "a": (1, 2), "delta": (1, 2), "dW": (2, 2), "db": (2,),
+        assert shapes[0] == {"z": (1, 2), "a": (1, 2), "da": (1, 2), "delta": (1, 2), "dW": (2, 2), "db": (2,),
                              "W_after": (2, 2), "b_after": (2,)}
     # step 2 starts from step 1's updated weights, and its loss is step 1's loss after update
     one = ex.explain(ex.load_example("2-2-2"))
@@ -138,6 +138,11 @@ def test_update_biases_and_agreement_with_autodiff():
         close(got["b_after"], b - 0.1 * gb, 1e-12)
     # the last layer's delta is dL/dz directly
     close(r["steps"][0]["layers"][2]["delta"], 2 * (a - spec.target) / a.size, 1e-12)
+    # dL/da: the loss gradient for the last layer, the next layer's W @ delta before it
+    got = r["steps"][0]["layers"]
+    close(got[2]["da"], 2 * (a - spec.target) / a.size, 1e-12)
+    for k in (0, 1):
+        close(got[k]["da"], np.asarray(got[k + 1]["delta"]) @ spec.layers[k + 1].W.T, 1e-12)
 
     fixed = ex.explain(_spec(update_biases=False), steps=3)
     for step in fixed["steps"]:

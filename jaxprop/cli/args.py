@@ -1,8 +1,17 @@
-"""Argument parsing shared by the subcommands (``check``, ``bench``, ``train``, ``explain``)."""
+"""Argument parsing shared by the subcommands (``check``, ``bench``, ``train``, ``explain``)
+and the refusal of an output file that would lose data (``predict --out``, ``explain --html``)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import stat
+from pathlib import Path
+
+# what an output path that is not a regular file is, in words
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 def parse_sizes(text: str, not_ints: str, too_few: str | None = None, *,
@@ -32,3 +41,31 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def check_out(out: Path, flag: str, rows_path, force: bool,
+              option: str = "--out") -> None:
+    """Refuse an output file ``out`` (given as ``option``) that would lose data: the input file
+    ``rows_path`` (given as ``flag``; ``None``: none) itself, after links; anything that is not
+    a regular file; or an existing file without ``force``."""
+    try:
+        mode = os.lstat(out).st_mode
+    except FileNotFoundError:
+        return
+    if rows_path is not None and _same_file(out, rows_path):
+        raise ValueError(f"{option} {out} is the input file {flag} {rows_path}; give another "
+                         f"{option}")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise ValueError(f"{option} {out} is {kind}, not a regular file: it is never replaced; "
+                         "give a file name")
+    if not force:
+        raise ValueError(f"{option} {out} already exists; replace it with --force (or give "
+                         f"another {option})")
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them missing (a dangling link, an input that is not there)
+        return False

@@ -1,16 +1,23 @@
 """``jaxprop explain``: trace gradient descent step by step on a small network from a JSON spec.
 
-    jaxprop explain SPEC.json [--json] [--steps N]
-    jaxprop explain --example 2-2-1 [--json] [--steps N]
+    jaxprop explain SPEC.json [--json | --diagram] [--steps N] [--html PAGE.html [--force]]
+    jaxprop explain --example 2-2-1 [--json | --diagram] [--steps N] [--html PAGE.html]
     jaxprop explain --list-examples
+
+``--diagram`` prints the network with its values in box characters (the first step and, after
+several, the last); ``--html`` writes one self-contained page that walks through each step
+(:mod:`jaxprop.tools.explain_html`), atomically, replacing an existing file only with
+``--force`` (as ``predict --out``); with ``--html`` alone nothing else is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
-from jaxprop.cli.args import positive_int
+from jaxprop.cli.args import check_out, positive_int
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -25,7 +32,16 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--steps", type=positive_int, metavar="N", help="number of steps (overrides the spec)"
     )
-    p.add_argument("--json", action="store_true", help="print the trace as JSON instead of tables")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true",
+                       help="print the trace as JSON instead of tables")
+    shown.add_argument("--diagram", action="store_true",
+                       help="print the network with its values in box characters")
+    p.add_argument("--html", metavar="PAGE.html",
+                   help="write a self-contained page that walks through each step; an "
+                        "existing file only with --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace --html when it already exists (a regular file only)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,13 +53,43 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if (args.spec is None) == (args.example is None):
         raise ValueError("explain: give exactly one of SPEC.json or --example NAME")
+    page = None if args.html is None else Path(args.html)
+    if args.html is not None and not args.html.strip():
+        raise ValueError("--html is empty; give a file name")
+    if page is not None:  # before the work, so a refusal comes at once
+        check_out(page, "SPEC.json", args.spec, args.force, "--html")
     spec = ex.load_example(args.example) if args.example else ex.load_spec(args.spec)
     result = ex.explain(spec, steps=args.steps)
     if args.json:
         print(json.dumps(result))
-    else:
+    elif args.diagram:
+        print(_diagram(spec, result))
+    elif page is None:
         render(spec, result)
+    if page is not None:
+        _write_page(page, spec, result, args)
     return 0
+
+
+def _diagram(spec, result: dict) -> str:
+    """The terminal diagram of the first step and, after several, of the last."""
+    from jaxprop.tools.explain_diagram import diagram
+    from jaxprop.tools.explain_view import view
+
+    v = view(spec, result)
+    last = len(v["steps"]) - 1
+    return "\n\n".join(diagram(v, i) for i in sorted({0, last}))
+
+
+def _write_page(page: Path, spec, result: dict, args) -> None:
+    from jaxprop.checkpoint import write_atomic
+    from jaxprop.tools.explain_html import render_html
+
+    text = render_html(spec, result)
+    check_out(page, "SPEC.json", args.spec, args.force, "--html")  # again: it may exist now
+    page.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(page, text.encode())
+    print(f"page written to {page} (open it in a browser)", file=sys.stderr)
 
 
 def _f(v: float) -> str:

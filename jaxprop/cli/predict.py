@@ -18,15 +18,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
-import stat
 import sys
 from pathlib import Path
 
-# what an --out that is not a regular file is, in words
-_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
-          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+from jaxprop.cli.args import check_out
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -45,32 +40,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="replace --out when it already exists (a regular file only)")
 
 
-def _check_out(out: Path, flag: str, rows_path: str | Path, force: bool) -> None:
-    """Refuse an ``--out`` that would lose data: the input file ``rows_path`` (given as
-    ``flag``) itself, after links; anything that is not a regular file; or an existing file
-    without ``force``."""
-    try:
-        mode = os.lstat(out).st_mode
-    except FileNotFoundError:
-        return
-    if _same_file(out, rows_path):
-        raise ValueError(f"--out {out} is the input file {flag} {rows_path}; give another --out")
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-        raise ValueError(f"--out {out} is {kind}, not a regular file: it is never replaced; "
-                         "give a file name")
-    if not force:
-        raise ValueError(f"--out {out} already exists; replace it with --force (or give "
-                         "another --out)")
-
-
-def _same_file(a, b) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them missing (a dangling link, a --csv that is not there)
-        return False
-
-
 def run(args) -> int:
     from jaxprop.checkpoint import write_atomic
     from jaxprop.predict import predict_csv, predict_npy
@@ -84,7 +53,7 @@ def run(args) -> int:
         raise ValueError("--out is empty; give a file name")
     out = None if args.out is None else Path(args.out)
     if out is not None:  # before the work, so a refusal comes at once
-        _check_out(out, flag, rows_path, args.force)
+        check_out(out, flag, rows_path, args.force)
     columns, rows = predict(args.run, rows_path)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -94,7 +63,7 @@ def run(args) -> int:
     if out is None:
         sys.stdout.write(buf.getvalue())
         return 0
-    _check_out(out, flag, rows_path, args.force)  # again: something may have appeared meanwhile
+    check_out(out, flag, rows_path, args.force)  # again: something may have appeared meanwhile
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, buf.getvalue().encode())
     print(f"{len(rows)} predictions written to {out}", file=sys.stderr)

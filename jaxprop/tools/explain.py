@@ -17,7 +17,7 @@ float64 and JSON may nest at most as deep as Python's parser allows.
 :func:`explain` runs plain gradient descent (``p <- p - learning_rate * dL/dp``) in float64
 with the library's own layers and hand-written backward pass (``Model.forward_trace`` and
 ``Model.backward_trace``; no autodiff) and returns, per step and per Dense layer, the
-pre-activations ``z``, activations ``a``, deltas ``dL/dz``, ``dL/dW``, ``dL/db`` and the updated
+pre-activations ``z``, activations ``a``, their gradients ``dL/da``, deltas ``dL/dz``, ``dL/dW``, ``dL/db`` and the updated
 ``W``/``b``. Note the sign: ``delta`` here is ``dL/dz``; textbooks that write
 ``delta = (t - y) f'(z)`` for ``sse_half`` use the opposite sign (and ``W += lr * delta * a``).
 """
@@ -409,11 +409,12 @@ def build_model(spec: Spec):
 def explain(spec: Spec | str | os.PathLike | Mapping, steps: int | None = None) -> dict:
     """Run ``steps`` (default: the spec's) gradient-descent steps and record every quantity.
 
-    Returns ``{"steps": [{"loss": L, "layers": [{"z", "a", "delta", "dW", "db", "W_after",
-    "b_after"}, ...]}, ...], "final_loss": L}``: nested lists of Python floats, one entry per
-    Dense layer; ``z``, ``a``, ``delta`` are ``(batch, out)``, ``dW``/``W_after`` ``(in, out)``,
+    Returns ``{"steps": [{"loss": L, "layers": [{"z", "a", "da", "delta", "dW", "db",
+    "W_after", "b_after"}, ...]}, ...], "final_loss": L}``: nested lists of Python floats, one
+    entry per Dense layer; ``z``, ``a``, ``da``, ``delta`` are ``(batch, out)``, ``dW``/``W_after`` ``(in, out)``,
     ``db``/``b_after`` ``(out,)``. Each step's ``loss`` is the loss before its update;
-    ``final_loss`` is the loss after the last update. ``delta = dL/dz``.
+    ``final_loss`` is the loss after the last update. ``da = dL/da`` (the next layer's
+    ``W @ delta``, or the loss gradient for the last layer) and ``delta = dL/dz``.
     Computed in float64 inside ``jax.enable_x64(True)``, leaving the global setting untouched.
     """
     import jax
@@ -465,7 +466,7 @@ def _step_fn(spec: Spec, model, pairs, loss, data):
 
     Returns:
       the step: ``loss`` is the loss before the update, ``record`` one dict per pair with
-      ``z``, ``a``, ``delta = dL/dz``, ``dW``, ``db``, ``W_after``, ``b_after``.
+      ``z``, ``a``, ``da = dL/da``, ``delta = dL/dz``, ``dW``, ``db``, ``W_after``, ``b_after``.
     """
     x, t = data
     # every quantity keyed by the layer it belongs to: z is the Dense output, a the
@@ -475,11 +476,14 @@ def _step_fn(spec: Spec, model, pairs, loss, data):
     def step(params):
         outputs, residuals, _ = model.forward_trace(params, None, x)
         y = outputs[-1]
-        dparams, dxs = model.backward_trace(params, residuals, loss.grad(y, t))
+        dy = loss.grad(y, t)
+        dparams, dxs = model.backward_trace(params, residuals, dy)
+        dxs = [*dxs, dy]  # dxs[i + 1]: dL/d(layer i's output), the loss gradient for the last
         new = [_update(p, g, spec) if p else () for p, g in zip(params, dparams)]
         record = [
             {
-                "z": outputs[at[dense]], "a": outputs[at[act]], "delta": dxs[at[act]],
+                "z": outputs[at[dense]], "a": outputs[at[act]], "da": dxs[at[act] + 1],
+                "delta": dxs[at[act]],
                 "dW": dparams[at[dense]]["W"], "db": dparams[at[dense]]["b"],
                 "W_after": new[at[dense]]["W"], "b_after": new[at[dense]]["b"],
             }
