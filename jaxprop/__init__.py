@@ -17,7 +17,7 @@ import importlib
 # jaxprop imports neither JAX nor anything else, and changes nothing process-wide; `jaxprop`
 # the command pauses the garbage collector while it loads them (jaxprop.cli.main).
 _EXPORTS = {
-    "jaxprop.core.backprop": ("loss_and_grad_fn", "loss_grad_state_fn", "value_and_grad"),
+    "jaxprop.core.backprop": ("hvp", "loss_and_grad_fn", "loss_grad_state_fn", "value_and_grad"),
     "jaxprop.core.checks": ("BackwardError", "check_output_fits_loss", "validate_data"),
     "jaxprop.core.conv": ("AvgPool2D", "Conv2D", "MaxPool2D"),
     "jaxprop.core.layers": (
@@ -43,6 +43,7 @@ _EXPORTS = {
         "GradCheckReport", "LayerCheck", "LayerReport", "LeafCheck", "check_gradients",
         "check_layer", "check_loss",
     ),
+    "jaxprop.tools.hvpcheck": ("HvpReport", "check_hvp"),
     "jaxprop.train": (
         "OPTIMIZERS", "PRECISIONS", "Precision", "get_precision", "History", "TrainingDiverged",
         "TrainingInterrupted", "TrainState", "enable_compilation_cache", "fit", "fit_state",
@@ -81,7 +82,7 @@ __all__ = [
     "save", "serial",
     "BackwardError", "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn",
     "validate_data",
-    "value_and_grad",
+    "value_and_grad", "hvp", "HvpReport", "check_hvp",
     "GradCheckReport", "LeafCheck", "check_gradients",
     "LayerCheck", "LayerReport", "check_layer", "check_loss",
     "PopulationResult", "as_jax_function", "clip_per_example", "data_mesh",

@@ -36,7 +36,7 @@ from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import Model
 from jaxprop.tools.gradcheck import leaf_names
 from jaxprop.train.compile import FAST_COMPILE
-from jaxprop.train.precision import cast_floating, is_float
+from jaxprop.train.precision import is_float
 
 TOLERANCES = {"float32": 1e-3, "float64": 1e-8, "fd": 1e-5}
 ATOL_FRAC = 1e-2
@@ -102,6 +102,26 @@ class HvpReport:
         return "\n".join(lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class SecondOrderReport:
+    """:func:`jaxprop.check_gradients` with ``order=2``: the first-order report (``first``) and
+    the second-order one (``second``); ``.ok`` when both are."""
+
+    first: object
+    second: HvpReport
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.first.ok and self.second.ok)
+
+    def verdict(self) -> str:
+        """The first-order verdict while it fails, else the second-order one."""
+        return self.first.verdict() if not self.first.ok else self.second.verdict()
+
+    def __str__(self) -> str:
+        return f"{self.first}\n\n{self.second}"
+
+
 def _stacked(tree, rng: np.random.Generator, n: int):
     """``n`` random N(0, 1) tangents for ``tree``, stacked on a leading axis (its dtypes)."""
     return jax.tree.map(
@@ -109,8 +129,19 @@ def _stacked(tree, rng: np.random.Generator, n: int):
 
 
 def _jitter(x, rng: np.random.Generator):
-    rms = float(np.sqrt(np.mean(np.square(np.asarray(x, np.float64))))) or 1.0
-    return x + jnp.asarray(JITTER * rms * rng.standard_normal(np.shape(x)), x.dtype)
+    v = np.asarray(x, np.float64)
+    rms = float(np.sqrt(np.mean(v * v))) or 1.0
+    return jnp.asarray(v + JITTER * rms * rng.standard_normal(v.shape), x.dtype)
+
+
+def _fast_jit(fn):
+    """``jax.jit(fn)`` compiled fast on CPU (it runs once: compiling costs more than running)."""
+    return jax.jit(fn, compiler_options=FAST_COMPILE if jax.default_backend() == "cpu" else None)
+
+
+def _cast(tree, dtype):
+    """The floating leaves of ``tree`` in ``dtype``, converted on the host (nothing compiles)."""
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a), dtype) if is_float(a) else a, tree)
 
 
 def _rms_scale(tree) -> float:
@@ -120,7 +151,8 @@ def _rms_scale(tree) -> float:
 
 def _layer_points(model: Model, params, state, x, key, train, prefix=""):
     """``(where, layer, params, state, x, key)`` for every leaf layer, on its actual input."""
-    outputs, _, _ = model.forward_trace(params, state, x, key=key, train=train)
+    outputs = _fast_jit(lambda p, s, x_, k: model.forward_trace(p, s, x_, key=k, train=train)[0])(
+        params, state, x, key)
     for i, (layer, p, s, k) in enumerate(zip(model.layers, params, model.layer_states(state),
                                               model.layer_keys(key))):
         xi = x if i == 0 else outputs[i - 1]
@@ -207,7 +239,7 @@ def _names(tree, head: str) -> list[str]:
 
 def check_hvp(model: Model, loss: str | Loss, params, x, t, *, state=None, key=None,
               train: bool = True, directions: int = DIRECTIONS, seed: int = 0,
-              layers: bool = True, dtype=None) -> HvpReport:
+              layers: bool = True, fd: bool = True, dtype=None) -> HvpReport:
     """Check second derivatives through the hand-written backward: every layer's, then the
     loss's Hessian-vector products (see the module docstring).
 
@@ -219,6 +251,8 @@ def check_hvp(model: Model, loss: str | Loss, params, x, t, *, state=None, key=N
         ``jax.random.key(seed)``; Dropout's mask, fixed) and the mode.
       directions: random directions per check; seed: draws them and the jitter.
       layers: also check every layer's backward (default); ``False``: end to end only.
+      fd: also compare with float64 finite differences of the hand-written functions
+        (default; ``False`` compiles about half as much).
       dtype: the working dtype (default: the params'); float64 is checked in any case.
 
     Returns:
@@ -241,17 +275,17 @@ def check_hvp(model: Model, loss: str | Loss, params, x, t, *, state=None, key=N
         x64 = jax.enable_x64(True) if name == "float64" and not jax.config.jax_enable_x64 \
             else contextlib.nullcontext()
         with x64, jax.default_matmul_precision("highest"):
-            cast = lambda tree: cast_floating(tree, jnp.dtype(name))  # noqa: E731
-            run = (cast(params), cast(state), cast(x), cast(t) if is_float(t) else t)
-            checks += _pass(model, loss, *run, key, train, name, rng, directions, layers)
+            run = tuple(_cast(a, jnp.dtype(name)) for a in (params, state, x, t))
+            checks += _pass(model, loss, *run, key, train, name, rng, directions, layers, fd)
     return HvpReport(tuple(checks), dtype_name, {
-        "seed": seed, "directions": directions, "loss": loss.name, "train": train,
+        "seed": seed, "directions": directions, "fd": fd, "loss": loss.name, "train": train,
         "model": model.describe()})
 
 
-def _pass(model, loss, params, state, x, t, key, train, dtype_name, rng, directions, layers):
+def _pass(model, loss, params, state, x, t, key, train, dtype_name, rng, directions, layers,
+          fd):
     """Every comparison in one dtype, as one compiled program (float64 adds differences)."""
-    fd = dtype_name == "float64"
+    fd = fd and dtype_name == "float64"
     items = []
     points = _layer_points(model, params, state, x, key, train) if layers else ()
     for where, layer, p, s, xi, k in points:
@@ -276,7 +310,5 @@ def _pass(model, loss, params, state, x, t, key, train, dtype_name, rng, directi
     steps = tuple(FD_H * _rms_scale(params) / d for d in (1, 100)) if fd else ()
     items.append(_Item("end to end", [f"H v {n}" for n in leaf_names(model, params)], hand,
                        ref, (params,), _stacked((params,), rng, directions), steps))
-    program = jax.jit(lambda pr, tg: _derivatives(items, pr, tg), compiler_options=(
-        FAST_COMPILE if jax.default_backend() == "cpu" else None))
-    results = program([it.primals for it in items], [it.tangents for it in items])
+    results = _fast_jit(lambda pr, tg: _derivatives(items, pr, tg))([it.primals for it in items], [it.tangents for it in items])
     return [c for item, res in zip(items, results) for c in _comparisons(item, *res, dtype_name)]
