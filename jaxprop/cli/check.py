@@ -5,7 +5,10 @@ What to check:
 * a preset network (``--preset mixed|xor``, the default) or a described one (``--sizes 4,16,8,3
   --activation tanh --output-activation identity --loss mse``);
 * your own layer: ``--layer my_module:MyLayer --in-shape 8 [--batch 16]``;
-* your own model: ``--model my_module:make_model [--in-shape 8] [--loss mse]``.
+* your own model: ``--model my_module:make_model [--in-shape 8] [--loss mse]``, or as text:
+  ``--model "dense(8)-swish-dense(1)" --in-shape 4 --import my_layers`` (``--import``: a module
+  or ``.py`` file imported first, e.g. one that registers layers with ``jp.register_layer``);
+* second order too: ``--order 2`` (:func:`jaxprop.check_hvp` after the first-order check).
 
 ``my_module`` is a module on the path (the current folder included) or a file,
 ``path/to/file.py:Name``; ``Name`` is a Layer (a model is a Layer) or a function of no
@@ -32,6 +35,7 @@ from jaxprop.core.checks import check_output_fits_loss
 from jaxprop.core.layers import ACTIVATIONS, Layer
 from jaxprop.core.losses import LOSSES, get_loss
 from jaxprop.core.network import Model, mlp, serial
+from jaxprop.core.spec import parse_model
 from jaxprop.tools.gradcheck import MAX_FD_COORDS, check_fits, check_gradients, check_layer
 from jaxprop.tools.gradcheck_report import (
     GradCheckReport,
@@ -40,7 +44,7 @@ from jaxprop.tools.gradcheck_report import (
     problems,
     quantity_rows,
 )
-from jaxprop.cli.args import parse_sizes
+from jaxprop.cli.args import add_import_option, import_modules, parse_sizes
 from jaxprop.tools.presets import PRESETS, make_data, preset
 
 DEFAULT_ACTIVATION, DEFAULT_OUTPUT_ACTIVATION = "tanh", "identity"  # of a --sizes network
@@ -82,8 +86,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                       help="check your own layer: a Layer, or a function of no arguments "
                            "returning one, from a module (my_layers:Scale) or a file "
                            "(path/to/file.py:Scale); needs --in-shape")
-    what.add_argument("--model", metavar="MODULE:NAME",
-                      help="check your own model layer by layer, then end to end (as --layer)")
+    what.add_argument("--model", metavar="MODULE:NAME|TEXT",
+                      help="check your own model layer by layer, then end to end (as --layer), "
+                           "or an architecture text such as 'dense(8)-tanh-dense(1)' (with "
+                           "--in-shape)")
     p.add_argument("--in-shape", type=_in_shape_arg, default=None,
                    help="one example's shape for --layer/--model, e.g. 8 or 28,28,1")
     p.add_argument("--eval", action="store_true",
@@ -102,6 +108,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="examples in the batch (default 8; --preset xor uses its 4 points)")
     p.add_argument("--seed", type=int, default=0, help="random seed for params and data")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--order", type=int, choices=(1, 2), default=1,
+                   help="2: also check second derivatives through every backward and the "
+                        "loss's Hessian-vector products (not with --layer)")
+    add_import_option(p)
     p.add_argument("--max-fd-coords", type=int, default=None,
                    help="end to end, finite differences on at most this many random "
                         f"coordinates per leaf (default {MAX_FD_COORDS}; not with --layer)")
@@ -211,7 +221,11 @@ def build(args) -> tuple[Model, str, tuple | None]:
     that suits the loss) that ``args`` describe (a preset, ``--sizes`` or ``--model``)."""
     dtype = jnp.dtype(args.dtype)
     data = None
-    if args.model is not None:
+    if args.model is not None and ":" not in args.model:  # an architecture text
+        if args.in_shape is None:
+            raise ValueError(f"--model {args.model!r} is an architecture text: give --in-shape")
+        model, loss_name = parse_model(args.model, args.in_shape), args.loss or "mse"
+    elif args.model is not None:
         layer = as_layer(load_object(args.model, "--model"), args.model, "--model")
         shape = args.in_shape or getattr(layer, "in_shape", None)
         if shape is None:
@@ -248,6 +262,9 @@ def _check_options(args) -> None:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.max_fd_coords is not None and args.max_fd_coords < 1:
         raise ValueError(f"--max-fd-coords must be >= 1, got {args.max_fd_coords}")
+    if args.order == 2 and args.layer is not None:
+        raise ValueError("--order 2 checks a model's second derivatives; not with --layer "
+                         "(give --model)")
     if args.in_shape is not None and args.layer is None and args.model is None:
         raise ValueError("--in-shape goes with --layer or --model")
     mode, unused = (("--layer", _NOT_WITH_LAYER) if args.layer is not None else
@@ -258,6 +275,7 @@ def _check_options(args) -> None:
 
 
 def run(args) -> int:
+    import_modules(args)
     _check_options(args)
     if args.layer is not None:
         return run_layer(args)
@@ -273,9 +291,14 @@ def run(args) -> int:
         report = check_gradients(
             model, loss_name, params, x, t, state=state, train=not args.eval, dtype=dtype,
             max_fd_coords=MAX_FD_COORDS if args.max_fd_coords is None else args.max_fd_coords,
-            seed=args.seed,
+            seed=args.seed, order=args.order,
         )
-    print_report(report, f"{model.describe()}  |  loss {loss_name}  |  batch {x.shape[0]}")
+    title = f"{model.describe()}  |  loss {loss_name}  |  batch {x.shape[0]}"
+    if args.order == 2:
+        print_report(report.first, title)
+        print(report.second)
+    else:
+        print_report(report, title)
     return 0 if report.ok else 1
 
 

@@ -35,7 +35,7 @@ import os
 import signal
 import sys
 
-from jaxprop.cli.args import parse_sizes, positive_int
+from jaxprop.cli.args import add_import_option, import_modules, parse_sizes, positive_int
 from jaxprop.core.validate import is_int, is_number
 from jaxprop.data import DATASETS
 from jaxprop.data.preprocessing import MAX_SEED
@@ -100,6 +100,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="output activation (default: from the loss)")
     p.add_argument("--loss", default=None, help="loss name (default: from the task)")
     p.add_argument("--init", default=None, help="weight initialiser (normal, glorot, he, ...)")
+    add_import_option(p)
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -421,6 +422,7 @@ def run(args) -> int:
     from jaxprop.train.compile import enable_compilation_cache
 
     enable_compilation_cache()  # a second run of the same network loads its compiled code
+    import_modules(args)  # --import: layers of one's own, before --model is parsed
     population = _check_combinations(args)
     distributed = _join_processes(args)
     if population:
