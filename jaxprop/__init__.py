@@ -5,7 +5,7 @@ the chain rule, layer by layer, and is proven equal to ``jax.grad`` and to finit
 
 Layout: ``jaxprop.core`` (layers, losses, networks, backprop), ``jaxprop.train`` (the training
 step, loops and ``fit``), ``jaxprop.scale`` (populations, per-example gradients, data parallel,
-the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples),
+the ``as_jax_function`` bridge), ``jaxprop.tools`` (gradient checks, worked examples),
 ``jaxprop.runs`` (run folders), ``jaxprop.logs`` (history.csv, TensorBoard), ``jaxprop.saving``
 (``jp.save``/``jp.load``), ``jaxprop.evaluation`` (``jp.evaluate``: metrics and plots of a
 trained model), ``jaxprop.data``, ``jaxprop.bench`` and ``jaxprop.cli``.

@@ -15,7 +15,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
 
 @pytest.fixture(scope="module")
 def namespace():
-    assert len(python_blocks("docs/layers.md")) == 4
+    assert len(python_blocks("docs/layers.md")) == 5
     return run_blocks("docs/layers.md", {})
 
 
@@ -78,3 +78,10 @@ def test_the_activation_facts_hold_as_documented():
         "he", "glorot", "he")
     text = DOC.read_text()
     assert "`is_activation=True`" in text and "`preferred_init`" in text
+
+
+def test_a_registered_layer_round_trips_through_its_text(namespace):
+    ns = namespace
+    assert ns["again"].spec == ns["model"].spec == "dense(16)-swish(2.0)-dense(16)-swish-dense(1)"
+    assert ns["Swish"](0.5).spec == "swish(0.5)"
+

@@ -45,6 +45,9 @@ def registry():
     tables = (spec_module.LAYER_SPECS, spec_module.USER_LAYERS, spec_module.ARGUMENT_PARSERS)
     saved = [dict(t) for t in tables]
     modules = set(sys.modules)
+    for name in list(spec_module.USER_LAYERS):  # others' own layers (a docs example) out of the way
+        for table in tables:
+            table.pop(name, None)
     yield
     for table, before in zip(tables, saved):
         table.clear()

@@ -116,7 +116,9 @@ class SecondOrderReport:
 
     def verdict(self) -> str:
         """The first-order verdict while it fails, else the second-order one."""
-        return self.first.verdict() if not self.first.ok else self.second.verdict()
+        if not self.first.ok or not self.second.ok:
+            return (self.second if self.first.ok else self.first).verdict()
+        return "first and " + self.second.verdict()
 
     def __str__(self) -> str:
         return f"{self.first}\n\n{self.second}"
