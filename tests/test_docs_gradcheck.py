@@ -30,7 +30,7 @@ def doc():
 @pytest.mark.long
 def test_python_examples_print_what_the_doc_shows(doc):
     _, code, outputs = doc
-    assert len(code) == 2
+    assert len(code) == 3
     ns, printed = {}, []
     for block in code:
         out = io.StringIO()
@@ -39,6 +39,8 @@ def test_python_examples_print_what_the_doc_shows(doc):
         printed.append(out.getvalue())
     assert masked(printed[0]) == masked(outputs[0])
     assert masked(printed[1]) == masked(outputs[1])
+    second_order = next(o for o in outputs if "second order" in o)
+    assert masked(printed[2]) == masked(second_order)
     assert not ns["report"].ok
 
 

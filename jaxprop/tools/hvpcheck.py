@@ -84,11 +84,11 @@ class HvpReport:
             places = len({c.where for c in self.checks})
             worst = max(c.error / c.rtol for c in self.checks)
             return (f"second order OK: {len(self.checks)} comparisons in {places} places "
-                    f"agree (worst at {worst:.2g} of its tolerance)")
+                    f"agree (worst at {worst:.1e} of its tolerance)")
         bad = self.failures()[0]
         more = f" (+{len(self.failures()) - 1} more)" if len(self.failures()) > 1 else ""
         return (f"second order FAILED at {bad.where}: {bad.quantity} vs {bad.reference}: "
-                f"error {bad.error:.2g} > {bad.rtol:g}{more}")[:160]
+                f"error {bad.error:.1e} > {bad.rtol:.0e}{more}")[:160]
 
     def __str__(self) -> str:
         lines = [self.verdict(),
