@@ -148,7 +148,8 @@ def load(path: str | os.PathLike, model=None):
 
 
 def user_layer_modules(spec: str) -> dict[str, str]:
-    """``{name: module}`` for the layers of ``spec`` registered by :func:`jaxprop.register_layer`."""
+    """``{name: module}`` for the layers of ``spec`` registered with
+    :func:`jaxprop.register_layer`."""
     from jaxprop.core.spec import USER_LAYERS, layer_names
 
     return {name: USER_LAYERS[name] for name in layer_names(spec) if name in USER_LAYERS}

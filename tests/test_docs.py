@@ -9,6 +9,7 @@ import pytest
 from doc_blocks import python_blocks, run_blocks
 
 import jaxprop as jp
+from jaxprop.core import spec
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
 
@@ -16,7 +17,12 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
 @pytest.fixture(scope="module")
 def namespace():
     assert len(python_blocks("docs/layers.md")) == 5
-    return run_blocks("docs/layers.md", {})
+    before = dict(spec.LAYER_SPECS)
+    yield run_blocks("docs/layers.md", {})
+    for name in set(spec.USER_LAYERS) - set(before):  # the page's "swish": not for other tests
+        spec.LAYER_SPECS.pop(name, None)
+        spec.USER_LAYERS.pop(name, None)
+        spec.ARGUMENT_PARSERS.pop(name, None)
 
 
 @pytest.mark.long

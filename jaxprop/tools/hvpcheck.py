@@ -312,5 +312,6 @@ def _pass(model, loss, params, state, x, t, key, train, dtype_name, rng, directi
     steps = tuple(FD_H * _rms_scale(params) / d for d in (1, 100)) if fd else ()
     items.append(_Item("end to end", [f"H v {n}" for n in leaf_names(model, params)], hand,
                        ref, (params,), _stacked((params,), rng, directions), steps))
-    results = _fast_jit(lambda pr, tg: _derivatives(items, pr, tg))([it.primals for it in items], [it.tangents for it in items])
+    program = _fast_jit(lambda pr, tg: _derivatives(items, pr, tg))
+    results = program([it.primals for it in items], [it.tangents for it in items])
     return [c for item, res in zip(items, results) for c in _comparisons(item, *res, dtype_name)]
