@@ -106,6 +106,7 @@ def test_check_gradients_order_2_names_a_second_order_bug_in_float32():
         jp.check_gradients(bad, "mse", bad.init(jax.random.key(0)), x, t, order=3)
 
 
+@pytest.mark.long
 @pytest.mark.x64
 def test_check_hvp_passes_for_every_activation():
     model = jp.parse_model("dense(4)-" + "-".join(jp.ACTIVATIONS) + "-dense(2)", (3,))
