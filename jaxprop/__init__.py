@@ -39,6 +39,7 @@ _EXPORTS = {
     ),
     "jaxprop.scale.per_example": ("clip_per_example", "per_example_grads", "per_example_norms"),
     "jaxprop.scale.population": ("PopulationResult", "fit_population", "init_population"),
+    "jaxprop.tools.generate": ("generate",),
     "jaxprop.tools.gradcheck": (
         "GradCheckReport", "LayerCheck", "LayerReport", "LeafCheck", "check_gradients",
         "check_layer", "check_loss",
@@ -98,4 +99,5 @@ __all__ = [
     "Reshape", "Residual",
     "TensorBoardLogger", "write_history_csv",
     "Evaluation", "evaluate",
+    "generate",
 ]
