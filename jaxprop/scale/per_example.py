@@ -53,7 +53,7 @@ def per_example_grads(model: Layer, loss: str | Loss, params, x, t):
       with a leading ``B`` axis.
     """
     require_model(model, "per_example_grads")
-    x, t = validate_data(params, x, t, loss=loss)  # the params' dtype, finite when concrete
+    x, t = validate_data(params, x, t, loss=loss, model=model)  # the params' dtype, finite when concrete
     if x.ndim < 2 or t.ndim < (1 if get_loss(loss).integer_labels else 2) \
             or x.shape[0] != t.shape[0]:
         raise ValueError(

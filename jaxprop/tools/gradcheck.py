@@ -589,7 +589,7 @@ def check_layer(
     params, state, point = _layer_point(layer, in_shape, k_init, host, params, state,
                                         perturb_params)
     if x is None:
-        x = jnp.asarray(host.standard_normal((batch, *in_shape)), jnp.float32)
+        x = _random_input(layer, (batch, *in_shape), host)
     _refuse_non_finite(params, "params", point)
     _refuse_non_finite(state, "state", "state's arrays")
     _refuse_non_finite(x, "x", "inputs")
@@ -608,7 +608,7 @@ def check_fits(layer: Layer, in_shape, batch: int, fd_directions: int = FD_DIREC
     shapes alone; a layer whose ``init`` fails is left to the check to report)."""
     try:
         params, state, _ = jax.eval_shape(lambda: layer.init(jax.random.key(0), in_shape))
-        x = jax.ShapeDtypeStruct((batch, *in_shape), jnp.float32)
+        x = jax.ShapeDtypeStruct((batch, *in_shape), _input_dtype(layer, jnp.float32))
         kept = jax.eval_shape(lambda p, s, x_: layer.forward(p, s, x_)[:2], params, state, x)
     except Exception:  # noqa: BLE001 - the check itself names what is wrong with the layer
         return
@@ -638,7 +638,7 @@ def _check_forward_shape(layer: Layer, params, state, in_shape, out_shape, key) 
     """``ValueError`` when the forward's output shape is not the one ``init`` said (a bug in
     the forward or in init, not in the backward)."""
     dtype = next((a.dtype for a in jax.tree.leaves(params) if _is_float(a)), jnp.float32)
-    x = jax.ShapeDtypeStruct((2, *in_shape), dtype)
+    x = jax.ShapeDtypeStruct((2, *in_shape), _input_dtype(layer, dtype))
     with _forward_errors(layer.name, x):
         y = jax.eval_shape(lambda p, s, x_: layer.forward(p, s, x_, key=key)[0],
                            params, state, x)
@@ -646,6 +646,19 @@ def _check_forward_shape(layer: Layer, params, state, in_shape, out_shape, key) 
         raise ValueError(f"{layer.name}: forward gives examples of shape {tuple(y.shape[1:])}, "
                          f"but init said {tuple(out_shape)}; fix init or forward first (the "
                          "backward was not judged)")
+
+
+def _input_dtype(layer: Layer, dtype):
+    """The dtype of ``layer``'s inputs: int32 for a layer on integer ids, else ``dtype``."""
+    return jnp.int32 if layer.integer_inputs else dtype
+
+
+def _random_input(layer: Layer, shape, host):
+    """Inputs of ``shape`` for checking ``layer``: N(0, 1) floats, or integer ids drawn
+    uniformly from ``0..integer_inputs-1`` for a layer on ids (an Embedding)."""
+    if layer.integer_inputs:
+        return jnp.asarray(host.integers(0, layer.integer_inputs, shape), jnp.int32)
+    return jnp.asarray(host.standard_normal(shape), jnp.float32)
 
 
 def _shape(in_shape) -> tuple[int, ...]:
@@ -924,7 +937,7 @@ def _prepare(model, loss, params, x, t, state, cast_to, dtype_name, fd_direction
     if cast_to is not None:
         params = _cast(params, cast_to)
     _refuse_non_finite(params, "params", "given params")
-    x, t = validate_data(params, x, t, loss=loss)
+    x, t = validate_data(params, x, t, loss=loss, model=model)
     if dtype_name is None:
         dtype_name = _validate_common(x.dtype, fd_directions, what=" (x's dtype)")
     state = _model_state(model, state, x)
