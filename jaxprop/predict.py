@@ -26,6 +26,7 @@ import numpy as np
 from numpy.lib import format as _npy
 
 from jaxprop.core.checks import output_shape
+from jaxprop.data.text import SEQUENCE
 
 PREDICTOR = "model.npz"
 
@@ -132,7 +133,7 @@ def generate_text(run: str | Path, prompt: str, tokens: int, *, temperature: flo
     """
     import jax
 
-    from jaxprop.data.text import SEQUENCE, decode, encode
+    from jaxprop.data.text import decode, encode
     from jaxprop.tools.generate import generate
 
     predictor = load_predictor(run)
@@ -200,6 +201,9 @@ def predict_rows(predictor: Predictor, x, where: str = "x") -> tuple[list[str], 
     from jaxprop.data.preprocessing import rescale
 
     info = predictor.info
+    if info["task"] == SEQUENCE:
+        raise ValueError(f"the run holds a sequence model of {info.get('dataset')!r}: it "
+                         "continues text; sample from it with jaxprop generate")
     x = _as_inputs(predictor, x, where)
     if "x_mean" in info:
         x = rescale(x, np.asarray(info["x_mean"]), np.asarray(info["x_std"]))

@@ -200,7 +200,7 @@ def build_model(cfg: dict, ds):
     With ``cfg["model"]`` (an architecture text) the network is that text, followed by the
     output activation the task calls for unless the text ends with an activation of its own;
     otherwise an MLP of ``cfg["hidden"]`` (images are flattened first)."""
-    if ds.task == SEQUENCE:
+    if getattr(ds, "task", None) == SEQUENCE:
         return _sequence_model(cfg, ds)
     text, shape, out_act = cfg.get("model"), ds.example_shape, cfg["output_activation"]
     body = parse_model(text, shape) if text else None

@@ -93,6 +93,12 @@ def test_generate_refusals_are_one_line(runs_folder, capsys, run, prompt, needle
                              "--tokens", "3"], needle)
 
 
+def test_predict_on_a_sequence_run_points_to_generate(runs_folder, capsys):
+    np.save(runs_folder / "tokens.npy", np.zeros((2, 4), np.int32))
+    _one_line_error(capsys, ["predict", "--run", str(runs_folder / "seq"), "--npy",
+                             str(runs_folder / "tokens.npy")], "jaxprop generate")
+
+
 # --------------------------------------------------------------------------------------------
 # Training (long)
 

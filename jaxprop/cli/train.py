@@ -727,9 +727,9 @@ def _table(cfg, metrics, out) -> None:
     console = Console()
     console.print(table)
     if sequence:
+        # the unigram baseline: the entropy of the training tokens' frequencies
         console.print(f"test loss {metrics['test_loss']:.4f} nats per token; unigram "
-                      f"baseline {metrics['unigram_loss']:.4f} (the entropy of the training "
-                      "tokens' frequencies)")
+                      f"baseline {metrics['unigram_loss']:.4f} (no context)")
     if metrics.get("stopped_early"):
         console.print(f"stopped early after epoch {metrics['last_epoch']}: no better held-out "
                       f"loss for {cfg['early_stopping']} epochs; the model is epoch "
