@@ -253,3 +253,15 @@ def test_summary_of_a_gpt(gpt1):
     rows = gpt1[0].summary().rows
     assert rows[0]["layer"].startswith("Embedding") and rows[0]["output_shape"] == (5, 8)
     assert rows[-1]["output_shape"] == (5, 7)
+
+
+def test_the_bridge_gives_token_ids_no_gradient(mini):
+    model, params = mini
+    x, t = token_data()
+    f = jp.as_jax_function(model, LOSS)
+    hand = jax.jit(jax.grad(f))(params, x, t)
+    loss = jp.get_loss(LOSS)
+    with jax.default_matmul_precision("highest"):
+        ref = jax.jit(jax.grad(lambda p: loss.value(model.apply(p, x), t)))(params)
+    for a, b in zip(jax.tree.leaves(hand), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

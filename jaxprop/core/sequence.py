@@ -120,12 +120,13 @@ def PositionalEmbedding(max_len: int, *, init: str | Callable | None = None,
         if x.shape[-1] != table.shape[1]:
             raise ValueError(f"{name}: input has {x.shape[-1]} features, the table "
                              f"{table.shape[1]}")
-        return x + table[:x.shape[-2]], x.shape[-2], state
+        return x + table[:x.shape[-2]], None, state
 
-    def backward(params, length, dy):
+    def backward(params, residuals, dy):
         # y = x + table[:T]  =>  dx = dy;  dtable[:T] = dy summed over the batch axes
+        del residuals  # T is dy's
         d = jnp.sum(dy.reshape(-1, *dy.shape[-2:]), axis=0)
-        dtable = jnp.pad(d, ((0, params["table"].shape[0] - length), (0, 0)))
+        dtable = jnp.pad(d, ((0, params["table"].shape[0] - d.shape[0]), (0, 0)))
         return {"table": dtable}, dy
 
     spec = f"posembed({max_len})" if init is None else None
