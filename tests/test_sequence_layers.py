@@ -259,3 +259,15 @@ def test_summary_of_a_gpt(gpt1):
     assert rows[0]["layer"].startswith("Embedding") and rows[0]["output_shape"] == (5, 8)
     assert rows[-1]["output_shape"] == (5, 7)
 
+
+
+@pytest.mark.long
+def test_a_population_of_sequence_models(mini):
+    model, _ = mini
+    x, t = token_data(n=16)
+    result = jp.fit_population(model, LOSS, data=(x, t), lrs=[0.05, 0.1], epochs=3,
+                               key=jax.random.key(0))
+    assert result.final_loss.shape == (2,) and np.all(np.isfinite(result.final_loss))
+    with pytest.raises(ValueError, match="token id 9"):
+        jp.fit_population(model, LOSS, data=(x + 3, t), lrs=[0.05, 0.1], epochs=3,
+                          key=jax.random.key(0))

@@ -375,8 +375,6 @@ def _check_memory(model, optimizer, data, batch_size) -> None:
         n, in_shape = int(x.shape[0]), tuple(x.shape[1:])
         n_eval = max(n, int(x_test.shape[0]) if x_test is not None else 0)
         dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
-        if getattr(model, "integer_inputs", None):  # token ids
-            dtype = jnp.int32
     except (AttributeError, TypeError, ValueError, IndexError):
         return
     if n == 0:
