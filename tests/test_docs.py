@@ -15,7 +15,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
 
 @pytest.fixture(scope="module")
 def namespace():
-    assert len(python_blocks("docs/layers.md")) == 4
+    assert len(python_blocks("docs/layers.md")) == 5
     return run_blocks("docs/layers.md", {})
 
 
@@ -59,7 +59,8 @@ def test_the_cnn_example_is_its_own_text(namespace):
 def test_every_shipped_layer_has_a_row_in_the_table():
     text = DOC.read_text()
     for name in ("Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "LayerNorm",
-                 "BatchNorm", "Dropout", "Residual", "Dense"):
+                 "BatchNorm", "Dropout", "Residual", "Dense", "Repeat", "Embedding",
+                 "PositionalEmbedding", "CausalSelfAttention"):
         assert f"| `{name}(" in text, name
 
 

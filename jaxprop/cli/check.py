@@ -269,7 +269,8 @@ def run(args) -> int:
         if data is None:  # before anything is initialised or drawn
             check_fits(model, tuple(in_shape), args.batch)
         params, state, out_shape = model.init(k_params, in_shape)
-        x, t = data or make_data(k_data, loss_name, in_shape, out_shape, args.batch, dtype)
+        x, t = data or make_data(k_data, loss_name, in_shape, out_shape, args.batch, dtype,
+                                 integer_inputs=model.integer_inputs)
         report = check_gradients(
             model, loss_name, params, x, t, state=state, train=not args.eval, dtype=dtype,
             max_fd_coords=MAX_FD_COORDS if args.max_fd_coords is None else args.max_fd_coords,

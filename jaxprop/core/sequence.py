@@ -76,8 +76,8 @@ def Embedding(vocab_size: int, features: int, *, init: str | Callable | None = N
         dtable = jnp.zeros_like(table).at[ids.reshape(-1)].add(dy.reshape(-1, table.shape[1]))
         return {"table": dtable}, None  # integer ids: no dx
 
-    spec = f"embed({vocab},{features})" if init is None else None
-    return Layer(init_, forward, backward, name, spec=spec, integer_inputs=vocab)
+    return Layer(init_, forward, backward, name, spec=f"embed({vocab},{features})",
+                 integer_inputs=vocab)
 
 
 def PositionalEmbedding(max_len: int, *, init: str | Callable | None = None,
@@ -120,16 +120,16 @@ def PositionalEmbedding(max_len: int, *, init: str | Callable | None = None,
         if x.shape[-1] != table.shape[1]:
             raise ValueError(f"{name}: input has {x.shape[-1]} features, the table "
                              f"{table.shape[1]}")
-        return x + table[:x.shape[-2]], x.shape[-2], state
+        return x + table[:x.shape[-2]], None, state
 
-    def backward(params, length, dy):
+    def backward(params, residuals, dy):
         # y = x + table[:T]  =>  dx = dy;  dtable[:T] = dy summed over the batch axes
+        del residuals  # T is dy's
         d = jnp.sum(dy.reshape(-1, *dy.shape[-2:]), axis=0)
-        dtable = jnp.pad(d, ((0, params["table"].shape[0] - length), (0, 0)))
+        dtable = jnp.pad(d, ((0, params["table"].shape[0] - d.shape[0]), (0, 0)))
         return {"table": dtable}, dy
 
-    spec = f"posembed({max_len})" if init is None else None
-    return Layer(init_, forward, backward, name, spec=spec)
+    return Layer(init_, forward, backward, name, spec=f"posembed({max_len})")
 
 
 def CausalSelfAttention(num_heads: int, *, head_dim: int | None = None, dropout: float = 0.0,
@@ -240,8 +240,7 @@ def CausalSelfAttention(num_heads: int, *, head_dim: int | None = None, dropout:
 
     args = [str(heads)] + ([] if head_dim is None else [f"head_dim={head_dim}"]) + (
         [] if rate == 0 else [f"dropout={rate!r}"]) + ([] if use_bias else ["bias=0"])
-    spec = f"attention({','.join(args)})" if W_init == "glorot" else None
-    return Layer(init, forward, backward, name, spec=spec)
+    return Layer(init, forward, backward, name, spec=f"attention({','.join(args)})")
 
 
 def gpt(vocab: int, *, blocks: int, features: int, heads: int, context: int,

@@ -38,17 +38,20 @@ def as_jax_function(model: Layer, loss: str | Loss) -> Callable:
 
     def fwd(params, x, t):
         y, residuals, _ = model.forward(params, None, x)
-        return loss.value(y, t), (params, residuals, y, t)
+        ids = None if jnp.issubdtype(x.dtype, jnp.inexact) else x  # an Embedding's inputs
+        return loss.value(y, t), (params, residuals, y, t, ids)
 
     def bwd(saved, g):
-        params, residuals, y, t = saved
+        params, residuals, y, t, ids = saved
         dparams, dx = model.backward(params, residuals, loss.grad(y, t))
         scale = lambda a: (g * a).astype(a.dtype)  # noqa: E731  (g: the scalar cotangent)
         if not jnp.issubdtype(t.dtype, jnp.inexact):  # integer class labels: no gradient
             dt = np.zeros(t.shape, jax.dtypes.float0)
         else:
             dt = scale(jnp.zeros_like(t) if loss.target_grad is None else loss.target_grad(y, t))
-        return jax.tree.map(scale, dparams), scale(dx), dt
+        # integer token ids get no gradient (an Embedding's dx is None)
+        dx = scale(dx) if ids is None else np.zeros(ids.shape, jax.dtypes.float0)
+        return jax.tree.map(scale, dparams), dx, dt
 
     f = jax.custom_vjp(value)
     f.defvjp(fwd, bwd)

@@ -15,6 +15,7 @@ import jax
 import optax
 
 from jaxprop.core.backprop import loss_and_grad_fn
+from jaxprop.core.cache import remember
 from jaxprop.core.checks import check_labels_fit, require_model, validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
@@ -62,7 +63,14 @@ def per_example_grads(model: Layer, loss: str | Loss, params, x, t):
         )
     if get_loss(loss).integer_labels:  # a label past the outputs would give NaN silently
         check_labels_fit(model, params, None, x, t)
-    return per_example_grads_fn(model, loss)(params, x, t)
+    return _compiled(model, get_loss(loss))(params, x, t)
+
+
+@remember(maxsize=16)
+def _compiled(model: Layer, loss: Loss) -> Callable:
+    """``per_example_grads_fn(model, loss)``, jitted once per model and loss (run eagerly, a
+    small GPT's per-example backward took seconds of dispatch)."""
+    return jax.jit(per_example_grads_fn(model, loss))
 
 
 def per_example_norms(grads) -> jax.Array:
