@@ -362,7 +362,32 @@ def test_cli_spec_file_and_tables(tmp_path, capsys):
 def test_cli_list_examples(capsys):
     assert main(["explain", "--list-examples"]) == 0
     names = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == ["2-2-1", "2-2-2"]
+    assert names == ["2-2-1", "2-2-2", "xor"]
+
+
+def test_xor_example_is_the_classic_setting():
+    """The bundled XOR: the four patterns of jaxprop.data, 2-4-1 sigmoid, sum of squares,
+    learning rate 0.1, 10,000 steps; its first steps go downhill."""
+    from jaxprop.data import xor
+
+    spec = ex.load_example("xor")
+    x, t = xor()
+    assert spec.input.tolist() == np.asarray(x).tolist()
+    assert spec.target.tolist() == np.asarray(t).tolist()
+    assert [ls.W.shape for ls in spec.layers] == [(2, 4), (4, 1)]
+    assert [ls.activation for ls in spec.layers] == ["sigmoid", "sigmoid"]
+    assert (spec.loss, spec.learning_rate, spec.steps) == ("sse_half", 0.1, 10_000)
+    r = ex.explain(spec, steps=3)
+    losses = [s["loss"] for s in r["steps"]] + [r["final_loss"]]
+    assert all(b < a for a, b in zip(losses, losses[1:]))
+
+
+@pytest.mark.long
+def test_xor_example_learns_xor_in_its_10000_steps():
+    spec = ex.load_example("xor")
+    r = ex.explain(spec)
+    y = np.asarray(r["steps"][-1]["layers"][-1]["a"])
+    assert np.array_equal(np.round(y), spec.target) and r["final_loss"] < 0.01
 
 
 @pytest.mark.long
