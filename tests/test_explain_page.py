@@ -116,6 +116,7 @@ def test_diagram_of_a_wide_network_and_another_example():
     def made_up(i, o):
         return {"z": rng.normal(size=(2, o)).tolist(), "a": rng.normal(size=(2, o)).tolist(),
                 "da": rng.normal(size=(2, o)).tolist(), "delta": rng.normal(size=(2, o)).tolist(),
+                "dadz": rng.normal(size=(2, o)).tolist(),
                 "dW": rng.normal(size=(i, o)).tolist(), "db": rng.normal(size=o).tolist(),
                 "W_after": rng.normal(size=(i, o)).tolist(), "b_after": rng.normal(size=o).tolist()}
 

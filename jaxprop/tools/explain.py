@@ -273,6 +273,9 @@ def _positive_finite(v: Any) -> bool:
     return is_number(v) and _finite(v) and v > 0
 
 
+_learning_rate = _expect(_positive_finite, "must be a positive finite number, got {short}", float)
+
+
 
 
 # -- values: numbers, vectors, matrices ----------------------------------------------------
@@ -335,8 +338,7 @@ SPEC_SCHEMA = Schema(
         Field("layers", _layers),
         Field("input", _rows),
         Field("target", _rows),
-        Field("learning_rate", _expect(_positive_finite, "must be a positive finite number, "
-                                       "got {short}", float)),
+        Field("learning_rate", _learning_rate),
         Field("loss", _loss, "sse_half"),
         Field("steps", _check_steps, 1),
         Field("update_biases", _expect(lambda v: isinstance(v, bool),
@@ -396,10 +398,11 @@ def build_model(spec: Spec):
     """``(model, params, pairs)``: Dense + activation layers composed with
     :func:`jaxprop.serial`; ``pairs`` holds each spec layer's ``(dense, activation)`` Layer
     objects, the keys of the trace."""
-    from jaxprop.core.layers import Dense, activation
+    from jaxprop.core.layers import Dense
     from jaxprop.core.network import serial
+    from jaxprop.core.spec import parse_layer
 
-    pairs = [(Dense(ls.W.shape[1]), activation(ls.activation)) for ls in spec.layers]
+    pairs = [(Dense(ls.W.shape[1]), parse_layer(ls.activation)) for ls in spec.layers]
     model = serial(*[layer for pair in pairs for layer in pair], in_shape=(spec.input.shape[1],))
     params = [{"W": ls.W, "b": ls.b} if layer is dense else ()
               for ls, (dense, act) in zip(spec.layers, pairs) for layer in (dense, act)]
@@ -416,13 +419,18 @@ def explain(spec: Spec | str | os.PathLike | Mapping, steps: int | None = None) 
     ``final_loss`` is the loss after the last update. ``da = dL/da`` (the next layer's
     ``W @ delta``, or the loss gradient for the last layer) and ``delta = dL/dz``.
     Computed in float64 inside ``jax.enable_x64(True)``, leaving the global setting untouched.
+
+    For a :class:`TableSpec` (:func:`from_model`) each step's ``layers`` has one entry per
+    layer of the model: ``{"layer": its spec, "output": (batch, *shape), "doutput": dL/d
+    output, "params", "grads", "params_after": {name: values}}``.
     """
     import jax
 
-    spec = load_spec(spec)
+    spec = spec if isinstance(spec, TableSpec) else load_spec(spec)
     n_steps = spec.steps if steps is None else _check_steps(steps, "steps")
+    descend = _descend_tables if isinstance(spec, TableSpec) else _descend
     with jax.enable_x64(True):
-        steps_out, final = _descend(spec, n_steps)
+        steps_out, final = descend(spec, n_steps)
     if not math.isfinite(final):
         raise ValueError(
             f"step {n_steps}: the loss after the last update is {final}; "
@@ -447,9 +455,13 @@ def _descend(spec: Spec, n_steps: int) -> tuple[list[dict], float]:
     step = _step_fn(spec, model, pairs, loss, (x, t))
     # Eager dispatch costs ~1 ms a step here; compiling costs ~0.2 s, so only long runs jit.
     step = jax.jit(step) if n_steps > 200 else step
-    steps_out = []
+    steps_out, coupled = [], None
     for i in range(n_steps):
         value, record, params = step(params)
+        if coupled is None:  # from the first step's Jacobians: softmax's, not sigmoid's
+            coupled = [couples_units(np.asarray(r["dadz"])) for r in record]
+        record = [{**r, "dadz": local_derivative(np.asarray(r["dadz"]), c)}
+                  for r, c in zip(record, coupled)]
         steps_out.append(_step_record(i, value, record))
     return steps_out, float(loss.value(model.apply(params, x), t))
 
@@ -466,7 +478,8 @@ def _step_fn(spec: Spec, model, pairs, loss, data):
 
     Returns:
       the step: ``loss`` is the loss before the update, ``record`` one dict per pair with
-      ``z``, ``a``, ``da = dL/da``, ``delta = dL/dz``, ``dW``, ``db``, ``W_after``, ``b_after``.
+      ``z``, ``a``, ``da = dL/da``, ``delta = dL/dz``, ``dadz`` (:func:`local_derivative`),
+      ``dW``, ``db``, ``W_after``, ``b_after``.
     """
     x, t = data
     # every quantity keyed by the layer it belongs to: z is the Dense output, a the
@@ -484,6 +497,7 @@ def _step_fn(spec: Spec, model, pairs, loss, data):
             {
                 "z": outputs[at[dense]], "a": outputs[at[act]], "da": dxs[at[act] + 1],
                 "delta": dxs[at[act]],
+                "dadz": local_jacobian(act, residuals[at[act]], outputs[at[act]]),
                 "dW": dparams[at[dense]]["W"], "db": dparams[at[dense]]["b"],
                 "W_after": new[at[dense]]["W"], "b_after": new[at[dense]]["b"],
             }
@@ -492,6 +506,29 @@ def _step_fn(spec: Spec, model, pairs, loss, data):
         return loss.value(y, t), record, new
 
     return step
+
+
+def local_jacobian(act, residuals, a):
+    """``da/dz`` of the activation ``act`` from its own backward pass, ``(batch, out, out)``:
+    entry ``[e, k, j]`` is ``da_k/dz_j`` of example ``e`` (the backward of each unit vector,
+    all at once along a leading axis: an activation works on any leading axes)."""
+    import jax.numpy as jnp
+
+    out = a.shape[-1]
+    units = jnp.broadcast_to(jnp.eye(out, dtype=a.dtype)[:, None, :], (out, *a.shape))
+    return jnp.moveaxis(act.backward((), residuals, units)[1], 0, -2)
+
+
+def local_derivative(jac: np.ndarray, coupled: bool) -> np.ndarray:
+    """``dadz`` from the Jacobian ``jac`` (:func:`local_jacobian`): ``f'(z)`` per unit,
+    ``(batch, out)``, or where the activation ``coupled`` its units (softmax) the whole
+    ``da_k/dz_j``, ``(batch, out, out)``; ``delta = da * dadz`` (or ``da @ dadz``)."""
+    return jac if coupled else np.diagonal(jac, axis1=-2, axis2=-1)
+
+
+def couples_units(jac: np.ndarray) -> bool:
+    """Whether some output depends on another unit's input: ``jac`` off its diagonal."""
+    return bool(np.any(jac[..., ~np.eye(jac.shape[-1], dtype=bool)] != 0))
 
 
 def _update(p: dict, g: dict, spec: Spec) -> dict:
@@ -519,3 +556,202 @@ def _check_finite(i: int, value: float, record: list[dict]) -> None:
             f"{'; ' + ', '.join(bad) if bad else ''}); "
             f"training diverged (learning_rate too large?)"
         )
+
+
+# --------------------------------------------------------------------------------------------
+# A model from its textual architecture (``jaxprop explain --model TEXT``)
+
+# explain draws every unit: a model whose layers with parameters have more outputs per example
+# than this is refused (train or check it instead)
+MAX_UNITS = 30
+MAX_BATCH = 16
+
+
+class TableSpec(NamedTuple):
+    """A model given as text whose layers are not all Dense + activation: drawn as tables.
+
+    ``params``/``state``: the per-layer lists of the model's initial values (float64 NumPy);
+    ``input: (batch, *in_shape)``; ``target``: the output's shape per example.
+    """
+
+    model: str
+    in_shape: tuple[int, ...]
+    params: list
+    state: list
+    input: np.ndarray
+    target: np.ndarray
+    loss: str
+    learning_rate: float
+    steps: int
+    seed: int = 0
+    description: str = ""
+
+
+def from_model(text: str, in_shape, *, loss: str = "mse", learning_rate: float = 0.1,
+               steps: int = 1, batch: int = 2, seed: int = 0) -> Spec | TableSpec:
+    """A worked example of the architecture ``text`` (``"dense(3)-tanh-dense(2)-softmax"``) on
+    ``batch`` random examples of shape ``in_shape`` with targets that suit ``loss``.
+
+    Weights from the layers' own initializers and the data (``N(0, 1)``, targets as
+    :func:`jaxprop.tools.presets.make_data`) come from ``seed``, rounded to 2 decimals so that
+    the sums can be followed by hand. Dense layers on flat inputs, each followed by at most one
+    activation, give a :class:`Spec` (the network picture); any other model a
+    :class:`TableSpec` (tables of values per step). ``ValueError`` for a model with more than
+    :data:`MAX_UNITS` outputs per example in its layers with parameters, or bad settings.
+
+    Args:
+      text: the architecture (:func:`jaxprop.core.spec.parse_model`).
+      in_shape: one example's input shape.
+      loss: a loss name (not one on integer labels).
+      learning_rate: plain gradient descent's step size.
+      steps: steps of gradient descent (at most :data:`MAX_STEPS`).
+      batch: examples (at most :data:`MAX_BATCH`).
+      seed: the seed of the weights and the data.
+
+    Returns:
+      the :class:`Spec` or :class:`TableSpec`.
+    """
+    import jax
+
+    from jaxprop.core.spec import parse_model
+    from jaxprop.core.validate import check_int
+    from jaxprop.tools.presets import make_data
+
+    in_shape = _shape(in_shape)
+    _loss(loss, "loss")
+    learning_rate = _learning_rate(learning_rate, "learning_rate")
+    steps = _check_steps(steps, "steps")
+    batch = check_int("batch", batch, minimum=1, maximum=MAX_BATCH)
+    seed = check_int("seed", seed, minimum=0)
+    model = parse_model(text, in_shape)
+    with jax.enable_x64(True):
+        key_p, key_d = jax.random.split(jax.random.key(seed))
+        params, state = model.init_with_state(key_p)
+        params, state = _rounded(params), _float64(state)
+        outputs = model.forward_trace(params, state, np.zeros((1, *in_shape)), train=False)[0]
+        _check_units(text, model, params, outputs)
+        x, t = make_data(key_d, loss, in_shape, outputs[-1].shape[1:], batch, np.float64)
+        x, t = np.round(np.asarray(x), 2), np.round(np.asarray(t), 2)
+    words = f"{text} on {batch} random example(s), seed {seed}"
+    layers = _dense_chain(model, params, len(in_shape))
+    if layers is None:
+        return TableSpec(text, in_shape, params, state, x, t, loss, learning_rate, steps, seed,
+                         words)
+    return Spec(tuple(layers), x, t, loss, learning_rate, steps, True, words)
+
+
+def _shape(in_shape) -> tuple[int, ...]:
+    shape = (in_shape,) if is_int(in_shape) else in_shape
+    if (not isinstance(shape, (tuple, list)) or not shape
+            or not all(is_int(d) and d > 0 for d in shape)):
+        raise ValueError(f"in_shape must be positive integers (one example's shape, e.g. 2 or "
+                         f"3,3,1), got {_short(in_shape)}")
+    return tuple(int(d) for d in shape)
+
+
+def _float64(tree):
+    import jax
+
+    return jax.tree.map(lambda v: np.asarray(v, np.float64), tree)
+
+
+def _rounded(params):
+    import jax
+
+    return jax.tree.map(lambda v: np.round(np.asarray(v, np.float64), 2), params)
+
+
+def _has_params(p) -> bool:
+    import jax
+
+    return bool(jax.tree.leaves(p))
+
+
+def _check_units(text: str, model, params, outputs) -> None:
+    """At most :data:`MAX_UNITS` outputs per example in the layers with parameters."""
+    sizes = [(layer.name, int(np.prod(y.shape[1:])))
+             for layer, p, y in zip(model.layers, params, outputs) if _has_params(p)]
+    total = sum(n for _, n in sizes)
+    if total > MAX_UNITS:
+        parts = ", ".join(f"{name} {n}" for name, n in sizes)
+        raise ValueError(f"model {text!r} has {total} units (outputs per example of its layers "
+                         f"with parameters: {parts}); explain draws at most {MAX_UNITS}: make "
+                         "it smaller, or use jaxprop check / jaxprop train for larger models")
+
+
+def _dense_chain(model, params, in_ndim: int) -> list[LayerSpec] | None:
+    """The :class:`LayerSpec` of each Dense layer (the activation after it, else
+    ``identity``) when the model is such a chain on flat inputs, else ``None``."""
+    layers, i, n = [], 0, len(model.layers)
+    while i < n:
+        p = params[i]
+        dense = (isinstance(p, dict) and set(p) == {"W", "b"} and np.ndim(p["W"]) == 2
+                 and not model.layers[i].is_activation)
+        if in_ndim != 1 or not dense:
+            return None
+        act = model.layers[i + 1] if i + 1 < n and model.layers[i + 1].is_activation else None
+        layers.append(LayerSpec(p["W"], p["b"], act.spec if act else "identity"))
+        i += 2 if act else 1
+    return layers
+
+
+def _descend_tables(spec: TableSpec, n_steps: int) -> tuple[list[dict], float]:
+    """``(steps, final_loss)`` of a :class:`TableSpec`: per step and layer its output, the
+    gradient w.r.t. it, and its parameters before, their gradients and after (run it inside
+    ``jax.enable_x64``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxprop.core.losses import get_loss
+    from jaxprop.core.spec import parse_model
+
+    model, loss = parse_model(spec.model, spec.in_shape), get_loss(spec.loss)
+    x, t = jnp.asarray(spec.input), jnp.asarray(spec.target)
+    lr = spec.learning_rate
+
+    def step(params, state, key):
+        outputs, residuals, state = model.forward_trace(params, state, x, key=key)
+        dy = loss.grad(outputs[-1], t)
+        dparams, dxs = model.backward_trace(params, residuals, dy)
+        new = jax.tree.map(lambda p, g: p - lr * g, params, dparams)
+        record = [{"output": y, "doutput": d, "params": p, "grads": g, "params_after": q}
+                  for y, d, p, g, q in zip(outputs, [*dxs[1:], dy], params, dparams, new)]
+        return loss.value(outputs[-1], t), record, new, state
+
+    step = jax.jit(step) if n_steps > 200 else step
+    params, state = _float64(spec.params), _float64(spec.state)
+    key, steps_out = jax.random.key(spec.seed), []
+    for i in range(n_steps):
+        value, record, params, state = step(params, state, jax.random.fold_in(key, i))
+        steps_out.append(_table_record(i, value, record, model))
+    y = model.forward_trace(params, state, x, key=jax.random.fold_in(key, n_steps))[0][-1]
+    return steps_out, float(loss.value(y, t))
+
+
+def _named(p) -> dict:
+    """A layer's params as ``{name: nested list}`` (``{"W": ..., "b": ...}``)."""
+    import jax
+
+    leaves = jax.tree_util.tree_flatten_with_path(p)[0]
+    return {".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path):
+            np.asarray(v, np.float64).tolist() for path, v in leaves}
+
+
+def _table_record(i: int, value, record: list[dict], model) -> dict:
+    """Step ``i`` of a :class:`TableSpec` as Python floats; non-finite values are an error."""
+    import jax
+
+    value = float(value)
+    layers = [{"layer": layer.spec or layer.name,
+               "output": np.asarray(r["output"], np.float64).tolist(),
+               "doutput": np.asarray(r["doutput"], np.float64).tolist(),
+               **{k: _named(r[k]) for k in ("params", "grads", "params_after")}}
+              for layer, r in zip(model.layers, record)]
+    bad = [f"layers[{k}]" for k, r in enumerate(record)
+           if not all(np.all(np.isfinite(np.asarray(v))) for v in
+                      [r["output"], r["doutput"], *jax.tree.leaves(r["grads"])])]
+    if not math.isfinite(value) or bad:
+        raise ValueError(f"step {i + 1}: non-finite values (loss {value}"
+                         f"{'; ' + ', '.join(bad) if bad else ''}); training diverged "
+                         "(learning_rate too large?)")
+    return {"loss": value, "layers": layers}
