@@ -33,10 +33,13 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
+from jaxprop.core.cache import remember
 from jaxprop.core.registry import lookup
 from jaxprop.core.validate import is_int, is_number
 
 DEFAULT_ACTIVATION = "sigmoid"
+# the entries of a Dense layer in each step of the trace, in order
+TRACE_KEYS = ("z", "a", "da", "delta", "dadz", "dW", "db", "W_after", "b_after")
 # explain keeps every quantity of every step (for tables and JSON): a worked example, not a run.
 MAX_STEPS = 10_000
 _repr = reprlib.Repr()  # values quoted in errors: short, even when nested 100,000 deep
@@ -398,12 +401,7 @@ def build_model(spec: Spec):
     """``(model, params, pairs)``: Dense + activation layers composed with
     :func:`jaxprop.serial`; ``pairs`` holds each spec layer's ``(dense, activation)`` Layer
     objects, the keys of the trace."""
-    from jaxprop.core.layers import Dense
-    from jaxprop.core.network import serial
-    from jaxprop.core.spec import parse_layer
-
-    pairs = [(Dense(ls.W.shape[1]), parse_layer(ls.activation)) for ls in spec.layers]
-    model = serial(*[layer for pair in pairs for layer in pair], in_shape=(spec.input.shape[1],))
+    model, pairs = _chain(_layout(spec))
     params = [{"W": ls.W, "b": ls.b} if layer is dense else ()
               for ls, (dense, act) in zip(spec.layers, pairs) for layer in (dense, act)]
     return model, params, pairs
@@ -439,60 +437,73 @@ def explain(spec: Spec | str | os.PathLike | Mapping, steps: int | None = None) 
     return {"steps": steps_out, "final_loss": final}
 
 
+def _layout(spec: Spec) -> tuple:
+    """What the program depends on: ``(in, ((out, activation), ...))``."""
+    return spec.input.shape[1], tuple((ls.W.shape[1], ls.activation) for ls in spec.layers)
+
+
+def _chain(layout: tuple):
+    """``(model, pairs)`` of a :func:`_layout`: a Dense layer and its activation per pair."""
+    from jaxprop.core.layers import Dense
+    from jaxprop.core.network import serial
+    from jaxprop.core.spec import parse_layer
+
+    width, layers = layout
+    pairs = [(Dense(out), parse_layer(act)) for out, act in layers]
+    return serial(*[layer for pair in pairs for layer in pair], in_shape=(width,)), pairs
+
+
 def _descend(spec: Spec, n_steps: int) -> tuple[list[dict], float]:
     """``(steps, final_loss)``: ``n_steps`` steps of gradient descent in float64 (run it inside
     ``jax.enable_x64``), each step recorded as :func:`explain` returns it."""
     import jax
     import jax.numpy as jnp
 
-    from jaxprop.core.losses import get_loss
-
-    model, params, pairs = build_model(spec)
-    loss = get_loss(spec.loss)
     x = jnp.asarray(spec.input, dtype=jnp.float64)
     t = jnp.asarray(spec.target, dtype=jnp.float64)
-    params = [jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), p) for p in params]
-    step = _step_fn(spec, model, pairs, loss, (x, t))
-    # Eager dispatch costs ~1 ms a step here; compiling costs ~0.2 s, so only long runs jit.
-    step = jax.jit(step) if n_steps > 200 else step
+    params = [jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), p) for p in build_model(spec)[1]]
+    step = _compiled_step(_layout(spec), spec.loss, spec.learning_rate, spec.update_biases)
     steps_out, coupled = [], None
     for i in range(n_steps):
-        value, record, params = step(params)
+        value, record, params = step(params, x, t)
         if coupled is None:  # from the first step's Jacobians: softmax's, not sigmoid's
             coupled = [couples_units(np.asarray(r["dadz"])) for r in record]
         record = [{**r, "dadz": local_derivative(np.asarray(r["dadz"]), c)}
                   for r, c in zip(record, coupled)]
         steps_out.append(_step_record(i, value, record))
-    return steps_out, float(loss.value(model.apply(params, x), t))
+    return steps_out, float(step(params, x, t)[0])  # the loss after the last update
 
 
-def _step_fn(spec: Spec, model, pairs, loss, data):
-    """One step of gradient descent as a function ``params -> (loss, record, new_params)``.
+@remember(maxsize=32)
+def _compiled_step(layout: tuple, loss_name: str, learning_rate: float, update_biases: bool):
+    """One step of gradient descent on the Dense chain ``layout`` (:func:`_layout`), compiled
+    once and remembered: ``(params, x, t) -> (loss, record, new_params)``.
 
-    Args:
-      spec: the spec (its learning rate and whether biases are updated).
-      model: the model from :func:`build_model`.
-      pairs: its ``(dense, activation)`` layer pairs, one per spec layer.
-      loss: the :class:`~jaxprop.Loss`.
-      data: ``(x, t)``, float64.
-
-    Returns:
-      the step: ``loss`` is the loss before the update, ``record`` one dict per pair with
-      ``z``, ``a``, ``da = dL/da``, ``delta = dL/dz``, ``dadz`` (:func:`local_derivative`),
-      ``dW``, ``db``, ``W_after``, ``b_after``.
+    ``loss`` is the loss before the update, ``record`` one dict per pair with ``z``, ``a``,
+    ``da = dL/da``, ``delta = dL/dz``, ``dadz`` (the activation's Jacobian,
+    :func:`local_jacobian`), ``dW``, ``db``, ``W_after``, ``b_after``.
     """
-    x, t = data
+    import jax
+
+    from jaxprop.core.losses import get_loss
+
+    model, pairs = _chain(layout)
+    loss = get_loss(loss_name)
     # every quantity keyed by the layer it belongs to: z is the Dense output, a the
     # activation's output, delta = dL/dz the gradient w.r.t. the activation's input
     at = {layer: i for i, layer in enumerate(model.layers)}
 
-    def step(params):
+    def update(p, g):
+        return {"W": p["W"] - learning_rate * g["W"],
+                "b": p["b"] - learning_rate * g["b"] if update_biases else p["b"]}
+
+    def step(params, x, t):
         outputs, residuals, _ = model.forward_trace(params, None, x)
         y = outputs[-1]
         dy = loss.grad(y, t)
         dparams, dxs = model.backward_trace(params, residuals, dy)
         dxs = [*dxs, dy]  # dxs[i + 1]: dL/d(layer i's output), the loss gradient for the last
-        new = [_update(p, g, spec) if p else () for p, g in zip(params, dparams)]
+        new = [update(p, g) if p else () for p, g in zip(params, dparams)]
         record = [
             {
                 "z": outputs[at[dense]], "a": outputs[at[act]], "da": dxs[at[act] + 1],
@@ -505,7 +516,7 @@ def _step_fn(spec: Spec, model, pairs, loss, data):
         ]
         return loss.value(y, t), record, new
 
-    return step
+    return jax.jit(step)
 
 
 def local_jacobian(act, residuals, a):
@@ -531,16 +542,10 @@ def couples_units(jac: np.ndarray) -> bool:
     return bool(np.any(jac[..., ~np.eye(jac.shape[-1], dtype=bool)] != 0))
 
 
-def _update(p: dict, g: dict, spec: Spec) -> dict:
-    """Dense params ``p`` after one step down the gradient ``g`` (biases kept when fixed)."""
-    lr = spec.learning_rate
-    return {"W": p["W"] - lr * g["W"], "b": p["b"] - lr * g["b"] if spec.update_biases else p["b"]}
-
-
 def _step_record(i: int, value, record: list[dict]) -> dict:
     """Step ``i``'s ``{"loss", "layers"}`` as Python floats; non-finite values are an error."""
     value = float(value)
-    record = [{k: np.asarray(v, dtype=np.float64) for k, v in r.items()} for r in record]
+    record = [{k: np.asarray(r[k], dtype=np.float64) for k in TRACE_KEYS} for r in record]
     _check_finite(i, value, record)
     return {"loss": value, "layers": [{k: v.tolist() for k, v in r.items()} for r in record]}
 
@@ -612,6 +617,7 @@ def from_model(text: str, in_shape, *, loss: str = "mse", learning_rate: float =
       the :class:`Spec` or :class:`TableSpec`.
     """
     import jax
+    import jax.numpy as jnp
 
     from jaxprop.core.spec import parse_model
     from jaxprop.core.validate import check_int
@@ -624,13 +630,16 @@ def from_model(text: str, in_shape, *, loss: str = "mse", learning_rate: float =
     batch = check_int("batch", batch, minimum=1, maximum=MAX_BATCH)
     seed = check_int("seed", seed, minimum=0)
     model = parse_model(text, in_shape)
-    with jax.enable_x64(True):
+    with jax.enable_x64(True):  # the sizes checked from shapes alone, before any work
         key_p, key_d = jax.random.split(jax.random.key(seed))
+        params, state = jax.eval_shape(model.init_with_state, key_p)
+        outputs = jax.eval_shape(lambda p, s: model.forward_trace(p, s, jnp.zeros(
+            (1, *in_shape), jnp.float32), train=False)[0], params, state)  # the layers' dtype
+        _check_units(text, model, params, outputs)
+
         params, state = model.init_with_state(key_p)
         params, state = _rounded(params), _float64(state)
-        outputs = model.forward_trace(params, state, np.zeros((1, *in_shape)), train=False)[0]
-        _check_units(text, model, params, outputs)
-        x, t = make_data(key_d, loss, in_shape, outputs[-1].shape[1:], batch, np.float64)
+        x, t = make_data(key_d, loss, in_shape, outputs[-1].shape[1:], batch, jnp.float64)
         x, t = np.round(np.asarray(x), 2), np.round(np.asarray(t), 2)
     words = f"{text} on {batch} random example(s), seed {seed}"
     layers = _dense_chain(model, params, len(in_shape))
@@ -702,30 +711,39 @@ def _descend_tables(spec: TableSpec, n_steps: int) -> tuple[list[dict], float]:
     import jax
     import jax.numpy as jnp
 
+    step, model = _compiled_table_step(spec.model, spec.in_shape, spec.loss, spec.learning_rate)
+    x, t = jnp.asarray(spec.input), jnp.asarray(spec.target)
+    params, state = _float64(spec.params), _float64(spec.state)
+    key, steps_out = jax.random.key(spec.seed), []
+    for i in range(n_steps):
+        value, record, params, state = step(params, state, x, t, jax.random.fold_in(key, i))
+        steps_out.append(_table_record(i, value, record, model))
+    final = step(params, state, x, t, jax.random.fold_in(key, n_steps))[0]
+    return steps_out, float(final)
+
+
+@remember(maxsize=32)
+def _compiled_table_step(text: str, in_shape: tuple, loss_name: str, learning_rate: float):
+    """``(step, model)``: one step of gradient descent on the model ``text``, compiled once and
+    remembered, ``(params, state, x, t, key) -> (loss, record, new_params, new_state)`` with
+    per layer its ``output``, ``doutput``, ``params``, ``grads`` and ``params_after``."""
+    import jax
+
     from jaxprop.core.losses import get_loss
     from jaxprop.core.spec import parse_model
 
-    model, loss = parse_model(spec.model, spec.in_shape), get_loss(spec.loss)
-    x, t = jnp.asarray(spec.input), jnp.asarray(spec.target)
-    lr = spec.learning_rate
+    model, loss = parse_model(text, in_shape), get_loss(loss_name)
 
-    def step(params, state, key):
+    def step(params, state, x, t, key):
         outputs, residuals, state = model.forward_trace(params, state, x, key=key)
         dy = loss.grad(outputs[-1], t)
         dparams, dxs = model.backward_trace(params, residuals, dy)
-        new = jax.tree.map(lambda p, g: p - lr * g, params, dparams)
+        new = jax.tree.map(lambda p, g: p - learning_rate * g, params, dparams)
         record = [{"output": y, "doutput": d, "params": p, "grads": g, "params_after": q}
                   for y, d, p, g, q in zip(outputs, [*dxs[1:], dy], params, dparams, new)]
         return loss.value(outputs[-1], t), record, new, state
 
-    step = jax.jit(step) if n_steps > 200 else step
-    params, state = _float64(spec.params), _float64(spec.state)
-    key, steps_out = jax.random.key(spec.seed), []
-    for i in range(n_steps):
-        value, record, params, state = step(params, state, jax.random.fold_in(key, i))
-        steps_out.append(_table_record(i, value, record, model))
-    y = model.forward_trace(params, state, x, key=jax.random.fold_in(key, n_steps))[0][-1]
-    return steps_out, float(loss.value(y, t))
+    return jax.jit(step), model
 
 
 def _named(p) -> dict:
