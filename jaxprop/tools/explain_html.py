@@ -538,7 +538,8 @@ function draw() {
     `model ${D.model} · input (${D.in_shape.join(", ")}) · loss ${D.loss} · η = ${D.learning_rate} · ${D.n_steps} step(s)`;
   document.getElementById("where").textContent =
     `step ${st.step + 1}/${D.n_steps} · ${S.p + 1}/${PHASES.length}: ${phaseName(PHASES[S.p])}`;
-  document.getElementById("stepno").textContent = `${st.step + 1} of ${D.n_steps}`;
+  document.getElementById("stepno").textContent =
+    `${st.step + 1} of ${D.n_steps} · loss ${f6(st.loss)} → ${f6(st.loss_after)}`;
   document.getElementById("slider").value = S.si;
   drawExplain(); drawTables(); drawCurve(); writeHash();
 }
