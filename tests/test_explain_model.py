@@ -151,6 +151,9 @@ def test_size_limit_and_bad_settings_are_one_line_errors(capsys):
         (dict(text="dense(2)", in_shape=2, learning_rate=-1), "learning_rate must be"),
         (dict(text="dense(2)", in_shape=2, loss="nope"), "unknown loss 'nope'"),
         (dict(text="densee(2)", in_shape=2), "unknown layer"),
+        (dict(text="dense(2)", in_shape=2, loss="bce"), "loss bce takes probabilities"),
+        (dict(text="dense(2)-softmax", in_shape=2, loss="softmax_cross_entropy"),
+         "takes logits"),
     ]
     for kw, message in cases:
         with pytest.raises(ValueError, match=message):

@@ -602,7 +602,8 @@ def from_model(text: str, in_shape, *, loss: str = "mse", learning_rate: float =
     the sums can be followed by hand. Dense layers on flat inputs, each followed by at most one
     activation, give a :class:`Spec` (the network picture); any other model a
     :class:`TableSpec` (tables of values per step). ``ValueError`` for a model with more than
-    :data:`MAX_UNITS` outputs per example in its layers with parameters, or bad settings.
+    :data:`MAX_UNITS` outputs per example in its layers with parameters, an output the loss
+    cannot take (:func:`~jaxprop.core.checks.check_output_fits_loss`), or bad settings.
 
     Args:
       text: the architecture (:func:`jaxprop.core.spec.parse_model`).
@@ -619,6 +620,7 @@ def from_model(text: str, in_shape, *, loss: str = "mse", learning_rate: float =
     import jax
     import jax.numpy as jnp
 
+    from jaxprop.core.checks import check_output_fits_loss
     from jaxprop.core.spec import parse_model
     from jaxprop.core.validate import check_int
     from jaxprop.tools.presets import make_data
@@ -630,6 +632,7 @@ def from_model(text: str, in_shape, *, loss: str = "mse", learning_rate: float =
     batch = check_int("batch", batch, minimum=1, maximum=MAX_BATCH)
     seed = check_int("seed", seed, minimum=0)
     model = parse_model(text, in_shape)
+    check_output_fits_loss(model, loss)  # no bce on any value, no softmax before logits
     with jax.enable_x64(True):  # the sizes checked from shapes alone, before any work
         key_p, key_d = jax.random.split(jax.random.key(seed))
         params, state = jax.eval_shape(model.init_with_state, key_p)
