@@ -61,14 +61,15 @@ class QuantityCheck:
 class LayerCheck:
     """The backward pass of one layer at one point. ``index`` is its position in the model
     (``"3"``, ``"2.1"`` inside a nested model; ``""`` for a layer checked alone); ``point`` says
-    which params (``"given params"``, ``"perturbed params"``, ``"random params"``); ``error``
-    is set when ``backward`` returned something malformed (or raised)."""
+    which params (``"given params"``, ``"perturbed params"``, ``"random params"``) and, in
+    :func:`~jaxprop.check_layer`, which inputs (``draw``); ``error`` is set when ``backward`` returned something malformed (or raised)."""
 
     index: str
     name: str
     point: str
     quantities: tuple[QuantityCheck, ...] = ()
     error: str | None = None
+    draw: str | None = None  # check_layer's input draw ("normal", "wide", "kinks", ...)
 
     @property
     def label(self) -> str:
