@@ -896,7 +896,7 @@ def check_model_layers(model: Model, params, x, *, state=None, key=None, train: 
     return tuple(checks)
 
 
-def _central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float,
+def central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float,
                          steps: Sequence[float] = (1.0,)) -> list:
     """Central differences of ``loss_fn(params)`` w.r.t. the given coordinates of each leaf
     (``jax.tree.leaves`` order), with each step ``h * steps[j]``: ``(len(steps), n_coords)``
@@ -1089,7 +1089,7 @@ def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_fr
                         np.sort(rng.choice(leaf.size, size=max_fd_coords, replace=False))
                         for leaf in jax.tree.leaves(p64)]
             loss64 = lambda p: ref_loss(p, x64, t64, s64)  # noqa: E731
-            fd_l = _central_differences(loss64, p64, coords_l, fd_eps)
+            fd_l = central_differences(loss64, p64, coords_l, fd_eps)
             global_fd = max((float(np.max(np.abs(f))) for f in fd_l if f.size), default=0.0)
             noises = [fd_noise / s for s in FD_STEPS]
             # coordinates that disagree at h: again at the smaller steps (a kink crossed?)
@@ -1097,7 +1097,7 @@ def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_fr
                                             _scale(f, global_fd), noises[:1])[1][0] > fd_rtol]
                      for i, (g, f, c) in enumerate(zip(hand64_l, fd_l, coords_l))]
             if len(FD_STEPS) > 1 and any(a.size for a in again):
-                smaller = _central_differences(loss64, p64, again, fd_eps, FD_STEPS[1:])
+                smaller = central_differences(loss64, p64, again, fd_eps, FD_STEPS[1:])
             else:
                 smaller = [np.zeros((len(FD_STEPS) - 1, a.size)) for a in again]
             fd_l = [np.concatenate([f, _scatter(sm, a, c)]) for f, sm, a, c in

@@ -349,3 +349,106 @@ class GradCheckReport(_LayerFailures):
             )
         parts.append("\n".join(lines))
         return "\n\n".join(parts) + "\n" + _problem_text(self.layers) + self.verdict()
+
+
+# --------------------------------------------------------------------------------------------
+# Any function's gradient rule (jaxprop.tools.check_function)
+
+
+@dataclass(frozen=True)
+class LeafDiff:
+    """One leaf of a function's gradient (an argument's in reverse mode, ``input -> output``
+    in forward mode) against the reference: the worst ``error`` (``<= 1`` agrees), how many
+    entries disagree of how many were checked, and the worst of them ``(index, rule, ref)``."""
+
+    where: str  # "argument 1 (w)['b']", "argument 0 (x) -> output[0]"
+    shape: tuple[int, ...]
+    error: float
+    n_bad: int
+    n_checked: int
+    worst: tuple[tuple[tuple[int, ...], float, float], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error <= 1.0
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def problem(self) -> str:
+        """``"3 of 16 entries disagree, e.g. [2, 5]: rule 0.12, reference 0.5"`` (``""`` if ok)."""
+        if self.ok:
+            return ""
+        eg = "; ".join(f"[{', '.join(map(str, i))}]: rule {g:.4g}, reference {r:.4g}"
+                       for i, g, r in self.worst[:2])
+        return f"{self.n_bad} of {self.n_checked} entries disagree (error {self.error:.1e}), " \
+               f"e.g. {eg}"
+
+
+@dataclass(frozen=True)
+class FunctionReport:
+    """The result of :func:`~jaxprop.check_vjp` / :func:`~jaxprop.check_jvp`: one
+    :class:`LeafDiff` per checked leaf; ``ok`` when something was checked and all agree."""
+
+    mode: str  # "vjp" or "jvp"
+    function: str
+    reference: str
+    dtype: str
+    rtol: float
+    atol_frac: float
+    leaves: tuple[LeafDiff, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.leaves) and all(leaf.ok for leaf in self.leaves)
+
+    @property
+    def failures(self) -> tuple[LeafDiff, ...]:
+        return tuple(leaf for leaf in self.leaves if not leaf.ok)
+
+    def verdict(self) -> str:
+        """One line (at most ~120 characters): passed or failed, and the first wrong leaf."""
+        what = f"{self.function}'s {self.mode} rule in {self.dtype}"
+        if not self.leaves:
+            return f"FAILED: {what}: nothing to check (no floating argument or output)"
+        if self.ok:
+            worst = max(leaf.error for leaf in self.leaves)
+            n = len(self.leaves)
+            return _fit(f"OK: {what}: {n} lea{'f agrees' if n == 1 else 'ves agree'} (worst "
+                        f"error {worst:.1e} <= 1)")
+        first = self.failures[0]
+        more = f" (+{len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+        return _fit(f"FAILED: {what}: {first.where}: {first.n_bad} of {first.n_checked} "
+                    f"entries disagree, error {first.error:.1e}{more}")
+
+    def tolerance(self) -> str:
+        """The measure and the tolerance used, in one line."""
+        return (f"error = |rule - reference| / (rtol |reference| + atol), rtol {self.rtol:g} "
+                f"({self.dtype}), atol = {self.atol_frac * self.rtol:g} x the leaf's largest "
+                f"reference entry; agrees when error <= 1")
+
+    def details(self) -> str:
+        """What was compared with what, the tolerance, and every leaf that disagrees."""
+        lines = [f"checked {self.function}'s {self.mode} rule in {self.dtype} against "
+                 f"{self.reference}", self.tolerance()]
+        for leaf in self.leaves:
+            sampled = f" (finite differences on {leaf.n_checked} of {leaf.size})" \
+                if leaf.n_checked < leaf.size else ""
+            lines.append(f"  {leaf.where} {leaf.shape}: error {leaf.error:.1e} "
+                         f"{'ok' if leaf.ok else 'WRONG'}{sampled}")
+            if not leaf.ok:
+                lines.append(f"    {leaf.problem()}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.verdict() + "\n" + self.details()
+
+
+VERDICT_WIDTH = 120
+
+
+def _fit(line: str, width: int = VERDICT_WIDTH) -> str:
+    """``line`` cut to ``width`` characters (``...`` at the end); the details say the rest."""
+    return line if len(line) <= width else line[:width - 3] + "..."
