@@ -614,7 +614,7 @@ def _draws(draws, inputs) -> list[Draw]:
     return out
 
 
-def _draw_x(draw: Draw, host: np.random.Generator, batch: int, in_shape) -> jax.Array:
+def draw_inputs(draw: Draw, host: np.random.Generator, batch: int, in_shape) -> jax.Array:
     """One draw's inputs, ``(batch, *in_shape)`` (given ones: checked against ``in_shape``)."""
     if draw.array is None:
         return jnp.asarray(draw.sample(host, (batch, *in_shape)), jnp.float32)
@@ -687,7 +687,7 @@ def check_layer(
                        fd_rtol=fd_rtol, fd_eps=fd_eps, fd_directions=fd_directions)
     checks = []
     for draw in plan:
-        xd = x if draw is None else _draw_x(draw, host, batch, in_shape)
+        xd = x if draw is None else draw_inputs(draw, host, batch, in_shape)
         _refuse_non_finite(xd, "x", "inputs")
         scale = PERTURB_SCALE if draw is None else draw.perturb_scale
         p = perturb(p0, host, scale) if params is None and perturb_params else p0
