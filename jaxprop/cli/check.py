@@ -50,10 +50,11 @@ from jaxprop.tools.gradcheck import (
     input_draw,
 )
 from jaxprop.tools.gradcheck_report import (
+    ERROR_LEGEND,
     GradCheckReport,
     LayerReport,
     layer_rows,
-    problems,
+    leaf_rows,
     quantity_rows,
 )
 from jaxprop.cli.args import parse_sizes
@@ -427,7 +428,7 @@ def _rich_table(header, rows, title=None):
 
     table = Table(title=title, title_justify="left")
     for i, name in enumerate(header):
-        table.add_column(name, no_wrap=True, justify="right" if name.startswith("vs ") else
+        table.add_column(name, no_wrap=True, justify="right" if name == "error" else
                          "center" if name == "ok" else "left")
     for row in rows:
         table.add_row(*row[:-1], "[green]yes[/green]" if row[-1] == "yes" else
@@ -435,39 +436,24 @@ def _rich_table(header, rows, title=None):
     return table
 
 
-def _print_problems_and_verdict(console, layers, verdict: str, ok: bool) -> None:
-    for line in problems(layers):
-        console.print(f"  {line}", style="red", highlight=False, soft_wrap=True)
-    console.print(verdict, style="green" if ok else "bold red", highlight=False, soft_wrap=True)
+def _print_verdict_and_details(console, report) -> None:
+    console.print(ERROR_LEGEND, style="dim", highlight=False, soft_wrap=True)
+    console.print(report.verdict(), style="green" if report.ok else "bold red", highlight=False,
+                  soft_wrap=True)
+    console.print(report.details(), highlight=False, soft_wrap=True)
 
 
 def print_layer_report(report: LayerReport, title: str) -> None:
     console = _console()
     console.print(_rich_table(*quantity_rows(report.layers), title=title))
-    _print_problems_and_verdict(console, report.layers, report.verdict(), report.ok)
+    _print_verdict_and_details(console, report)
 
 
 def print_report(report: GradCheckReport, title: str) -> None:
-    from rich.table import Table
-
     console = _console()
     if report.layers:
         console.print(_rich_table(*layer_rows(report.layers),
                                   title=f"{title}  |  every layer's backward"))
-    table = Table(title=f"{title}  |  end to end", title_justify="left")
-    table.add_column("leaf", no_wrap=True)
-    table.add_column("shape", no_wrap=True)
-    table.add_column("vs jax.grad: abs / rel", justify="right", no_wrap=True)
-    table.add_column("vs FD: abs / rel", justify="right", no_wrap=True)
-    table.add_column("ok", justify="center")
-    for c in report.leaves:
-        fd = f"{c.fd_abs_err:.1e} / {c.fd_rel_err:.1e}"
-        if c.sampled:
-            fd += f" ({c.fd_coords} of {c.size})"
-        table.add_row(
-            c.name, str(c.shape), f"{c.grad_abs_err:.1e} / {c.grad_rel_err:.1e}", fd,
-            "[green]yes[/green]" if c.ok else "[bold red]NO[/bold red]",
-        )  # fmt: skip
     if report.leaves:
-        console.print(table)
-    _print_problems_and_verdict(console, report.layers, report.verdict(), report.ok)
+        console.print(_rich_table(*leaf_rows(report), title=f"{title}  |  end to end"))
+    _print_verdict_and_details(console, report)

@@ -561,12 +561,11 @@ def _kinks(rng: np.random.Generator, shape) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Draw:
-    """Where :func:`check_layer` draws inputs: a short ``name`` (``LayerCheck.draw``), what
-    reports say (``about``), how (``sample(rng, shape)``, or ``array``: given inputs) and how
-    widely params are perturbed for it (:func:`perturb`'s ``scale``)."""
+    """Where :func:`check_layer` draws inputs: a short ``name`` (``LayerCheck.draw``; reports
+    say "at the random params, {name} inputs"), how (``sample(rng, shape)``, or ``array``:
+    given inputs) and how widely params are perturbed for it (:func:`perturb`'s ``scale``)."""
 
     name: str
-    about: str
     sample: object = None  # (np.random.Generator, shape) -> np.ndarray
     array: object = None
     perturb_scale: float = PERTURB_SCALE
@@ -574,10 +573,10 @@ class Draw:
 
 # the default draws, in order: check_layer(draws=...) picks among them by name
 DRAWS: dict[str, Draw] = {
-    "normal": Draw("normal", "normal inputs", lambda rng, shape: rng.standard_normal(shape)),
-    "wide": Draw("wide", f"wide inputs (scale {WIDE_SCALE:g})",
+    "normal": Draw("normal", lambda rng, shape: rng.standard_normal(shape)),
+    "wide": Draw(f"wide x{WIDE_SCALE:g}",
                  lambda rng, shape: WIDE_SCALE * rng.standard_normal(shape), perturb_scale=1.0),
-    "kinks": Draw("kinks", "inputs near kinks and saturation", _kinks),
+    "kinks": Draw("near-kink", _kinks),
 }
 
 
@@ -588,16 +587,16 @@ def input_draw(spec) -> Draw:
         scale = check_number("inputs (a scale)", spec, minimum=0.0)
         if scale == 0.0:
             raise ValueError("inputs (a scale) must be > 0, got 0")
-        return Draw(f"scale {scale:g}", f"inputs of scale {scale:g}",
+        return Draw(f"scale {scale:g}",
                     lambda rng, shape: scale * rng.standard_normal(shape))
     if isinstance(spec, (tuple, list)) and len(spec) == 2 and all(map(is_number, spec)):
         lo, hi = (check_number("inputs (a range)", v) for v in spec)
         if not lo < hi:
             raise ValueError(f"inputs (a range) must be (lo, hi) with lo < hi, got {spec!r}")
-        return Draw(f"range [{lo:g}, {hi:g}]", f"inputs in [{lo:g}, {hi:g}]",
+        return Draw(f"[{lo:g}, {hi:g}]",
                     lambda rng, shape: rng.uniform(lo, hi, shape))
     if isinstance(spec, (np.ndarray, jax.Array)):
-        return Draw("given", "given inputs", array=spec)
+        return Draw("given", array=spec)
     raise ValueError(f"inputs must be a scale (a number), a range (lo, hi) or an array of "
                      f"inputs, got {type(spec).__name__}")
 
@@ -692,9 +691,8 @@ def check_layer(
         scale = PERTURB_SCALE if draw is None else draw.perturb_scale
         p = perturb(p0, host, scale) if params is None and perturb_params else p0
         s = perturb(s0, host, scale) if state is None and perturb_params else s0
-        at = point if draw is None else f"{point} and {draw.about}"
         checks += [dataclasses.replace(lc, draw=None if draw is None else draw.name)
-                   for lc in checker(at, p, s, xd, k_fwd, host)]
+                   for lc in checker(point, p, s, xd, k_fwd, host)]
     return LayerReport(tuple(checks), dtype_name, {
         "in_shape": in_shape, "batch": int(np.shape(x)[0]) if x is not None and np.ndim(x)
         else batch, "train": train})
