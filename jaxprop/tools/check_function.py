@@ -44,6 +44,9 @@ from jaxprop.tools.gradcheck_report import FunctionReport, LeafDiff
 # entry (in float16/bfloat16 all of it: a sum that cancels keeps an ulp of its largest term)
 RTOL = {"float64": 1e-10, "float32": 1e-5, "float16": 4e-3, "bfloat16": 3e-2}
 ATOL_FRAC = {"float64": 1e-2, "float32": 1e-1, "float16": 1.0, "bfloat16": 1.0}
+# below float64, each entry's atol also grows by AUTODIFF_SLACK times the error of JAX's own
+# autodiff of the reference in the same dtype (the rounding an ill-conditioned entry cannot avoid)
+AUTODIFF_SLACK = 4.0
 FD_RTOL = 1e-6  # finite differences in float64 (at least this, whatever the rule's dtype)
 MAX_FD_COORDS = 128
 
@@ -139,14 +142,18 @@ def _tolerance(dtype_name: str, fd: bool) -> tuple[float, float]:
 
 
 def _leaf_diff(where: str, g, refs, noises, rtol: float, atol_frac: float,
-               coords=None) -> LeafDiff:
+               coords=None, auto=None) -> LeafDiff:
     """One leaf: the rule's values ``g`` against ``refs`` (one row per step; the best step per
-    entry), at ``coords`` of the flattened leaf (default: all)."""
+    entry), at ``coords`` of the flattened leaf (default: all); ``auto``: autodiff of the
+    reference in the rule's dtype, whose error widens each entry's atol."""
     g = np.asarray(g, np.float64)
     flat = g.ravel() if coords is None else g.ravel()[coords]
     refs = np.asarray(refs, np.float64).reshape(len(noises), -1)
     scale = float(np.max(np.abs(refs[0]))) if refs.size else 0.0
     atol = rtol * atol_frac * (scale if scale > 0 else 1.0) + np.asarray(noises)[:, None]
+    if auto is not None:
+        slack = np.abs(np.asarray(auto, np.float64).ravel() - refs[0])
+        atol = atol + AUTODIFF_SLACK * np.where(np.isfinite(slack), slack, 0.0)[None]
     with np.errstate(invalid="ignore"):
         diff = np.abs(flat[None] - refs)
         err = np.where(np.isfinite(diff), diff / (rtol * np.abs(refs) + atol), np.inf)
@@ -241,9 +248,23 @@ def _check(mode, fn, args, reference, dtype, seed, max_fd_coords) -> FunctionRep
         run = _vjp_leaves if mode == "vjp" else _jvp_leaves
         leaves, ref_name, fd = run(fn, args, y, reference, rng, max_fd_coords)
     rtol, atol_frac = _tolerance(dtype_name, fd)
+    slack = AUTODIFF_SLACK if not fd and dtype_name != "float64" else None
     return FunctionReport(
         mode=mode, function=_name(fn), reference=ref_name, dtype=dtype_name, rtol=rtol,
-        atol_frac=atol_frac, leaves=tuple(leaves), settings={"seed": seed})
+        atol_frac=atol_frac, leaves=tuple(leaves), settings={"seed": seed},
+        autodiff_slack=slack)
+
+
+def _in_dtype(run, dtype_name: str, fd: bool):
+    """``run()``: JAX's autodiff of the reference in the rule's own dtype (below float64, with
+    an autodiff reference), or ``None`` (also when it fails: the slack is then 0)."""
+    if fd or dtype_name == "float64":
+        return None
+    try:
+        with jax.default_matmul_precision("highest"):
+            return run()
+    except Exception:  # noqa: BLE001 - a reference that only runs in float64: no slack
+        return None
 
 
 def _vjp_leaves(fn, args, y, reference, rng, max_fd_coords):
@@ -261,6 +282,8 @@ def _vjp_leaves(fn, args, y, reference, rng, max_fd_coords):
                 noises = [0.0]
             else:
                 refs, noises = _vjp_fd(fn, args64, ct64, rng, max_fd_coords)
+    auto = _in_dtype(lambda: jax.vjp(ref_fn, *args)[1](ct), dtype_name, fd)
+    auto = [None] * len(refs) if auto is None else [a for a in jax.tree.leaves(auto)]
     rtol, atol_frac = _tolerance(dtype_name, fd)
     out, k = [], 0
     for i, (name, arg, g_arg) in enumerate(zip(names, args, hand)):
@@ -270,7 +293,7 @@ def _vjp_leaves(fn, args, y, reference, rng, max_fd_coords):
                 r = refs[k]
                 coords = None if not fd else r[1]
                 out.append(_leaf_diff(where, g, r[0] if fd else r[0][None], noises, rtol,
-                                      atol_frac, coords))
+                                      atol_frac, coords, auto[k]))
             k += 1
     return out, ref_name, fd
 
@@ -323,10 +346,12 @@ def _jvp_leaves(fn, args, y, reference, rng, max_fd_coords):
                     noises = [0.0]
                 else:
                     refs, noises = _jvp_fd(fn, a64, t64, k)
-        for (where, o), g, r in zip(_leaves_with_names(y, "output"), hand, refs):
+        auto = _in_dtype(lambda: jax.jvp(ref_fn, args, t_args)[1], dtype_name, fd)
+        auto = [None] * len(refs) if auto is None else jax.tree.leaves(auto)
+        for (where, o), g, r, a in zip(_leaves_with_names(y, "output"), hand, refs, auto):
             if _is_float(o):
                 out.append(_leaf_diff(f"{in_names[k]} -> {where}", g, r, noises, rtol,
-                                      atol_frac))
+                                      atol_frac, auto=a))
     return out, ref_name, fd
 
 

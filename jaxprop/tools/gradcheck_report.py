@@ -475,6 +475,7 @@ class FunctionReport:
     atol_frac: float
     leaves: tuple[LeafDiff, ...]
     settings: dict[str, Any] = field(default_factory=dict)
+    autodiff_slack: float | None = None  # atol += this x |autodiff in dtype - reference|
 
     @property
     def ok(self) -> bool:
@@ -501,9 +502,11 @@ class FunctionReport:
 
     def tolerance(self) -> str:
         """The measure and the tolerance used, in one line."""
+        slack = (f" + {self.autodiff_slack:g} x |jax.{self.mode} in {self.dtype} - reference|"
+                 if self.autodiff_slack else "")
         return (f"error = |rule - reference| / (rtol |reference| + atol), rtol {self.rtol:g} "
                 f"({self.dtype}), atol = {self.atol_frac * self.rtol:g} x the leaf's largest "
-                f"reference entry; agrees when error <= 1")
+                f"reference entry{slack}; agrees when error <= 1")
 
     def details(self) -> str:
         """What was compared with what, the tolerance, and every leaf that disagrees."""
