@@ -423,10 +423,10 @@ def _console():
     return console
 
 
-def _rich_table(header, rows, title=None):
+def _rich_table(header, rows):
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for i, name in enumerate(header):
         table.add_column(name, no_wrap=True, justify="right" if name == "error" else
                          "center" if name == "ok" else "left")
@@ -445,15 +445,17 @@ def _print_verdict_and_details(console, report) -> None:
 
 def print_layer_report(report: LayerReport, title: str) -> None:
     console = _console()
-    console.print(_rich_table(*quantity_rows(report.layers), title=title))
+    console.print(title, highlight=False, soft_wrap=True)
+    console.print(_rich_table(*quantity_rows(report.layers)))
     _print_verdict_and_details(console, report)
 
 
 def print_report(report: GradCheckReport, title: str) -> None:
     console = _console()
     if report.layers:
-        console.print(_rich_table(*layer_rows(report.layers),
-                                  title=f"{title}  |  every layer's backward"))
+        console.print(f"{title}  |  every layer's backward", highlight=False, soft_wrap=True)
+        console.print(_rich_table(*layer_rows(report.layers)))
     if report.leaves:
-        console.print(_rich_table(*leaf_rows(report), title=f"{title}  |  end to end"))
+        console.print(f"{title}  |  end to end", highlight=False, soft_wrap=True)
+        console.print(_rich_table(*leaf_rows(report)))
     _print_verdict_and_details(console, report)

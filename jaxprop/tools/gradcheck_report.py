@@ -138,8 +138,8 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1e}"
 
 
-ERROR_LEGEND = ("error = max |hand - reference| / (rtol |reference| + atol), the worst over the "
-                "references (vs), each with its own tolerance (details()); agrees when <= 1")
+ERROR_LEGEND = ("error = max |hand - ref| / (rtol |ref| + atol), worst over the references (vs), "
+                "each with its tolerance; <= 1 agrees")
 
 
 def _worst(quantities: Sequence[QuantityCheck]) -> tuple[str, str]:
@@ -404,7 +404,7 @@ class GradCheckReport(_LayerFailures):
             lines.append(self._end_to_end())
         if self.layers:
             lines.append(f"layers: {_layers_summary(self.layers)}")
-        lines.append(f"end to end: vs jax.grad and finite differences {self._tolerances()}")
+        lines.append(f"end to end: {self._tolerances()[1:-1]}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
