@@ -1,10 +1,13 @@
 """Gradient checking: every hand-written backward pass against autodiff and finite differences.
 
-Three entry points, all returning a report with ``.ok``, ``.verdict()`` and a table (``str``):
+Three entry points, all returning a report with ``.ok``, ``.verdict()`` (one line of at most
+120 characters), ``.details()`` and a table (``str``):
 
-* :func:`check_layer` -- one layer alone, at random inputs, random *non-trivial* params
-  (what ``init`` gives, perturbed, so a scale of 1 or zero biases cannot hide a bug) and a random
-  cotangent ``dy``.
+* :func:`check_layer` -- one layer alone, at random *non-trivial* params (what ``init`` gives,
+  perturbed, so a scale of 1 or zero biases cannot hide a bug), a random cotangent ``dy`` and
+  inputs from several draws (:data:`DRAWS`: N(0, 1), N(0, 10^2) and values near the kinks and
+  saturation points of common activations; plus the user's ``inputs=``), params perturbed
+  afresh for each; reports name the draw.
 * :func:`check_gradients` -- a model: first every layer on the activations that actually reach
   it (nested models layer by layer; jittered by 1e-3 of their size, off the exact ties a ReLU
   hands a max-pool), at the given params and by default again at perturbed params; then the
@@ -62,7 +65,8 @@ finite differences along directions: one entry per direction)::
 
 (for directions, ``scale`` is the root mean square of the directional derivatives, ~ ``||r||``),
 so ``rel_err <= rtol`` exactly when ``|g_i - r_i| <= rtol * |r_i| + atol`` for every ``i``
-(``numpy.allclose(g, r, rtol, atol)``). The small ``atol`` (a fraction of the quantity's own
+(``numpy.allclose(g, r, rtol, atol)``). Reports show one measure, ``error = rel_err / rtol =
+max_i |g_i - r_i| / (rtol |r_i| + atol)``: at most 1 agrees, whatever the reference. The small ``atol`` (a fraction of the quantity's own
 scale) keeps entries that are zero up to rounding -- sums that cancel -- from failing on noise.
 Against autodiff, ``atol`` also has a floor of ``CANCEL_ULPS * eps(dtype)`` times the largest
 entry of the whole gradient (of the layer, end to end: of all leaves), for entries that are 0
