@@ -10,7 +10,7 @@ import pytest
 import jaxprop as jp
 from jaxprop.cli import main
 from jaxprop.tools.gradcheck import DEFAULT_BATCH, DRAWS
-from jaxprop.tools.gradcheck_report import VERDICT_WIDTH
+from jaxprop.tools.gradcheck_report import ERROR_LEGEND, VERDICT_WIDTH
 
 SWISH = '''
 import jax
@@ -107,11 +107,15 @@ def test_unknown_draw_is_named():
 def test_reports_read_in_one_line_with_details_below(swish):
     Swish, _ = swish
     report = jp.check_layer(Swish(bug=True), (8,))
-    text = str(report)
-    assert "error = max |hand - reference| / (rtol |reference| + atol)" in text
+    lines = str(report).splitlines()
+    # the table, the one-line legend of its one error measure, the verdict, then the details
+    legend = lines.index(ERROR_LEGEND)
+    assert lines[legend + 1] == report.verdict() and len(report.verdict()) <= VERDICT_WIDTH
+    assert "\n".join(lines[legend + 2:]) == report.details()
+    assert lines[0].split() == ["quantity", "shape", "inputs", "error", "vs", "ok"]
     details = report.details()
     assert "tolerances: jax.vjp float32 rtol 1e-05" in details and "batch 8" in details
-    assert all(len(line) <= VERDICT_WIDTH for line in [report.verdict()])
+    assert "wide x10 inputs" in details and "near-kink inputs" in details
 
 
 def test_cli_and_python_share_the_default_batch(swish, capsys):
