@@ -156,3 +156,14 @@ def test_no_false_alarm_for_builtin_activations_at_any_draw(seed):
         report = jp.check_layer(jp.activation(name), (7,), key=jax.random.key(seed))
         assert report.ok, str(report)
     assert jp.check_layer(jp.Dense(5, dtype=jnp.float32), (7,), key=jax.random.key(seed)).ok
+
+
+@pytest.mark.long
+def test_the_swish_bug_at_20_seeds(swish):
+    """Caught at every seed by default (N(0, 1) alone: almost never); the twin never fails."""
+    Swish, _ = swish
+    keys = [jax.random.key(seed) for seed in range(20)]
+    assert all(not jp.check_layer(Swish(bug=True), (8,), key=k).ok for k in keys)
+    assert sum(not jp.check_layer(Swish(bug=True), (8,), key=k, draws="normal").ok
+               for k in keys) <= 2
+    assert all(jp.check_layer(Swish(), (8,), key=k).ok for k in keys)
