@@ -40,6 +40,7 @@ _EXPORTS = {
     ),
     "jaxprop.scale.per_example": ("clip_per_example", "per_example_grads", "per_example_norms"),
     "jaxprop.scale.population": ("PopulationResult", "fit_population", "init_population"),
+    "jaxprop.tools.explain": ("explain",),
     "jaxprop.tools.generate": ("generate",),
     "jaxprop.tools.check_function": ("check_jvp", "check_vjp"),
     "jaxprop.tools.gradcheck": (
@@ -87,7 +88,7 @@ __all__ = [
     "value_and_grad",
     "GradCheckReport", "LeafCheck", "check_gradients",
     "LayerCheck", "LayerReport", "check_layer", "check_loss",
-    "check_jvp", "check_vjp",
+    "check_jvp", "check_vjp", "explain",
     "PopulationResult", "as_jax_function", "clip_per_example", "data_mesh",
     "data_parallel_grad_fn", "data_parallel_inputs", "fit_population", "init_population",
     "make_data_parallel_step", "per_example_grads", "per_example_norms", "shard_batch",
