@@ -28,11 +28,13 @@ def render_html(spec, result: dict) -> str:
     data = json.dumps(v, separators=(",", ":")).replace("</", "<\\/")
     title = html.escape(v["description"] or "a worked example")
     template, js = (_TABLE_TEMPLATE, _TABLE_JS) if tables else (_TEMPLATE, _JS)
+    js += _STEPPER_JS  # after "use strict"; its functions are hoisted
     return (template.replace("%TITLE%", title).replace("%CSS%", _CSS)
             .replace("%JS%", js).replace("%DATA%", data))
 
 
-_TEMPLATE = """<!DOCTYPE html>
+# the page around either drawing: title, step controls (%NAV%: more of them), the data, the script
+_HEAD = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -46,11 +48,18 @@ _TEMPLATE = """<!DOCTYPE html>
   <button id="prev" title="previous (←)">◀ Prev</button>
   <button id="next" title="next (→)">Next ▶</button>
   <span id="where"></span>
-  <span id="examples"></span>
-</nav>
+%NAV%</nav>
 <div id="stepbar"><label for="slider">training step <b id="stepno"></b></label>
   <input id="slider" type="range" min="0" value="0"><span id="kept"></span></div>
-<main>
+"""
+_TAIL = """<script type="application/json" id="data">%DATA%</script>
+<script>%JS%</script>
+</body>
+</html>
+"""
+
+_TEMPLATE = _HEAD.replace("%NAV%", """  <span id="examples"></span>
+""") + """<main>
   <section id="figure"><svg id="net" role="img" aria-label="the network"></svg></section>
   <aside>
     <div id="explain"></div>
@@ -62,11 +71,7 @@ _TEMPLATE = """<!DOCTYPE html>
 δ = (t − y)·f′(z) for sse_half use the opposite sign (shown as “textbook δ”) and update
 w += η·δ·a</span>. Update: w ← w − η·∂L/∂w. Weights: blue positive, red negative, thickness by
 size.</footer>
-<script type="application/json" id="data">%DATA%</script>
-<script>%JS%</script>
-</body>
-</html>
-"""
+""" + _TAIL
 
 _CSS = """
 :root { --ink:#1f2937; --mute:#6b7280; --pos:#2563eb; --neg:#dc2626; --hi:#f59e0b;
@@ -102,6 +107,45 @@ tr.focus td { background: #fef3c7; }
 footer { color: var(--mute); font-size: 13px; margin-top: 14px; max-width: 1100px; }
 """
 
+# both pages step alike: phases within a training step, the slider over the steps, the buttons,
+# the arrow keys and the URL fragment (each page defines D, S, PHASES, draw and readHash)
+_STEPPER_JS = r"""
+function readStepHash() {  // #step=N&phase=P: the kept step nearest N
+  const h = new URLSearchParams(location.hash.slice(1));
+  if (h.has("step")) {
+    const want = Math.max(1, parseInt(h.get("step"), 10) || 1) - 1;
+    let best = 0;
+    D.steps.forEach((st, i) => { if (Math.abs(st.step - want) < Math.abs(D.steps[best].step - want)) best = i; });
+    S.si = best;
+  }
+  if (h.has("phase")) S.p = Math.min(PHASES.length, Math.max(1, parseInt(h.get("phase"), 10) || 1)) - 1;
+  return h;
+}
+function move(d) {
+  let p = S.p + d;
+  if (p >= PHASES.length && S.si < D.steps.length - 1) { S.si++; p = 0; }
+  else if (p < 0 && S.si > 0) { S.si--; p = PHASES.length - 1; }
+  S.p = Math.min(PHASES.length - 1, Math.max(0, p)); draw();
+}
+function setupStepper() {
+  const slider = document.getElementById("slider");
+  if (D.steps.length > 1) {
+    slider.max = D.steps.length - 1;
+    slider.addEventListener("input", () => { S.si = +slider.value; draw(); });
+    if (D.steps.length < D.n_steps) document.getElementById("kept").textContent =
+      `(${D.steps.length} of the ${D.n_steps} steps kept, evenly spaced)`;
+  } else document.getElementById("stepbar").style.display = "none";
+  document.getElementById("prev").addEventListener("click", () => move(-1));
+  document.getElementById("next").addEventListener("click", () => move(1));
+  document.addEventListener("keydown", ev => {
+    if (ev.target === slider) return;
+    if (ev.key === "ArrowRight") { move(1); ev.preventDefault(); }
+    if (ev.key === "ArrowLeft") { move(-1); ev.preventDefault(); }
+  });
+  window.addEventListener("hashchange", () => { readHash(); draw(); });
+}
+"""
+
 _JS = r"""
 "use strict";
 const D = JSON.parse(document.getElementById("data").textContent);
@@ -126,14 +170,7 @@ for (const st of D.steps) for (const r of st.layers) for (const M of [r.W_before
   for (const row of M) for (const w of row) wmax = Math.max(wmax, Math.abs(w));
 
 function readHash() {
-  const h = new URLSearchParams(location.hash.slice(1));
-  if (h.has("step")) {
-    const want = Math.max(1, parseInt(h.get("step"), 10) || 1) - 1;
-    let best = 0;
-    D.steps.forEach((st, i) => { if (Math.abs(st.step - want) < Math.abs(D.steps[best].step - want)) best = i; });
-    S.si = best;
-  }
-  if (h.has("phase")) S.p = Math.min(PHASES.length, Math.max(1, parseInt(h.get("phase"), 10) || 1)) - 1;
+  const h = readStepHash();
   if (h.has("example")) S.e = Math.min(D.input.length - 1, Math.max(0, parseInt(h.get("example"), 10) || 0));
 }
 function writeHash() {
@@ -358,33 +395,13 @@ function draw() {
   document.querySelectorAll("#examples button").forEach((b, i) => b.classList.toggle("on", i === S.e));
   drawNet(); drawExplain(); drawTables(); drawCurve(); writeHash();
 }
-function move(d) {
-  let p = S.p + d;
-  if (p >= PHASES.length && S.si < D.steps.length - 1) { S.si++; p = 0; }
-  else if (p < 0 && S.si > 0) { S.si--; p = PHASES.length - 1; }
-  S.p = Math.min(PHASES.length - 1, Math.max(0, p)); draw();
-}
 function setup() {
-  const slider = document.getElementById("slider");
-  if (D.steps.length > 1) {
-    slider.max = D.steps.length - 1;
-    slider.addEventListener("input", () => { S.si = +slider.value; draw(); });
-    if (D.steps.length < D.n_steps) document.getElementById("kept").textContent =
-      `(${D.steps.length} of the ${D.n_steps} steps kept, evenly spaced)`;
-  } else document.getElementById("stepbar").style.display = "none";
+  setupStepper();
   if (D.input.length > 1) {
     const box = document.getElementById("examples");
     box.innerHTML = "example: " + D.input.map((_, i) => `<button data-e="${i}">${i}</button>`).join(" ");
     box.querySelectorAll("button").forEach(b => b.addEventListener("click", () => { S.e = +b.dataset.e; draw(); }));
   }
-  document.getElementById("prev").addEventListener("click", () => move(-1));
-  document.getElementById("next").addEventListener("click", () => move(1));
-  document.addEventListener("keydown", ev => {
-    if (ev.target === slider) return;
-    if (ev.key === "ArrowRight") { move(1); ev.preventDefault(); }
-    if (ev.key === "ArrowLeft") { move(-1); ev.preventDefault(); }
-  });
-  window.addEventListener("hashchange", () => { readHash(); draw(); });
   readHash(); draw();
 }
 setup();
@@ -392,24 +409,7 @@ setup();
 
 # ---- a model that is not Dense + activation: a table of values per layer ------------------
 
-_TABLE_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>jaxprop explain: %TITLE%</title>
-<style>%CSS%</style>
-</head>
-<body>
-<header><h1>jaxprop explain</h1><p id="description">%TITLE%</p><p id="settings"></p></header>
-<nav id="controls">
-  <button id="prev" title="previous (←)">◀ Prev</button>
-  <button id="next" title="next (→)">Next ▶</button>
-  <span id="where"></span>
-</nav>
-<div id="stepbar"><label for="slider">training step <b id="stepno"></b></label>
-  <input id="slider" type="range" min="0" value="0"><span id="kept"></span></div>
-<main>
+_TABLE_TEMPLATE = _HEAD.replace("%NAV%", "") + """<main>
   <section id="explain"></section>
   <aside><svg id="curve" role="img" aria-label="the loss per step"></svg></aside>
 </main>
@@ -417,11 +417,7 @@ _TABLE_TEMPLATE = """<!DOCTYPE html>
 <footer>Each layer's output for every example and ∂L/∂output, the gradient its backward pass
 receives (the next layer's backward, or the loss gradient for the last); its parameters before
 the step, ∂L/∂p and after: p ← p − η·∂L/∂p.</footer>
-<script type="application/json" id="data">%DATA%</script>
-<script>%JS%</script>
-</body>
-</html>
-"""
+""" + _TAIL
 
 _TABLE_JS = r"""
 "use strict";
@@ -436,16 +432,7 @@ for (let l = NL - 1; l >= 0; l--) PHASES.push({kind: "bwd", l});
 PHASES.push({kind: "update"});
 const S = {si: 0, p: 0};
 
-function readHash() {
-  const h = new URLSearchParams(location.hash.slice(1));
-  if (h.has("step")) {
-    const want = Math.max(1, parseInt(h.get("step"), 10) || 1) - 1;
-    let best = 0;
-    D.steps.forEach((st, i) => { if (Math.abs(st.step - want) < Math.abs(D.steps[best].step - want)) best = i; });
-    S.si = best;
-  }
-  if (h.has("phase")) S.p = Math.min(PHASES.length, Math.max(1, parseInt(h.get("phase"), 10) || 1)) - 1;
-}
+const readHash = readStepHash;
 function writeHash() {
   const h = `#step=${D.steps[S.si].step + 1}&phase=${S.p + 1}`;
   if (location.hash !== h) history.replaceState(null, "", h);
@@ -543,29 +530,5 @@ function draw() {
   document.getElementById("slider").value = S.si;
   drawExplain(); drawTables(); drawCurve(); writeHash();
 }
-function move(d) {
-  let p = S.p + d;
-  if (p >= PHASES.length && S.si < D.steps.length - 1) { S.si++; p = 0; }
-  else if (p < 0 && S.si > 0) { S.si--; p = PHASES.length - 1; }
-  S.p = Math.min(PHASES.length - 1, Math.max(0, p)); draw();
-}
-function setup() {
-  const slider = document.getElementById("slider");
-  if (D.steps.length > 1) {
-    slider.max = D.steps.length - 1;
-    slider.addEventListener("input", () => { S.si = +slider.value; draw(); });
-    if (D.steps.length < D.n_steps) document.getElementById("kept").textContent =
-      `(${D.steps.length} of the ${D.n_steps} steps kept, evenly spaced)`;
-  } else document.getElementById("stepbar").style.display = "none";
-  document.getElementById("prev").addEventListener("click", () => move(-1));
-  document.getElementById("next").addEventListener("click", () => move(1));
-  document.addEventListener("keydown", ev => {
-    if (ev.target === slider) return;
-    if (ev.key === "ArrowRight") { move(1); ev.preventDefault(); }
-    if (ev.key === "ArrowLeft") { move(-1); ev.preventDefault(); }
-  });
-  window.addEventListener("hashchange", () => { readHash(); draw(); });
-  readHash(); draw();
-}
-setup();
+setupStepper(); readHash(); draw();
 """
