@@ -167,3 +167,8 @@ def test_the_swish_bug_at_20_seeds(swish):
     assert sum(not jp.check_layer(Swish(bug=True), (8,), key=k, draws="normal").ok
                for k in keys) <= 2
     assert all(jp.check_layer(Swish(), (8,), key=k).ok for k in keys)
+
+
+def test_a_float_draw_for_a_layer_on_token_ids_is_refused():
+    with pytest.raises(ValueError, match=r"Embedding.* takes token ids \(0..6\)"):
+        jp.check_layer(jp.Embedding(7, 3), (5,), inputs=3.0)

@@ -363,10 +363,13 @@ def run(args) -> int:
         if inputs is not None and data is not None:
             raise ValueError("--input-scale/--input-range/--inputs do not go with --preset xor "
                              "(it checks at its own 4 points)")
+        if inputs is not None and model.integer_inputs:
+            raise ValueError("--input-scale/--input-range/--inputs draw float inputs, but this "
+                             "model takes token ids: leave them out (ids are drawn uniformly)")
         batch = args.batch if not hasattr(inputs, "shape") else int(inputs.shape[0])
         x, t = data or make_data(k_data, loss_name, in_shape, out_shape, batch, dtype,
                                  integer_inputs=model.integer_inputs)
-        if inputs is not None and not model.integer_inputs:  # the user's draw (ids: random)
+        if inputs is not None:  # the model's inputs from the user's draw
             rng = np.random.default_rng(args.seed)
             x = draw_inputs(input_draw(inputs), rng, batch, tuple(in_shape)).astype(dtype)
         report = check_gradients(

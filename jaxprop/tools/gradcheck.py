@@ -677,6 +677,10 @@ def check_layer(
         raise ValueError(f"check_layer takes a Layer, got {type(layer).__name__}")
     dtype_name = _validate_common(dtype, fd_directions, batch if x is None else None)
     in_shape = _shape(in_shape)
+    if layer.integer_inputs and inputs is not None:
+        raise ValueError(f"inputs= draws float inputs, but {layer.name} takes token ids "
+                         f"(0..{layer.integer_inputs - 1}): leave it out (ids are drawn "
+                         "uniformly) or give x=")
     plan = [None] if x is not None else _draws(draws, inputs)
     key = jax.random.key(0) if key is None else key
     k_init, k_fwd = jax.random.split(key)
