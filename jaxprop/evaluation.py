@@ -126,10 +126,10 @@ def evaluate(model, params, data, *, loss: str | Loss | None = None, state=None,
     batch_size = check_int("batch_size", DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
                            minimum=1)
     if loss is None:
-        x = validate_data(params, x)
+        x = validate_data(params, x, model=model)
         y, value = _program(model, None, batch_size)(params, state, x, None)
     else:
-        x, t_in = validate_data(params, x, t, loss=loss)
+        x, t_in = validate_data(params, x, t, loss=loss, model=model)
         y, value = _program(model, loss, batch_size)(params, state, x, t_in)
     common = dict(n=int(x.shape[0]), loss=None if loss is None else float(value),
                   loss_name=None if loss is None else loss.name, name=None if ds is None
@@ -228,6 +228,8 @@ def predicted_classes(y, loss: Loss | None) -> np.ndarray:
 
 def _classification(y, t, loss, ds, common) -> Evaluation:
     t = np.asarray(t)
+    if loss is not None and loss.integer_labels and t.ndim > 1:  # a label per token
+        y, t = y.reshape(-1, y.shape[-1]), t.reshape(-1)
     true = t.astype(np.int64) if t.ndim == 1 else decode_targets(t)
     predicted = predicted_classes(y, loss)
     k = ds.num_classes if ds is not None and ds.num_classes else max(

@@ -260,7 +260,8 @@ class TensorBoardLogger:
     def _validated(self, params):
         """The training data, checked and cast to the params' dtype on the first call."""
         if not self._checked:
-            self._data, self._checked = validate_data(params, *self._data, loss=self.loss), True
+            self._data, self._checked = validate_data(params, *self._data, loss=self.loss,
+                                                         model=self.model), True
         return self._data
 
     def close(self) -> None:

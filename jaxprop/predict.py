@@ -26,6 +26,7 @@ import numpy as np
 from numpy.lib import format as _npy
 
 from jaxprop.core.checks import output_shape
+from jaxprop.data.text import SEQUENCE
 
 PREDICTOR = "model.npz"
 
@@ -121,6 +122,39 @@ def _check_class_names(path: Path, model, names) -> None:
                          f"{outputs} output(s), which tells {max(2, outputs)} classes apart)")
 
 
+def generate_text(run: str | Path, prompt: str, tokens: int, *, temperature: float = 1.0,
+                  seed: int = 0) -> str:
+    """The ``tokens`` characters a sequence run's model (``--dataset text``, ``reverse``,
+    ``sort``) writes after ``prompt``, sampled by :func:`jaxprop.generate` with
+    ``jax.random.key(seed)`` (``temperature`` 0: greedy).
+
+    ``ValueError`` in one line for a run that is not of a sequence model, an empty prompt, or
+    characters the run's vocabulary lacks (listing them).
+    """
+    import jax
+
+    from jaxprop.data.text import decode, encode
+    from jaxprop.tools.generate import generate
+
+    predictor = load_predictor(run)
+    info = predictor.info
+    if info["task"] != SEQUENCE:
+        raise ValueError(f"{run} holds a {info['task']} model of {info.get('dataset')!r}, not "
+                         "a sequence model: generate samples from runs of --dataset text, "
+                         "reverse or sort")
+    if not prompt:
+        raise ValueError("the prompt is empty: give at least one character")
+    vocab = "".join(info["class_names"])
+    missing = sorted(set(prompt) - set(vocab))
+    if missing:
+        raise ValueError(f"the prompt has {len(missing)} character(s) the run's vocabulary "
+                         f"lacks: {''.join(missing)!r} (it knows {len(vocab)}: {vocab!r})")
+    out = generate(predictor.model, predictor.params, encode(prompt, vocab), tokens,
+                   temperature=temperature, key=jax.random.key(seed),
+                   context=input_shape(predictor)[0], state=predictor.state)
+    return decode(out, vocab)
+
+
 def input_shape(predictor: Predictor) -> tuple[int, ...]:
     """One example's shape as the model takes it: ``(d,)`` or ``(H, W, C)``."""
     return tuple(int(n) for n in predictor.model.in_shape)
@@ -167,6 +201,9 @@ def predict_rows(predictor: Predictor, x, where: str = "x") -> tuple[list[str], 
     from jaxprop.data.preprocessing import rescale
 
     info = predictor.info
+    if info["task"] == SEQUENCE:
+        raise ValueError(f"the run holds a sequence model of {info.get('dataset')!r}: it "
+                         "continues text; sample from it with jaxprop generate")
     x = _as_inputs(predictor, x, where)
     if "x_mean" in info:
         x = rescale(x, np.asarray(info["x_mean"]), np.asarray(info["x_std"]))

@@ -8,6 +8,13 @@ checkpoint, so ``--resume`` rebuilds the same run)::
      "drop_last", "log_every", "out", "precision", "model", "lr_schedule", "warmup_epochs",
      "lr_decay", "weight_decay", "early_stopping", "validation_fraction"}
 
+A sequence dataset (``text``, ``reverse``, ``sort``) adds ``"text"`` (the UTF-8 file of
+``text``, ``None``: the default corpus), ``"context"`` (tokens per example) and ``"blocks"``,
+``"features"``, ``"heads"`` (the GPT :func:`~jaxprop.core.sequence.gpt` trained when
+``model`` is ``None``); its metrics add ``unigram_loss`` (the entropy of the training set's
+token frequencies, the loss of the best model that ignores context) and the perplexities
+(``exp`` of the losses; every record too).
+
 (``precision``: ``f32``, ``bf16`` or ``highest``, see :mod:`jaxprop.train.precision`; a config
 saved without it trains in ``f32``. ``model`` is a textual architecture
 (``"conv(16,3)-relu-maxpool(2)-flatten-dense(10)"``, see :mod:`jaxprop.core.spec`) or ``None``
@@ -71,7 +78,8 @@ from jaxprop.core.network import mlp, output_for_loss, serial
 from jaxprop.core.spec import parse_model
 from jaxprop.core.validate import is_int
 from jaxprop.train.memory import check_training_fits
-from jaxprop.data import DATASETS, validation_split
+from jaxprop.data import DATASETS, SEQUENCE_DATASETS, validation_split
+from jaxprop.data.text import SEQUENCE, unigram_entropy
 from jaxprop.data.preprocessing import decode_targets
 from jaxprop.predict import PREDICTOR, save_predictor
 from jaxprop.scale.population import PopulationResult, check_population_memory, fit_population
@@ -102,7 +110,8 @@ from jaxprop.train.step import (
 MODEL_KEYS = ("dataset", "data_dir", "csv", "label_column", "task", "seed", "hidden",
               "activation", "output_activation", "loss", "optimizer", "lr", "batch_size", "init",
               "precision", "model", "lr_schedule", "warmup_epochs", "lr_decay", "weight_decay",
-              "early_stopping", "validation_fraction")
+              "early_stopping", "validation_fraction", "text", "context", "blocks", "features",
+              "heads")
 # Every key a jaxprop train config holds, and the types --resume accepts from a checkpoint
 # (OPTIONAL_CONFIG_TYPES: keys that configs saved by earlier versions lack).
 CONFIG_TYPES = {
@@ -116,7 +125,9 @@ OPTIONAL_CONFIG_TYPES = {
     "task": (str, type(None)), "precision": str, "model": (str, type(None)),
     "lr_schedule": str, "warmup_epochs": int, "lr_decay": (int, float, type(None)),
     "weight_decay": (int, float, type(None)), "early_stopping": (int, type(None)),
-    "validation_fraction": (float, type(None)),
+    "validation_fraction": (float, type(None)), "text": (str, type(None)),
+    "context": (int, type(None)), "blocks": (int, type(None)), "features": (int, type(None)),
+    "heads": (int, type(None)),
 }
 # What a config saved without them means (runs before these options).
 TRAINING_DEFAULTS = {"lr_schedule": "constant", "warmup_epochs": 0, "lr_decay": None,
@@ -144,6 +155,10 @@ def load_dataset(cfg: dict):
         if not Path(cfg["data_dir"]).is_dir():
             raise FileNotFoundError(f"--data-dir {cfg['data_dir']}: no such directory")
         kwargs["data_dir"] = cfg["data_dir"]
+    if cfg["dataset"] in SEQUENCE_DATASETS:
+        kwargs["context"] = cfg.get("context")
+        if cfg["dataset"] == "text":
+            kwargs["path"] = cfg.get("text")
     if cfg["dataset"] == "csv":
         kwargs["path"] = cfg["csv"]
         kwargs["task"] = cfg.get("task") or "classification"
@@ -185,6 +200,8 @@ def build_model(cfg: dict, ds):
     With ``cfg["model"]`` (an architecture text) the network is that text, followed by the
     output activation the task calls for unless the text ends with an activation of its own;
     otherwise an MLP of ``cfg["hidden"]`` (images are flattened first)."""
+    if getattr(ds, "task", None) == SEQUENCE:
+        return _sequence_model(cfg, ds)
     text, shape, out_act = cfg.get("model"), ds.example_shape, cfg["output_activation"]
     body = parse_model(text, shape) if text else None
     ends_with_activation = body is not None and body.layers[-1].is_activation
@@ -215,6 +232,53 @@ def build_model(cfg: dict, ds):
     return model, loss, out_act
 
 
+# The GPT a sequence dataset trains when the config names no architecture:
+# (blocks, features, heads) per dataset.
+GPT_SIZES = {"text": (4, 128, 4), "reverse": (2, 64, 4), "sort": (2, 64, 4)}
+
+
+def gpt_sizes(cfg: dict) -> tuple[int, int, int]:
+    """``(blocks, features, heads)`` of the config's GPT: its own, else the dataset's."""
+    default = GPT_SIZES.get(cfg["dataset"], GPT_SIZES["text"])
+    return tuple(default[i] if cfg.get(key) is None else cfg[key]
+                 for i, key in enumerate(("blocks", "features", "heads")))
+
+
+def _sequence_model(cfg: dict, ds):
+    """``(model, loss, "identity")`` for a sequence dataset: ``cfg["model"]`` (an architecture
+    text on token ids) or :func:`~jaxprop.core.sequence.gpt` of :func:`gpt_sizes`, giving
+    logits ``(context, vocabulary)`` per example; the loss on integer labels
+    (``sparse_softmax_cross_entropy`` unless given)."""
+    from jaxprop.core.sequence import gpt
+
+    loss = cfg["loss"] or "sparse_softmax_cross_entropy"
+    if not get_loss(loss).integer_labels:
+        raise ValueError(f"--loss {loss} does not take integer labels; {ds.name} predicts "
+                         "the next token: use sparse_softmax_cross_entropy")
+    if cfg["output_activation"] not in (None, "identity"):
+        raise ValueError(f"--output-activation {cfg['output_activation']}: a sequence model "
+                         "gives logits (identity)")
+    shape, want = ds.example_shape, (*ds.example_shape, ds.num_classes)
+    text = cfg.get("model")
+    if text:
+        model = serial(*parse_model(text, shape).layers, in_shape=shape)
+    else:
+        blocks, features, heads = gpt_sizes(cfg)
+        model = gpt(ds.num_classes, blocks=blocks, features=features, heads=heads,
+                    context=shape[0])
+    try:
+        out = output_shape(model, shape)
+    except ValueError as e:
+        raise ValueError(f"architecture {text!r} on {ds.name} tokens of shape {shape}: "
+                         f"{e}") from None
+    if out != want:
+        raise ValueError(f"the model gives outputs of shape {out} per example but {ds.name} "
+                         f"needs logits {want} (context, vocabulary): end it with "
+                         f"dense({ds.num_classes})")
+    check_output_fits_loss(model, loss)
+    return model, loss, "identity"
+
+
 def _output_advice(text: str, out: tuple, width: int) -> str:
     """How to mend architecture ``text`` whose per-example output has shape ``out`` where the
     task needs ``(width,)``: more than one axis per example needs a flatten before the first
@@ -236,8 +300,9 @@ def _output_advice(text: str, out: tuple, width: int) -> str:
 
 
 def training_data(ds, loss: str | Loss):
-    """``ds`` with the targets ``loss`` takes: class indices for a loss on integer labels."""
-    if not get_loss(loss).integer_labels:
+    """``ds`` with the targets ``loss`` takes: class indices for a loss on integer labels (a
+    sequence dataset's targets already are)."""
+    if not get_loss(loss).integer_labels or ds.task == SEQUENCE:
         return ds
     return ds._replace(y_train=decode_targets(ds.y_train), y_test=decode_targets(ds.y_test),
                        y_val=None if ds.y_val is None else decode_targets(ds.y_val))
@@ -521,7 +586,7 @@ def train_run(cfg: dict, saved=None, *, plots_on: bool = True, data_parallel: bo
     # a model too large for this machine is refused before anything is allocated or written
     n_test = len(ds.x_test) if ds.x_test is not None else 0
     check_training_fits(model, optimizer, ds.x_train.shape[1:], len(ds.x_train),
-                        cfg["batch_size"], max(len(ds.x_train), n_test))
+                        cfg["batch_size"], max(len(ds.x_train), n_test), dtype=ds.x_train.dtype)
     run = _Run(cfg, saved, model, loss, optimizer, ds, plots_on, data_parallel, on_record,
                should_stop, rate)
     state, files = _starting_point(run, tensorboard)
@@ -814,6 +879,8 @@ def _fit_run(run: _Run, state, files: _RunFiles) -> _Outcome:
     """``fit_state`` on the run, each chunk saved by ``files`` and reported to ``on_record``; a
     divergence or a stop ends it with that status instead of an error."""
     def on_chunk(st, record):
+        if run.ds.task == SEQUENCE:
+            record.update(perplexities(record))
         files.chunk(st, record)
         if run.on_record is not None:
             run.on_record(record)
@@ -855,6 +922,9 @@ def _run_metrics(run: _Run, outcome: _Outcome, files: _RunFiles) -> dict:
     }
     if outcome.diverged is not None:
         metrics["diverged_at_epoch"] = outcome.diverged.epoch
+    if run.ds.task == SEQUENCE:
+        metrics.update(perplexities(metrics),
+                       unigram_loss=unigram_entropy(run.ds.y_train, run.ds.num_classes))
     if run.cfg["early_stopping"] is not None:
         metrics.update(stopped_early=outcome.history.stopped_early,
                        best_epoch=outcome.history.best_epoch,
@@ -907,6 +977,17 @@ def _write_error(out: Path, error: OSError, what: str) -> RunWriteError:
 
 
 FINAL_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+def perplexities(record: dict) -> dict:
+    """``{"train_perplexity", ...}``: ``exp`` of each split's loss in ``record`` (a sequence
+    model's loss is the mean cross-entropy per token, in nats); ``None`` where it overflows."""
+    out = {}
+    for split in ("train", "val", "test"):
+        value = record.get(f"{split}_loss")
+        if value is not None:
+            out[f"{split}_perplexity"] = float(np.exp(value)) if value < 700 else None
+    return out
 
 
 def final_metrics(model, loss, state, ds, precision=None) -> dict:
@@ -1003,7 +1084,7 @@ def run_plots(out: Path, model, loss: str | Loss, state, ds, losses, records, *,
             names = target_names(cfg.get("label_column") if cfg else None, result)
             dataclasses.replace(result, output_names=names).plot(
                 target, title=f"{name}: predicted vs actual (test split)")
-        elif ds.x_train.ndim == 2 and ds.x_train.shape[-1] == 2:
+        elif ds.task != SEQUENCE and ds.x_train.ndim == 2 and ds.x_train.shape[-1] == 2:
             target = out / "decision_boundary.png"
             apply = jax.jit(lambda p, s, g: model.apply(p, g, s))
 

@@ -202,3 +202,11 @@ def test_a_check_that_cannot_fit_is_refused_before_allocating(args, capsys, monk
     assert main(["check", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("jaxprop: error: out of memory: checking ") and "1.0 GiB" in err
+
+
+def test_a_float_draw_for_a_model_on_token_ids_exits_2(tmp_path, capsys):
+    path = tmp_path / "tokens.py"
+    path.write_text("import jaxprop as jp\n\ndef make_model():\n"
+                    "    return jp.serial(jp.Embedding(7, 4), jp.Dense(2), in_shape=(5,))\n")
+    assert main(["check", "--model", f"{path}:make_model", "--input-scale", "3"]) == 2
+    assert "this model takes token ids" in capsys.readouterr().err

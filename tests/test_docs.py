@@ -65,7 +65,8 @@ def test_the_cnn_example_is_its_own_text(namespace):
 def test_every_shipped_layer_has_a_row_in_the_table():
     text = DOC.read_text()
     for name in ("Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Reshape", "LayerNorm",
-                 "BatchNorm", "Dropout", "Residual", "Dense"):
+                 "BatchNorm", "Dropout", "Residual", "Dense", "Repeat", "Embedding",
+                 "PositionalEmbedding", "CausalSelfAttention"):
         assert f"| `{name}(" in text, name
 
 

@@ -13,7 +13,7 @@ import pytest
 from jaxprop.tools import explain as ex
 from jaxprop.cli import main
 
-KEYS = ["z", "a", "da", "delta", "dW", "db", "W_after", "b_after"]
+KEYS = ["z", "a", "da", "delta", "dadz", "dW", "db", "W_after", "b_after"]
 
 
 def close(got, want, tol=1e-6):
@@ -72,8 +72,9 @@ def test_json_structure_exactly():
             assert list(layer) == KEYS
             assert all(isinstance(v, float) for v in jax.tree.leaves(layer))
         shapes = [{k: np.shape(v) for k, v in layer.items()} for layer in step["layers"]]
-        assert shapes[0] == {"z": (1, 2), "a": (1, 2), "da": (1, 2), "delta": (1, 2), "dW": (2, 2), "db": (2,),
-                             "W_after": (2, 2), "b_after": (2,)}
+        assert shapes[0] == {"z": (1, 2), "a": (1, 2), "da": (1, 2), "delta": (1, 2),
+                             "dadz": (1, 2), "dW": (2, 2), "db": (2,), "W_after": (2, 2),
+                             "b_after": (2,)}
     # step 2 starts from step 1's updated weights, and its loss is step 1's loss after update
     one = ex.explain(ex.load_example("2-2-2"))
     assert r["steps"][1]["loss"] == pytest.approx(one["final_loss"], abs=1e-15)
@@ -286,7 +287,7 @@ def test_bad_files_and_arguments(tmp_path, capsys):
         (["explain", str(tmp_path / "missing.json")], ["cannot read spec file", "missing.json"]),
         (["explain", str(tmp_path)], ["cannot read spec file"]),
         (["explain", str(bad_json)], ["invalid JSON at line 3, column 20"]),
-        (["explain"], ["exactly one of SPEC.json or --example"]),
+        (["explain"], ["exactly one of SPEC.json, --example NAME or --model TEXT"]),
         (["explain", str(bad_json), "--example", "2-2-1"], ["exactly one"]),
         (["explain", "--example", "nope"], ["unknown example 'nope'", "2-2-1", "2-2-2"]),
         (["explain", "--example", "2-2-1", "--steps", "0"], ["--steps", "positive integer"]),
@@ -362,7 +363,32 @@ def test_cli_spec_file_and_tables(tmp_path, capsys):
 def test_cli_list_examples(capsys):
     assert main(["explain", "--list-examples"]) == 0
     names = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == ["2-2-1", "2-2-2"]
+    assert names == ["2-2-1", "2-2-2", "xor"]
+
+
+def test_xor_example_is_the_classic_setting():
+    """The bundled XOR: the four patterns of jaxprop.data, 2-4-1 sigmoid, sum of squares,
+    learning rate 0.1, 10,000 steps; its first steps go downhill."""
+    from jaxprop.data import xor
+
+    spec = ex.load_example("xor")
+    x, t = xor()
+    assert spec.input.tolist() == np.asarray(x).tolist()
+    assert spec.target.tolist() == np.asarray(t).tolist()
+    assert [ls.W.shape for ls in spec.layers] == [(2, 4), (4, 1)]
+    assert [ls.activation for ls in spec.layers] == ["sigmoid", "sigmoid"]
+    assert (spec.loss, spec.learning_rate, spec.steps) == ("sse_half", 0.1, 10_000)
+    r = ex.explain(spec, steps=3)
+    losses = [s["loss"] for s in r["steps"]] + [r["final_loss"]]
+    assert all(b < a for a, b in zip(losses, losses[1:]))
+
+
+@pytest.mark.long
+def test_xor_example_learns_xor_in_its_10000_steps():
+    spec = ex.load_example("xor")
+    r = ex.explain(spec)
+    y = np.asarray(r["steps"][-1]["layers"][-1]["a"])
+    assert np.array_equal(np.round(y), spec.target) and r["final_loss"] < 0.01
 
 
 @pytest.mark.long

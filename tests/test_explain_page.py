@@ -89,7 +89,7 @@ def test_many_steps_keep_an_even_sample_and_every_loss():
 @pytest.mark.parametrize("name", sorted(ex.list_examples()))
 def test_diagram_shows_every_value_within_the_width(name):
     spec = ex.load_example(name)
-    result = ex.explain(spec)
+    result = ex.explain(spec, steps=1)
     text = diagram(view(spec, result))
     assert max(map(len, text.splitlines())) <= WIDTH
     for r in result["steps"][0]["layers"]:
@@ -116,6 +116,7 @@ def test_diagram_of_a_wide_network_and_another_example():
     def made_up(i, o):
         return {"z": rng.normal(size=(2, o)).tolist(), "a": rng.normal(size=(2, o)).tolist(),
                 "da": rng.normal(size=(2, o)).tolist(), "delta": rng.normal(size=(2, o)).tolist(),
+                "dadz": rng.normal(size=(2, o)).tolist(),
                 "dW": rng.normal(size=(i, o)).tolist(), "db": rng.normal(size=o).tolist(),
                 "W_after": rng.normal(size=(i, o)).tolist(), "b_after": rng.normal(size=o).tolist()}
 
@@ -209,5 +210,48 @@ def test_page_in_headless_chromium(tmp_path):
         assert img.ndim == 3 and img.shape[:2] == (1000, 1400)
         assert img[..., :3].std() > 0.05  # text, nodes and edges on a white page
         assert (img[..., :3] < 0.5).mean() > 0.005
+    for a, b in zip(shots, shots[1:]):
+        assert np.abs(a[..., :3] - b[..., :3]).mean() > 1e-4
+
+
+@pytest.mark.long
+def test_model_pages_in_headless_chromium(tmp_path):
+    """A relu network from --model (no sigmoid, no textbook sign) and a conv + LayerNorm model
+    drawn as tables: the DOM holds the numbers of the step shown, the step control moves."""
+    browser = _browser()
+    profile = tmp_path / "profile"
+    spec = ex.from_model("dense(3)-relu-dense(2)", 2, loss="mse", learning_rate=0.5, steps=3)
+    result = ex.explain(spec)
+    page = tmp_path / "relu.html"
+    page.write_text(render_html(spec, result))
+    dom = _chromium(browser, profile, "--dump-dom", page.as_uri() + "#step=2&phase=10")
+    assert "step 2/3 · 10/13: backward h0" in dom and "relu′(" in dom
+    r2 = result["steps"][1]["layers"]
+    biggest = lambda v: max(np.ravel(v), key=abs)  # noqa: E731 (a zero prints as -0.0 here)
+    for value in (r2[0]["z"][0][0], biggest(r2[0]["dadz"][0]), biggest(r2[0]["delta"][0]),
+                  r2[1]["da"][0][1], biggest(r2[0]["dW"]), r2[1]["W_after"][2][1]):
+        assert f6(value) in dom, value
+    shown = re.sub(r"<script.*?</script>", "", dom, flags=re.S)
+    assert "textbook" not in shown  # mse: the articles' sign note does not apply
+    shots = [screenshot(browser, page.as_uri() + f"#step={s}&phase={p}", tmp_path / f"r{s}{p}.png",
+                        profile) for s, p in ((1, 1), (2, 10))]
+
+    tables = ex.from_model("conv(3,2,padding=valid)-layernorm-flatten-dense(1)", (3, 3, 1),
+                           steps=2)
+    result = ex.explain(tables)
+    page = tmp_path / "tables.html"
+    page.write_text(render_html(tables, result))
+    dom = _chromium(browser, profile, "--dump-dom", page.as_uri() + "#step=2&phase=3")
+    assert "step 2/2 · 3/11: forward layers[1] layernorm" in dom
+    ln = result["steps"][1]["layers"][1]
+    for value in (ln["output"][1][1][0][2], ln["doutput"][0][0][1][0],
+                  ln["params_after"]["scale"][2], result["steps"][1]["loss"]):
+        assert f6(value) in dom, value
+    one = _chromium(browser, profile, "--dump-dom", page.as_uri() + "#step=1&phase=3")
+    assert "step 1/2 · 3/11" in one and f6(ln["output"][1][1][0][2]) not in one
+    shots += [screenshot(browser, page.as_uri() + f"#step={s}&phase={p}",
+                         tmp_path / f"t{s}{p}.png", profile) for s, p in ((1, 3), (2, 9))]
+    for img in shots:
+        assert img[..., :3].std() > 0.05 and (img[..., :3] < 0.5).mean() > 0.005
     for a, b in zip(shots, shots[1:]):
         assert np.abs(a[..., :3] - b[..., :3]).mean() > 1e-4

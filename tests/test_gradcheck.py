@@ -69,7 +69,7 @@ def test_broken_layer_is_reported(factor):
     assert report.first_failure.index == "1" and report.first_failure.name == "broken_tanh"
     assert report.verdict().startswith("FAILED: layer 1 (broken_tanh): dx disagrees")
     assert "2 of 4 gradient leaves disagree: layer 0 Dense(6) W, layer 0 Dense(6) b" \
-        in report.verdict()
+        in report.details()
 
 
 @pytest.mark.x64
@@ -83,7 +83,7 @@ def test_large_leaves_are_sampled_and_say_so():
     sizes = {c.name: (c.fd_coords, c.size, c.sampled) for c in report.leaves}
     assert sizes["layer 0 Dense(40) W"] == (30, 120, True)
     assert sizes["layer 2 Dense(2) b"] == (2, 2, False)
-    assert "random 30-coordinate subset of 3 large leaf(s)" in report.verdict()
+    assert "random 30-coordinate subset of 3 large leaf(s)" in report.details()
     assert "(FD on 30/120)" in str(report)
 
 
@@ -198,7 +198,7 @@ def test_check_gradients_dtype_casts_the_params():
     report = jp.check_gradients(model, "mse", params, x, t, dtype=jnp.float64)
     assert report.ok, str(report)
     assert report.dtype == "float64" and {c.dtype for c in report.leaves} == {"float64"}
-    assert "rtol 1e-10 in float64" in report.verdict()
+    assert "rtol 1e-10 in float64" in report.details()
 
 
 @pytest.mark.parametrize("batch", [0, -1, 2.5, True])

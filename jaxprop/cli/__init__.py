@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "explain": "Trace gradient descent step by step on your own small network (JSON spec).",
     "train": "Train a network on a dataset with a JIT-compiled loop.",
     "predict": "Predict the rows of a CSV file with a trained run's model.",
+    "generate": "Sample text from a trained sequence run's model (--dataset text, reverse, "
+                "sort).",
     "evaluate": "Measure a trained run's model: loss, accuracy and confusion matrix, or R², "
                 "RMSE and MAE.",
     "summary": "Show a model's layers, output shapes, parameters, FLOPs and state.",

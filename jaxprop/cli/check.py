@@ -8,7 +8,12 @@ What to check:
 * your own model: ``--model my_module:make_model [--in-shape 8] [--loss mse]``, or as text:
   ``--model "dense(8)-swish-dense(1)" --in-shape 4 --import my_layers`` (``--import``: a module
   or ``.py`` file imported first, e.g. one that registers layers with ``jp.register_layer``);
+* any JAX function's gradient rule (a ``jax.custom_vjp`` or ``jax.custom_jvp``):
+  ``--function my_module:fn --args "f32[8,16],f32[16]"`` (:mod:`jaxprop.tools.check_function`);
 * second order too: ``--order 2`` (:func:`jaxprop.check_hvp` after the first-order check).
+
+Inputs: ``check_layer``'s draws (normal, wide, near kinks), plus ``--input-scale S``,
+``--input-range LO,HI`` or ``--inputs FILE.npy`` (for a model: its inputs ``x`` instead).
 
 ``my_module`` is a module on the path (the current folder included) or a file,
 ``path/to/file.py:Name``; ``Name`` is a Layer (a model is a Layer) or a function of no
@@ -20,34 +25,45 @@ Exit 0 when everything agrees, 1 when anything does not, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import inspect
-import os
 import re
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxprop.core.checks import check_output_fits_loss
 from jaxprop.core.layers import ACTIVATIONS, Layer
 from jaxprop.core.losses import LOSSES, get_loss
 from jaxprop.core.network import Model, mlp, serial
 from jaxprop.core.spec import parse_model
-from jaxprop.tools.gradcheck import MAX_FD_COORDS, check_fits, check_gradients, check_layer
+from jaxprop.tools.check_function import MAX_FD_COORDS as MAX_FD_COORDS_FUNCTION
+from jaxprop.tools.check_function import check_jvp, check_vjp
+from jaxprop.tools.gradcheck import (
+    DEFAULT_BATCH,
+    MAX_FD_COORDS,
+    check_fits,
+    check_gradients,
+    check_layer,
+    draw_inputs,
+    input_draw,
+)
 from jaxprop.tools.gradcheck_report import (
+    ERROR_LEGEND,
     GradCheckReport,
     LayerReport,
     layer_rows,
-    problems,
+    leaf_rows,
     quantity_rows,
 )
 from jaxprop.cli.args import add_import_option, import_modules, parse_sizes
+from jaxprop.imports import import_source
+from jaxprop.predict import read_npy
 from jaxprop.tools.presets import PRESETS, make_data, preset
 
 DEFAULT_ACTIVATION, DEFAULT_OUTPUT_ACTIVATION = "tanh", "identity"  # of a --sizes network
+ARG_DTYPES = {"f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16",
+              "i32": "int32", "i64": "int64"}
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -70,6 +86,29 @@ def parse_in_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def parse_arg_specs(text: str) -> list[jax.ShapeDtypeStruct]:
+    """``"f32[8,16],f32[16]"`` -> ``[ShapeDtypeStruct((8, 16), float32), ...]`` (``f32[]``: a
+    scalar); ``ValueError`` naming the bad part."""
+    parts = re.findall(r"\s*([^,\[\]]*)\[([^\]]*)\]\s*(?:,|$)", text)
+    rebuilt = ",".join(f"{d}[{s}]" for d, s in parts)
+    if not parts or rebuilt.replace(" ", "") != text.replace(" ", ""):
+        raise ValueError(f'--args must be dtype[shape] parts like "f32[8,16],f32[16]", got '
+                         f"{text!r}")
+    specs = []
+    for dtype, shape in parts:
+        if dtype.strip() not in ARG_DTYPES:
+            raise ValueError(f"--args: unknown dtype {dtype.strip()!r} in {text!r}; known: "
+                             f"{', '.join(ARG_DTYPES)}")
+        try:
+            dims = tuple(int(d) for d in shape.split(",")) if shape.strip() else ()
+        except ValueError:
+            dims = (-1,)
+        if any(d < 1 for d in dims):
+            raise ValueError(f"--args: bad shape [{shape}] in {text!r} (positive ints)")
+        specs.append(jax.ShapeDtypeStruct(dims, jnp.dtype(ARG_DTYPES[dtype.strip()])))
+    return specs
+
+
 def _in_shape_arg(text: str) -> tuple[int, ...]:
     try:
         return parse_in_shape(text)
@@ -90,6 +129,19 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                       help="check your own model layer by layer, then end to end (as --layer), "
                            "or an architecture text such as 'dense(8)-tanh-dense(1)' (with "
                            "--in-shape)")
+    what.add_argument("--function", metavar="MODULE:NAME",
+                      help="check a JAX function's gradient rule (jax.custom_vjp: reverse mode, "
+                           "jax.custom_jvp: forward mode) at random arguments; needs --args")
+    p.add_argument("--args", metavar="SPEC", default=None,
+                   help='--function\'s arguments as dtype[shape], e.g. "f32[8,16],f32[16]" '
+                        f"(dtypes: {', '.join(ARG_DTYPES)})")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--input-scale", type=float, default=None, metavar="S",
+                       help="also check at inputs drawn from N(0, S^2)")
+    given.add_argument("--input-range", default=None, metavar="LO,HI",
+                       help="also check at inputs drawn uniformly from [LO, HI]")
+    given.add_argument("--inputs", default=None, metavar="FILE.npy",
+                       help="also check at these inputs: (n, *in_shape)")
     p.add_argument("--in-shape", type=_in_shape_arg, default=None,
                    help="one example's shape for --layer/--model, e.g. 8 or 28,28,1")
     p.add_argument("--eval", action="store_true",
@@ -104,8 +156,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", default=None,
                    help=f"loss (known: {', '.join(LOSSES)}; default: the preset's, else mse; "
                         "not with --layer)")
-    p.add_argument("--batch", type=int, default=8,
-                   help="examples in the batch (default 8; --preset xor uses its 4 points)")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                   help=f"examples in the batch (default {DEFAULT_BATCH}, as jp.check_layer; "
+                        "--preset xor uses its 4 points)")
     p.add_argument("--seed", type=int, default=0, help="random seed for params and data")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--order", type=int, choices=(1, 2), default=1,
@@ -127,61 +180,18 @@ def load_object(text: str, option: str):
     source, _, name = text.rpartition(":")
     if not source or not name.isidentifier():
         raise ValueError(f"{option} must be MODULE:NAME or path/to/file.py:NAME, got {text!r}")
-    if source.endswith(".py") or "/" in source or os.sep in source:
-        module = _import_file(Path(source), option)
-    else:
-        module = _import_module(source, option)
+    try:
+        module = import_source(source, option)
+    except ValueError as e:
+        if isinstance(e.__cause__, SystemExit):  # the user's module ended the process's work
+            raise ValueError(f"{e}; nothing was checked") from None
+        raise
     if not hasattr(module, name):
         found = sorted(k for k, v in vars(module).items()
                        if not k.startswith("_") and (isinstance(v, Layer) or inspect.isfunction(v)))
         hint = f"; it has: {', '.join(found)}" if found else ""
         raise ValueError(f"{option}: {source} has no attribute {name!r}{hint}")
     return getattr(module, name)
-
-
-def _import_file(path: Path, option: str):
-    if not path.is_file():
-        raise ValueError(f"{option}: no such file: {path}")
-    name = f"_jaxprop_user_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"{option}: cannot import {path} (not a Python file?)")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.resolve().parent))  # its own imports of neighbouring modules
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code: one line, exit 2
-        sys.modules.pop(name, None)
-        raise ValueError(f"{option}: importing {path} failed: {_why(e)}") from e
-    finally:
-        sys.path.remove(str(path.resolve().parent))
-    return module
-
-
-def _import_module(source: str, option: str):
-    added = os.getcwd() not in sys.path  # `jaxprop check --layer my_layers:X` in my project
-    if added:
-        sys.path.insert(0, os.getcwd())
-    try:
-        return importlib.import_module(source)
-    except ModuleNotFoundError as e:
-        if e.name and (source == e.name or source.startswith(e.name + ".")):
-            raise ValueError(f"{option}: no module named {source!r} (run from the folder that "
-                             "holds it, or give the path of its .py file)") from None
-        raise ValueError(f"{option}: importing {source} failed: {e}") from e
-    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code: one line, exit 2
-        raise ValueError(f"{option}: importing {source} failed: {_why(e)}") from e
-    finally:
-        if added:
-            sys.path.remove(os.getcwd())
-
-
-def _why(error: BaseException) -> str:
-    """Why importing the user's code failed, in a few words (``sys.exit`` is no pass)."""
-    if isinstance(error, SystemExit):
-        return f"it called sys.exit({error.code!r}); nothing was checked"
-    return f"{type(error).__name__}: {error}"
 
 
 def as_layer(obj, text: str, option: str) -> Layer:
@@ -267,6 +277,17 @@ def _check_options(args) -> None:
                          "(give --model)")
     if args.in_shape is not None and args.layer is None and args.model is None:
         raise ValueError("--in-shape goes with --layer or --model")
+    if (args.args is None) != (args.function is None):
+        raise ValueError("--function needs --args (e.g. \"f32[8,16],f32[16]\")" if
+                         args.args is None else "--args goes with --function")
+    if args.function is not None:
+        for name in ("in_shape", "activation", "output_activation", "loss", "input_scale",
+                     "input_range", "inputs"):
+            if getattr(args, name) not in (None, False):
+                raise ValueError(f"--{name.replace('_', '-')} does not go with --function "
+                                 "(--args gives its arguments)")
+        if args.eval:
+            raise ValueError("--eval does not go with --function")
     mode, unused = (("--layer", _NOT_WITH_LAYER) if args.layer is not None else
                     ("--model", _NOT_WITH_MODEL) if args.model is not None else (None, ()))
     for name, why in unused:
@@ -274,9 +295,31 @@ def _check_options(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} does not go with {mode}: {why}")
 
 
+def user_inputs(args):
+    """The inputs ``--input-scale``/``--input-range``/``--inputs`` ask for (``check_layer``'s
+    ``inputs=``), or ``None``; ``ValueError`` (exit 2) for a bad value or file."""
+    if args.input_scale is not None:
+        input_draw(args.input_scale)  # checked now: exit 2
+        return args.input_scale
+    if args.input_range is not None:
+        try:
+            lo, hi = (float(v) for v in args.input_range.split(","))
+        except ValueError:
+            raise ValueError(f"--input-range must be LO,HI like -8,-4, got "
+                             f"{args.input_range!r}") from None
+        if not lo < hi:
+            raise ValueError(f"--input-range must have LO < HI, got {args.input_range!r}")
+        return (lo, hi)
+    if args.inputs is not None:
+        return read_npy(args.inputs)
+    return None
+
+
 def run(args) -> int:
     import_modules(args)
     _check_options(args)
+    if args.function is not None:
+        return run_function(args)
     if args.layer is not None:
         return run_layer(args)
     with jax.enable_x64(args.dtype == "float64" or jax.config.jax_enable_x64):
@@ -287,7 +330,19 @@ def run(args) -> int:
         if data is None:  # before anything is initialised or drawn
             check_fits(model, tuple(in_shape), args.batch)
         params, state, out_shape = model.init(k_params, in_shape)
-        x, t = data or make_data(k_data, loss_name, in_shape, out_shape, args.batch, dtype)
+        inputs = user_inputs(args)
+        if inputs is not None and data is not None:
+            raise ValueError("--input-scale/--input-range/--inputs do not go with --preset xor "
+                             "(it checks at its own 4 points)")
+        if inputs is not None and model.integer_inputs:
+            raise ValueError("--input-scale/--input-range/--inputs draw float inputs, but this "
+                             "model takes token ids: leave them out (ids are drawn uniformly)")
+        batch = args.batch if not hasattr(inputs, "shape") else int(inputs.shape[0])
+        x, t = data or make_data(k_data, loss_name, in_shape, out_shape, batch, dtype,
+                                 integer_inputs=model.integer_inputs)
+        if inputs is not None:  # the model's inputs from the user's draw
+            rng = np.random.default_rng(args.seed)
+            x = draw_inputs(input_draw(inputs), rng, batch, tuple(in_shape)).astype(dtype)
         report = check_gradients(
             model, loss_name, params, x, t, state=state, train=not args.eval, dtype=dtype,
             max_fd_coords=MAX_FD_COORDS if args.max_fd_coords is None else args.max_fd_coords,
@@ -308,10 +363,30 @@ def run_layer(args) -> int:
         raise ValueError("--layer needs --in-shape (one example's shape, e.g. 8 or 28,28,1)")
     layer = as_layer(load_object(args.layer, "--layer"), args.layer, "--layer")
     report = check_layer(layer, args.in_shape, batch=args.batch, key=jax.random.key(args.seed),
-                         dtype=jnp.dtype(args.dtype), train=not args.eval)
+                         dtype=jnp.dtype(args.dtype), train=not args.eval,
+                         inputs=user_inputs(args))
     mode = "evaluation" if args.eval else "training"
     print_layer_report(report, f"{layer.name}  |  in shape {args.in_shape}  |  batch "
                                f"{args.batch}  |  {mode}  |  {args.dtype}")
+    return 0 if report.ok else 1
+
+
+def run_function(args) -> int:
+    """``--function``: :func:`~jaxprop.check_vjp` (``check_jvp`` for a ``jax.custom_jvp``)."""
+    specs = parse_arg_specs(args.args)
+    fn = load_object(args.function, "--function")
+    if not callable(fn) or isinstance(fn, Layer):
+        raise ValueError(f"--function: {args.function} is not a function (it is of type "
+                         f"{type(fn).__name__}; check a layer with --layer)")
+    check = check_jvp if isinstance(fn, jax.custom_jvp) else check_vjp
+    f64 = any(s.dtype == jnp.float64 for s in specs)
+    with jax.enable_x64(f64 or jax.config.jax_enable_x64):
+        report = check(fn, *specs, seed=args.seed, max_fd_coords=args.max_fd_coords or
+                       MAX_FD_COORDS_FUNCTION)
+    console = _console()
+    console.print(report.verdict(), style="green" if report.ok else "bold red",
+                  highlight=False, soft_wrap=True)
+    console.print(report.details(), highlight=False, soft_wrap=True)
     return 0 if report.ok else 1
 
 
@@ -328,12 +403,12 @@ def _console():
     return console
 
 
-def _rich_table(header, rows, title=None):
+def _rich_table(header, rows):
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for i, name in enumerate(header):
-        table.add_column(name, no_wrap=True, justify="right" if name.startswith("vs ") else
+        table.add_column(name, no_wrap=True, justify="right" if name == "error" else
                          "center" if name == "ok" else "left")
     for row in rows:
         table.add_row(*row[:-1], "[green]yes[/green]" if row[-1] == "yes" else
@@ -341,39 +416,26 @@ def _rich_table(header, rows, title=None):
     return table
 
 
-def _print_problems_and_verdict(console, layers, verdict: str, ok: bool) -> None:
-    for line in problems(layers):
-        console.print(f"  {line}", style="red", highlight=False, soft_wrap=True)
-    console.print(verdict, style="green" if ok else "bold red", highlight=False, soft_wrap=True)
+def _print_verdict_and_details(console, report) -> None:
+    console.print(ERROR_LEGEND, style="dim", highlight=False, soft_wrap=True)
+    console.print(report.verdict(), style="green" if report.ok else "bold red", highlight=False,
+                  soft_wrap=True)
+    console.print(report.details(), highlight=False, soft_wrap=True)
 
 
 def print_layer_report(report: LayerReport, title: str) -> None:
     console = _console()
-    console.print(_rich_table(*quantity_rows(report.layers), title=title))
-    _print_problems_and_verdict(console, report.layers, report.verdict(), report.ok)
+    console.print(title, highlight=False, soft_wrap=True)
+    console.print(_rich_table(*quantity_rows(report.layers)))
+    _print_verdict_and_details(console, report)
 
 
 def print_report(report: GradCheckReport, title: str) -> None:
-    from rich.table import Table
-
     console = _console()
     if report.layers:
-        console.print(_rich_table(*layer_rows(report.layers),
-                                  title=f"{title}  |  every layer's backward"))
-    table = Table(title=f"{title}  |  end to end", title_justify="left")
-    table.add_column("leaf", no_wrap=True)
-    table.add_column("shape", no_wrap=True)
-    table.add_column("vs jax.grad: abs / rel", justify="right", no_wrap=True)
-    table.add_column("vs FD: abs / rel", justify="right", no_wrap=True)
-    table.add_column("ok", justify="center")
-    for c in report.leaves:
-        fd = f"{c.fd_abs_err:.1e} / {c.fd_rel_err:.1e}"
-        if c.sampled:
-            fd += f" ({c.fd_coords} of {c.size})"
-        table.add_row(
-            c.name, str(c.shape), f"{c.grad_abs_err:.1e} / {c.grad_rel_err:.1e}", fd,
-            "[green]yes[/green]" if c.ok else "[bold red]NO[/bold red]",
-        )  # fmt: skip
+        console.print(f"{title}  |  every layer's backward", highlight=False, soft_wrap=True)
+        console.print(_rich_table(*layer_rows(report.layers)))
     if report.leaves:
-        console.print(table)
-    _print_problems_and_verdict(console, report.layers, report.verdict(), report.ok)
+        console.print(f"{title}  |  end to end", highlight=False, soft_wrap=True)
+        console.print(_rich_table(*leaf_rows(report)))
+    _print_verdict_and_details(console, report)

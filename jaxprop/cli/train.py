@@ -18,6 +18,11 @@ stops when its loss (else the test loss) has not improved for PATIENCE epochs, k
 best epoch's params (see :func:`jaxprop.train.optimizers.make_optimizer`,
 :mod:`jaxprop.train.early_stopping`).
 What the run folder holds: :mod:`jaxprop.runs`.
+``--dataset text|reverse|sort`` trains a GPT (:func:`jaxprop.core.sequence.gpt`, sizes from
+``--blocks/--features/--heads``; ``--model`` replaces it) on windows of ``--context`` tokens
+with ``sparse_softmax_cross_entropy``; ``--text FILE`` gives the text (default: Python's help
+topics); the table adds the perplexities and the unigram baseline (see
+:mod:`jaxprop.data.text`); ``jaxprop generate`` samples from the run.
 ``--resume DIR`` continues a run from its checkpoint with the saved config, up to ``--epochs``
 in total. Ctrl-C or SIGTERM stop within about a second: the last finished epoch is saved and
 the command says how to resume.
@@ -37,7 +42,7 @@ import sys
 
 from jaxprop.cli.args import add_import_option, import_modules, parse_sizes, positive_int
 from jaxprop.core.validate import is_int, is_number
-from jaxprop.data import DATASETS
+from jaxprop.data import DATASETS, SEQUENCE_DATASETS
 from jaxprop.data.preprocessing import MAX_SEED
 from jaxprop.runs import MODEL_KEYS, TRAINING_DEFAULTS
 from jaxprop.train.fit import MAX_EPOCHS
@@ -66,7 +71,12 @@ DEFAULTS = {
     "fashion-mnist": dict(hidden=[128, 64], activation="relu", lr=1e-3, epochs=10,
                           batch_size=128, log_every=1),
     "csv": {},
+    # sequences: a GPT (runs.GPT_SIZES), adam, minibatches of windows
+    "text": dict(lr=1e-3, epochs=10, batch_size=32, log_every=1),
+    "reverse": dict(lr=3e-3, epochs=3, batch_size=64, log_every=1),
+    "sort": dict(lr=3e-3, epochs=4, batch_size=64, log_every=1),
 }
+SEQUENCE_OPTIONS = ("context", "blocks", "features", "heads")
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     """The options of ``jaxprop train``, group by group (in the order ``--help`` lists them)."""
@@ -83,6 +93,12 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", default=None, metavar="PATH", help="CSV file for --dataset csv")
     p.add_argument("--label-column", default=None,
                    help="label column of the CSV: index (default -1) or header name")
+    p.add_argument("--text", default=None, metavar="FILE",
+                   help="UTF-8 text file for --dataset text (default: Python's help topics, "
+                        "pydoc_data.topics)")
+    p.add_argument("--context", type=int, default=None, metavar="T",
+                   help="tokens per example for --dataset text/reverse/sort (default 64 for "
+                        "text, 16 for reverse and sort: 8 digits, '=', the answer)")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -100,6 +116,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="output activation (default: from the loss)")
     p.add_argument("--loss", default=None, help="loss name (default: from the task)")
     p.add_argument("--init", default=None, help="weight initialiser (normal, glorot, he, ...)")
+    p.add_argument("--blocks", type=int, default=None,
+                   help="the GPT of a sequence dataset: transformer blocks (default 4 for text, "
+                        "2 for reverse/sort)")
+    p.add_argument("--features", type=int, default=None,
+                   help="the GPT's width (default 128 for text, 64 for reverse/sort)")
+    p.add_argument("--heads", type=int, default=None,
+                   help="the GPT's attention heads (default 4)")
     add_import_option(p)
 
 
@@ -221,7 +244,8 @@ def build_config(args) -> dict:
     dataset = args.dataset or "xor"
     d = {**COMMON, "output_activation": None, "loss": None, **DEFAULTS[dataset]}
     cfg = {"dataset": dataset, "data_dir": args.data_dir, "csv": args.csv,
-           "label_column": args.label_column, "task": args.task,
+           "label_column": args.label_column, "task": args.task, "text": args.text,
+           **{key: getattr(args, key) for key in SEQUENCE_OPTIONS},
            "seed": 0 if args.seed is None else args.seed, "drop_last": bool(args.drop_last)}
     for key in ("hidden", "activation", "output_activation", "loss", "init", "optimizer", "lr",
                 "epochs", "batch_size", "log_every", "precision"):
@@ -236,6 +260,9 @@ def build_config(args) -> dict:
         cfg["log_every"] = min(cfg["log_every"], max(1, args.early_stopping // 10))
     cfg["hidden"] = parse_hidden(cfg["hidden"])
     cfg["model"] = args.model
+    if dataset in SEQUENCE_DATASETS:
+        _check_sequence_flags(args)
+        cfg["hidden"] = cfg["activation"] = None
     if args.model is not None:
         for flag in ("hidden", "activation", "init"):
             if getattr(args, flag) is not None:
@@ -250,6 +277,21 @@ def build_config(args) -> dict:
     cfg["out"] = default_out(dataset) if args.out is None else args.out
     validate_config(cfg)
     return cfg
+
+
+def _check_sequence_flags(args) -> None:
+    """Refuse the MLP's flags for a sequence dataset (it trains a GPT), and the GPT's sizes
+    together with ``--model``."""
+    for flag in ("hidden", "activation", "init"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag} describes an MLP; --dataset {args.dataset} trains a GPT "
+                             "(--blocks/--features/--heads) or the --model you give")
+    if args.model is not None:
+        given = [f"--{key}" for key in ("blocks", "features", "heads")
+                 if getattr(args, key) is not None]
+        if given:
+            raise ValueError(f"{'/'.join(given)} size the default GPT that --model replaces; "
+                             "give one or the other")
 
 
 def default_out(dataset: str) -> str:
@@ -297,6 +339,16 @@ def validate_config(cfg: dict) -> None:
             raise ValueError(f"{flag} applies only to --dataset {'/'.join(allowed)}")
     if cfg.get("task") == "regression" and cfg["dataset"] != "csv":
         raise ValueError("--task regression applies only to --dataset csv")
+    if cfg.get("text") is not None and cfg["dataset"] != "text":
+        raise ValueError("--text applies only to --dataset text")
+    for key in SEQUENCE_OPTIONS:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if cfg["dataset"] not in SEQUENCE_DATASETS:
+            raise ValueError(f"--{key} applies only to --dataset {'/'.join(SEQUENCE_DATASETS)}")
+        if not is_int(value) or value < 1:
+            raise ValueError(f"--{key} must be a positive integer; got {value}")
 
 
 def validate_training_options(cfg: dict) -> None:
@@ -654,9 +706,11 @@ def _table(cfg, metrics, out) -> None:
     table = Table(title=f"{cfg['dataset']}: {metrics['epoch']} epochs",
                   caption=f"{metrics['wall_time']:.2f} s, compile {metrics['compile_time']:.2f} s")
     regression = "train_rmse" in metrics
+    sequence = "unigram_loss" in metrics
     table.add_column("split")
     table.add_column("loss", justify="right")
-    for name in (("RMSE", "R²") if regression else ("accuracy",)):
+    for name in (("RMSE", "R²") if regression else ("token accuracy", "perplexity")
+                 if sequence else ("accuracy",)):
         table.add_column(name, justify="right")
     for split in ("train", "val", "test"):
         if f"{split}_loss" not in metrics:
@@ -668,9 +722,16 @@ def _table(cfg, metrics, out) -> None:
         else:
             acc = metrics.get(f"{split}_accuracy")
             cells = ["n/a" if acc is None else f"{100 * acc:.2f}%"]
+            if sequence:
+                ppl = metrics.get(f"{split}_perplexity")
+                cells.append("n/a" if ppl is None else f"{ppl:.4g}")
         table.add_row(split, f"{metrics[f'{split}_loss']:.5g}", *cells)
     console = Console()
     console.print(table)
+    if sequence:
+        # the unigram baseline: the entropy of the training tokens' frequencies
+        console.print(f"test loss {metrics['test_loss']:.4f} nats per token; unigram "
+                      f"baseline {metrics['unigram_loss']:.4f} (no context)")
     if metrics.get("stopped_early"):
         console.print(f"stopped early after epoch {metrics['last_epoch']}: no better held-out "
                       f"loss for {cfg['early_stopping']} epochs; the model is epoch "

@@ -83,7 +83,7 @@ def value_and_grad(model: Layer, loss: str | Loss, params, x, t, *, state=None, 
     """
     require_model(model, "value_and_grad")
     loss = get_loss(loss)
-    x, t = validate_data(params, x, t, check_finite=check_finite, loss=loss)
+    x, t = validate_data(params, x, t, check_finite=check_finite, loss=loss, model=model)
     if loss.integer_labels:
         check_labels_fit(model, params, state, x, t)
     return _value_and_grad(model, loss, params, x, t, state, key, train=train)

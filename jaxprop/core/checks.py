@@ -86,11 +86,33 @@ def _labels(a, check_finite):
     return _to_device(host.astype(np.int32))  # (jnp.asarray would compile a program per shape)
 
 
-def validate_data(params, x, t=None, *, check_finite: bool = True, loss=None):
+def _ids(a, vocab: int, where: str):
+    """Integer ids ``0..vocab-1`` as int32 (the inputs of a model that starts with an
+    Embedding); floats are refused, and concrete ids outside the range too."""
+    if not isinstance(a, jax.Array):
+        a = np.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.integer):
+        raise ValueError(f"x has dtype {a.dtype} but {where} takes integer token ids "
+                         f"0..{vocab - 1}")
+    if isinstance(a, jax.core.Tracer):
+        return a.astype(jnp.int32)
+    host = np.asarray(a)
+    low, high = (int(host.min()), int(host.max())) if host.size else (0, 0)
+    if low < 0 or high >= vocab:
+        raise ValueError(f"x holds token id {low if low < 0 else high} but {where} takes ids "
+                         f"0..{vocab - 1}")
+    if isinstance(a, jax.Array) and a.dtype == jnp.int32:
+        return a
+    return _to_device(host.astype(np.int32))
+
+
+def validate_data(params, x, t=None, *, check_finite: bool = True, loss=None, model=None):
     """Check ``x`` (and ``t``) suit ``params``: floating arrays, cast to the params' dtype.
 
     Not empty, finite when concrete. With a ``loss`` on integer labels
     (``loss.integer_labels``), ``t`` must hold integer class labels instead (returned as
+    int32). With a ``model`` on integer ids (``model.integer_inputs``: it starts with an
+    Embedding), ``x`` must hold integer ids in ``0..integer_inputs-1`` instead (returned as
     int32). Raises ``ValueError`` naming the problem (also for params that are not floating
     point).
 
@@ -101,6 +123,7 @@ def validate_data(params, x, t=None, *, check_finite: bool = True, loss=None):
       check_finite: check concrete (not traced) arrays for NaN/Inf.
       loss: a loss name or :class:`~jaxprop.Loss`, or ``None``; only whether it takes integer
         labels matters.
+      model: the model, or ``None``; only whether it takes integer ids matters.
 
     Returns:
       JAX arrays: ``x`` when ``t`` is ``None``, else ``(x, t)``.
@@ -108,7 +131,11 @@ def validate_data(params, x, t=None, *, check_finite: bool = True, loss=None):
     from jaxprop.core.losses import get_loss
 
     want = params_dtype(params)
-    x = _floating("x", x, want, check_finite)
+    vocab = getattr(model, "integer_inputs", None)
+    if vocab:
+        x = _ids(x, vocab, f"the model's first layer ({_first_layer_name(model)})")
+    else:
+        x = _floating("x", x, want, check_finite)
     if x.size == 0:
         raise ValueError(f"x is empty (shape {tuple(x.shape)}): a batch needs at least one "
                          "example")
@@ -164,6 +191,13 @@ def _to_device(a):
     if isinstance(a, np.ndarray) and a.dtype == jax.dtypes.canonicalize_dtype(a.dtype):
         return jax.device_put(a)
     return jnp.asarray(a)
+
+
+def _first_layer_name(model) -> str:
+    """The name of the innermost first layer of ``model`` (the one that takes its inputs)."""
+    while getattr(model, "sublayers", ()):
+        model = model.sublayers[0]
+    return model.name
 
 
 def _output_layer_name(model) -> str:

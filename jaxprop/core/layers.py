@@ -60,6 +60,10 @@ class Layer:
       preferred_init: the weight initializer (a name in ``INITIALIZERS``) that suits the Dense
         layers feeding this activation (``"he"`` for the ReLU family), or ``None`` for no
         preference (:func:`~jaxprop.core.network.default_init` then picks Glorot).
+      integer_inputs: for a layer whose input is not differentiable, integer ids in
+        ``0..integer_inputs-1`` (an Embedding's vocabulary size); ``None`` (the default) for a
+        layer on floating inputs. Such a layer's ``backward`` returns ``dx=None``; ``serial``
+        takes it only first, and data checks give it integer ``x`` (docs/layers.md).
 
     Layers compare and hash by identity, so they can be static arguments of ``jax.jit``.
     """
@@ -74,6 +78,7 @@ class Layer:
     sublayers: tuple["Layer", ...] = ()
     is_activation: bool = False
     preferred_init: str | None = None
+    integer_inputs: int | None = None
 
     def __repr__(self) -> str:
         return f"Layer({self.name})"

@@ -18,6 +18,10 @@ name                              value                                         
                                   class labels ``(...,)`` instead of one-hot rows
 ================================  ==================================================  ==========
 
+A row is everything but the last axis: for a sequence model's logits ``(B, T, V)`` against
+integer targets ``(B, T)``, ``sparse_softmax_cross_entropy`` is the mean over all ``B T``
+tokens, its gradient ``(softmax(y) - one_hot(t)) / (B T)``, and accuracy the token accuracy.
+
 ``bce`` takes probabilities and clips them to ``[eps, 1 - eps]`` (``eps`` = machine epsilon of
 the dtype) so a saturated sigmoid never gives ``log(0)``; its gradient is the formula evaluated
 at the clipped probability (straight through the clip), which keeps saturated units learning.

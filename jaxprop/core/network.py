@@ -214,7 +214,9 @@ def serial(*layers: Layer, in_shape: Sequence[int] | None = None) -> Model:
 
     The result is a :class:`Model`: a Layer whose params and state are lists with one entry
     per layer, whose ``forward`` gives each layer its own key (``jax.random.split`` of
-    ``key``, once per layer) and whose ``couples_batch`` is set when any layer's is.
+    ``key``, once per layer) and whose ``couples_batch`` is set when any layer's is. A layer
+    on integer ids (``integer_inputs``: an Embedding) may only come first; the model then takes
+    integer ids too.
     """
     if not layers:
         raise ValueError("serial() needs at least one layer")
@@ -222,6 +224,10 @@ def serial(*layers: Layer, in_shape: Sequence[int] | None = None) -> Model:
         if not isinstance(layer, Layer):
             raise ValueError(f"serial() takes Layers or Models, got {type(layer).__name__}")
     layers = tuple(layers)
+    for i, layer in enumerate(layers[1:], 1):
+        if layer.integer_inputs:
+            raise ValueError(f"serial(): layer {i} ({layer.name}) takes integer ids, which no "
+                             "layer gives: it must come first")
     own_shape = None if in_shape is None else tuple(in_shape)
 
     def init_all(key, shape):
@@ -259,6 +265,7 @@ def serial(*layers: Layer, in_shape: Sequence[int] | None = None) -> Model:
         name=" -> ".join(layer.name for layer in layers),
         couples_batch=any(layer.couples_batch for layer in layers),
         output_range=layers[-1].output_range, spec=spec, sublayers=layers, in_shape=own_shape,
+        integer_inputs=layers[0].integer_inputs,
     )
     return model
 
@@ -357,6 +364,9 @@ def Residual(block: Layer) -> Layer:
     """
     if not isinstance(block, Layer):
         raise ValueError(f"Residual takes a Layer or Model, got {type(block).__name__}")
+    if block.integer_inputs:
+        raise ValueError(f"Residual({block.name}): the block takes integer ids; y = x + "
+                         "block(x) needs a floating x")
 
     def init(key, in_shape):
         params, state, out_shape = block.init(key, tuple(in_shape))
@@ -378,3 +388,27 @@ def Residual(block: Layer) -> Layer:
     spec = f"residual({block.spec})" if block.spec and not one_layer_model else None
     return Layer(init, forward, backward, f"Residual({block.name})",
                  couples_batch=block.couples_batch, spec=spec, sublayers=(block,))
+
+
+# The most copies Repeat makes (each is a layer of its own with its own params).
+MAX_REPEAT = 1024
+
+
+def Repeat(n: int, block: Layer) -> Model:
+    """``n`` copies of ``block`` in a row, each with its own params: ``serial(block, ..., block)``.
+
+    Shapes: the block's output shape must be its input shape (``x: (..., *in) -> (..., *in)``)
+    for ``n > 1``. Params and state: lists with one entry per copy. Its text is
+    ``repeat(n,<block's text>)``: ``repeat(4,residual(layernorm-attention(4)))``.
+    """
+    if not is_int(n) or not 1 <= n <= MAX_REPEAT:
+        raise ValueError(f"Repeat: n must be an int in 1..{MAX_REPEAT}, got {n!r}")
+    if not isinstance(block, Layer):
+        raise ValueError(f"Repeat takes a Layer or Model, got {type(block).__name__}")
+    if block.integer_inputs and n > 1:
+        raise ValueError(f"Repeat({n}, {block.name}): the block takes integer ids, which no "
+                         "copy of it gives")
+    model = serial(*([block] * int(n)))
+    one_layer_model = isinstance(block, Model) and len(block.layers) == 1
+    spec = f"repeat({int(n)},{block.spec})" if block.spec and not one_layer_model else None
+    return dataclasses.replace(model, name=f"{int(n)} x ({block.name})", spec=spec)

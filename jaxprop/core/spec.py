@@ -10,8 +10,12 @@ any model made of registered layers (checkpoints and ``jaxprop train --model`` r
 Registered names (:data:`LAYER_SPECS`): ``dense(n)``, every activation name (``ACTIVATIONS``),
 ``conv(features,kernel[,stride])`` (keywords ``padding=same|valid|n``, ``dilation=n``,
 ``bias=0|1``), ``maxpool(k[,stride])`` and ``avgpool(k[,stride])`` (keyword ``padding``),
-``flatten[(ndim)]``, ``reshape(d1,...,dk)``, ``layernorm``, ``batchnorm``, ``dropout(rate)``
-and ``residual(architecture)``. Other modules add their layers with :func:`register`.
+``flatten[(ndim)]``, ``reshape(d1,...,dk)``, ``layernorm``, ``batchnorm``, ``dropout(rate)``,
+``residual(architecture)``; for sequences ``embed(vocab,features)`` (the vocabulary is part of
+the text, so a saved text rebuilds the model alone), ``posembed(max_len)``,
+``attention(heads)`` (keywords ``head_dim=d``, ``dropout=rate``, ``bias=0|1``), and
+``repeat(n,architecture)``: ``n`` copies, each with its own params. Other modules add their
+layers with :func:`register`.
 
 Your own layers join them with :func:`register_layer`: ``jp.register_layer("swish", Swish)``
 makes ``"dense(8)-swish(2.0)-dense(1)"`` parse, the layers it builds carry their text in
@@ -29,9 +33,10 @@ from typing import Callable, Sequence
 
 from jaxprop.core.conv import AvgPool2D, Conv2D, MaxPool2D
 from jaxprop.core.layers import ACTIVATIONS, Dense, Dropout, Flatten, Layer, Reshape
-from jaxprop.core.network import Model, Residual, serial
+from jaxprop.core.network import Model, Repeat, Residual, serial
 from jaxprop.core.norm import BatchNorm, LayerNorm
 from jaxprop.core.registry import lookup
+from jaxprop.core.sequence import CausalSelfAttention, Embedding, PositionalEmbedding
 
 # name -> (constructor taking the parsed arguments, usage shown in errors)
 LAYER_SPECS: dict[str, tuple[Callable[..., Layer], str]] = {
@@ -67,7 +72,8 @@ def register(name: str, constructor: Callable[..., Layer], usage: str, *,
       constructor: builds the :class:`~jaxprop.Layer` from the parsed arguments.
       usage: how to write the layer (``"dropout(rate)"``), shown in error messages.
       block: with ``block=True``, ``name(architecture)`` builds ``constructor(model)``, the
-        architecture parsed into a model.
+        architecture parsed into a model; numbers before it are passed first
+        (``repeat(4,architecture)`` builds ``constructor(4, model)``).
 
     Returns:
       ``None``; :func:`parse_model` knows ``name`` from then on (``LAYER_SPECS``).
@@ -93,7 +99,21 @@ def _reshape(*shape, in_ndim=1):
 
 
 def _residual(block: Model) -> Layer:
-    return Residual(block.layers[0] if len(block.layers) == 1 else block)
+    return Residual(_one(block))
+
+
+def _one(block: Model) -> Layer:
+    """A parsed block: its only layer, or the model of several."""
+    return block.layers[0] if len(block.layers) == 1 else block
+
+
+def _repeat(n, block: Model) -> Layer:
+    return Repeat(n, _one(block))
+
+
+def _attention(heads, *, head_dim=None, dropout=0.0, bias=1):
+    return CausalSelfAttention(heads, head_dim=head_dim, dropout=dropout,
+                               use_bias=_flag(bias, "bias"))
 
 
 def _flag(value, name):
@@ -112,9 +132,13 @@ for _name, _make, _usage in (
     ("layernorm", LayerNorm, "layernorm[(eps=e)]"),
     ("batchnorm", BatchNorm, "batchnorm[(momentum=m,eps=e)]"),
     ("dropout", Dropout, "dropout(rate)"),
+    ("embed", Embedding, "embed(vocab,features)"),
+    ("posembed", PositionalEmbedding, "posembed(max_len)"),
+    ("attention", _attention, "attention(heads[,head_dim=d][,dropout=rate][,bias=0|1])"),
 ):
     register(_name, _make, _usage)
 register("residual", _residual, "residual(layers)", block=True)
+register("repeat", _repeat, "repeat(n,layers)", block=True)
 
 
 def usages() -> list[str]:
@@ -194,7 +218,9 @@ def parse_layer(text: str) -> Layer:
     if name in BLOCK_LAYERS:
         if args is None or not args.strip():
             raise ValueError(f"{where}: give the layers inside (usage: {usage})")
-        return make(parse_model(args))
+        *numbers, inner = split_spec(args, ",")  # repeat(4,...): numbers, then the layers
+        values = [_number(n, where) for n in numbers]
+        return _build(make, (*values, parse_model(inner)), {}, where, usage)
     if name in ARGUMENT_PARSERS:
         values, keywords = _user_arguments(name, args or "", where, usage)
         return _build(make, values, keywords, where, usage)

@@ -142,7 +142,7 @@ class _Stats:
     @classmethod
     def of(cls, layer: Layer, in_shape: tuple[int, ...], x_dtype) -> "_Stats":
         params, state = _init_shapes(layer, in_shape)
-        x = jax.ShapeDtypeStruct((1, *in_shape), x_dtype)
+        x = jax.ShapeDtypeStruct((1, *in_shape), jnp.int32 if layer.integer_inputs else x_dtype)
         traced = jax.jit(lambda p, s, x: layer.forward(p, s, x, train=False)[0]).trace(
             params, state, x)
         cost = traced.lower().cost_analysis()  # {} for a program without operations

@@ -1,9 +1,11 @@
 """Datasets for training: generated (XOR, spirals, moons), bundled (digits), downloaded by you
-(MNIST, Fashion-MNIST as IDX files) and your own CSV files. Nothing is ever downloaded.
+(MNIST, Fashion-MNIST as IDX files), your own CSV files, and sequences of tokens (text, the
+``reverse`` and ``sort`` digit tasks; :mod:`jaxprop.data.text`). Nothing is ever downloaded.
 
 ``load(name, ...)`` returns a :class:`Dataset` split into train and test, float32 (images as
 ``(n, H, W, C)``, tables as ``(n, d)``), with targets ``(n, 1)`` in {0, 1} for two classes and
-one-hot ``(n, k)`` otherwise (or ``(n, 1)`` values for a CSV regression). The building blocks
+one-hot ``(n, k)`` otherwise (or ``(n, 1)`` values for a CSV regression); a sequence dataset
+has int32 ``(n, T)`` tokens and next tokens instead. The building blocks
 it uses are exported too.
 """
 
@@ -29,11 +31,21 @@ from jaxprop.data.preprocessing import (
 )
 from jaxprop.data.sklearn import digits
 from jaxprop.data.synthetic import DEFAULT_N_SAMPLES, DEFAULT_NOISE, moons, two_spirals, xor
+from jaxprop.data.text import (
+    DEFAULT_CONTEXT,
+    DEFAULT_SEQUENCES,
+    SEQUENCE,
+    default_corpus,
+    digit_task,
+    read_text,
+    text_dataset,
+)
 
 __all__ = [
-    "DATASETS", "Dataset", "Table", "check_finite", "decode_targets", "digits", "encode_targets",
+    "DATASETS", "Dataset", "SEQUENCE_DATASETS", "Table", "check_finite", "decode_targets",
+    "default_corpus", "digit_task", "digits", "encode_targets",
     "find_mnist_files", "load", "mnist", "moons", "one_hot", "read_csv", "read_features",
-    "read_idx", "standardize", "standardization",
+    "read_idx", "read_text", "standardize", "standardization", "text_dataset",
     "train_test_split", "two_spirals", "validation_split", "write_idx", "xor",
 ]
 
@@ -76,6 +88,20 @@ def _load_csv(key, *, path, label_column, seed, test_fraction, task, **_):
                    table.feature_names, table.class_names, task, label_index=table.label_index)
 
 
+def _load_text(key, *, path, context, test_fraction, **_):
+    context = DEFAULT_CONTEXT[key] if context is None else context
+    if path is None:
+        return text_dataset(None, context=context, test_fraction=test_fraction)
+    return text_dataset(read_text(path), context=context, test_fraction=test_fraction,
+                        source=f"--text {Path(path)}")
+
+
+def _load_digit_task(key, *, seed, test_fraction, n_samples, context, **_):
+    return digit_task(key, DEFAULT_SEQUENCES if n_samples is None else n_samples,
+                      context=DEFAULT_CONTEXT[key] if context is None else context,
+                      test_fraction=test_fraction, seed=seed)
+
+
 # The dataset registry: name -> loader(name, **load's keyword arguments).
 LOADERS = {
     "xor": _load_xor,
@@ -85,7 +111,12 @@ LOADERS = {
     "mnist": _load_idx,
     "fashion-mnist": _load_idx,
     "csv": _load_csv,
+    "text": _load_text,
+    "reverse": _load_digit_task,
+    "sort": _load_digit_task,
 }
+# The datasets of token sequences (int32 (n, T) inputs and next-token targets).
+SEQUENCE_DATASETS = ("text", "reverse", "sort")
 DATASETS = tuple(LOADERS)
 
 
@@ -101,6 +132,7 @@ def load(
     n_samples: int | None = None,
     noise: float | None = None,
     task: str = "classification",
+    context: int | None = None,
 ) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`) as a train/test :class:`Dataset`.
 
@@ -112,6 +144,11 @@ def load(
       the official split (``test_fraction`` and ``seed`` do not apply).
     - ``csv``: the file at ``path`` with labels in ``label_column``; stratified split. With
       ``task="regression"`` the label column is a numeric target: one output, a plain split.
+    - ``text``: the UTF-8 file at ``path`` (``None``: the default corpus, Python's help
+      topics) as windows of ``context`` characters (default 64), split by position.
+    - ``reverse``, ``sort``: ``n_samples`` (default 10,000) strings of ``context // 2``
+      digits (default 16: 8 digits) and their answers; see :mod:`jaxprop.data.text`.
+      Sequence datasets are never standardised.
 
     Raises ``ValueError`` for bad arguments or data (naming the file/column/row), or for an
     argument given to a dataset it does not apply to; ``FileNotFoundError`` for missing files.
@@ -119,7 +156,7 @@ def load(
     Args:
       name: the dataset (any case; ``_`` counts as ``-``).
       data_dir: the folder of the IDX files (``mnist``, ``fashion-mnist`` only).
-      path: the CSV file (``csv`` only).
+      path: the CSV file (``csv``) or the text file (``text``).
       label_column: the CSV's label column: an index (negative counts from the end) or a header
         name.
       seed: makes generation and splitting deterministic.
@@ -127,9 +164,11 @@ def load(
       standardize: rescale features with the training set's mean and std (test set uses the
         same; a table per column, images per channel), and a regression's targets likewise;
         ``Dataset.scaling`` keeps the statistics.
-      n_samples: points to generate (``spirals``, ``moons`` only; ``None``: 400).
+      n_samples: points to generate (``spirals``, ``moons``; ``None``: 400) or strings
+        (``reverse``, ``sort``; ``None``: 10,000).
       noise: the Gaussian noise (``spirals``, ``moons`` only; ``None``: 0.05 and 0.1).
       task: ``"classification"`` or ``"regression"`` (``csv`` only).
+      context: tokens per example (``text``, ``reverse``, ``sort`` only; ``None``: 64, 16, 16).
 
     Returns:
       the :class:`Dataset`: float32 features, targets ``(n, 1)`` in {0, 1} for two classes,
@@ -140,9 +179,10 @@ def load(
         raise unknown("dataset", name, LOADERS, known_as="known datasets")
     test_fraction = check_test_fraction(test_fraction)
     seed = check_seed(seed)
-    _only_for(key, "n_samples", n_samples, ("spirals", "moons"))
+    _only_for(key, "n_samples", n_samples, ("spirals", "moons", "reverse", "sort"))
     _only_for(key, "noise", noise, ("spirals", "moons"))
-    _only_for(key, "path", path, ("csv",))
+    _only_for(key, "path", path, ("csv", "text"))
+    _only_for(key, "context", context, SEQUENCE_DATASETS)
     _only_for(key, "data_dir", data_dir, ("mnist", "fashion-mnist"))
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
@@ -150,9 +190,9 @@ def load(
 
     ds = LOADERS[key](key, seed=seed, test_fraction=test_fraction, data_dir=data_dir,
                       path=path, label_column=label_column, n_samples=n_samples, noise=noise,
-                      task=task)
-    if key == "xor":
-        return ds  # never standardised
+                      task=task, context=context)
+    if key == "xor" or ds.task == SEQUENCE:
+        return ds  # never standardised; token ids are finite
 
     where = f"dataset {key!r}" + (f" ({Path(path)})" if key == "csv" else "")
     for field in ("x_train", "y_train", "x_test", "y_test"):

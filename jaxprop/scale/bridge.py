@@ -18,7 +18,8 @@ knows how to transpose.)
 
 The gradient with respect to the targets ``t`` is the loss's own ``target_grad`` (written out
 for every built-in loss on float targets); a custom :class:`~jaxprop.Loss` without one gives
-``t`` zeros, and integer class labels have no tangent (JAX's ``float0``).
+``t`` zeros; integer class labels and integer token ids (an Embedding's input, whose
+``dx`` is ``None``) have no tangent (JAX's ``float0``).
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def as_jax_function(model: Layer, loss: str | Loss) -> Callable:
         y, residuals, _ = model.forward(params, None, x)
         value = loss.value(y, t)
         g_params, g_x = model.backward(params, residuals, loss.grad(y, t))
-        tangent = _inner(g_params, d_params, value.dtype) + _inner(g_x, d_x, value.dtype)
+        tangent = _inner(g_params, d_params, value.dtype)
+        if jnp.issubdtype(x.dtype, jnp.inexact):  # integer token ids (an Embedding's) have no dx
+            tangent = tangent + _inner(g_x, d_x, value.dtype)
         if jnp.issubdtype(t.dtype, jnp.inexact) and loss.target_grad is not None:
             tangent = tangent + _inner(loss.target_grad(y, t), d_t, value.dtype)
         return value, tangent
-
     return f

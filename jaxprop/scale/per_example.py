@@ -15,6 +15,7 @@ import jax
 import optax
 
 from jaxprop.core.backprop import loss_and_grad_fn
+from jaxprop.core.cache import remember
 from jaxprop.core.checks import check_labels_fit, require_model, validate_data
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
@@ -53,7 +54,7 @@ def per_example_grads(model: Layer, loss: str | Loss, params, x, t):
       with a leading ``B`` axis.
     """
     require_model(model, "per_example_grads")
-    x, t = validate_data(params, x, t, loss=loss)  # the params' dtype, finite when concrete
+    x, t = validate_data(params, x, t, loss=loss, model=model)  # the params' dtype, finite when concrete
     if x.ndim < 2 or t.ndim < (1 if get_loss(loss).integer_labels else 2) \
             or x.shape[0] != t.shape[0]:
         raise ValueError(
@@ -62,7 +63,14 @@ def per_example_grads(model: Layer, loss: str | Loss, params, x, t):
         )
     if get_loss(loss).integer_labels:  # a label past the outputs would give NaN silently
         check_labels_fit(model, params, None, x, t)
-    return per_example_grads_fn(model, loss)(params, x, t)
+    return _compiled(model, get_loss(loss))(params, x, t)
+
+
+@remember(maxsize=16)
+def _compiled(model: Layer, loss: Loss) -> Callable:
+    """``per_example_grads_fn(model, loss)``, jitted once per model and loss (run eagerly, a
+    small GPT's per-example backward took seconds of dispatch)."""
+    return jax.jit(per_example_grads_fn(model, loss))
 
 
 def per_example_norms(grads) -> jax.Array:

@@ -263,7 +263,8 @@ def fit_population(
     state = init_population_state(model, optimizer, _member_keys(n, key, keys, seeds), lrs,
                                   params)
     # (shapes and dtypes: no program to slice one member)
-    x, t = validate_data(jax.tree.map(_member_shape, state.params), *data, loss=loss)
+    x, t = validate_data(jax.tree.map(_member_shape, state.params), *data, loss=loss,
+                         model=model)
     options, threads = _auto_choices(model, state, x, epochs, batch_size, compiler_options)
     program = _Program(model, loss, opt, x.shape[0], epochs, batch_size, drop_last,
                        record_losses, grad_fn, precision, _options_key(options))

@@ -33,10 +33,13 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
+from jaxprop.core.cache import remember
 from jaxprop.core.registry import lookup
 from jaxprop.core.validate import is_int, is_number
 
 DEFAULT_ACTIVATION = "sigmoid"
+# the entries of a Dense layer in each step of the trace, in order
+TRACE_KEYS = ("z", "a", "da", "delta", "dadz", "dW", "db", "W_after", "b_after")
 # explain keeps every quantity of every step (for tables and JSON): a worked example, not a run.
 MAX_STEPS = 10_000
 _repr = reprlib.Repr()  # values quoted in errors: short, even when nested 100,000 deep
@@ -273,6 +276,9 @@ def _positive_finite(v: Any) -> bool:
     return is_number(v) and _finite(v) and v > 0
 
 
+_learning_rate = _expect(_positive_finite, "must be a positive finite number, got {short}", float)
+
+
 
 
 # -- values: numbers, vectors, matrices ----------------------------------------------------
@@ -335,8 +341,7 @@ SPEC_SCHEMA = Schema(
         Field("layers", _layers),
         Field("input", _rows),
         Field("target", _rows),
-        Field("learning_rate", _expect(_positive_finite, "must be a positive finite number, "
-                                       "got {short}", float)),
+        Field("learning_rate", _learning_rate),
         Field("loss", _loss, "sse_half"),
         Field("steps", _check_steps, 1),
         Field("update_biases", _expect(lambda v: isinstance(v, bool),
@@ -396,11 +401,7 @@ def build_model(spec: Spec):
     """``(model, params, pairs)``: Dense + activation layers composed with
     :func:`jaxprop.serial`; ``pairs`` holds each spec layer's ``(dense, activation)`` Layer
     objects, the keys of the trace."""
-    from jaxprop.core.layers import Dense, activation
-    from jaxprop.core.network import serial
-
-    pairs = [(Dense(ls.W.shape[1]), activation(ls.activation)) for ls in spec.layers]
-    model = serial(*[layer for pair in pairs for layer in pair], in_shape=(spec.input.shape[1],))
+    model, pairs = _chain(_layout(spec))
     params = [{"W": ls.W, "b": ls.b} if layer is dense else ()
               for ls, (dense, act) in zip(spec.layers, pairs) for layer in (dense, act)]
     return model, params, pairs
@@ -416,13 +417,18 @@ def explain(spec: Spec | str | os.PathLike | Mapping, steps: int | None = None) 
     ``final_loss`` is the loss after the last update. ``da = dL/da`` (the next layer's
     ``W @ delta``, or the loss gradient for the last layer) and ``delta = dL/dz``.
     Computed in float64 inside ``jax.enable_x64(True)``, leaving the global setting untouched.
+
+    For a :class:`TableSpec` (:func:`from_model`) each step's ``layers`` has one entry per
+    layer of the model: ``{"layer": its spec, "output": (batch, *shape), "doutput": dL/d
+    output, "params", "grads", "params_after": {name: values}}``.
     """
     import jax
 
-    spec = load_spec(spec)
+    spec = spec if isinstance(spec, TableSpec) else load_spec(spec)
     n_steps = spec.steps if steps is None else _check_steps(steps, "steps")
+    descend = _descend_tables if isinstance(spec, TableSpec) else _descend
     with jax.enable_x64(True):
-        steps_out, final = _descend(spec, n_steps)
+        steps_out, final = descend(spec, n_steps)
     if not math.isfinite(final):
         raise ValueError(
             f"step {n_steps}: the loss after the last update is {final}; "
@@ -431,59 +437,78 @@ def explain(spec: Spec | str | os.PathLike | Mapping, steps: int | None = None) 
     return {"steps": steps_out, "final_loss": final}
 
 
+def _layout(spec: Spec) -> tuple:
+    """What the program depends on: ``(in, ((out, activation), ...))``."""
+    return spec.input.shape[1], tuple((ls.W.shape[1], ls.activation) for ls in spec.layers)
+
+
+def _chain(layout: tuple):
+    """``(model, pairs)`` of a :func:`_layout`: a Dense layer and its activation per pair."""
+    from jaxprop.core.layers import Dense
+    from jaxprop.core.network import serial
+    from jaxprop.core.spec import parse_layer
+
+    width, layers = layout
+    pairs = [(Dense(out), parse_layer(act)) for out, act in layers]
+    return serial(*[layer for pair in pairs for layer in pair], in_shape=(width,)), pairs
+
+
 def _descend(spec: Spec, n_steps: int) -> tuple[list[dict], float]:
     """``(steps, final_loss)``: ``n_steps`` steps of gradient descent in float64 (run it inside
     ``jax.enable_x64``), each step recorded as :func:`explain` returns it."""
     import jax
     import jax.numpy as jnp
 
-    from jaxprop.core.losses import get_loss
-
-    model, params, pairs = build_model(spec)
-    loss = get_loss(spec.loss)
     x = jnp.asarray(spec.input, dtype=jnp.float64)
     t = jnp.asarray(spec.target, dtype=jnp.float64)
-    params = [jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), p) for p in params]
-    step = _step_fn(spec, model, pairs, loss, (x, t))
-    # Eager dispatch costs ~1 ms a step here; compiling costs ~0.2 s, so only long runs jit.
-    step = jax.jit(step) if n_steps > 200 else step
-    steps_out = []
+    params = [jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), p) for p in build_model(spec)[1]]
+    step = _compiled_step(_layout(spec), spec.loss, spec.learning_rate, spec.update_biases)
+    steps_out, coupled = [], None
     for i in range(n_steps):
-        value, record, params = step(params)
+        value, record, params = step(params, x, t)
+        if coupled is None:  # from the first step's Jacobians: softmax's, not sigmoid's
+            coupled = [couples_units(np.asarray(r["dadz"])) for r in record]
+        record = [{**r, "dadz": local_derivative(np.asarray(r["dadz"]), c)}
+                  for r, c in zip(record, coupled)]
         steps_out.append(_step_record(i, value, record))
-    return steps_out, float(loss.value(model.apply(params, x), t))
+    return steps_out, float(step(params, x, t)[0])  # the loss after the last update
 
 
-def _step_fn(spec: Spec, model, pairs, loss, data):
-    """One step of gradient descent as a function ``params -> (loss, record, new_params)``.
+@remember(maxsize=32)
+def _compiled_step(layout: tuple, loss_name: str, learning_rate: float, update_biases: bool):
+    """One step of gradient descent on the Dense chain ``layout`` (:func:`_layout`), compiled
+    once and remembered: ``(params, x, t) -> (loss, record, new_params)``.
 
-    Args:
-      spec: the spec (its learning rate and whether biases are updated).
-      model: the model from :func:`build_model`.
-      pairs: its ``(dense, activation)`` layer pairs, one per spec layer.
-      loss: the :class:`~jaxprop.Loss`.
-      data: ``(x, t)``, float64.
-
-    Returns:
-      the step: ``loss`` is the loss before the update, ``record`` one dict per pair with
-      ``z``, ``a``, ``da = dL/da``, ``delta = dL/dz``, ``dW``, ``db``, ``W_after``, ``b_after``.
+    ``loss`` is the loss before the update, ``record`` one dict per pair with ``z``, ``a``,
+    ``da = dL/da``, ``delta = dL/dz``, ``dadz`` (the activation's Jacobian,
+    :func:`local_jacobian`), ``dW``, ``db``, ``W_after``, ``b_after``.
     """
-    x, t = data
+    import jax
+
+    from jaxprop.core.losses import get_loss
+
+    model, pairs = _chain(layout)
+    loss = get_loss(loss_name)
     # every quantity keyed by the layer it belongs to: z is the Dense output, a the
     # activation's output, delta = dL/dz the gradient w.r.t. the activation's input
     at = {layer: i for i, layer in enumerate(model.layers)}
 
-    def step(params):
+    def update(p, g):
+        return {"W": p["W"] - learning_rate * g["W"],
+                "b": p["b"] - learning_rate * g["b"] if update_biases else p["b"]}
+
+    def step(params, x, t):
         outputs, residuals, _ = model.forward_trace(params, None, x)
         y = outputs[-1]
         dy = loss.grad(y, t)
         dparams, dxs = model.backward_trace(params, residuals, dy)
         dxs = [*dxs, dy]  # dxs[i + 1]: dL/d(layer i's output), the loss gradient for the last
-        new = [_update(p, g, spec) if p else () for p, g in zip(params, dparams)]
+        new = [update(p, g) if p else () for p, g in zip(params, dparams)]
         record = [
             {
                 "z": outputs[at[dense]], "a": outputs[at[act]], "da": dxs[at[act] + 1],
                 "delta": dxs[at[act]],
+                "dadz": local_jacobian(act, residuals[at[act]], outputs[at[act]]),
                 "dW": dparams[at[dense]]["W"], "db": dparams[at[dense]]["b"],
                 "W_after": new[at[dense]]["W"], "b_after": new[at[dense]]["b"],
             }
@@ -491,19 +516,36 @@ def _step_fn(spec: Spec, model, pairs, loss, data):
         ]
         return loss.value(y, t), record, new
 
-    return step
+    return jax.jit(step)
 
 
-def _update(p: dict, g: dict, spec: Spec) -> dict:
-    """Dense params ``p`` after one step down the gradient ``g`` (biases kept when fixed)."""
-    lr = spec.learning_rate
-    return {"W": p["W"] - lr * g["W"], "b": p["b"] - lr * g["b"] if spec.update_biases else p["b"]}
+def local_jacobian(act, residuals, a):
+    """``da/dz`` of the activation ``act`` from its own backward pass, ``(batch, out, out)``:
+    entry ``[e, k, j]`` is ``da_k/dz_j`` of example ``e`` (the backward of each unit vector,
+    all at once along a leading axis: an activation works on any leading axes)."""
+    import jax.numpy as jnp
+
+    out = a.shape[-1]
+    units = jnp.broadcast_to(jnp.eye(out, dtype=a.dtype)[:, None, :], (out, *a.shape))
+    return jnp.moveaxis(act.backward((), residuals, units)[1], 0, -2)
+
+
+def local_derivative(jac: np.ndarray, coupled: bool) -> np.ndarray:
+    """``dadz`` from the Jacobian ``jac`` (:func:`local_jacobian`): ``f'(z)`` per unit,
+    ``(batch, out)``, or where the activation ``coupled`` its units (softmax) the whole
+    ``da_k/dz_j``, ``(batch, out, out)``; ``delta = da * dadz`` (or ``da @ dadz``)."""
+    return jac if coupled else np.diagonal(jac, axis1=-2, axis2=-1)
+
+
+def couples_units(jac: np.ndarray) -> bool:
+    """Whether some output depends on another unit's input: ``jac`` off its diagonal."""
+    return bool(np.any(jac[..., ~np.eye(jac.shape[-1], dtype=bool)] != 0))
 
 
 def _step_record(i: int, value, record: list[dict]) -> dict:
     """Step ``i``'s ``{"loss", "layers"}`` as Python floats; non-finite values are an error."""
     value = float(value)
-    record = [{k: np.asarray(v, dtype=np.float64) for k, v in r.items()} for r in record]
+    record = [{k: np.asarray(r[k], dtype=np.float64) for k in TRACE_KEYS} for r in record]
     _check_finite(i, value, record)
     return {"loss": value, "layers": [{k: v.tolist() for k, v in r.items()} for r in record]}
 
@@ -519,3 +561,218 @@ def _check_finite(i: int, value: float, record: list[dict]) -> None:
             f"{'; ' + ', '.join(bad) if bad else ''}); "
             f"training diverged (learning_rate too large?)"
         )
+
+
+# --------------------------------------------------------------------------------------------
+# A model from its textual architecture (``jaxprop explain --model TEXT``)
+
+# explain draws every unit: a model whose layers with parameters have more outputs per example
+# than this is refused (train or check it instead)
+MAX_UNITS = 30
+MAX_BATCH = 16
+
+
+class TableSpec(NamedTuple):
+    """A model given as text whose layers are not all Dense + activation: drawn as tables.
+
+    ``params``/``state``: the per-layer lists of the model's initial values (float64 NumPy);
+    ``input: (batch, *in_shape)``; ``target``: the output's shape per example.
+    """
+
+    model: str
+    in_shape: tuple[int, ...]
+    params: list
+    state: list
+    input: np.ndarray
+    target: np.ndarray
+    loss: str
+    learning_rate: float
+    steps: int
+    seed: int = 0
+    description: str = ""
+
+
+def from_model(text: str, in_shape, *, loss: str = "mse", learning_rate: float = 0.1,
+               steps: int = 1, batch: int = 2, seed: int = 0) -> Spec | TableSpec:
+    """A worked example of the architecture ``text`` (``"dense(3)-tanh-dense(2)-softmax"``) on
+    ``batch`` random examples of shape ``in_shape`` with targets that suit ``loss``.
+
+    Weights from the layers' own initializers and the data (``N(0, 1)``, targets as
+    :func:`jaxprop.tools.presets.make_data`) come from ``seed``, rounded to 2 decimals so that
+    the sums can be followed by hand. Dense layers on flat inputs, each followed by at most one
+    activation, give a :class:`Spec` (the network picture); any other model a
+    :class:`TableSpec` (tables of values per step). ``ValueError`` for a model with more than
+    :data:`MAX_UNITS` outputs per example in its layers with parameters, an output the loss
+    cannot take (:func:`~jaxprop.core.checks.check_output_fits_loss`), or bad settings.
+
+    Args:
+      text: the architecture (:func:`jaxprop.core.spec.parse_model`).
+      in_shape: one example's input shape.
+      loss: a loss name (not one on integer labels).
+      learning_rate: plain gradient descent's step size.
+      steps: steps of gradient descent (at most :data:`MAX_STEPS`).
+      batch: examples (at most :data:`MAX_BATCH`).
+      seed: the seed of the weights and the data.
+
+    Returns:
+      the :class:`Spec` or :class:`TableSpec`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jaxprop.core.checks import check_output_fits_loss
+    from jaxprop.core.spec import parse_model
+    from jaxprop.core.validate import check_int
+    from jaxprop.tools.presets import make_data
+
+    in_shape = _shape(in_shape)
+    _loss(loss, "loss")
+    learning_rate = _learning_rate(learning_rate, "learning_rate")
+    steps = _check_steps(steps, "steps")
+    batch = check_int("batch", batch, minimum=1, maximum=MAX_BATCH)
+    seed = check_int("seed", seed, minimum=0)
+    model = parse_model(text, in_shape)
+    check_output_fits_loss(model, loss)  # no bce on any value, no softmax before logits
+    with jax.enable_x64(True):  # the sizes checked from shapes alone, before any work
+        key_p, key_d = jax.random.split(jax.random.key(seed))
+        params, state = jax.eval_shape(model.init_with_state, key_p)
+        outputs = jax.eval_shape(lambda p, s: model.forward_trace(p, s, jnp.zeros(
+            (1, *in_shape), jnp.float32), train=False)[0], params, state)  # the layers' dtype
+        _check_units(text, model, params, outputs)
+
+        params, state = model.init_with_state(key_p)
+        params, state = _rounded(params), _float64(state)
+        x, t = make_data(key_d, loss, in_shape, outputs[-1].shape[1:], batch, jnp.float64)
+        x, t = np.round(np.asarray(x), 2), np.round(np.asarray(t), 2)
+    words = f"{text} on {batch} random example(s), seed {seed}"
+    layers = _dense_chain(model, params, len(in_shape))
+    if layers is None:
+        return TableSpec(text, in_shape, params, state, x, t, loss, learning_rate, steps, seed,
+                         words)
+    return Spec(tuple(layers), x, t, loss, learning_rate, steps, True, words)
+
+
+def _shape(in_shape) -> tuple[int, ...]:
+    shape = (in_shape,) if is_int(in_shape) else in_shape
+    if (not isinstance(shape, (tuple, list)) or not shape
+            or not all(is_int(d) and d > 0 for d in shape)):
+        raise ValueError(f"in_shape must be positive integers (one example's shape, e.g. 2 or "
+                         f"3,3,1), got {_short(in_shape)}")
+    return tuple(int(d) for d in shape)
+
+
+def _float64(tree):
+    import jax
+
+    return jax.tree.map(lambda v: np.asarray(v, np.float64), tree)
+
+
+def _rounded(params):
+    import jax
+
+    return jax.tree.map(lambda v: np.round(np.asarray(v, np.float64), 2), params)
+
+
+def _has_params(p) -> bool:
+    import jax
+
+    return bool(jax.tree.leaves(p))
+
+
+def _check_units(text: str, model, params, outputs) -> None:
+    """At most :data:`MAX_UNITS` outputs per example in the layers with parameters."""
+    sizes = [(layer.name, int(np.prod(y.shape[1:])))
+             for layer, p, y in zip(model.layers, params, outputs) if _has_params(p)]
+    total = sum(n for _, n in sizes)
+    if total > MAX_UNITS:
+        parts = ", ".join(f"{name} {n}" for name, n in sizes)
+        raise ValueError(f"model {text!r} has {total} units (outputs per example of its layers "
+                         f"with parameters: {parts}); explain draws at most {MAX_UNITS}: make "
+                         "it smaller, or use jaxprop check / jaxprop train for larger models")
+
+
+def _dense_chain(model, params, in_ndim: int) -> list[LayerSpec] | None:
+    """The :class:`LayerSpec` of each Dense layer (the activation after it, else
+    ``identity``) when the model is such a chain on flat inputs, else ``None``."""
+    layers, i, n = [], 0, len(model.layers)
+    while i < n:
+        p = params[i]
+        dense = (isinstance(p, dict) and set(p) == {"W", "b"} and np.ndim(p["W"]) == 2
+                 and not model.layers[i].is_activation)
+        if in_ndim != 1 or not dense:
+            return None
+        act = model.layers[i + 1] if i + 1 < n and model.layers[i + 1].is_activation else None
+        layers.append(LayerSpec(p["W"], p["b"], act.spec if act else "identity"))
+        i += 2 if act else 1
+    return layers
+
+
+def _descend_tables(spec: TableSpec, n_steps: int) -> tuple[list[dict], float]:
+    """``(steps, final_loss)`` of a :class:`TableSpec`: per step and layer its output, the
+    gradient w.r.t. it, and its parameters before, their gradients and after (run it inside
+    ``jax.enable_x64``)."""
+    import jax
+    import jax.numpy as jnp
+
+    step, model = _compiled_table_step(spec.model, spec.in_shape, spec.loss, spec.learning_rate)
+    x, t = jnp.asarray(spec.input), jnp.asarray(spec.target)
+    params, state = _float64(spec.params), _float64(spec.state)
+    key, steps_out = jax.random.key(spec.seed), []
+    for i in range(n_steps):
+        value, record, params, state = step(params, state, x, t, jax.random.fold_in(key, i))
+        steps_out.append(_table_record(i, value, record, model))
+    final = step(params, state, x, t, jax.random.fold_in(key, n_steps))[0]
+    return steps_out, float(final)
+
+
+@remember(maxsize=32)
+def _compiled_table_step(text: str, in_shape: tuple, loss_name: str, learning_rate: float):
+    """``(step, model)``: one step of gradient descent on the model ``text``, compiled once and
+    remembered, ``(params, state, x, t, key) -> (loss, record, new_params, new_state)`` with
+    per layer its ``output``, ``doutput``, ``params``, ``grads`` and ``params_after``."""
+    import jax
+
+    from jaxprop.core.losses import get_loss
+    from jaxprop.core.spec import parse_model
+
+    model, loss = parse_model(text, in_shape), get_loss(loss_name)
+
+    def step(params, state, x, t, key):
+        outputs, residuals, state = model.forward_trace(params, state, x, key=key)
+        dy = loss.grad(outputs[-1], t)
+        dparams, dxs = model.backward_trace(params, residuals, dy)
+        new = jax.tree.map(lambda p, g: p - learning_rate * g, params, dparams)
+        record = [{"output": y, "doutput": d, "params": p, "grads": g, "params_after": q}
+                  for y, d, p, g, q in zip(outputs, [*dxs[1:], dy], params, dparams, new)]
+        return loss.value(outputs[-1], t), record, new, state
+
+    return jax.jit(step), model
+
+
+def _named(p) -> dict:
+    """A layer's params as ``{name: nested list}`` (``{"W": ..., "b": ...}``)."""
+    import jax
+
+    leaves = jax.tree_util.tree_flatten_with_path(p)[0]
+    return {".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path):
+            np.asarray(v, np.float64).tolist() for path, v in leaves}
+
+
+def _table_record(i: int, value, record: list[dict], model) -> dict:
+    """Step ``i`` of a :class:`TableSpec` as Python floats; non-finite values are an error."""
+    import jax
+
+    value = float(value)
+    layers = [{"layer": layer.spec or layer.name,
+               "output": np.asarray(r["output"], np.float64).tolist(),
+               "doutput": np.asarray(r["doutput"], np.float64).tolist(),
+               **{k: _named(r[k]) for k in ("params", "grads", "params_after")}}
+              for layer, r in zip(model.layers, record)]
+    bad = [f"layers[{k}]" for k, r in enumerate(record)
+           if not all(np.all(np.isfinite(np.asarray(v))) for v in
+                      [r["output"], r["doutput"], *jax.tree.leaves(r["grads"])])]
+    if not math.isfinite(value) or bad:
+        raise ValueError(f"step {i + 1}: non-finite values (loss {value}"
+                         f"{'; ' + ', '.join(bad) if bad else ''}); training diverged "
+                         "(learning_rate too large?)")
+    return {"loss": value, "layers": layers}

@@ -1,11 +1,14 @@
 """``jaxprop explain --diagram``: the network of a worked example drawn with box characters.
 
 One box per unit, a band of boxes per layer from the inputs down to the outputs (``z``, ``a``,
-``dL/da`` and ``delta = dL/dz`` of one example), and between two bands every edge's weight,
-its gradient and its weight after the step. At most :data:`WIDTH` columns.
+``dL/da``, the activation's ``da/dz`` and ``delta = dL/dz`` of one example), and between two
+bands every edge's weight, its gradient and its weight after the step. At most :data:`WIDTH`
+columns.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 WIDTH = 100
 _BOX = 27  # a unit's box, borders included
@@ -39,21 +42,29 @@ def diagram(v: dict, index: int = 0, example: int = 0) -> str:
             f"{f' of {batch}' if batch > 1 else ''} · loss {_f(st['loss'])} → "
             f"{_f(st['loss_after'])}")
     lines = [head, f"  loss {v['loss']}, learning rate {v['learning_rate']:g}: "
-             "w ← w − lr·dL/dw",
-             "  delta = dL/dz (textbooks writing δ = (t − y)·f′(z) for sse_half: δ = −delta)", ""]
+             "w ← w − lr·dL/dw"]
+    if v["article_sign"]:
+        lines.append("  delta = dL/dz (textbooks writing δ = (t − y)·f′(z) for sse_half: "
+                     "δ = −delta)")
+    lines.append("")
     lines.append("  inputs")
     lines += _boxes([(n, [f"x     {_f(x)}"]) for n, x in zip(names[0], v["input"][example])])
     fixed = "" if v["update_biases"] else " (fixed)"
     for k, r in enumerate(st["layers"]):
         lines += _edges(names[k], names[k + 1], r)
         last = k == len(st["layers"]) - 1
-        lines.append(f"  layers[{k}]: {v['activations'][k]}" + ("  (output)" if last else ""))
+        coupled = np.ndim(r["dadz"]) == 3  # each a depends on every z of its layer
+        lines.append(f"  layers[{k}]: {v['activations'][k]}" + ("  (output)" if last else "")
+                     + ("  delta_j = Σₖ dL/da_k·da_k/dz_j" if coupled else ""))
         units = []
         for j, name in enumerate(names[k + 1]):
             rows = [f"z     {_f(r['z'][example][j])}", f"a     {_f(r['a'][example][j])}"]
             if last:
                 rows.append(f"t     {_f(v['target'][example][j])}")
-            rows += [f"dL/da {_f(r['da'][example][j])}", f"delta {_f(r['delta'][example][j])}",
+            rows.append(f"dL/da {_f(r['da'][example][j])}")
+            if not coupled:
+                rows.append(f"da/dz {_f(r['dadz'][example][j])}")
+            rows += [f"delta {_f(r['delta'][example][j])}",
                      f"b {_f(r['b_before'][j])}{fixed}" if fixed else
                      f"b {_f(r['b_before'][j])}→{_f(r['b_after'][j])}"]
             units.append((name, rows))

@@ -15,19 +15,26 @@ from __future__ import annotations
 import html
 import json
 
-from jaxprop.tools.explain_view import view
+from jaxprop.tools.explain_view import table_view, view
 
 
 def render_html(spec, result: dict) -> str:
-    """The page for ``result`` (from ``explain(spec)``) as one HTML string."""
-    v = view(spec, result)
+    """The page for ``result`` (from ``explain(spec)``) as one HTML string: the network, or
+    for a :class:`~jaxprop.tools.explain.TableSpec` a table of values per layer."""
+    from jaxprop.tools.explain import TableSpec
+
+    tables = isinstance(spec, TableSpec)
+    v = table_view(spec, result) if tables else view(spec, result)
     data = json.dumps(v, separators=(",", ":")).replace("</", "<\\/")
     title = html.escape(v["description"] or "a worked example")
-    return (_TEMPLATE.replace("%TITLE%", title).replace("%CSS%", _CSS)
-            .replace("%JS%", _JS).replace("%DATA%", data))
+    template, js = (_TABLE_TEMPLATE, _TABLE_JS) if tables else (_TEMPLATE, _JS)
+    js += _STEPPER_JS  # after "use strict"; its functions are hoisted
+    return (template.replace("%TITLE%", title).replace("%CSS%", _CSS)
+            .replace("%JS%", js).replace("%DATA%", data))
 
 
-_TEMPLATE = """<!DOCTYPE html>
+# the page around either drawing: title, step controls (%NAV%: more of them), the data, the script
+_HEAD = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -41,11 +48,18 @@ _TEMPLATE = """<!DOCTYPE html>
   <button id="prev" title="previous (←)">◀ Prev</button>
   <button id="next" title="next (→)">Next ▶</button>
   <span id="where"></span>
-  <span id="examples"></span>
-</nav>
+%NAV%</nav>
 <div id="stepbar"><label for="slider">training step <b id="stepno"></b></label>
   <input id="slider" type="range" min="0" value="0"><span id="kept"></span></div>
-<main>
+"""
+_TAIL = """<script type="application/json" id="data">%DATA%</script>
+<script>%JS%</script>
+</body>
+</html>
+"""
+
+_TEMPLATE = _HEAD.replace("%NAV%", """  <span id="examples"></span>
+""") + """<main>
   <section id="figure"><svg id="net" role="img" aria-label="the network"></svg></section>
   <aside>
     <div id="explain"></div>
@@ -53,14 +67,11 @@ _TEMPLATE = """<!DOCTYPE html>
   </aside>
 </main>
 <section id="tables"></section>
-<footer>delta = ∂L/∂z, as jaxprop computes it; textbooks that write δ = (t − y)·f′(z) for
-sse_half use the opposite sign (shown as “textbook δ”) and update w += η·δ·a.
-Update: w ← w − η·∂L/∂w. Weights: blue positive, red negative, thickness by size.</footer>
-<script type="application/json" id="data">%DATA%</script>
-<script>%JS%</script>
-</body>
-</html>
-"""
+<footer>delta = ∂L/∂z, as jaxprop computes it<span id="signnote">; textbooks that write
+δ = (t − y)·f′(z) for sse_half use the opposite sign (shown as “textbook δ”) and update
+w += η·δ·a</span>. Update: w ← w − η·∂L/∂w. Weights: blue positive, red negative, thickness by
+size.</footer>
+""" + _TAIL
 
 _CSS = """
 :root { --ink:#1f2937; --mute:#6b7280; --pos:#2563eb; --neg:#dc2626; --hi:#f59e0b;
@@ -96,6 +107,45 @@ tr.focus td { background: #fef3c7; }
 footer { color: var(--mute); font-size: 13px; margin-top: 14px; max-width: 1100px; }
 """
 
+# both pages step alike: phases within a training step, the slider over the steps, the buttons,
+# the arrow keys and the URL fragment (each page defines D, S, PHASES, draw and readHash)
+_STEPPER_JS = r"""
+function readStepHash() {  // #step=N&phase=P: the kept step nearest N
+  const h = new URLSearchParams(location.hash.slice(1));
+  if (h.has("step")) {
+    const want = Math.max(1, parseInt(h.get("step"), 10) || 1) - 1;
+    let best = 0;
+    D.steps.forEach((st, i) => { if (Math.abs(st.step - want) < Math.abs(D.steps[best].step - want)) best = i; });
+    S.si = best;
+  }
+  if (h.has("phase")) S.p = Math.min(PHASES.length, Math.max(1, parseInt(h.get("phase"), 10) || 1)) - 1;
+  return h;
+}
+function move(d) {
+  let p = S.p + d;
+  if (p >= PHASES.length && S.si < D.steps.length - 1) { S.si++; p = 0; }
+  else if (p < 0 && S.si > 0) { S.si--; p = PHASES.length - 1; }
+  S.p = Math.min(PHASES.length - 1, Math.max(0, p)); draw();
+}
+function setupStepper() {
+  const slider = document.getElementById("slider");
+  if (D.steps.length > 1) {
+    slider.max = D.steps.length - 1;
+    slider.addEventListener("input", () => { S.si = +slider.value; draw(); });
+    if (D.steps.length < D.n_steps) document.getElementById("kept").textContent =
+      `(${D.steps.length} of the ${D.n_steps} steps kept, evenly spaced)`;
+  } else document.getElementById("stepbar").style.display = "none";
+  document.getElementById("prev").addEventListener("click", () => move(-1));
+  document.getElementById("next").addEventListener("click", () => move(1));
+  document.addEventListener("keydown", ev => {
+    if (ev.target === slider) return;
+    if (ev.key === "ArrowRight") { move(1); ev.preventDefault(); }
+    if (ev.key === "ArrowLeft") { move(-1); ev.preventDefault(); }
+  });
+  window.addEventListener("hashchange", () => { readHash(); draw(); });
+}
+"""
+
 _JS = r"""
 "use strict";
 const D = JSON.parse(document.getElementById("data").textContent);
@@ -104,6 +154,8 @@ const f6 = v => v.toFixed(6);
 const fm = v => v < 0 ? `(${f6(v)})` : f6(v);   // a factor of a product
 const esc = s => String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));
 const nameOf = (k, j) => D.names[k][j];    // k = 0 inputs, k = l + 1 layer l's units
+const coupled = r => Array.isArray(r.dadz[0][0]);   // dadz the Jacobian (softmax), not f′(z)
+if (!D.article_sign) document.getElementById("signnote").remove();
 
 // the walk through one training step
 const PHASES = [{kind: "start"}];
@@ -118,14 +170,7 @@ for (const st of D.steps) for (const r of st.layers) for (const M of [r.W_before
   for (const row of M) for (const w of row) wmax = Math.max(wmax, Math.abs(w));
 
 function readHash() {
-  const h = new URLSearchParams(location.hash.slice(1));
-  if (h.has("step")) {
-    const want = Math.max(1, parseInt(h.get("step"), 10) || 1) - 1;
-    let best = 0;
-    D.steps.forEach((st, i) => { if (Math.abs(st.step - want) < Math.abs(D.steps[best].step - want)) best = i; });
-    S.si = best;
-  }
-  if (h.has("phase")) S.p = Math.min(PHASES.length, Math.max(1, parseInt(h.get("phase"), 10) || 1)) - 1;
+  const h = readStepHash();
   if (h.has("example")) S.e = Math.min(D.input.length - 1, Math.max(0, parseInt(h.get("example"), 10) || 0));
 }
 function writeHash() {
@@ -252,9 +297,17 @@ function drawExplain() {
       h += eq(`∂L/∂a_${n} = Σₖ w_${n}ₖ·δₖ = ${parts}`, "bwd") + eq(`        = ${f6(r.da[e][j])}`, "bwd") +
         eq("(the dashed edges carry the deltas back)");
     }
-    h += eq(`δ_${n} = ∂L/∂z = ∂L/∂a · ${D.activations[ph.l]}′(z)`, "bwd") +
-      eq(`     = ${f6(r.da[e][j])} · ${D.activations[ph.l]}′(${f6(r.z[e][j])}) = ${f6(r.delta[e][j])}`) +
-      eq(`textbook δ_${n} = −∂L/∂z = ${f6(-r.delta[e][j])}`);
+    const act = D.activations[ph.l];
+    if (coupled(r)) {   // each a depends on every z of the layer: the Jacobian's column j
+      const parts = r.da[e].map((d, k) => `${fm(d)}·${fm(r.dadz[e][k][j])}`).join(" + ");
+      h += eq(`δ_${n} = ∂L/∂z_${n} = Σₖ ∂L/∂aₖ · ∂aₖ/∂z_${n}   (${act} couples the units)`, "bwd") +
+        eq(`     = ${parts}`) + eq(`     = ${f6(r.delta[e][j])}`, "bwd");
+    } else {
+      h += eq(`δ_${n} = ∂L/∂z = ∂L/∂a · ${act}′(z)`, "bwd") +
+        eq(`     = ${fm(r.da[e][j])} · ${act}′(${f6(r.z[e][j])})`) +
+        eq(`     = ${fm(r.da[e][j])} · ${fm(r.dadz[e][j])} = ${f6(r.delta[e][j])}`, "bwd");
+    }
+    if (D.article_sign) h += eq(`textbook δ_${n} = −∂L/∂z = ${f6(-r.delta[e][j])}`);
     const names = D.names[ph.l];
     h += names.map((m, i) => eq(`∂L/∂w_${m}→${n} = ` + (batch > 1 ? `Σₑ a_${m}·δ_${n} over ${batch} examples = ` :
       `a_${m}·δ_${n} = ${fm(a[i])}·${fm(r.delta[e][j])} = `) + f6(r.dW[i][j]))).join("") +
@@ -276,11 +329,13 @@ function drawTables() {
   let h = "";
   st.layers.forEach((r, l) => {
     h += `<div class="layer"><table><caption>layers[${l}] ${esc(D.activations[l])}, step ${st.step + 1}${D.input.length > 1 ? ", example " + e : ""}</caption>` +
-      "<tr><th>unit</th><th>z</th><th>a</th><th>∂L/∂a</th><th>δ = ∂L/∂z</th><th>textbook δ</th></tr>";
+      "<tr><th>unit</th><th>z</th><th>a</th><th>∂L/∂a</th>" + (coupled(r) ? "" : "<th>∂a/∂z</th>") +
+      "<th>δ = ∂L/∂z</th>" + (D.article_sign ? "<th>textbook δ</th>" : "") + "</tr>";
     r.z[e].forEach((_, j) => {
       const f = (ph.kind === "fwd" || ph.kind === "bwd") && ph.l === l && ph.j === j;
       h += `<tr class="${f ? "focus" : ""}"><td>${esc(nameOf(l + 1, j))}</td><td>${f6(r.z[e][j])}</td><td>${f6(r.a[e][j])}</td>` +
-        `<td>${f6(r.da[e][j])}</td><td>${f6(r.delta[e][j])}</td><td>${f6(-r.delta[e][j])}</td></tr>`;
+        `<td>${f6(r.da[e][j])}</td>` + (coupled(r) ? "" : `<td>${f6(r.dadz[e][j])}</td>`) +
+        `<td>${f6(r.delta[e][j])}</td>` + (D.article_sign ? `<td>${f6(-r.delta[e][j])}</td>` : "") + "</tr>";
     });
     h += "</table><table><caption>parameters</caption><tr><th>param</th><th>before</th><th>∂L/∂p</th><th>after</th></tr>";
     r.W_before.forEach((row, i) => row.forEach((w, j) => {
@@ -340,34 +395,140 @@ function draw() {
   document.querySelectorAll("#examples button").forEach((b, i) => b.classList.toggle("on", i === S.e));
   drawNet(); drawExplain(); drawTables(); drawCurve(); writeHash();
 }
-function move(d) {
-  let p = S.p + d;
-  if (p >= PHASES.length && S.si < D.steps.length - 1) { S.si++; p = 0; }
-  else if (p < 0 && S.si > 0) { S.si--; p = PHASES.length - 1; }
-  S.p = Math.min(PHASES.length - 1, Math.max(0, p)); draw();
-}
 function setup() {
-  const slider = document.getElementById("slider");
-  if (D.steps.length > 1) {
-    slider.max = D.steps.length - 1;
-    slider.addEventListener("input", () => { S.si = +slider.value; draw(); });
-    if (D.steps.length < D.n_steps) document.getElementById("kept").textContent =
-      `(${D.steps.length} of the ${D.n_steps} steps kept, evenly spaced)`;
-  } else document.getElementById("stepbar").style.display = "none";
+  setupStepper();
   if (D.input.length > 1) {
     const box = document.getElementById("examples");
     box.innerHTML = "example: " + D.input.map((_, i) => `<button data-e="${i}">${i}</button>`).join(" ");
     box.querySelectorAll("button").forEach(b => b.addEventListener("click", () => { S.e = +b.dataset.e; draw(); }));
   }
-  document.getElementById("prev").addEventListener("click", () => move(-1));
-  document.getElementById("next").addEventListener("click", () => move(1));
-  document.addEventListener("keydown", ev => {
-    if (ev.target === slider) return;
-    if (ev.key === "ArrowRight") { move(1); ev.preventDefault(); }
-    if (ev.key === "ArrowLeft") { move(-1); ev.preventDefault(); }
-  });
-  window.addEventListener("hashchange", () => { readHash(); draw(); });
   readHash(); draw();
 }
 setup();
+"""
+
+# ---- a model that is not Dense + activation: a table of values per layer ------------------
+
+_TABLE_TEMPLATE = _HEAD.replace("%NAV%", "") + """<main>
+  <section id="explain"></section>
+  <aside><svg id="curve" role="img" aria-label="the loss per step"></svg></aside>
+</main>
+<section id="tables"></section>
+<footer>Each layer's output for every example and ∂L/∂output, the gradient its backward pass
+receives (the next layer's backward, or the loss gradient for the last); its parameters before
+the step, ∂L/∂p and after: p ← p − η·∂L/∂p.</footer>
+""" + _TAIL
+
+_TABLE_JS = r"""
+"use strict";
+const D = JSON.parse(document.getElementById("data").textContent);
+const f6 = v => v.toFixed(6);
+const esc = s => String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));
+const NL = D.steps[0].layers.length, B = D.input.length;
+const PHASES = [{kind: "start"}];
+for (let l = 0; l < NL; l++) PHASES.push({kind: "fwd", l});
+PHASES.push({kind: "loss"});
+for (let l = NL - 1; l >= 0; l--) PHASES.push({kind: "bwd", l});
+PHASES.push({kind: "update"});
+const S = {si: 0, p: 0};
+
+const readHash = readStepHash;
+function writeHash() {
+  const h = `#step=${D.steps[S.si].step + 1}&phase=${S.p + 1}`;
+  if (location.hash !== h) history.replaceState(null, "", h);
+}
+function phaseName(ph) {
+  if (ph.kind === "fwd") return `forward layers[${ph.l}] ${D.steps[0].layers[ph.l].layer}`;
+  if (ph.kind === "bwd") return `backward layers[${ph.l}] ${D.steps[0].layers[ph.l].layer}`;
+  return {start: "the model", loss: "the loss", update: "the update"}[ph.kind];
+}
+function eq(s) { return `<div class="eq">${esc(s)}</div>`; }
+function drawExplain() {
+  const st = D.steps[S.si], ph = PHASES[S.p];
+  let h = "";
+  if (ph.kind === "start") h = `<h2>Step ${st.step + 1}: the model before the step</h2>` +
+    eq(`${D.model} on inputs of shape (${D.in_shape.join(", ")}), ${B} example(s)`) +
+    eq(`loss ${D.loss}, learning rate η = ${D.learning_rate}`) +
+    eq("Next ▶ runs the forward pass one layer at a time; the tables hold every value.");
+  else if (ph.kind === "fwd") {
+    const r = st.layers[ph.l];
+    h = `<h2 class="fwd">Forward: layers[${ph.l}] ${esc(r.layer)}</h2>` +
+      eq(`output = ${r.layer}(${ph.l ? "layers[" + (ph.l - 1) + "] output" : "input"}), shape (${r.shape.join(", ")}) per example`) +
+      eq(`example 0: ${r.output[0].slice(0, 6).map(f6).join(", ")}${r.output[0].length > 6 ? ", …" : ""}`);
+  } else if (ph.kind === "loss") {
+    const r = st.layers[NL - 1];
+    h = "<h2>Loss</h2>" + eq(`L = ${D.loss}(y, t) = ${f6(st.loss)}${B > 1 ? ` over ${B} examples` : ""}`) +
+      eq(`∂L/∂y, example 0: ${r.doutput[0].slice(0, 6).map(f6).join(", ")}`) +
+      eq("Next ▶ runs the backward pass from the last layer.");
+  } else if (ph.kind === "bwd") {
+    const r = st.layers[ph.l];
+    h = `<h2 class="bwd">Backward: layers[${ph.l}] ${esc(r.layer)}</h2>` +
+      eq(`∂L/∂output arrives from ${ph.l === NL - 1 ? "the loss" : "layers[" + (ph.l + 1) + "]'s backward"}`) +
+      eq(`example 0: ${r.doutput[0].slice(0, 6).map(f6).join(", ")}${r.doutput[0].length > 6 ? ", …" : ""}`) +
+      (r.params.length ? eq(`its backward gives ∂L/∂p for ${r.params.length} parameter(s), e.g. ∂L/∂${r.params[0][0]} = ${f6(r.params[0][2])}`) :
+        eq("no parameters: its backward only passes ∂L/∂input on"));
+  } else {
+    h = `<h2>Update: p ← p − η·∂L/∂p, η = ${D.learning_rate}</h2>`;
+    st.layers.forEach((r, l) => r.params.forEach(([n, b, g, a]) => {
+      h += eq(`layers[${l}] ${n}: ${f6(b)} − ${D.learning_rate}·${f6(g)} = ${f6(a)}`);
+    }));
+    h += eq(`loss ${f6(st.loss)} → ${f6(st.loss_after)}`);
+  }
+  document.getElementById("explain").innerHTML = h;
+}
+function drawTables() {
+  const st = D.steps[S.si], ph = PHASES[S.p];
+  let h = `<div class="layer"><table><caption>input and target</caption><tr><th>index</th>` +
+    D.input.map((_, e) => `<th>x e${e}</th>`).join("") + "</tr>" +
+    D.input_index.map((ix, n) => `<tr><td>${ix}</td>` + D.input.map(x => `<td>${f6(x[n])}</td>`).join("") + "</tr>").join("") +
+    "</table><table><tr><th>index</th>" + D.target.map((_, e) => `<th>t e${e}</th>`).join("") + "</tr>" +
+    D.target_index.map((ix, n) => `<tr><td>${ix}</td>` + D.target.map(t => `<td>${f6(t[n])}</td>`).join("") + "</tr>").join("") +
+    "</table></div>";
+  st.layers.forEach((r, l) => {
+    const f = (ph.kind === "fwd" || ph.kind === "bwd") && ph.l === l;
+    h += `<div class="layer"><table class="${f ? "focus" : ""}"><caption>layers[${l}] ${esc(r.layer)}, step ${st.step + 1}</caption><tr><th>index</th>` +
+      r.output.map((_, e) => `<th>out e${e}</th><th>∂L/∂out e${e}</th>`).join("") + "</tr>";
+    r.index.forEach((ix, n) => {
+      h += `<tr class="${f ? "focus" : ""}"><td>${ix}</td>` + r.output.map((o, e) => `<td>${f6(o[n])}</td><td>${f6(r.doutput[e][n])}</td>`).join("") + "</tr>";
+    });
+    h += "</table>";
+    if (r.params.length) {
+      h += "<table><caption>parameters</caption><tr><th>param</th><th>before</th><th>∂L/∂p</th><th>after</th></tr>" +
+        r.params.map(([n, b, g, a]) => `<tr><td>${esc(n)}</td><td>${f6(b)}</td><td>${f6(g)}</td><td>${f6(a)}</td></tr>`).join("") + "</table>";
+    }
+    h += "</div>";
+  });
+  document.getElementById("tables").innerHTML = h;
+}
+function drawCurve() {
+  const svg = document.getElementById("curve"), n = D.n_steps;
+  if (n < 2) { svg.style.display = "none"; return; }
+  const w = 420, h = 170, l = 62, b = 26, t = 12;
+  const ys = D.losses.concat([D.final_loss]);
+  const lo = Math.min(...ys), hi = Math.max(...ys), span = hi - lo || 1;
+  const X = i => l + (w - l - 8) * i / n, Y = v => t + (h - t - b) * (1 - (v - lo) / span);
+  const stride = Math.max(1, Math.floor(ys.length / 800)), pts = [];
+  for (let i = 0; i < ys.length; i += stride) pts.push(`${X(i).toFixed(1)},${Y(ys[i]).toFixed(1)}`);
+  pts.push(`${X(n).toFixed(1)},${Y(ys[n]).toFixed(1)}`);
+  const s = D.steps[S.si].step;
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`); svg.setAttribute("width", w); svg.setAttribute("height", h);
+  svg.innerHTML = `<rect x="${l}" y="${t}" width="${w - l - 8}" height="${h - t - b}" fill="#f8fafc" stroke="#e2e8f0"/>` +
+    `<polyline points="${pts.join(" ")}" fill="none" stroke="#b91c1c" stroke-width="2"/>` +
+    `<circle cx="${X(s)}" cy="${Y(ys[s])}" r="4.5" fill="var(--hi)"/>` +
+    `<text x="${l - 4}" y="${t + 10}" text-anchor="end" font-size="11">${hi.toPrecision(3)}</text>` +
+    `<text x="${l - 4}" y="${h - b}" text-anchor="end" font-size="11">${lo.toPrecision(3)}</text>` +
+    `<text x="${(l + w) / 2}" y="${h - 8}" text-anchor="middle" font-size="11">loss per step</text>`;
+}
+function draw() {
+  const st = D.steps[S.si];
+  document.getElementById("settings").textContent =
+    `model ${D.model} · input (${D.in_shape.join(", ")}) · loss ${D.loss} · η = ${D.learning_rate} · ${D.n_steps} step(s)`;
+  document.getElementById("where").textContent =
+    `step ${st.step + 1}/${D.n_steps} · ${S.p + 1}/${PHASES.length}: ${phaseName(PHASES[S.p])}`;
+  document.getElementById("stepno").textContent =
+    `${st.step + 1} of ${D.n_steps} · loss ${f6(st.loss)} → ${f6(st.loss_after)}`;
+  document.getElementById("slider").value = S.si;
+  drawExplain(); drawTables(); drawCurve(); writeHash();
+}
+setupStepper(); readHash(); draw();
 """

@@ -36,11 +36,22 @@ def kept_steps(n: int, limit: int = MAX_VIEW_STEPS) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - 1, limit)})
 
 
+def article_sign(spec, result: dict) -> bool:
+    """Whether the articles' ``delta = (t - y) f'(z)`` applies (and is minus jaxprop's
+    ``dL/dz``): the loss gradient at the outputs is ``y - t`` (``sse_half``) and each output
+    unit's activation depends on its own ``z`` alone; read off the first step of the trace."""
+    last = result["steps"][0]["layers"][-1]
+    y, da = np.asarray(last["a"]), np.asarray(last["da"])
+    elementwise = np.ndim(last["dadz"]) == 2 if "dadz" in last else True
+    return elementwise and np.allclose(da, y - spec.target, rtol=1e-12, atol=1e-300)
+
+
 def view(spec, result: dict, limit: int = MAX_VIEW_STEPS) -> dict:
     """The view of ``result`` (from ``explain(spec)``) that the pictures draw, JSON-able.
 
     Returns ``{"description", "widths", "names", "activations", "loss", "learning_rate",
-    "update_biases", "input", "target", "n_steps", "losses", "final_loss", "steps"}``:
+    "update_biases", "article_sign", "input", "target", "n_steps", "losses", "final_loss",
+    "steps"}`` (``article_sign``: :func:`article_sign`):
     ``losses`` has every step's loss before its update; ``steps`` the kept steps (see
     :func:`kept_steps`), each ``{"step": index, "loss", "loss_after", "layers": [...]}`` with
     per layer the trace's entries plus ``W_before``, ``b_before`` and ``terms``
@@ -64,7 +75,62 @@ def view(spec, result: dict, limit: int = MAX_VIEW_STEPS) -> dict:
         "description": spec.description, "widths": widths, "names": unit_names(widths),
         "activations": [ls.activation for ls in spec.layers], "loss": spec.loss,
         "learning_rate": spec.learning_rate, "update_biases": spec.update_biases,
+        "article_sign": article_sign(spec, result),
         "input": spec.input.tolist(), "target": spec.target.tolist(),
+        "n_steps": len(steps), "losses": losses, "final_loss": result["final_loss"],
+        "steps": kept,
+    }
+
+
+def _labels(shape) -> list[str]:
+    """Every index of an array of ``shape``, ``"0,1,0"`` (``"2"`` for a vector)."""
+    return [",".join(map(str, i)) for i in np.ndindex(*shape)]
+
+
+def _param_rows(r: dict) -> list[list]:
+    """``[name[index], before, dL/dp, after]`` for every parameter of a layer's record."""
+    rows = []
+    for name, before in r["params"].items():
+        b, g, a = (np.asarray(r[k][name], np.float64) for k in ("params", "grads",
+                                                                 "params_after"))
+        rows += [[f"{name}[{i}]", *map(float, (b.ravel()[n], g.ravel()[n], a.ravel()[n]))]
+                 for n, i in enumerate(_labels(b.shape))]
+    return rows
+
+
+def table_view(spec, result: dict, limit: int = MAX_VIEW_STEPS) -> dict:
+    """The view of a model drawn as tables (``explain`` of a
+    :class:`~jaxprop.tools.explain.TableSpec`), JSON-able.
+
+    Returns ``{"kind": "tables", "description", "model", "in_shape", "loss",
+    "learning_rate", "input", "input_index", "target", "target_index", "n_steps", "losses",
+    "final_loss", "steps"}``: each kept step ``{"step", "loss", "loss_after", "layers"}`` with
+    per layer ``{"layer", "shape", "index", "output", "doutput", "params"}``: ``output`` and
+    ``doutput`` one flat list per example in the order of ``index``, ``params`` rows
+    ``[name[index], before, dL/dp, after]``.
+    """
+    steps = result["steps"]
+    losses = [st["loss"] for st in steps]
+    after = losses[1:] + [result["final_loss"]]
+    batch = spec.input.shape[0]
+    kept = []
+    for s in kept_steps(len(steps), limit):
+        layers = []
+        for r in steps[s]["layers"]:
+            out, dout = (np.asarray(r[k], np.float64) for k in ("output", "doutput"))
+            layers.append({"layer": r["layer"], "shape": list(out.shape[1:]),
+                           "index": _labels(out.shape[1:]),
+                           "output": out.reshape(batch, -1).tolist(),
+                           "doutput": dout.reshape(batch, -1).tolist(),
+                           "params": _param_rows(r)})
+        kept.append({"step": s, "loss": losses[s], "loss_after": after[s], "layers": layers})
+    return {
+        "kind": "tables", "description": spec.description, "model": spec.model,
+        "in_shape": list(spec.in_shape), "loss": spec.loss,
+        "learning_rate": spec.learning_rate,
+        "input": spec.input.reshape(batch, -1).tolist(), "input_index": _labels(spec.in_shape),
+        "target": spec.target.reshape(batch, -1).tolist(),
+        "target_index": _labels(spec.target.shape[1:]),
         "n_steps": len(steps), "losses": losses, "final_loss": result["final_loss"],
         "steps": kept,
     }

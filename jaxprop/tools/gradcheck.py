@@ -1,10 +1,13 @@
 """Gradient checking: every hand-written backward pass against autodiff and finite differences.
 
-Three entry points, all returning a report with ``.ok``, ``.verdict()`` and a table (``str``):
+Three entry points, all returning a report with ``.ok``, ``.verdict()`` (one line of at most
+120 characters), ``.details()`` and a table (``str``):
 
-* :func:`check_layer` -- one layer alone, at random inputs, random *non-trivial* params
-  (what ``init`` gives, perturbed, so a scale of 1 or zero biases cannot hide a bug) and a random
-  cotangent ``dy``.
+* :func:`check_layer` -- one layer alone, at random *non-trivial* params (what ``init`` gives,
+  perturbed, so a scale of 1 or zero biases cannot hide a bug), a random cotangent ``dy`` and
+  inputs from several draws (:data:`DRAWS`: N(0, 1), N(0, 10^2) and values near the kinks and
+  saturation points of common activations; plus the user's ``inputs=``), params perturbed
+  afresh for each; reports name the draw.
 * :func:`check_gradients` -- a model: first every layer on the activations that actually reach
   it (nested models layer by layer; jittered by 1e-3 of their size, off the exact ties a ReLU
   hands a max-pool), at the given params and by default again at perturbed params; then the
@@ -62,7 +65,8 @@ finite differences along directions: one entry per direction)::
 
 (for directions, ``scale`` is the root mean square of the directional derivatives, ~ ``||r||``),
 so ``rel_err <= rtol`` exactly when ``|g_i - r_i| <= rtol * |r_i| + atol`` for every ``i``
-(``numpy.allclose(g, r, rtol, atol)``). The small ``atol`` (a fraction of the quantity's own
+(``numpy.allclose(g, r, rtol, atol)``). Reports show one measure, ``error = rel_err / rtol =
+max_i |g_i - r_i| / (rtol |r_i| + atol)``: at most 1 agrees, whatever the reference. The small ``atol`` (a fraction of the quantity's own
 scale) keeps entries that are zero up to rounding -- sums that cancel -- from failing on noise.
 Against autodiff, ``atol`` also has a floor of ``CANCEL_ULPS * eps(dtype)`` times the largest
 entry of the whole gradient (of the layer, end to end: of all leaves), for entries that are 0
@@ -98,7 +102,8 @@ from jaxprop.core.checks import BackwardError, checked_backward, params_dtype, v
 from jaxprop.core.layers import Layer
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import Model, Spec
-from jaxprop.core.validate import is_int
+from jaxprop.core.registry import lookup
+from jaxprop.core.validate import check_number, is_int, is_number
 from jaxprop.tools.gradcheck_report import (
     Comparison,
     GradCheckReport,
@@ -133,6 +138,8 @@ CANCEL_ULPS = 1000  # atol floor vs autodiff, in ulps of the largest entry (_can
 JITTER = 1e-3  # per-layer checks in a model: inputs moved by JITTER * rms (see check_model_layers)
 
 FD_REFERENCE = "finite differences float64"
+DEFAULT_BATCH = 8  # examples per draw in check_layer/check_loss and `jaxprop check`
+WIDE_SCALE = 10.0  # the "wide" draw: N(0, WIDE_SCALE**2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,17 +547,100 @@ def _refuse_non_finite(tree, name: str, what: str) -> None:
                 f"non-finite value(s) of {a.size}; gradients cannot be checked at them")
 
 
+# --------------------------------------------------------------------------------------------
+# Input draws: where check_layer looks
+
+
+def _kinks(rng: np.random.Generator, shape) -> np.ndarray:
+    """Entries near the kinks and saturation points of common activations, in equal shares:
+    ``±U(1e-3, 0.1)`` (ReLU and friends at 0, never exactly on it), ``±U(4, 8)`` (sigmoid and
+    tanh saturating), ``-U(10, 30)`` (large negatives: exp underflowing, a softplus's tail) and
+    N(0, 1)."""
+    sign = rng.choice([-1.0, 1.0], size=shape)
+    groups = [sign * rng.uniform(1e-3, 0.1, shape), sign * rng.uniform(4.0, 8.0, shape),
+              -rng.uniform(10.0, 30.0, shape), rng.standard_normal(shape)]
+    which = rng.integers(0, len(groups), size=shape)
+    return np.choose(which, groups)
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    """Where :func:`check_layer` draws inputs: a short ``name`` (``LayerCheck.draw``; reports
+    say "at the random params, {name} inputs"), how (``sample(rng, shape)``, or ``array``:
+    given inputs) and how widely params are perturbed for it (:func:`perturb`'s ``scale``)."""
+
+    name: str
+    sample: object = None  # (np.random.Generator, shape) -> np.ndarray
+    array: object = None
+    perturb_scale: float = PERTURB_SCALE
+
+
+# the default draws, in order: check_layer(draws=...) picks among them by name
+DRAWS: dict[str, Draw] = {
+    "normal": Draw("normal", lambda rng, shape: rng.standard_normal(shape)),
+    "wide": Draw(f"wide x{WIDE_SCALE:g}",
+                 lambda rng, shape: WIDE_SCALE * rng.standard_normal(shape), perturb_scale=1.0),
+    "kinks": Draw("near-kink", _kinks),
+}
+
+
+def input_draw(spec) -> Draw:
+    """The user's draw: a scale ``S`` (N(0, S^2)), a range ``(lo, hi)`` (uniform) or an array
+    of inputs ``(n, *in_shape)``; ``ValueError`` for anything else."""
+    if is_number(spec):
+        scale = check_number("inputs (a scale)", spec, minimum=0.0)
+        if scale == 0.0:
+            raise ValueError("inputs (a scale) must be > 0, got 0")
+        return Draw(f"scale {scale:g}",
+                    lambda rng, shape: scale * rng.standard_normal(shape))
+    if isinstance(spec, (tuple, list)) and len(spec) == 2 and all(map(is_number, spec)):
+        lo, hi = (check_number("inputs (a range)", v) for v in spec)
+        if not lo < hi:
+            raise ValueError(f"inputs (a range) must be (lo, hi) with lo < hi, got {spec!r}")
+        return Draw(f"[{lo:g}, {hi:g}]",
+                    lambda rng, shape: rng.uniform(lo, hi, shape))
+    if isinstance(spec, (np.ndarray, jax.Array)):
+        return Draw("given", array=spec)
+    raise ValueError(f"inputs must be a scale (a number), a range (lo, hi) or an array of "
+                     f"inputs, got {type(spec).__name__}")
+
+
+def _draws(draws, inputs) -> list[Draw]:
+    """The draws :func:`check_layer` uses: the named defaults, then the user's."""
+    if isinstance(draws, str):
+        draws = (draws,)
+    out = [lookup(DRAWS, name, "input draw") for name in draws]
+    if inputs is not None:
+        out.append(input_draw(inputs))
+    if not out:
+        raise ValueError("nothing to draw inputs from: give draws or inputs")
+    return out
+
+
+def draw_inputs(draw: Draw, host: np.random.Generator, batch: int, in_shape) -> jax.Array:
+    """One draw's inputs, ``(batch, *in_shape)`` (given ones: checked against ``in_shape``)."""
+    if draw.array is None:
+        return jnp.asarray(draw.sample(host, (batch, *in_shape)), jnp.float32)
+    x = draw.array
+    if tuple(np.shape(x)[1:]) != tuple(in_shape) or not np.shape(x)[0]:
+        raise ValueError(f"inputs must have shape (n, *in_shape) = (n, "
+                         f"{', '.join(map(str, in_shape))}), got {tuple(np.shape(x))}")
+    return jnp.asarray(x)
+
+
 def check_layer(
     layer: Layer,
     in_shape: Sequence[int],
     *,
-    batch: int = 4,
+    batch: int = DEFAULT_BATCH,
     key=None,
     dtype=jnp.float32,
     train: bool = True,
     params=None,
     state=None,
     x=None,
+    inputs=None,
+    draws: Sequence[str] = tuple(DRAWS),
     perturb_params: bool = True,
     fd_rtol: float = TOLERANCES["fd"],
     fd_eps: float = FD_EPS,
@@ -559,18 +649,24 @@ def check_layer(
     """Check one layer's ``backward`` against ``jax.vjp`` of its ``forward`` (in ``dtype`` and in
     float64) and float64 finite differences, for ``dx`` and every ``dparams`` leaf.
 
-    ``x: (batch, *in_shape)`` drawn from N(0, 1) (or given); params and state from
-    ``layer.init``, perturbed (:func:`perturb`) unless ``perturb_params=False`` (given ones are
-    used as they are); a random cotangent; ``key`` (default ``jax.random.key(0)``) fixes the
-    forward's key (a Dropout mask) and everything drawn.
+    Once per input draw (:data:`DRAWS`: ``normal`` N(0, 1), ``wide`` N(0, 10^2) and ``kinks``,
+    values near the kinks and saturation points of common activations; then the user's
+    ``inputs``), each with ``x: (batch, *in_shape)`` and params and state from ``layer.init``
+    perturbed afresh (:func:`perturb`; more widely for the wide draw) unless
+    ``perturb_params=False`` (given ones are used as they are); a random cotangent; ``key``
+    (default ``jax.random.key(0)``) fixes the forward's key (a Dropout mask) and everything
+    drawn. A given ``x`` replaces the draws. Each :class:`LayerCheck` names its draw.
 
     Args:
       layer: any :class:`~jaxprop.Layer` (a model checks as one layer: see
         :func:`check_gradients` to check it layer by layer).
       in_shape: one example's shape, e.g. ``(8,)``.
-      batch: examples in the batch (> 1 finds bugs that only show across a batch).
+      batch: examples per draw (> 1 finds bugs that only show across a batch).
       key, dtype, train: PRNG key, working dtype (float32 or float64), training mode.
       params, state, x: check at these instead of random ones.
+      inputs: one more draw: a scale ``S`` (N(0, S^2)), a range ``(lo, hi)`` (uniform) or an
+        array ``(n, *in_shape)``.
+      draws: the default draws to use, by name (``("normal",)``: N(0, 1) only).
       perturb_params, fd_rtol, fd_eps, fd_directions: see the module docstring.
 
     Returns:
@@ -581,24 +677,34 @@ def check_layer(
         raise ValueError(f"check_layer takes a Layer, got {type(layer).__name__}")
     dtype_name = _validate_common(dtype, fd_directions, batch if x is None else None)
     in_shape = _shape(in_shape)
+    if layer.integer_inputs and inputs is not None:
+        raise ValueError(f"inputs= draws float inputs, but {layer.name} takes token ids "
+                         f"(0..{layer.integer_inputs - 1}): leave it out (ids are drawn "
+                         "uniformly) or give x=")
+    plan = [None] if x is not None else _draws(draws, inputs)
     key = jax.random.key(0) if key is None else key
     k_init, k_fwd = jax.random.split(key)
     host = _host_rng(key)
     if x is None and params is None:  # before anything is drawn or initialised
         check_fits(layer, in_shape, batch, fd_directions)
-    params, state, point = _layer_point(layer, in_shape, k_init, host, params, state,
-                                        perturb_params)
-    if x is None:
-        x = jnp.asarray(host.standard_normal((batch, *in_shape)), jnp.float32)
-    _refuse_non_finite(params, "params", point)
-    _refuse_non_finite(state, "state", "state's arrays")
-    _refuse_non_finite(x, "x", "inputs")
+    p0, s0, point = _layer_point(layer, in_shape, k_init, params, state, perturb_params)
+    _refuse_non_finite(p0, "params", point)
+    _refuse_non_finite(s0, "state", "state's arrays")
     checker = _Checker(lambda p, s, x_, k: [("", layer, p, s, x_, k)], dtype=dtype, train=train,
                        fd_rtol=fd_rtol, fd_eps=fd_eps, fd_directions=fd_directions)
-    checks = checker(point, params, state, x, k_fwd, host)
+    checks = []
+    for draw in plan:
+        xd = (x if draw is None else _random_input(layer, (batch, *in_shape), host)
+              if layer.integer_inputs else draw_inputs(draw, host, batch, in_shape))
+        _refuse_non_finite(xd, "x", "inputs")
+        scale = PERTURB_SCALE if draw is None else draw.perturb_scale
+        p = perturb(p0, host, scale) if params is None and perturb_params else p0
+        s = perturb(s0, host, scale) if state is None and perturb_params else s0
+        checks += [dataclasses.replace(lc, draw=None if draw is None else draw.name)
+                   for lc in checker(point, p, s, xd, k_fwd, host)]
     return LayerReport(tuple(checks), dtype_name, {
-        "in_shape": in_shape, "batch": int(np.shape(x)[0]) if np.ndim(x) else None,
-        "train": train})
+        "in_shape": in_shape, "batch": int(np.shape(x)[0]) if x is not None and np.ndim(x)
+        else batch, "train": train})
 
 
 def check_fits(layer: Layer, in_shape, batch: int, fd_directions: int = FD_DIRECTIONS) -> None:
@@ -608,7 +714,7 @@ def check_fits(layer: Layer, in_shape, batch: int, fd_directions: int = FD_DIREC
     shapes alone; a layer whose ``init`` fails is left to the check to report)."""
     try:
         params, state, _ = jax.eval_shape(lambda: layer.init(jax.random.key(0), in_shape))
-        x = jax.ShapeDtypeStruct((batch, *in_shape), jnp.float32)
+        x = jax.ShapeDtypeStruct((batch, *in_shape), _input_dtype(layer, jnp.float32))
         kept = jax.eval_shape(lambda p, s, x_: layer.forward(p, s, x_)[:2], params, state, x)
     except Exception:  # noqa: BLE001 - the check itself names what is wrong with the layer
         return
@@ -619,16 +725,15 @@ def check_fits(layer: Layer, in_shape, batch: int, fd_directions: int = FD_DIREC
                  "check a smaller layer or input (--in-shape) or a smaller batch (--batch)")
 
 
-def _layer_point(layer: Layer, in_shape, key, host, params, state, perturb_params: bool):
+def _layer_point(layer: Layer, in_shape, key, params, state, perturb_params: bool):
     """``(params, state, point)`` for :func:`check_layer`: the given ones, else ``layer.init``'s
-    (perturbed with ``perturb_params``); ``point`` says which params (``"given params"``)."""
+    (perturbed per draw with ``perturb_params``); ``point`` says which params (``"given
+    params"``)."""
     try:
         p0, s0, out_shape = layer.init(key, in_shape)
     except Exception as e:  # noqa: BLE001 - the user's init: name the layer and the shape
         raise ValueError(f"{layer.name}: init failed for in_shape {in_shape}: {e}") from e
     _check_forward_shape(layer, p0, s0, in_shape, out_shape, key)
-    if perturb_params:
-        p0, s0 = perturb(p0, host), perturb(s0, host)
     point = "given params" if params is not None else (
         "random params" if perturb_params else "initial params")
     return (p0 if params is None else params), (s0 if state is None else state), point
@@ -638,7 +743,7 @@ def _check_forward_shape(layer: Layer, params, state, in_shape, out_shape, key) 
     """``ValueError`` when the forward's output shape is not the one ``init`` said (a bug in
     the forward or in init, not in the backward)."""
     dtype = next((a.dtype for a in jax.tree.leaves(params) if _is_float(a)), jnp.float32)
-    x = jax.ShapeDtypeStruct((2, *in_shape), dtype)
+    x = jax.ShapeDtypeStruct((2, *in_shape), _input_dtype(layer, dtype))
     with _forward_errors(layer.name, x):
         y = jax.eval_shape(lambda p, s, x_: layer.forward(p, s, x_, key=key)[0],
                            params, state, x)
@@ -646,6 +751,19 @@ def _check_forward_shape(layer: Layer, params, state, in_shape, out_shape, key) 
         raise ValueError(f"{layer.name}: forward gives examples of shape {tuple(y.shape[1:])}, "
                          f"but init said {tuple(out_shape)}; fix init or forward first (the "
                          "backward was not judged)")
+
+
+def _input_dtype(layer: Layer, dtype):
+    """The dtype of ``layer``'s inputs: int32 for a layer on integer ids, else ``dtype``."""
+    return jnp.int32 if layer.integer_inputs else dtype
+
+
+def _random_input(layer: Layer, shape, host):
+    """Inputs of ``shape`` for checking ``layer``: N(0, 1) floats, or integer ids drawn
+    uniformly from ``0..integer_inputs-1`` for a layer on ids (an Embedding)."""
+    if layer.integer_inputs:
+        return jnp.asarray(host.integers(0, layer.integer_inputs, shape), jnp.int32)
+    return jnp.asarray(host.standard_normal(shape), jnp.float32)
 
 
 def _shape(in_shape) -> tuple[int, ...]:
@@ -798,7 +916,7 @@ def check_model_layers(model: Model, params, x, *, state=None, key=None, train: 
     return tuple(checks)
 
 
-def _central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float,
+def central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float,
                          steps: Sequence[float] = (1.0,)) -> list:
     """Central differences of ``loss_fn(params)`` w.r.t. the given coordinates of each leaf
     (``jax.tree.leaves`` order), with each step ``h * steps[j]``: ``(len(steps), n_coords)``
@@ -937,7 +1055,7 @@ def _prepare(model, loss, params, x, t, state, cast_to, dtype_name, fd_direction
     if cast_to is not None:
         params = _cast(params, cast_to)
     _refuse_non_finite(params, "params", "given params")
-    x, t = validate_data(params, x, t, loss=loss)
+    x, t = validate_data(params, x, t, loss=loss, model=model)
     if dtype_name is None:
         dtype_name = _validate_common(x.dtype, fd_directions, what=" (x's dtype)")
     state = _model_state(model, state, x)
@@ -1004,7 +1122,7 @@ def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_fr
                         np.sort(rng.choice(leaf.size, size=max_fd_coords, replace=False))
                         for leaf in jax.tree.leaves(p64)]
             loss64 = lambda p: ref_loss(p, x64, t64, s64)  # noqa: E731
-            fd_l = _central_differences(loss64, p64, coords_l, fd_eps)
+            fd_l = central_differences(loss64, p64, coords_l, fd_eps)
             global_fd = max((float(np.max(np.abs(f))) for f in fd_l if f.size), default=0.0)
             noises = [fd_noise / s for s in FD_STEPS]
             # coordinates that disagree at h: again at the smaller steps (a kink crossed?)
@@ -1012,7 +1130,7 @@ def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_fr
                                             _scale(f, global_fd), noises[:1])[1][0] > fd_rtol]
                      for i, (g, f, c) in enumerate(zip(hand64_l, fd_l, coords_l))]
             if len(FD_STEPS) > 1 and any(a.size for a in again):
-                smaller = _central_differences(loss64, p64, again, fd_eps, FD_STEPS[1:])
+                smaller = central_differences(loss64, p64, again, fd_eps, FD_STEPS[1:])
             else:
                 smaller = [np.zeros((len(FD_STEPS) - 1, a.size)) for a in again]
             fd_l = [np.concatenate([f, _scatter(sm, a, c)]) for f, sm, a, c in

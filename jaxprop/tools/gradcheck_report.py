@@ -36,8 +36,13 @@ class Comparison:
     ok: bool
     rtol: float
 
+    @property
+    def error(self) -> float:
+        """The one error measure: ``max |g - r| / (rtol |r| + atol)``; agrees when ``<= 1``."""
+        return self.rel_err / self.rtol
+
     def describe(self) -> str:
-        return f"{self.reference} (rel err {self.rel_err:.1e} > rtol {self.rtol:g})"
+        return f"{self.reference} (error {self.error:.1e})"
 
 
 @dataclass(frozen=True)
@@ -56,19 +61,25 @@ class QuantityCheck:
     def rel_err(self, reference: str) -> float | None:
         return next((c.rel_err for c in self.comparisons if c.reference == reference), None)
 
+    @property
+    def worst(self) -> Comparison | None:
+        """The comparison with the largest error (the table's ``error`` and ``vs``)."""
+        return max(self.comparisons, key=lambda c: c.error, default=None)
+
 
 @dataclass(frozen=True)
 class LayerCheck:
     """The backward pass of one layer at one point. ``index`` is its position in the model
     (``"3"``, ``"2.1"`` inside a nested model; ``""`` for a layer checked alone); ``point`` says
-    which params (``"given params"``, ``"perturbed params"``, ``"random params"``); ``error``
-    is set when ``backward`` returned something malformed (or raised)."""
+    which params (``"given params"``, ``"perturbed params"``, ``"random params"``) and, in
+    :func:`~jaxprop.check_layer`, which inputs (``draw``); ``error`` is set when ``backward`` returned something malformed (or raised)."""
 
     index: str
     name: str
     point: str
     quantities: tuple[QuantityCheck, ...] = ()
     error: str | None = None
+    draw: str | None = None  # check_layer's input draw ("normal", "wide x10", "near-kink", ...)
 
     @property
     def label(self) -> str:
@@ -77,6 +88,11 @@ class LayerCheck:
     @property
     def ok(self) -> bool:
         return self.error is None and bool(self.quantities) and all(q.ok for q in self.quantities)
+
+    @property
+    def where(self) -> str:
+        """``"random params"``, or with check_layer's draw ``"random params, wide x10 inputs"``."""
+        return self.point if self.draw is None else f"{self.point}, {self.draw} inputs"
 
     def problem(self) -> str:
         """What is wrong, in one line (``""`` when ok)."""
@@ -90,7 +106,16 @@ class LayerCheck:
         first = bad[0]
         refs = ", ".join(c.describe() for c in first.comparisons if not c.ok)
         others = f" (also wrong: {', '.join(q.name for q in bad[1:])})" if bad[1:] else ""
-        return f"{first.name} disagrees with {refs} at the {self.point}{others}"
+        return f"{first.name} disagrees with {refs} at the {self.where}{others}"
+
+    def short_problem(self) -> str:
+        """:meth:`problem` for a verdict: the first wrong quantity and reference only."""
+        bad = [q for q in self.quantities if not q.ok]
+        if self.error is not None or not bad:
+            return self.problem()
+        c = next(c for c in bad[0].comparisons if not c.ok)
+        others = f"; also {', '.join(q.name for q in bad[1:])}" if bad[1:] else ""
+        return f"{bad[0].name} disagrees with {c.describe()} at the {self.where}{others}"
 
 
 def label(index: str, name: str) -> str:
@@ -105,7 +130,7 @@ def _references(layers: Sequence[LayerCheck]) -> tuple[str, ...]:
 
 
 def _short(reference: str) -> str:
-    """A reference's name for a table header: ``"vjp float32"``, ``"FD float64"``."""
+    """A reference's name for a table: ``"vjp float32"``, ``"FD float64"``."""
     return reference.replace("finite differences", "FD").replace("jax.vjp", "vjp")
 
 
@@ -113,33 +138,45 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1e}"
 
 
+ERROR_LEGEND = ("error = max |hand - ref| / (rtol |ref| + atol), worst over the references (vs), "
+                "each with its tolerance; <= 1 agrees")
+
+
+def _worst(quantities: Sequence[QuantityCheck]) -> tuple[str, str]:
+    """``(error, vs)`` cells: the largest error over ``quantities`` and its reference."""
+    worst = [w for q in quantities if (w := q.worst) is not None]
+    if not worst:
+        return "-", "-"
+    c = max(worst, key=lambda c: c.error)
+    return _fmt(c.error), _short(c.reference)
+
+
 def layer_rows(layers: Sequence[LayerCheck]) -> tuple[list[str], list[list[str]]]:
-    """``(header, rows)``: one row per layer check, the worst relative error per reference."""
-    refs = _references(layers)
-    header = ["layer", "at", "checked", *(f"vs {_short(r)}" for r in refs), "ok"]
+    """``(header, rows)``: one row per layer check, its worst error and against what."""
+    header = ["layer", "at", "checked", "error", "vs", "ok"]
     rows = []
     for lc in layers:
-        worst = []
-        for r in refs:
-            errs = [e for q in lc.quantities if (e := q.rel_err(r)) is not None]
-            worst.append(_fmt(max(errs) if errs else None))
         checked = " ".join(q.name for q in lc.quantities) or "-"
-        rows.append([lc.label, lc.point, checked, *worst, "yes" if lc.ok else "NO"])
+        rows.append([lc.label, lc.point, checked, *_worst(lc.quantities),
+                     "yes" if lc.ok else "NO"])
     return header, rows
 
 
 def quantity_rows(layers: Sequence[LayerCheck]) -> tuple[list[str], list[list[str]]]:
-    """``(header, rows)``: one row per checked quantity (for a layer checked alone)."""
-    refs = _references(layers)
-    header = ["quantity", "shape", *(f"vs {_short(r)}" for r in refs), "ok"]
+    """``(header, rows)``: one row per checked quantity (for a layer checked alone); the
+    ``inputs`` column names check_layer's draw."""
+    draws = any(lc.draw for lc in layers)
+    header = ["quantity", "shape", *(["inputs"] if draws else []), "error", "vs", "ok"]
     rows = []
+    names = {lc.label for lc in layers}
     for lc in layers:
-        prefix = f"{lc.label}: " if len(layers) > 1 else ""
+        prefix = f"{lc.label}: " if len(names) > 1 else ""
+        draw = [lc.draw or "-"] if draws else []
         for q in lc.quantities:
-            rows.append([prefix + q.name, str(q.shape), *(_fmt(q.rel_err(r)) for r in refs),
+            rows.append([prefix + q.name, str(q.shape), *draw, *_worst([q]),
                          "yes" if q.ok else "NO"])
         if lc.error is not None:
-            rows.append([prefix + "backward", "-", *("-" for _ in refs), "NO"])
+            rows.append([prefix + "backward", "-", *draw, "-", "-", "NO"])
     return header, rows
 
 
@@ -153,9 +190,14 @@ def _text_table(header: list[str], rows: list[list[str]]) -> str:
 def _layers_summary(layers: Sequence[LayerCheck]) -> str:
     n_q = sum(len(lc.quantities) for lc in layers)
     names = {lc.index or lc.name for lc in layers}
-    points = sorted({lc.point for lc in layers})
+    points = list(dict.fromkeys(lc.where for lc in layers))
     return (f"{len(names)} layer(s), {n_q} quantit{'y' if n_q == 1 else 'ies'} checked against "
-            f"{', '.join(_references(layers))}, at the {' and at the '.join(points)}")
+            f"{', '.join(_references(layers))}, at: {'; '.join(points)}")
+
+
+def _worst_error(layers: Sequence[LayerCheck]) -> float:
+    return max((c.error for lc in layers for q in lc.quantities for c in q.comparisons),
+               default=0.0)
 
 
 def _failing(layers: Sequence[LayerCheck]) -> tuple[LayerCheck, ...]:
@@ -201,22 +243,36 @@ class LayerReport(_LayerFailures):
         """The layer checks that disagree (``layer_failures``)."""
         return self.layer_failures
 
-    def verdict(self) -> str:
-        """One line: passed or failed, what was checked, the first problem."""
+    def _where(self) -> str:
         s = self.settings
-        where = ", ".join(f"{k.replace('_', ' ')} {s[k]}" for k in ("in_shape", "out_shape",
-                                                                    "batch", "train") if k in s)
+        return ", ".join(f"{k.replace('_', ' ')} {s[k]}" for k in ("in_shape", "out_shape",
+                                                                   "batch", "train") if k in s)
+
+    def verdict(self) -> str:
+        """One line of at most ~120 characters: passed or failed, and the first problem
+        (:meth:`details` says the rest)."""
         if self.ok:
-            what = ", ".join(q.name for q in self.leaves)
-            return (f"OK: {', '.join(dict.fromkeys(lc.label for lc in self.layers))}: backward "
-                    f"agrees for {what} ({_layers_summary(self.layers)}; {where}; "
-                    f"tolerances: {_tolerance_text(self.layers)})")
+            labels = ", ".join(dict.fromkeys(lc.label for lc in self.layers))
+            what = ", ".join(dict.fromkeys(q.name for q in self.leaves))
+            n = len({lc.where for lc in self.layers})
+            return fit(f"OK: {labels}: backward agrees for {what} at {n} "
+                       f"point{'s' if n > 1 else ''} (worst error "
+                       f"{_worst_error(self.layers):.1e} <= 1)")
         first = self.first_failure
-        return f"FAILED: {first.label}: {first.problem()}" + (f" ({where})" if where else "")
+        return fit(f"FAILED: {first.label}: {first.short_problem()}")
+
+    def details(self) -> str:
+        """What was checked, at which points, with which tolerances, and every problem."""
+        lines = [f"  {line}" for line in problems(self.layers)]
+        lines += [f"checked {_layers_summary(self.layers)}",
+                  f"tolerances: {_tolerance_text(self.layers)}"]
+        if self._where():
+            lines.append(self._where())
+        return "\n".join(lines)
 
     def __str__(self) -> str:
-        return _text_table(*quantity_rows(self.layers)) + "\n" + _problem_text(self.layers) + \
-            self.verdict()
+        return "\n".join([_text_table(*quantity_rows(self.layers)), ERROR_LEGEND,
+                          self.verdict(), self.details()])
 
 
 def problems(layers: Sequence[LayerCheck]) -> list[str]:
@@ -294,6 +350,11 @@ class GradCheckReport(_LayerFailures):
         """The end-to-end leaves that disagree."""
         return tuple(leaf for leaf in self.leaves if not leaf.ok)
 
+    def leaf_error(self, leaf: LeafCheck) -> tuple[float, str]:
+        """``(error, vs)``: a leaf's worst error (as :data:`ERROR_LEGEND`) and against what."""
+        grad, fd = leaf.grad_rel_err / self.grad_rtol, leaf.fd_rel_err / self.fd_rtol
+        return (grad, "jax.grad") if grad >= fd else (fd, "FD float64")
+
     def _tolerances(self) -> str:
         n_sampled = sum(leaf.sampled for leaf in self.leaves)
         tail = (f"; finite differences on a random {self.max_fd_coords}-coordinate subset of "
@@ -306,45 +367,167 @@ class GradCheckReport(_LayerFailures):
         return (f"(vs jax.grad rtol {self.grad_rtol:g} in {self.dtype}, vs finite differences "
                 f"rtol {self.fd_rtol:g} in float64, {atol}{floor}{tail})")
 
+    def _end_to_end(self) -> str:
+        n = len(self.leaves)
+        if self.end_to_end_error is not None:
+            return f"end to end: {self.end_to_end_error}"
+        if self.failures:
+            bad = ", ".join(leaf.name for leaf in self.failures)
+            return f"{len(self.failures)} of {n} gradient leaves disagree: {bad}"
+        return f"end to end all {n} gradient leaves agree"
+
     def verdict(self) -> str:
-        """One line: passed/failed, the first wrong layer, how many leaves, the tolerances."""
-        n, tol = len(self.leaves), self._tolerances()
-        layers = (f"; every layer's backward agrees with jax.vjp and finite differences "
-                  f"({_layers_summary(self.layers)})" if self.layers else "")
+        """One line of at most ~120 characters: passed or failed, the first wrong layer
+        (:meth:`details` says the rest)."""
+        n = len(self.leaves)
         if self.ok:
             head = f"OK: all {n} gradient leaves agree" if n else \
                 "OK: no parameters; every layer's dx agrees"
-            return f"{head} {tol}{layers}"
+            return fit(f"{head}; every layer's backward agrees (worst error "
+                       f"{self._worst():.1e} <= 1)")
         if self.checked == 0:
             return "FAILED: nothing was checked (no parameters, no floating inputs)"
-        bad = ", ".join(leaf.name for leaf in self.failures)
-        if self.end_to_end_error is not None:
-            e2e = f"end to end: {self.end_to_end_error}"
-        elif self.failures:
-            e2e = f"{len(self.failures)} of {n} gradient leaves disagree: {bad}"
-        else:
-            e2e = f"end to end all {n} gradient leaves agree"
         first = self.first_failure
         if first is None:  # every layer agrees, the composition does not: the loss's grad
-            return (f"FAILED: {e2e}; every layer's backward agrees with jax.vjp, so look at the "
-                    f"loss's grad {tol}")
-        also = [lc.label for lc in self.layer_failures if lc.label != first.label]
-        also_text = f" (also wrong: {', '.join(dict.fromkeys(also))})" if also else ""
-        return f"FAILED: {first.label}: {first.problem()}{also_text}; {e2e} {tol}"
+            return fit(f"FAILED: {len(self.failures)} of {n} gradient leaves disagree, every "
+                       "layer agrees: look at the loss's grad")
+        return fit(f"FAILED: {first.label}: {first.short_problem()}")
+
+    def _worst(self) -> float:
+        return max([_worst_error(self.layers)] + [self.leaf_error(leaf)[0]
+                                                  for leaf in self.leaves])
+
+    def details(self) -> str:
+        """Every problem, the end-to-end result, what was checked and the tolerances."""
+        lines = [f"  {line}" for line in problems(self.layers)]
+        if self.end_to_end_error is not None or self.leaves:
+            lines.append(self._end_to_end())
+        if self.layers:
+            lines.append(f"layers: {_layers_summary(self.layers)}")
+        lines.append(f"end to end: {self._tolerances()[1:-1]}")
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         parts = []
         if self.layers:
             parts.append(_text_table(*layer_rows(self.layers)))
-        lines = [
-            f"{'leaf':<28} {'shape':<10} {'abs vs grad':>11} {'rel vs grad':>11} "
-            f"{'abs vs FD':>10} {'rel vs FD':>10}  ok"
-        ]
-        for c in self.leaves:
-            lines.append(
-                f"{c.name:<28} {str(c.shape):<10} {c.grad_abs_err:11.2e} {c.grad_rel_err:11.2e} "
-                f"{c.fd_abs_err:10.2e} {c.fd_rel_err:10.2e}  {'yes' if c.ok else 'NO'}"
-                + (f"  (FD on {c.fd_coords}/{c.size})" if c.sampled else "")
-            )
-        parts.append("\n".join(lines))
-        return "\n\n".join(parts) + "\n" + _problem_text(self.layers) + self.verdict()
+        if self.leaves:
+            parts.append(_text_table(*leaf_rows(self)))
+        return "\n\n".join(parts) + "\n" + "\n".join([ERROR_LEGEND, self.verdict(),
+                                                     self.details()])
+
+
+def leaf_rows(report: GradCheckReport) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: one row per end-to-end leaf, its error and against what."""
+    rows = []
+    for c in report.leaves:
+        error, vs = report.leaf_error(c)
+        rows.append([c.name, str(c.shape), _fmt(error), vs + (
+            f" (FD on {c.fd_coords}/{c.size})" if c.sampled else ""), "yes" if c.ok else "NO"])
+    return ["leaf", "shape", "error", "vs", "ok"], rows
+
+
+# --------------------------------------------------------------------------------------------
+# Any function's gradient rule (jaxprop.tools.check_function)
+
+
+@dataclass(frozen=True)
+class LeafDiff:
+    """One leaf of a function's gradient (an argument's in reverse mode, ``input -> output``
+    in forward mode) against the reference: the worst ``error`` (``<= 1`` agrees), how many
+    entries disagree of how many were checked, and the worst of them ``(index, rule, ref)``."""
+
+    where: str  # "argument 1 (w)['b']", "argument 0 (x) -> output[0]"
+    shape: tuple[int, ...]
+    error: float
+    n_bad: int
+    n_checked: int
+    worst: tuple[tuple[tuple[int, ...], float, float], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error <= 1.0
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def problem(self) -> str:
+        """``"3 of 16 entries disagree, e.g. [2, 5]: rule 0.12, reference 0.5"`` (``""`` if ok)."""
+        if self.ok:
+            return ""
+        eg = "; ".join(f"[{', '.join(map(str, i))}]: rule {g:.4g}, reference {r:.4g}"
+                       for i, g, r in self.worst[:2])
+        return f"{self.n_bad} of {self.n_checked} entries disagree (error {self.error:.1e}), " \
+               f"e.g. {eg}"
+
+
+@dataclass(frozen=True)
+class FunctionReport:
+    """The result of :func:`~jaxprop.check_vjp` / :func:`~jaxprop.check_jvp`: one
+    :class:`LeafDiff` per checked leaf; ``ok`` when something was checked and all agree."""
+
+    mode: str  # "vjp" or "jvp"
+    function: str
+    reference: str
+    dtype: str
+    rtol: float
+    atol_frac: float
+    leaves: tuple[LeafDiff, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+    autodiff_slack: float | None = None  # atol += this x |autodiff in dtype - reference|
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.leaves) and all(leaf.ok for leaf in self.leaves)
+
+    @property
+    def failures(self) -> tuple[LeafDiff, ...]:
+        return tuple(leaf for leaf in self.leaves if not leaf.ok)
+
+    def verdict(self) -> str:
+        """One line (at most ~120 characters): passed or failed, and the first wrong leaf."""
+        what = f"{self.function}'s {self.mode} rule in {self.dtype}"
+        if not self.leaves:
+            return f"FAILED: {what}: nothing to check (no floating argument or output)"
+        if self.ok:
+            worst = max(leaf.error for leaf in self.leaves)
+            n = len(self.leaves)
+            return fit(f"OK: {what}: {n} lea{'f agrees' if n == 1 else 'ves agree'} (worst "
+                        f"error {worst:.1e} <= 1)")
+        first = self.failures[0]
+        more = f" (+{len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+        return fit(f"FAILED: {what}: {first.where}: {first.n_bad} of {first.n_checked} "
+                    f"entries disagree, error {first.error:.1e}{more}")
+
+    def tolerance(self) -> str:
+        """The measure and the tolerance used, in one line."""
+        slack = (f" + {self.autodiff_slack:g} x |jax.{self.mode} in {self.dtype} - reference|"
+                 if self.autodiff_slack else "")
+        return (f"error = |rule - reference| / (rtol |reference| + atol), rtol {self.rtol:g} "
+                f"({self.dtype}), atol = {self.atol_frac * self.rtol:g} x the leaf's largest "
+                f"reference entry{slack}; agrees when error <= 1")
+
+    def details(self) -> str:
+        """What was compared with what, the tolerance, and every leaf that disagrees."""
+        lines = [f"checked {self.function}'s {self.mode} rule in {self.dtype} against "
+                 f"{self.reference}", self.tolerance()]
+        for leaf in self.leaves:
+            sampled = f" (finite differences on {leaf.n_checked} of {leaf.size})" \
+                if leaf.n_checked < leaf.size else ""
+            lines.append(f"  {leaf.where} {leaf.shape}: error {leaf.error:.1e} "
+                         f"{'ok' if leaf.ok else 'WRONG'}{sampled}")
+            if not leaf.ok:
+                lines.append(f"    {leaf.problem()}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.verdict() + "\n" + self.details()
+
+
+VERDICT_WIDTH = 120
+
+
+def fit(line: str, width: int = VERDICT_WIDTH) -> str:
+    """``line`` cut to ``width`` characters (``...`` at the end); the details say the rest."""
+    return line if len(line) <= width else line[:width - 3] + "..."

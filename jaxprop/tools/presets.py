@@ -55,8 +55,10 @@ def xor_data(dtype=jnp.float32):
     return jnp.asarray(x, dtype), jnp.asarray(t, dtype)
 
 
-def make_data(key, loss: str | Loss, in_shape, out_shape, batch: int, dtype):
-    """Inputs ~ N(0, 1) and targets that suit the loss.
+def make_data(key, loss: str | Loss, in_shape, out_shape, batch: int, dtype, *,
+              integer_inputs: int | None = None):
+    """Inputs ~ N(0, 1) (or integer ids ``0..integer_inputs-1``, for a model that starts with
+    an Embedding) and targets that suit the loss.
 
     Targets: class labels for a loss on integer labels, one-hot rows for a categorical loss,
     values in [0, 1] for a loss on probabilities or binary logits, normal values otherwise.
@@ -70,13 +72,15 @@ def make_data(key, loss: str | Loss, in_shape, out_shape, batch: int, dtype):
       out_shape: one example's output shape (its last axis: the classes).
       batch: examples.
       dtype: the floating dtype of ``x`` and of non-integer ``t``.
+      integer_inputs: the model's ``integer_inputs`` fact: draw ``x`` as ids below it.
 
     Returns:
       ``(x, t)``.
     """
     loss = get_loss(loss)
     kx, kt = jax.random.split(key)
-    x = jax.random.normal(kx, (batch, *in_shape), dtype)
+    x = jax.random.randint(kx, (batch, *in_shape), 0, integer_inputs) if integer_inputs \
+        else jax.random.normal(kx, (batch, *in_shape), dtype)
     shape = (batch, *out_shape)
     if loss.integer_labels:
         t = jax.random.randint(kt, shape[:-1], 0, shape[-1])

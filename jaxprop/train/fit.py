@@ -355,10 +355,10 @@ def _validated_data(model, loss, state, data):
       split), ``"test"`` or ``None``.
     """
     x, t, x_test, t_test, held_out = _split_data(data)
-    x, t = validate_data(state.params, x, t, loss=loss)
+    x, t = validate_data(state.params, x, t, loss=loss, model=model)
     test_data = ()
     if x_test is not None:
-        test_data = validate_data(state.params, x_test, t_test, loss=loss)
+        test_data = validate_data(state.params, x_test, t_test, loss=loss, model=model)
     if loss.integer_labels:
         for xs, ts in ((x, t), test_data or (x, t)):  # the test labels too
             check_labels_fit(model, state.params, state.model_state, xs, ts)

@@ -57,7 +57,8 @@ def _activation_bytes(model, optimizer, in_shape: tuple, dtype: str, batch: int)
     """``(kept, largest)``: the bytes the forward keeps for the backward (residuals and output)
     on ``batch`` examples, and its largest single array."""
     params, state, _ = _shapes(model, optimizer, in_shape, dtype)
-    x = jax.ShapeDtypeStruct((batch, *in_shape), jnp.dtype(dtype))
+    x = jax.ShapeDtypeStruct((batch, *in_shape), jnp.int32 if getattr(
+        model, "integer_inputs", None) else jnp.dtype(dtype))  # token ids, or the data's
     y, residuals, _ = jax.eval_shape(
         lambda p, s, x_: model.forward(p, s, x_, train=True), params, state, x)
     leaves = [a for a in jax.tree.leaves((y, residuals, x)) if hasattr(a, "shape")]
@@ -75,7 +76,8 @@ def training_bytes(model, optimizer, in_shape: Sequence[int], batch: int,
       batch: examples per step.
       eval_examples: the most examples one evaluation takes at once (the training or test
         set); 0 for none.
-      dtype: the inputs' dtype.
+      dtype: the inputs' dtype (int32 token ids for a model on ``integer_inputs``, whatever it
+        says).
 
     Returns:
       the estimate in bytes.
