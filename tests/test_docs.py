@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
 
 @pytest.fixture(scope="module")
 def namespace():
-    assert len(python_blocks("docs/layers.md")) == 5
+    assert len(python_blocks("docs/layers.md")) == 6
     before = dict(spec.LAYER_SPECS)
     yield run_blocks("docs/layers.md", {})
     for name in set(spec.USER_LAYERS) - set(before):  # the page's "swish": not for other tests

@@ -185,3 +185,26 @@ def test_bridge_first_order_never_differentiates_the_forward():
     ref = jp.value_and_grad(model, "mse", params, x, t)[1]
     assert all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref)))
     jax.jit(lambda *a: jax.jvp(f, a, a))(params, x, t)  # forward mode: the same rule
+
+
+@pytest.mark.long
+@pytest.mark.x64
+def test_check_hvp_passes_for_a_small_gpt_on_token_ids():
+    """Embedding (integer ids: no dx, its backward checked in params and dy), positional
+    embedding, causal attention, LayerNorm, GELU MLP, residuals; and the bridge's H v."""
+    model = jp.gpt(7, blocks=1, features=8, heads=2, context=5, dtype=jnp.float64)
+    params, state = model.init_with_state(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(0, 7, (2, 5)), jnp.int32)
+    t = jnp.asarray(rng.integers(0, 7, (2, 5)), jnp.int32)
+    loss = "sparse_softmax_cross_entropy"
+    report = jp.check_hvp(model, loss, params, x, t, state=state, key=jax.random.key(1))
+    assert report.ok, str(report)
+    assert any(c.where.startswith("layer 0 Embedding") for c in report.checks), str(report)
+    f = jp.as_jax_function(model, loss)
+    v = jax.tree.map(jnp.ones_like, params)
+    no_tangent = np.zeros(x.shape, jax.dtypes.float0)
+    hv = jax.jvp(jax.grad(f), (params, x, t), (v, no_tangent, no_tangent))[1]
+    want = jp.hvp(model, loss, params, x, t, v)[2]
+    for a, b in zip(jax.tree.leaves(hv), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -164,9 +164,10 @@ def _layer_points(model: Model, params, state, x, key, train, prefix=""):
             yield f"layer {prefix}{i} {layer.name}", layer, p, s, xi, k
 
 
-def _backward_pair(layer, state, key, train):
+def _backward_pair(layer, state, key, train, ids=None):
     """``(hand, ref)``: ``(params, x, dy) -> (dparams, dx)`` by the layer's backward and by
-    ``jax.vjp`` of its forward."""
+    ``jax.vjp`` of its forward; on fixed integer ``ids`` (an Embedding's input)
+    ``(params, dy) -> dparams`` instead."""
     def forward(p, x):
         return layer.forward(p, state, x, key=key, train=train)
 
@@ -176,7 +177,10 @@ def _backward_pair(layer, state, key, train):
     def ref(p, x, dy):
         return jax.vjp(lambda p_, x_: forward(p_, x_)[0], p, x)[1](dy)
 
-    return hand, ref
+    if ids is None:
+        return hand, ref
+    return (lambda p, dy: layer.backward(p, forward(p, ids)[1], dy)[0],
+            lambda p, dy: jax.vjp(lambda p_: forward(p_, ids)[0], p)[1](dy)[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,7 +275,7 @@ def check_hvp(model: Model, loss: str | Loss, params, x, t, *, state=None, key=N
         raise ValueError(f"check_hvp works in float32 or float64, not {dtype_name}")
     key = jax.random.key(seed) if key is None else key
     rng = np.random.default_rng(seed)
-    x, t = validate_data(params, x, t, loss=loss)
+    x, t = validate_data(params, x, t, loss=loss, model=model)
     checks = []
     for name in dict.fromkeys((dtype_name, "float64")):
         x64 = jax.enable_x64(True) if name == "float64" and not jax.config.jax_enable_x64 \
@@ -291,15 +295,16 @@ def _pass(model, loss, params, state, x, t, key, train, dtype_name, rng, directi
     items = []
     points = _layer_points(model, params, state, x, key, train) if layers else ()
     for where, layer, p, s, xi, k in points:
-        if not is_float(xi):
-            continue
-        xi = _jitter(xi, rng)
+        ids = not is_float(xi)  # token ids (an Embedding's input): fixed, no dx
+        xi = xi if ids else _jitter(xi, rng)
         y = jax.eval_shape(lambda: layer.forward(p, s, xi, key=k, train=train)[0])
-        primals = (p, xi, jnp.asarray(rng.standard_normal(y.shape), y.dtype))
-        hand, ref = _backward_pair(layer, s, k, train)
+        dy = jnp.asarray(rng.standard_normal(y.shape), y.dtype)
+        hand, ref = _backward_pair(layer, s, k, train, xi if ids else None)
+        primals = (p, dy) if ids else (p, xi, dy)
+        names = [f"d({n})" for n in _names(p, "dparams")] + ([] if ids else ["d(dx)"])
         steps = tuple(FD_H * _rms_scale(primals) / d for d in (1, 100)) if fd else ()
-        items.append(_Item(where, [f"d({n})" for n in _names(p, "dparams")] + ["d(dx)"],
-                           hand, ref, primals, _stacked(primals, rng, directions), steps))
+        items.append(_Item(where, names, hand, ref, primals, _stacked(primals, rng, directions),
+                           steps))
     grad_fn = loss_and_grad_fn(model, loss)
 
     def hand(p):
