@@ -5,7 +5,7 @@ the chain rule, layer by layer, and is proven equal to ``jax.grad`` and to finit
 
 Layout: ``jaxprop.core`` (layers, losses, networks, backprop), ``jaxprop.train`` (the training
 step, loops and ``fit``), ``jaxprop.scale`` (populations, per-example gradients, data parallel,
-the ``custom_vjp`` bridge), ``jaxprop.tools`` (gradient checks, worked examples),
+the ``as_jax_function`` bridge), ``jaxprop.tools`` (gradient checks, worked examples),
 ``jaxprop.runs`` (run folders), ``jaxprop.logs`` (history.csv, TensorBoard), ``jaxprop.saving``
 (``jp.save``/``jp.load``), ``jaxprop.evaluation`` (``jp.evaluate``: metrics and plots of a
 trained model), ``jaxprop.data``, ``jaxprop.bench`` and ``jaxprop.cli``.
@@ -17,7 +17,7 @@ import importlib
 # jaxprop imports neither JAX nor anything else, and changes nothing process-wide; `jaxprop`
 # the command pauses the garbage collector while it loads them (jaxprop.cli.main).
 _EXPORTS = {
-    "jaxprop.core.backprop": ("loss_and_grad_fn", "loss_grad_state_fn", "value_and_grad"),
+    "jaxprop.core.backprop": ("hvp", "loss_and_grad_fn", "loss_grad_state_fn", "value_and_grad"),
     "jaxprop.core.checks": ("BackwardError", "check_output_fits_loss", "validate_data"),
     "jaxprop.core.conv": ("AvgPool2D", "Conv2D", "MaxPool2D"),
     "jaxprop.core.layers": (
@@ -29,7 +29,7 @@ _EXPORTS = {
     "jaxprop.core.network": ("Model", "Repeat", "Residual", "mlp", "serial"),
     "jaxprop.core.norm": ("BatchNorm", "LayerNorm"),
     "jaxprop.core.sequence": ("CausalSelfAttention", "Embedding", "PositionalEmbedding", "gpt"),
-    "jaxprop.core.spec": ("parse_model",),
+    "jaxprop.core.spec": ("parse_model", "register_layer"),
     "jaxprop.logs": ("TensorBoardLogger", "write_history_csv"),
     "jaxprop.evaluation": ("Evaluation", "evaluate"),
     "jaxprop.saving": ("load", "save"),
@@ -47,6 +47,7 @@ _EXPORTS = {
         "GradCheckReport", "LayerCheck", "LayerReport", "LeafCheck", "check_gradients",
         "check_layer", "check_loss",
     ),
+    "jaxprop.tools.hvpcheck": ("HvpReport", "check_hvp"),
     "jaxprop.train": (
         "OPTIMIZERS", "PRECISIONS", "Precision", "get_precision", "History", "TrainingDiverged",
         "TrainingInterrupted", "TrainState", "enable_compilation_cache", "fit", "fit_state",
@@ -82,10 +83,10 @@ __all__ = [
     "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "Dense", "Gelu", "Identity", "Layer",
     "LeakyRelu", "Loss", "Model", "Relu", "Sigmoid", "Softmax", "Softplus", "Tanh", "activation",
     "elementwise", "get_initializer", "get_loss", "load", "make_loss", "mlp", "parse_model",
-    "save", "serial",
+    "register_layer", "save", "serial",
     "BackwardError", "check_output_fits_loss", "loss_and_grad_fn", "loss_grad_state_fn",
     "validate_data",
-    "value_and_grad",
+    "value_and_grad", "hvp", "HvpReport", "check_hvp",
     "GradCheckReport", "LeafCheck", "check_gradients",
     "LayerCheck", "LayerReport", "check_layer", "check_loss",
     "check_jvp", "check_vjp", "explain",

@@ -11,8 +11,12 @@ every leaf of the params (and of the model state) as an array, plus a JSON heade
      "extra": {...}, "extra_arrays": {"mean": "extra/mean"}}
 
 ``spec`` is ``model.spec``, the text :func:`jaxprop.parse_model` rebuilds the model from, so
-any model made of registered layers comes back by itself. A model with layers of your own has
-no spec (``None``): pass it to :func:`load` (``jp.load(path, model=model)``). ``extra``
+any model made of registered layers comes back by itself -- your own too, registered with
+:func:`jaxprop.register_layer`: the header's ``"layer_modules"`` (``{"swish": "my_layers"}``)
+names the module that registers each, and :func:`load` imports it when the name is unknown
+(a module on the path, as ``pickle`` finds classes; nothing in the file itself runs). A model
+with unregistered layers of your own has no spec (``None``): pass it to :func:`load`
+(``jp.load(path, model=model)``). ``extra``
 keyword arguments are arrays (stored as arrays) or JSON values (numbers, strings, lists,
 dicts; tuples come back as lists). A model with state (BatchNorm statistics) saves it with
 ``state=...`` and gets it back as ``extra["state"]``.
@@ -76,9 +80,13 @@ def save(path: str | os.PathLike, model, params, *, state=None, **extra) -> Path
                 raise ValueError(f"jp.save: extra {name!r} is neither an array nor a JSON value "
                                  f"({e})") from None
             header_extra[name] = value
-    header = {"format": FORMAT, "version": VERSION, "spec": getattr(model, "spec", None),
+    spec = getattr(model, "spec", None)
+    header = {"format": FORMAT, "version": VERSION, "spec": spec,
               "in_shape": list(in_shape), "dtype": dtype, "trees": trees,
               "extra": header_extra, "extra_arrays": extra_arrays}
+    modules = {} if spec is None else user_layer_modules(spec)
+    if modules:
+        header["layer_modules"] = modules
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_npz(path, arrays, header)
 
@@ -116,11 +124,13 @@ def load(path: str | os.PathLike, model=None):
         if spec is None:
             raise ValueError(f"{path}: saved from a model with layers of its own (no textual "
                              "spec); pass it: jp.load(path, model=model)")
+        _import_layers(path, spec, header.get("layer_modules"))
         try:
             model = parse_model(spec, in_shape)
         except ValueError as e:
             raise ValueError(f"{path}: cannot rebuild the architecture {spec!r} ({e}); if it "
-                             "has layers of your own, pass the model: jp.load(path, "
+                             "has layers of your own, import the module that registers them "
+                             "(jp.register_layer) or pass the model: jp.load(path, "
                              "model=model)") from None
     params_t, state_t, _ = jax.eval_shape(lambda k: model.init(k, in_shape), jax.random.key(0))
     where = str(path)
@@ -135,3 +145,37 @@ def load(path: str | os.PathLike, model=None):
             raise ValueError(f"{path}: corrupt model file (no array for extra {name!r})")
         extra[name] = arrays[key]
     return model, params, extra
+
+
+def user_layer_modules(spec: str) -> dict[str, str]:
+    """``{name: module}`` for the layers of ``spec`` registered with
+    :func:`jaxprop.register_layer`."""
+    from jaxprop.core.spec import USER_LAYERS, layer_names
+
+    return {name: USER_LAYERS[name] for name in layer_names(spec) if name in USER_LAYERS}
+
+
+def _import_layers(path: Path, spec: str, modules) -> None:
+    """Import the modules that register the layers of ``spec`` this process does not know."""
+    from jaxprop.core.spec import LAYER_SPECS, layer_names
+    from jaxprop.imports import import_source
+
+    if not isinstance(modules, dict):
+        return  # saved before layer_modules, or without layers of one's own
+    for name in dict.fromkeys(layer_names(spec)):
+        module = modules.get(name)
+        if name in LAYER_SPECS or not isinstance(module, str):
+            continue
+        if module == "__main__":
+            raise ValueError(f"{path}: layer {name!r} was registered by a script (__main__); "
+                             f"run its jp.register_layer({name!r}, ...) before jp.load, or "
+                             "move it into a module")
+        try:
+            import_source(module, "import")
+        except ValueError as e:
+            raise ValueError(f"{path}: layer {name!r} comes from module {module!r}, which did "
+                             f"not import ({str(e).removeprefix('import: ')}); make it "
+                             "importable or pass the model: jp.load(path, model=model)") from None
+        if name not in LAYER_SPECS:
+            raise ValueError(f"{path}: module {module!r} was imported but registers no layer "
+                             f"{name!r} (jp.register_layer)")

@@ -9,14 +9,20 @@ import pytest
 from doc_blocks import python_blocks, run_blocks
 
 import jaxprop as jp
+from jaxprop.core import spec
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
 
 
 @pytest.fixture(scope="module")
 def namespace():
-    assert len(python_blocks("docs/layers.md")) == 5
-    return run_blocks("docs/layers.md", {})
+    assert len(python_blocks("docs/layers.md")) == 6
+    before = dict(spec.LAYER_SPECS)
+    yield run_blocks("docs/layers.md", {})
+    for name in set(spec.USER_LAYERS) - set(before):  # the page's "swish": not for other tests
+        spec.LAYER_SPECS.pop(name, None)
+        spec.USER_LAYERS.pop(name, None)
+        spec.ARGUMENT_PARSERS.pop(name, None)
 
 
 @pytest.mark.long
@@ -79,3 +85,10 @@ def test_the_activation_facts_hold_as_documented():
         "he", "glorot", "he")
     text = DOC.read_text()
     assert "`is_activation=True`" in text and "`preferred_init`" in text
+
+
+def test_a_registered_layer_round_trips_through_its_text(namespace):
+    ns = namespace
+    assert ns["again"].spec == ns["model"].spec == "dense(16)-swish(2.0)-dense(16)-swish-dense(1)"
+    assert ns["Swish"](0.5).spec == "swish(0.5)"
+

@@ -30,7 +30,7 @@ def doc():
 @pytest.mark.long
 def test_python_examples_print_what_the_doc_shows(doc):
     _, code, outputs = doc
-    assert len(code) == 4
+    assert len(code) == 5
     ns, printed = {}, []
     for block in code:
         out = io.StringIO()
@@ -42,6 +42,8 @@ def test_python_examples_print_what_the_doc_shows(doc):
     # the input draws (Swish) and check_vjp (log-sum-exp, straight-through) examples
     assert masked(printed[2]) == masked(outputs[3])
     assert masked(printed[3]) == masked(outputs[4])
+    second_order = next(o for o in outputs if "second order" in o)
+    assert masked(printed[4]) == masked(second_order)
     assert not ns["report"].ok
 
 

@@ -69,3 +69,19 @@ def _same_file(a, b) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # one of them missing (a dangling link, an input that is not there)
         return False
+
+
+def add_import_option(p: argparse.ArgumentParser) -> None:
+    """``--import MODULE`` (repeatable): a module or ``.py`` file to import before anything is
+    parsed, e.g. one that registers layers of its own (``jp.register_layer``)."""
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import this module or .py file first (e.g. one that registers your "
+                        "own layers with jp.register_layer); repeatable")
+
+
+def import_modules(args) -> None:
+    """Import what ``--import`` names, in order; a failure is one ``ValueError`` (exit 2)."""
+    from jaxprop.imports import import_source
+
+    for source in getattr(args, "imports", None) or ():
+        import_source(source, "--import")

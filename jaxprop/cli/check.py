@@ -5,9 +5,12 @@ What to check:
 * a preset network (``--preset mixed|xor``, the default) or a described one (``--sizes 4,16,8,3
   --activation tanh --output-activation identity --loss mse``);
 * your own layer: ``--layer my_module:MyLayer --in-shape 8 [--batch 16]``;
-* your own model: ``--model my_module:make_model [--in-shape 8] [--loss mse]``;
+* your own model: ``--model my_module:make_model [--in-shape 8] [--loss mse]``, or as text:
+  ``--model "dense(8)-swish-dense(1)" --in-shape 4 --import my_layers`` (``--import``: a module
+  or ``.py`` file imported first, e.g. one that registers layers with ``jp.register_layer``);
 * any JAX function's gradient rule (a ``jax.custom_vjp`` or ``jax.custom_jvp``):
-  ``--function my_module:fn --args "f32[8,16],f32[16]"`` (:mod:`jaxprop.tools.check_function`).
+  ``--function my_module:fn --args "f32[8,16],f32[16]"`` (:mod:`jaxprop.tools.check_function`);
+* second order too: ``--order 2`` (:func:`jaxprop.check_hvp` after the first-order check).
 
 Inputs: ``check_layer``'s draws (normal, wide, near kinks), plus ``--input-scale S``,
 ``--input-range LO,HI`` or ``--inputs FILE.npy`` (for a model: its inputs ``x`` instead).
@@ -22,13 +25,8 @@ Exit 0 when everything agrees, 1 when anything does not, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import inspect
-import os
 import re
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +36,7 @@ from jaxprop.core.checks import check_output_fits_loss
 from jaxprop.core.layers import ACTIVATIONS, Layer
 from jaxprop.core.losses import LOSSES, get_loss
 from jaxprop.core.network import Model, mlp, serial
+from jaxprop.core.spec import parse_model
 from jaxprop.tools.check_function import MAX_FD_COORDS as MAX_FD_COORDS_FUNCTION
 from jaxprop.tools.check_function import check_jvp, check_vjp
 from jaxprop.tools.gradcheck import (
@@ -57,7 +56,8 @@ from jaxprop.tools.gradcheck_report import (
     leaf_rows,
     quantity_rows,
 )
-from jaxprop.cli.args import parse_sizes
+from jaxprop.cli.args import add_import_option, import_modules, parse_sizes
+from jaxprop.imports import import_source
 from jaxprop.predict import read_npy
 from jaxprop.tools.presets import PRESETS, make_data, preset
 
@@ -125,8 +125,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                       help="check your own layer: a Layer, or a function of no arguments "
                            "returning one, from a module (my_layers:Scale) or a file "
                            "(path/to/file.py:Scale); needs --in-shape")
-    what.add_argument("--model", metavar="MODULE:NAME",
-                      help="check your own model layer by layer, then end to end (as --layer)")
+    what.add_argument("--model", metavar="MODULE:NAME|TEXT",
+                      help="check your own model layer by layer, then end to end (as --layer), "
+                           "or an architecture text such as 'dense(8)-tanh-dense(1)' (with "
+                           "--in-shape)")
     what.add_argument("--function", metavar="MODULE:NAME",
                       help="check a JAX function's gradient rule (jax.custom_vjp: reverse mode, "
                            "jax.custom_jvp: forward mode) at random arguments; needs --args")
@@ -159,6 +161,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "--preset xor uses its 4 points)")
     p.add_argument("--seed", type=int, default=0, help="random seed for params and data")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--order", type=int, choices=(1, 2), default=1,
+                   help="2: also check second derivatives through every backward and the "
+                        "loss's Hessian-vector products (not with --layer)")
+    add_import_option(p)
     p.add_argument("--max-fd-coords", type=int, default=None,
                    help="end to end, finite differences on at most this many random "
                         f"coordinates per leaf (default {MAX_FD_COORDS}; not with --layer)")
@@ -174,61 +180,18 @@ def load_object(text: str, option: str):
     source, _, name = text.rpartition(":")
     if not source or not name.isidentifier():
         raise ValueError(f"{option} must be MODULE:NAME or path/to/file.py:NAME, got {text!r}")
-    if source.endswith(".py") or "/" in source or os.sep in source:
-        module = _import_file(Path(source), option)
-    else:
-        module = _import_module(source, option)
+    try:
+        module = import_source(source, option)
+    except ValueError as e:
+        if isinstance(e.__cause__, SystemExit):  # the user's module ended the process's work
+            raise ValueError(f"{e}; nothing was checked") from None
+        raise
     if not hasattr(module, name):
         found = sorted(k for k, v in vars(module).items()
                        if not k.startswith("_") and (isinstance(v, Layer) or inspect.isfunction(v)))
         hint = f"; it has: {', '.join(found)}" if found else ""
         raise ValueError(f"{option}: {source} has no attribute {name!r}{hint}")
     return getattr(module, name)
-
-
-def _import_file(path: Path, option: str):
-    if not path.is_file():
-        raise ValueError(f"{option}: no such file: {path}")
-    name = f"_jaxprop_user_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"{option}: cannot import {path} (not a Python file?)")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.resolve().parent))  # its own imports of neighbouring modules
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code: one line, exit 2
-        sys.modules.pop(name, None)
-        raise ValueError(f"{option}: importing {path} failed: {_why(e)}") from e
-    finally:
-        sys.path.remove(str(path.resolve().parent))
-    return module
-
-
-def _import_module(source: str, option: str):
-    added = os.getcwd() not in sys.path  # `jaxprop check --layer my_layers:X` in my project
-    if added:
-        sys.path.insert(0, os.getcwd())
-    try:
-        return importlib.import_module(source)
-    except ModuleNotFoundError as e:
-        if e.name and (source == e.name or source.startswith(e.name + ".")):
-            raise ValueError(f"{option}: no module named {source!r} (run from the folder that "
-                             "holds it, or give the path of its .py file)") from None
-        raise ValueError(f"{option}: importing {source} failed: {e}") from e
-    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code: one line, exit 2
-        raise ValueError(f"{option}: importing {source} failed: {_why(e)}") from e
-    finally:
-        if added:
-            sys.path.remove(os.getcwd())
-
-
-def _why(error: BaseException) -> str:
-    """Why importing the user's code failed, in a few words (``sys.exit`` is no pass)."""
-    if isinstance(error, SystemExit):
-        return f"it called sys.exit({error.code!r}); nothing was checked"
-    return f"{type(error).__name__}: {error}"
 
 
 def as_layer(obj, text: str, option: str) -> Layer:
@@ -268,7 +231,11 @@ def build(args) -> tuple[Model, str, tuple | None]:
     that suits the loss) that ``args`` describe (a preset, ``--sizes`` or ``--model``)."""
     dtype = jnp.dtype(args.dtype)
     data = None
-    if args.model is not None:
+    if args.model is not None and ":" not in args.model:  # an architecture text
+        if args.in_shape is None:
+            raise ValueError(f"--model {args.model!r} is an architecture text: give --in-shape")
+        model, loss_name = parse_model(args.model, args.in_shape), args.loss or "mse"
+    elif args.model is not None:
         layer = as_layer(load_object(args.model, "--model"), args.model, "--model")
         shape = args.in_shape or getattr(layer, "in_shape", None)
         if shape is None:
@@ -305,6 +272,9 @@ def _check_options(args) -> None:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.max_fd_coords is not None and args.max_fd_coords < 1:
         raise ValueError(f"--max-fd-coords must be >= 1, got {args.max_fd_coords}")
+    if args.order == 2 and args.layer is not None:
+        raise ValueError("--order 2 checks a model's second derivatives; not with --layer "
+                         "(give --model)")
     if args.in_shape is not None and args.layer is None and args.model is None:
         raise ValueError("--in-shape goes with --layer or --model")
     if (args.args is None) != (args.function is None):
@@ -346,6 +316,7 @@ def user_inputs(args):
 
 
 def run(args) -> int:
+    import_modules(args)
     _check_options(args)
     if args.function is not None:
         return run_function(args)
@@ -375,9 +346,14 @@ def run(args) -> int:
         report = check_gradients(
             model, loss_name, params, x, t, state=state, train=not args.eval, dtype=dtype,
             max_fd_coords=MAX_FD_COORDS if args.max_fd_coords is None else args.max_fd_coords,
-            seed=args.seed,
+            seed=args.seed, order=args.order,
         )
-    print_report(report, f"{model.describe()}  |  loss {loss_name}  |  batch {x.shape[0]}")
+    title = f"{model.describe()}  |  loss {loss_name}  |  batch {x.shape[0]}"
+    if args.order == 2:
+        print_report(report.first, title)
+        print(report.second)
+    else:
+        print_report(report, title)
     return 0 if report.ok else 1
 
 

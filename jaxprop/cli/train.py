@@ -40,7 +40,7 @@ import os
 import signal
 import sys
 
-from jaxprop.cli.args import parse_sizes, positive_int
+from jaxprop.cli.args import add_import_option, import_modules, parse_sizes, positive_int
 from jaxprop.core.validate import is_int, is_number
 from jaxprop.data import DATASETS, SEQUENCE_DATASETS
 from jaxprop.data.preprocessing import MAX_SEED
@@ -123,6 +123,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="the GPT's width (default 128 for text, 64 for reverse/sort)")
     p.add_argument("--heads", type=int, default=None,
                    help="the GPT's attention heads (default 4)")
+    add_import_option(p)
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -473,6 +474,7 @@ def run(args) -> int:
     from jaxprop.train.compile import enable_compilation_cache
 
     enable_compilation_cache()  # a second run of the same network loads its compiled code
+    import_modules(args)  # --import: layers of one's own, before --model is parsed
     population = _check_combinations(args)
     distributed = _join_processes(args)
     if population:

@@ -87,3 +87,29 @@ def value_and_grad(model: Layer, loss: str | Loss, params, x, t, *, state=None, 
     if loss.integer_labels:
         check_labels_fit(model, params, state, x, t)
     return _value_and_grad(model, loss, params, x, t, state, key, train=train)
+
+
+def hvp(model: Layer, loss: str | Loss, params, x, t, v, *, state=None, key=None,
+        train: bool = True):
+    """``(loss, grads, H v)``: the Hessian of the loss w.r.t. the params times ``v``, as the
+    forward-mode derivative (``jax.jvp``) of the hand-written gradient along ``v``.
+
+    The gradient is jaxprop's own (:func:`loss_and_grad_fn`: forward, the loss's ``grad``, every
+    layer's ``backward``), plain JAX code, so ``jax.jvp`` differentiates the backward pass
+    itself; ``v`` has the structure of ``params``. ``state`` stays fixed (BatchNorm's batch
+    statistics still depend on ``x`` only), as does ``key`` (Dropout's mask).
+
+    Args:
+      model: a Layer (``jp.mlp``, ``jp.serial``, ...).
+      loss: a loss name or :class:`~jaxprop.Loss`.
+      params, x, t: parameters, inputs ``(..., *in_shape)`` and targets.
+      v: the direction, a tree like ``params``.
+      state, key, train: as for :func:`value_and_grad`.
+
+    Returns:
+      ``(loss, grads, hvp)``; ``grads`` and ``hvp`` have the structure of ``params``.
+    """
+    fn = loss_and_grad_fn(model, loss)
+    (value, grads), (_, hv) = jax.jvp(
+        lambda p: fn(p, x, t, state=state, key=key, train=train), (params,), (v,))
+    return value, grads, hv

@@ -16,10 +16,17 @@ the text, so a saved text rebuilds the model alone), ``posembed(max_len)``,
 ``attention(heads)`` (keywords ``head_dim=d``, ``dropout=rate``, ``bias=0|1``), and
 ``repeat(n,architecture)``: ``n`` copies, each with its own params. Other modules add their
 layers with :func:`register`.
+
+Your own layers join them with :func:`register_layer`: ``jp.register_layer("swish", Swish)``
+makes ``"dense(8)-swish(2.0)-dense(1)"`` parse, the layers it builds carry their text in
+``Layer.spec`` (so ``jp.save``/``jp.load`` rebuild them), and :data:`USER_LAYERS` remembers the
+module that registered each name (``jp.load`` imports it; ``--import`` at the command line).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import re
 from typing import Callable, Sequence
@@ -41,6 +48,10 @@ LAYER_SPECS["leaky_relu"] = (ACTIVATIONS["leaky_relu"], "leaky_relu[(slope)]")  
 
 # layers whose argument is a whole architecture (parsed into a model), not numbers
 BLOCK_LAYERS: set[str] = set()
+# layers registered with register_layer: name -> the module that registered it
+USER_LAYERS: dict[str, str] = {}
+# register_layer's own argument readers: name -> (text inside the parentheses -> (args, kwargs))
+ARGUMENT_PARSERS: dict[str, Callable[[str], tuple[tuple, dict]]] = {}
 
 _TOKEN = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 _KEYWORD = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*=\s*(.*?)\s*$")
@@ -208,12 +219,11 @@ def parse_layer(text: str) -> Layer:
         if args is None or not args.strip():
             raise ValueError(f"{where}: give the layers inside (usage: {usage})")
         *numbers, inner = split_spec(args, ",")  # repeat(4,...): numbers, then the layers
-        values, block = [_number(n, where) for n in numbers], parse_model(inner)
-        try:
-            return make(*values, block)
-        except (TypeError, ValueError) as e:
-            message = re.sub(r"^\w+\(\) ", "", str(e))
-            raise ValueError(f"{where}: {message} (usage: {usage})") from None
+        values = [_number(n, where) for n in numbers]
+        return _build(make, (*values, parse_model(inner)), {}, where, usage)
+    if name in ARGUMENT_PARSERS:
+        values, keywords = _user_arguments(name, args or "", where, usage)
+        return _build(make, values, keywords, where, usage)
     values, keywords = [], {}
     for arg in ([] if args is None or not args.strip() else split_spec(args, ",")):
         kw = _KEYWORD.match(arg)
@@ -225,11 +235,24 @@ def parse_layer(text: str) -> Layer:
                                  f"(usage: {usage})")
             word = kw.group(2).lower()
             keywords[kw.group(1)] = word if _WORD.match(word) else _number(word, where)
+    return _build(make, values, keywords, where, usage)
+
+
+def _build(make, values, keywords, where: str, usage: str) -> Layer:
     try:
         return make(*values, **keywords)
     except (TypeError, ValueError) as e:
         message = re.sub(r"^\w+\(\) ", "", str(e))  # "_conv() missing ..." -> "missing ..."
         raise ValueError(f"{where}: {message} (usage: {usage})") from None
+
+
+def _user_arguments(name: str, text: str, where: str, usage: str) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` from a registered layer's own ``parse``; one ``ValueError``."""
+    try:
+        values, keywords = ARGUMENT_PARSERS[name](text)
+        return tuple(values), dict(keywords)
+    except Exception as e:  # noqa: BLE001 - the user's parser: one line
+        raise ValueError(f"{where}: {type(e).__name__}: {e} (usage: {usage})") from None
 
 
 def parse_model(text: str, in_shape: Sequence[int] | None = None) -> Model:
@@ -241,3 +264,114 @@ def parse_model(text: str, in_shape: Sequence[int] | None = None) -> Model:
     check_parentheses(text)
     layers = [parse_layer(part) for part in split_spec(text)]
     return serial(*layers, in_shape=in_shape)
+
+
+def layer_names(text: str) -> list[str]:
+    """Every layer name an architecture text uses, inside ``residual(...)`` too, in order."""
+    names = []
+    for part in split_spec(text):
+        m = _TOKEN.match(part)
+        if m is None:
+            continue
+        names.append(m.group(1))
+        if m.group(1) in BLOCK_LAYERS and m.group(2):
+            names += layer_names(m.group(2))
+    return names
+
+
+def _format_argument(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"argument {value!r} cannot be written in an architecture text")
+    if isinstance(value, str):
+        if not _WORD.match(value.lower()):
+            raise TypeError(f"argument {value!r} is not a word (letters, digits, _)")
+        return value.lower()
+    if not math.isfinite(value):
+        raise TypeError(f"argument {value!r} is not finite")
+    return repr(value)
+
+
+def format_layer(name: str, args: Sequence = (), kwargs: dict | None = None) -> str:
+    """``"swish(2.0)"``: the text :func:`parse_layer` reads back into ``name(*args,
+    **kwargs)`` (numbers, and words as keyword values); ``TypeError`` for anything else."""
+    parts = [_format_argument(a) for a in args]
+    parts += [f"{key}={_format_argument(value)}" for key, value in (kwargs or {}).items()]
+    return f"{name}({','.join(parts)})" if parts else name
+
+
+def _usage(name: str, factory: Callable) -> str:
+    """``"swish[(beta)]"`` from the factory's signature (``name(...)`` when it has none)."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return f"{name}(...)"
+    required = [p.name for p in params if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    optional = [p.name for p in params if p.default is not p.empty]
+    if not required:
+        return f"{name}[({','.join(optional)})]" if optional else name
+    return f"{name}({','.join(required)}{''.join(f'[,{o}]' for o in optional)})"
+
+
+def register_layer(name: str, factory: Callable[..., Layer], *,
+                   parse: Callable[[str], tuple[tuple, dict]] | None = None,
+                   spec: Callable[..., str] | None = None, usage: str | None = None,
+                   module: str | None = None) -> Callable[..., Layer]:
+    """Make your own layer first-class: ``name(args)`` in architecture texts (``--model``,
+    :func:`parse_model`), saved and loaded by its text, checked like a built-in one.
+
+    ``factory(*args, **kwargs)`` builds the :class:`~jaxprop.Layer`; numbers in the text are
+    its arguments (``swish(2.0)`` -> ``factory(2.0)``). The layers built carry their text in
+    ``Layer.spec``: ``spec(*args, **kwargs)`` when given, else ``name(arg,...,key=value)``.
+    Registering a name again from the same module replaces it (a re-run notebook cell).
+
+    Args:
+      name: the layer's name in texts: lower case letters, digits and ``_``; not a built-in.
+      factory: builds the layer from the parsed arguments.
+      parse: reads the text inside the parentheses (``""`` without) into ``(args, kwargs)``,
+        for an argument syntax of your own; default: numbers and ``key=value``.
+      spec: the text that rebuilds ``factory(*args, **kwargs)`` (parsed back by ``parse``).
+      usage: how to write the layer, shown in errors (default: from the factory's signature).
+      module: the module :func:`jaxprop.load` imports to rebuild the layer (default: the
+        factory's ``__module__``).
+
+    Returns:
+      ``factory`` wrapped so that its layers carry their text: use it in Python
+      (``Swish = jp.register_layer("swish", make_swish)``; ``Swish(2.0).spec == "swish(2.0)"``).
+    """
+    if not isinstance(name, str) or not _WORD.match(name) or name != name.lower():
+        raise ValueError(f"register_layer: the name must be lower case letters, digits and _ "
+                         f"starting with a letter, got {name!r}")
+    if not callable(factory):
+        raise ValueError(f"register_layer({name!r}): factory must be callable, got "
+                         f"{type(factory).__name__}")
+    module = module or getattr(factory, "__module__", None) or "__main__"
+    if name in LAYER_SPECS and name not in USER_LAYERS:
+        raise ValueError(f"register_layer: {name!r} is a built-in layer; choose another name")
+    if USER_LAYERS.get(name, module) != module:
+        raise ValueError(f"register_layer: {name!r} is already registered by module "
+                         f"{USER_LAYERS[name]!r}; choose another name")
+    usage = usage or _usage(name, factory)
+
+    def build(*args, **kwargs) -> Layer:
+        layer = factory(*args, **kwargs)
+        if not isinstance(layer, Layer):
+            raise ValueError(f"{name}: the registered factory returned a "
+                             f"{type(layer).__name__}, not a jaxprop Layer")
+        try:
+            text = spec(*args, **kwargs) if spec is not None else format_layer(name, args,
+                                                                              kwargs)
+        except TypeError as e:
+            raise ValueError(f"{name}: {e}; give register_layer(..., spec=...) to write it "
+                             "as text") from None
+        return dataclasses.replace(layer, spec=text)
+
+    build.__name__ = getattr(factory, "__name__", name)
+    build.__doc__ = getattr(factory, "__doc__", None)
+    register(name, build, usage)
+    if parse is None:
+        ARGUMENT_PARSERS.pop(name, None)
+    else:
+        ARGUMENT_PARSERS[name] = parse
+    USER_LAYERS[name] = module
+    return build

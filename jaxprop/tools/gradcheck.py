@@ -975,6 +975,7 @@ def check_gradients(
     fd_directions: int = FD_DIRECTIONS,
     seed: int = 0,
     dtype=None,
+    order: int = 1,
 ) -> GradCheckReport:
     """Check every layer's backward, then the gradient of ``loss(model(params, x), t)``.
 
@@ -997,11 +998,17 @@ def check_gradients(
       dtype: the working dtype, float32 or float64: params and state are cast to it (and
         ``x`` and ``t`` follow the params). Default: the params' dtype (``x``'s without
         params), which must then be float32 or float64.
+      order: 2 also checks second derivatives through every backward and the loss's
+        Hessian-vector products (:func:`jaxprop.check_hvp`).
 
     Returns:
-      A :class:`GradCheckReport`; its verdict names the first disagreeing layer by index and
-      name. Raises ``ValueError`` for bad input (as :func:`jaxprop.value_and_grad`).
+      A :class:`GradCheckReport` (with ``order=2``, a
+      :class:`~jaxprop.tools.hvpcheck.SecondOrderReport` holding it and the second-order one);
+      its verdict names the first disagreeing layer by index and name. Raises ``ValueError``
+      for bad input (as :func:`jaxprop.value_and_grad`).
     """
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
     loss = get_loss(loss)
     if not isinstance(model, Model):
         raise ValueError(f"check_gradients takes a model (jp.serial, jp.mlp), got "
@@ -1020,10 +1027,16 @@ def check_gradients(
         params, x, t, state, dtype_name = _prepare(model, loss, params, x, t, state,
                                                    dtype_name if given else None,
                                                    dtype_name, fd_directions)
-        return _check_gradients(model, loss, params, x, t, state=state, key=key, train=train,
-                                perturb_params=perturb_params, grad_rtol=grad_rtol,
-                                fd_rtol=fd_rtol, fd_eps=fd_eps, max_fd_coords=max_fd_coords,
-                                fd_directions=fd_directions, seed=seed, dtype_name=dtype_name)
+        report = _check_gradients(model, loss, params, x, t, state=state, key=key, train=train,
+                                  perturb_params=perturb_params, grad_rtol=grad_rtol,
+                                  fd_rtol=fd_rtol, fd_eps=fd_eps, max_fd_coords=max_fd_coords,
+                                  fd_directions=fd_directions, seed=seed, dtype_name=dtype_name)
+        if order == 2:
+            from jaxprop.tools.hvpcheck import SecondOrderReport, check_hvp  # imports this one
+
+            report = SecondOrderReport(report, check_hvp(
+                model, loss, params, x, t, state=state, key=key, train=train, seed=seed))
+        return report
 
 
 def _prepare(model, loss, params, x, t, state, cast_to, dtype_name, fd_directions):
