@@ -137,3 +137,10 @@ def test_cli_bad_arguments_exit_2_with_one_line(args, message, capsys):
     assert main(["summary", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_repeat_row_says_how_many_copies():
+    rows = jp.parse_model("repeat(2,dense(4)-relu)-dense(1)", (4,)).summary().rows
+    assert [(r["layer"], r["depth"]) for r in rows] == [
+        ("2 x (…)", 0), ("serial", 1), ("Dense(4)", 2), ("relu", 2), ("serial", 1),
+        ("Dense(4)", 2), ("relu", 2), ("Dense(1)", 0)]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import re
+
 import jax
 import jax.numpy as jnp
 
@@ -177,8 +179,9 @@ def _transparent(layer: Layer, parent: Layer | None = None) -> bool:
 
 def _label(layer: Layer) -> str:
     """The layer's name; for a block, with its sublayers' names (listed under it) elided."""
-    if isinstance(layer, Model):
-        return "serial"
+    if isinstance(layer, Model):  # a Repeat is named "4 x (block)": "4 x (…)"
+        copies = re.match(r"^(\d+) x \(", layer.name)
+        return f"{copies.group(1)} x (…)" if copies else "serial"
     name = layer.name
     for sub in layer.sublayers:
         name = name.replace(sub.name, "…")
