@@ -127,7 +127,7 @@ OPTIONAL_CONFIG_TYPES = {
     "weight_decay": (int, float, type(None)), "early_stopping": (int, type(None)),
     "validation_fraction": (float, type(None)), "text": (str, type(None)),
     "context": (int, type(None)), "blocks": (int, type(None)), "features": (int, type(None)),
-    "heads": (int, type(None)),
+    "heads": (int, type(None)), "layer_modules": dict,
 }
 # What a config saved without them means (runs before these options).
 TRAINING_DEFAULTS = {"lr_schedule": "constant", "warmup_epochs": 0, "lr_decay": None,
@@ -487,6 +487,8 @@ def check_saved_config(cfg: dict, path) -> None:
         bad = key not in cfg or not fits(value, types)
         if key == "hidden" and not bad and value is not None:
             bad = not all(fits(h, int) for h in value)
+        if key == "layer_modules" and not bad:  # {layer name: the module registering it}
+            bad = not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
         if bad:
             raise ValueError(f"{path}: the saved config's {key!r} is "
                              f"{'missing' if key not in cfg else repr(value)[:60]}, not what "

@@ -124,7 +124,7 @@ def load(path: str | os.PathLike, model=None):
         if spec is None:
             raise ValueError(f"{path}: saved from a model with layers of its own (no textual "
                              "spec); pass it: jp.load(path, model=model)")
-        _import_layers(path, spec, header.get("layer_modules"))
+        import_layers(path, spec, header.get("layer_modules"))
         try:
             model = parse_model(spec, in_shape)
         except ValueError as e:
@@ -155,8 +155,11 @@ def user_layer_modules(spec: str) -> dict[str, str]:
     return {name: USER_LAYERS[name] for name in layer_names(spec) if name in USER_LAYERS}
 
 
-def _import_layers(path: Path, spec: str, modules) -> None:
-    """Import the modules that register the layers of ``spec`` this process does not know."""
+def import_layers(path, spec: str, modules,
+                  otherwise: str = "pass the model: jp.load(path, model=model)") -> None:
+    """Import the modules that register the layers of ``spec`` this process does not know
+    (``modules``: ``{name: module}`` as :func:`user_layer_modules` gave when it was saved;
+    ``otherwise``: the way out an error offers besides making the module importable)."""
     from jaxprop.core.spec import LAYER_SPECS, layer_names
     from jaxprop.imports import import_source
 
@@ -175,7 +178,7 @@ def _import_layers(path: Path, spec: str, modules) -> None:
         except ValueError as e:
             raise ValueError(f"{path}: layer {name!r} comes from module {module!r}, which did "
                              f"not import ({str(e).removeprefix('import: ')}); make it "
-                             "importable or pass the model: jp.load(path, model=model)") from None
+                             f"importable or {otherwise}") from None
         if name not in LAYER_SPECS:
             raise ValueError(f"{path}: module {module!r} was imported but registers no layer "
                              f"{name!r} (jp.register_layer)")

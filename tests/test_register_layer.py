@@ -155,3 +155,27 @@ def test_cli_train_and_check_with_import(tmp_path, monkeypatch, capsys):
     assert "unknown layer 'swish2'" in capsys.readouterr().err
     assert main(["train", "--import", "no_such_module_here", "--epochs", "1"]) == 2
     assert "no module named 'no_such_module_here'" in capsys.readouterr().err
+
+
+def test_resume_imports_the_module_the_run_recorded(swish_module, tmp_path, monkeypatch,
+                                                    capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "--model", "dense(4)-swish(2.0)-dense(1)", "--import", swish_module,
+                 "--epochs", "2", "--out", run, "--no-plots"]) == 0
+    for name in ("swish",):  # a new process: the layer is unknown until the module runs
+        for table in (spec_module.LAYER_SPECS, spec_module.USER_LAYERS,
+                      spec_module.ARGUMENT_PARSERS):
+            table.pop(name, None)
+    sys.modules.pop(swish_module, None)
+    assert main(["train", "--resume", run, "--epochs", "4", "--no-plots"]) == 0
+    assert "swish" in spec_module.USER_LAYERS
+    for table in (spec_module.LAYER_SPECS, spec_module.USER_LAYERS,
+                  spec_module.ARGUMENT_PARSERS):
+        table.pop("swish", None)
+    sys.modules.pop(swish_module, None)
+    monkeypatch.syspath_prepend(str(tmp_path / "nowhere"))
+    sys.path.remove(str(tmp_path))  # the module cannot be found any more
+    capsys.readouterr()
+    assert main(["train", "--resume", run, "--epochs", "6", "--no-plots"]) == 2
+    assert f"comes from module '{swish_module}', which did not import" in \
+        capsys.readouterr().err

@@ -272,6 +272,11 @@ def build_config(args) -> dict:
 
         parse_model(args.model)  # unknown names and bad arguments: before any data is read
         cfg["hidden"] = cfg["activation"] = None
+        from jaxprop.saving import user_layer_modules
+
+        modules = user_layer_modules(args.model)  # --import's layers: --resume imports them
+        if modules:
+            cfg["layer_modules"] = modules
     if cfg["batch_size"] == 0:
         cfg["batch_size"] = None
     cfg["out"] = default_out(dataset) if args.out is None else args.out
@@ -410,6 +415,11 @@ def resume_config(args) -> tuple[dict, object]:
     saved = ckpt.load(args.resume)
     cfg = dict(saved.config)
     runs.check_saved_config(cfg, saved.path)
+    if cfg.get("model") and "layer_modules" in cfg:  # layers of one's own (--import): import
+        from jaxprop.saving import import_layers
+
+        import_layers(saved.path, cfg["model"], cfg["layer_modules"],
+                      otherwise="give it with --import")
     cfg.setdefault("precision", "f32")  # saved before precision was an option
     cfg.setdefault("model", None)  # saved before --model
     for key, default in TRAINING_DEFAULTS.items():  # saved before the training options
