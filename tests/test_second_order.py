@@ -208,3 +208,41 @@ def test_check_hvp_passes_for_a_small_gpt_on_token_ids():
     want = jp.hvp(model, loss, params, x, t, v)[2]
     for a, b in zip(jax.tree.leaves(hv), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+FROZEN_TANH = '''
+import jax, jax.numpy as jnp
+import jaxprop as jp
+
+
+def make_model():
+    def init(key, in_shape):
+        return (), (), tuple(in_shape)
+
+    def forward(params, state, x, *, key=None, train=True):
+        return jnp.tanh(x), (x,), state
+
+    def backward(params, residuals, dy):  # right value, wrong derivative
+        (x,) = residuals
+        return (), dy * (1 - jax.lax.stop_gradient(jnp.tanh(x)) ** 2)
+
+    frozen = jp.Layer(init, forward, backward, "FrozenTanh")
+    return jp.serial(jp.Dense(4), frozen, jp.Dense(2), in_shape=(3,))
+'''
+
+
+@pytest.mark.long
+def test_cli_order_2_prints_one_line_per_place_and_names_the_layer(tmp_path, capsys):
+    from jaxprop.cli import main
+
+    assert main(["check", "--model", "dense(4)-tanh-dense(2)", "--in-shape", "3", "--order",
+                 "2", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "second order OK" in out and "ok   layer 1 tanh" in out
+    (tmp_path / "frozen.py").write_text(FROZEN_TANH)
+    assert main(["check", "--model", f"{tmp_path / 'frozen.py'}:make_model", "--order", "2",
+                 "--batch", "4"]) == 1
+    out = capsys.readouterr().out
+    verdict = next(line for line in out.splitlines() if line.startswith("second order"))
+    assert verdict.startswith("second order FAILED: layer 1 FrozenTanh: d(dx)"), verdict
+    assert len(verdict) <= 120 and "FAIL layer 1 FrozenTanh" in out

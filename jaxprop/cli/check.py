@@ -351,7 +351,7 @@ def run(args) -> int:
     title = f"{model.describe()}  |  loss {loss_name}  |  batch {x.shape[0]}"
     if args.order == 2:
         print_report(report.first, title)
-        print(report.second)
+        print(report.second.by_place())  # every comparison: print(report.second) in Python
     else:
         print_report(report, title)
     return 0 if report.ok else 1

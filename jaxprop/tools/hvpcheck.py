@@ -93,6 +93,25 @@ class HvpReport:
                 f"{bad.reference} (error {bad.error:.1e}){more}")
         return line if len(line) <= 120 else line[:117] + "..."
 
+    def by_place(self) -> str:
+        """One line per place (a layer, or end to end): its worst error and where it came
+        from; then the failing comparisons in full. The command line prints this."""
+        places: dict[str, HvpCheck] = {}
+        for c in self.checks:
+            if c.where not in places or c.error > places[c.where].error:
+                places[c.where] = c
+        width = max(map(len, places), default=0)
+        lines = [self.verdict(), f"{'':5}{'place':<{width}}  worst error  (quantity vs reference)"]
+        lines += [f"{'ok  ' if c.ok else 'FAIL'} {w:<{width}}  {c.error:11.2e}  "
+                  f"({c.quantity} vs {c.reference})" for w, c in places.items()]
+        if self.failures():
+            lines.append("failing comparisons:")
+            lines += [f"FAIL {c.where}: {c.quantity} vs {c.reference}: {c.error:.2e}"
+                      for c in self.failures()]
+        lines.append("error = max|hand - ref| / (rtol * max(max|ref| of the quantity, "
+                     f"{ATOL_FRAC:g} * largest |ref| of the check)); <= 1 agrees")
+        return "\n".join(lines)
+
     def __str__(self) -> str:
         lines = [self.verdict(),
                  "error = max|hand - ref| / (rtol * max(max|ref| of the quantity, "
