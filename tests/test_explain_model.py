@@ -163,6 +163,7 @@ def test_size_limit_and_bad_settings_are_one_line_errors(capsys):
         (["--model", "dense(2)"], "--model needs --in-shape"),
         (["--example", "2-2-1", "--loss", "mse"], "--loss only with --model TEXT"),
         (["--example", "2-2-1", "--model", "dense(2)", "--in-shape", "2"], "exactly one of"),
+        (["--model", "dense(2)", "--in-shape", "2", "--lr", "-1"], "--lr must be a positive"),
     ]:
         assert main(["explain", *argv]) == 2, argv
         out, err = capsys.readouterr()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -106,8 +107,12 @@ def _from_model(args):
 
     options = {k: v for k, v in (("loss", args.loss), ("learning_rate", args.lr),
                                  ("batch", args.batch), ("seed", args.seed)) if v is not None}
-    return ex.from_model(args.model, parse_in_shape(args.in_shape),
-                         steps=args.steps or 1, **options)
+    try:
+        return ex.from_model(args.model, parse_in_shape(args.in_shape),
+                             steps=args.steps or 1, **options)
+    except ValueError as e:  # the library's argument names, as this command spells them
+        message = re.sub(r"^learning_rate\b", "--lr", str(e))
+        raise ValueError(re.sub(r"^batch\b", "--batch", message)) from None
 
 
 def _diagram(spec, result: dict) -> str:
