@@ -190,7 +190,7 @@ def DecayDense(bug=False):
     return jp.Layer(init, forward, backward, name="decay_dense")
 
 
-# -- planted custom_vjp functions (jp.check_vjp) ---------------------------------------------
+# -- planted custom_vjp/custom_jvp functions (jp.check_vjp, jp.check_jvp) -----------------
 
 
 def softplus_vjp(bug=False):
@@ -235,6 +235,22 @@ def tanh_dense_vjp(bug=False):
     return tanh_dense
 
 
+def elu_jvp(bug=False):
+    """ELU with a hand-written JVP; the slip: y for the negative slope d expm1(x)/dx = y + 1."""
+
+    @jax.custom_jvp
+    def elu(x):
+        return jnp.where(x > 0, x, jnp.expm1(jnp.minimum(x, 0.0)))
+
+    @elu.defjvp
+    def elu_rule(primals, tangents):
+        (x,), (t,) = primals, tangents
+        y = elu(x)
+        return y, jnp.where(x > 0, 1.0, y if bug else y + 1) * t
+
+    return elu
+
+
 # -- the catalogue ----------------------------------------------------------------------------
 
 
@@ -257,9 +273,13 @@ def _layer(in_shape):
     return lambda layer, seed: jp.check_layer(layer, in_shape, key=jax.random.key(seed))
 
 
-def _vjp(*shapes):
+def _function(check, *shapes):
     args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
-    return lambda fn, seed: jp.check_vjp(fn, *args, seed=seed)
+    return lambda fn, seed: check(fn, *args, seed=seed)
+
+
+def _vjp(*shapes):
+    return _function(jp.check_vjp, *shapes)
 
 
 ALL = ("normal", WIDE, KINK)
@@ -280,6 +300,8 @@ CATALOGUE = [
             "argument 0 (x)"),
     Planted("tanh_dense_vjp", "custom_vjp, float16 cast in dw", tanh_dense_vjp, True,
             _vjp((4, 3), (3, 2)), "argument 1 (w)"),
+    Planted("elu_jvp", "custom_jvp, negative inputs", elu_jvp, True,
+            _function(jp.check_jvp, (4, 3)), "argument 0 (x) -> output"),
 ]
 IDS = [p.name for p in CATALOGUE]
 
