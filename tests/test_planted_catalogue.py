@@ -339,6 +339,15 @@ def test_correct_twin_passes(p):
     assert report.ok, str(report)
 
 
+def test_large_magnitudes_are_reached_by_the_near_kink_draw_only():
+    """The method change the catalogue asked for: |x| > 50 lies beyond N(0, 1) and N(0, 10^2)
+    (once in two million); the near-kink draw's large negatives reach -80."""
+    bug = Symlog(bug=True)
+    assert jp.check_layer(bug, (4,), draws=("normal", "wide")).ok
+    report = jp.check_layer(bug, (4,), draws="kinks")
+    assert not report.ok and report.first_failure.draw == KINK
+
+
 def test_the_catalogue_covers_every_region():
     assert len(CATALOGUE) >= 10
     regions = " ".join(p.region for p in CATALOGUE)
