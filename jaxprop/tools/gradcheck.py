@@ -140,6 +140,7 @@ JITTER = 1e-3  # per-layer checks in a model: inputs moved by JITTER * rms (see 
 FD_REFERENCE = "finite differences float64"
 DEFAULT_BATCH = 8  # examples per draw in check_layer/check_loss and `jaxprop check`
 WIDE_SCALE = 10.0  # the "wide" draw: N(0, WIDE_SCALE**2)
+LARGE = 80.0  # near-kink draws reach -LARGE (exp(-x) overflows float32 at 88.7)
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,11 +555,13 @@ def _refuse_non_finite(tree, name: str, what: str) -> None:
 def _kinks(rng: np.random.Generator, shape) -> np.ndarray:
     """Entries near the kinks and saturation points of common activations, in equal shares:
     ``±U(1e-3, 0.1)`` (ReLU and friends at 0, never exactly on it), ``±U(4, 8)`` (sigmoid and
-    tanh saturating), ``-U(10, 30)`` (large negatives: exp underflowing, a softplus's tail) and
-    N(0, 1)."""
+    tanh saturating), ``-U(10, LARGE)`` (large negatives: exp underflowing, a softplus's tail,
+    asymptotic branches past -20 or -50; ``LARGE`` = 80 keeps ``exp(-x)`` finite in float32)
+    and N(0, 1). Large positives would saturate a softmax over the features in every example,
+    where an honest backward's rounding (a sum that cancels) exceeds any tolerance."""
     sign = rng.choice([-1.0, 1.0], size=shape)
     groups = [sign * rng.uniform(1e-3, 0.1, shape), sign * rng.uniform(4.0, 8.0, shape),
-              -rng.uniform(10.0, 30.0, shape), rng.standard_normal(shape)]
+              -rng.uniform(10.0, LARGE, shape), rng.standard_normal(shape)]
     which = rng.integers(0, len(groups), size=shape)
     return np.choose(which, groups)
 
