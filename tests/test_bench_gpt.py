@@ -3,12 +3,14 @@ hand-written and ``jax.grad`` steps it times agree, PyTorch's network is the sam
 workload runs every installed implementation. No speed is asserted here (benchmarks/README.md).
 """
 
+import os
+
 import chex
 import jax
 import numpy as np
 import pytest
 
-from jaxprop.bench import Bench, Config, report
+from jaxprop.bench import RECORD_KEYS, Bench, Config, report
 from jaxprop.bench.harness import Harness, installed_impls
 from jaxprop.bench.steps import jax_step
 from jaxprop.bench.workloads import GPT_LOSS, gpt_setup
@@ -57,6 +59,35 @@ def test_torch_gpt_equals_jaxprop_when_torch_is_installed(tiny):
     assert len(ours) == len(t_grads)
     for a, b in zip(ours, t_grads, strict=True):
         np.testing.assert_allclose(b.numpy(), a, rtol=1e-4, atol=1e-6)
+
+
+def test_gpt_table_fits_80_columns_with_every_column():
+    """The gpt table's widest rows (a GPU's: peak memory, big times and rates) fit 80 columns,
+    with its tokens/s and vs torch columns, and its target reads as a speed-up."""
+    from rich.console import Console
+
+    rows = [{k: None for k in RECORD_KEYS} | dict(
+        workload="gpt", impl=impl, variant="adam step", device="gpu:0", dtype="float32",
+        batch=16, width=256, median_s=s, min_s=s, max_s=s, compile_s=123.45, gflops=12345.6,
+        roofline_ratio=0.99, tokens_per_s=12_345_678.0, peak_bytes=81_000 * 2**20,
+        vs_jax_grad=1.25 if impl == "jaxprop" else None,
+        vs_torch=12.5 if impl == "jaxprop" else None)
+        for impl, s in (("jaxprop", 2.0), ("jax.grad", 2.5), ("torch", 25.0))]
+    ((title, columns, _),) = report.groups(rows)
+    assert [k for _, k, _ in columns] == [
+        "impl", "median_s", "compile_s", "vs_jax_grad", "vs_torch", "gflops", "roofline_ratio",
+        "tokens_per_s", "peak_bytes"]  # no NumPy: no vs NumPy column
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))
+    summary = report.targets(rows)
+    report.print_table(console, rows, summary)
+    assert max(map(len, console.export_text().splitlines())) <= 80
+    assert max(map(len, report.markdown(_HEAD, rows, summary).splitlines())) <= 80
+    assert [(t["target"], t["value"]) for t in summary] == [
+        ("gpt float32 gpu:0 batch 16: vs jax.grad", 1.25)]
+
+
+_HEAD = dict(device="gpu:0", cpu_model="cpu", gpu_model="gpu", jax_version="0", date="today",
+             isolation="process", command="jaxprop bench --workloads gpt")
 
 
 @pytest.mark.long

@@ -4,7 +4,7 @@ A **cell** is one (workload, dtype, batch, width) and every implementation measu
 implementation is an :class:`Entry` and becomes one record (``RECORD_KEYS``). The ratio columns
 compare records of the same cell: ``vs_numpy`` is NumPy's time / this time (how many times
 faster than NumPy), ``vs_jax_grad`` is ``jax.grad``'s time / this time on the same device and
-variant, ``vs_torch`` PyTorch's likewise. ``tokens_per_s`` is filled in for sequence workloads
+variant, ``vs_torch`` PyTorch's likewise (in cells that ask for it). ``tokens_per_s`` is filled in for sequence workloads
 (an :class:`Entry` with ``tokens``).
 """
 
@@ -284,7 +284,7 @@ class Harness:
     # -- cells --------------------------------------------------------------------------------
 
     def cell(self, workload: str, dtype: str, batch, width, entries: list[Entry], *,
-             roofline: bool = True) -> list[dict]:
+             roofline: bool = True, vs_torch: bool = False) -> list[dict]:
         """Time ``entries`` in alternating rounds, then add one record each to ``records``.
 
         Entries with ``fixed`` times are already measured; the ratio columns are filled in.
@@ -297,6 +297,8 @@ class Harness:
           entries: the implementations measured on this cell, one :class:`Entry` each.
           roofline: fill in ``roofline_ratio`` from the device's best matmul rate
             (:meth:`peak`) for entries on a JAX device.
+          vs_torch: fill in ``vs_torch`` too (its column fits the 80 columns of a cell without
+            NumPy, not the MLP tables').
 
         Returns:
           the cell's records, one per entry, in the order of ``entries``.
@@ -313,7 +315,7 @@ class Harness:
             recs.append(self._record(workload, e, dtype, batch, width, timing, peak))
         for e in timed:
             e.runner.drop(e.job)
-        self._ratios(recs)
+        self._ratios(recs, vs_torch)
         self.records.extend(recs)
         return recs
 
@@ -341,14 +343,15 @@ class Harness:
         return rec
 
     @staticmethod
-    def _ratios(recs: list[dict]) -> None:
+    def _ratios(recs: list[dict], vs_torch: bool = False) -> None:
         numpy = next((r for r in recs if r["impl"] == "numpy"), None)
         for r in recs:
             if numpy is not None and r is not numpy and r["impl"] != "matmul":
                 r["vs_numpy"] = numpy["median_s"] / r["median_s"]
             if r["impl"] != "jaxprop":
                 continue
-            for key, impl in (("vs_jax_grad", "jax.grad"), ("vs_torch", "torch")):
+            refs = {"vs_jax_grad": "jax.grad", **({"vs_torch": "torch"} if vs_torch else {})}
+            for key, impl in refs.items():
                 ref = next((g for g in recs if g["impl"] == impl and g["device"] == r["device"]
                             and g["variant"] == r["variant"]), None)
                 if ref is not None:

@@ -161,6 +161,11 @@ def _ratio(v):
     return f"{v:.2f}x" if v < 10 else f"{v:.0f}x"
 
 
+def _count(v):
+    """A rate in at most 6 characters: ``2,483``, ``412k``, ``12.3M``."""
+    return f"{v:,.0f}" if v < 1e4 else f"{v / 1e3:.0f}k" if v < 1e6 else f"{v / 1e6:.1f}M"
+
+
 COLUMNS = [  # (title, key, format)
     ("batch", "batch", str), ("width", "width", str), ("impl", "impl", str),
     ("ms", "median_s", lambda v: f"{v * 1e3:.3f}" if v < 1 else f"{v * 1e3:,.0f}"),
@@ -171,7 +176,7 @@ COLUMNS = [  # (title, key, format)
     ("GFLOP/s", "gflops", lambda v: f"{v:,.0f}" if v >= 1000 else f"{v:.1f}" if v >= 1
      else f"{v:.3f}"),
     ("roof", "roofline_ratio", lambda v: f"{v:.0%}"),
-    ("tok/s", "tokens_per_s", lambda v: f"{v:,.0f}"),
+    ("tok/s", "tokens_per_s", lambda v: _count(v)),
     ("MiB", "peak_bytes", lambda v: f"{v / 2**20:,.0f}"),
 ]
 TEXT_COLUMNS = ("impl",)
@@ -210,7 +215,7 @@ def groups(records) -> list[tuple[str, list, list[dict]]]:
     for key, rows in grouped.items():
         columns = [c for c in COLUMNS
                    if (c[1] not in VARYING or len({r[c[1]] for r in rows}) > 1)
-                   and (c[1] not in MEASURED or any(r[c[1]] is not None for r in rows))]
+                   and (c[1] not in MEASURED or any(r.get(c[1]) is not None for r in rows))]
         fixed = [f"{k} {rows[0][k]}" for k in VARYING
                  if len({r[k] for r in rows}) == 1 and rows[0][k] is not None]
         title = " · ".join([*key, *fixed])

@@ -487,7 +487,7 @@ def gpt(bench) -> None:
             # torch's first calls per shape are slow (oneDNN kernel set-up): warm up longer
             entries.append(Entry("torch", "adam step", dname, runner, job, max(cfg.warmup, 4),
                                  **work))
-    bench.cell("gpt", "float32", x.shape[0], cfg.gpt_features, entries)
+    bench.cell("gpt", "float32", x.shape[0], cfg.gpt_features, entries, vs_torch=True)
 
 
 def gpu(bench) -> None:
