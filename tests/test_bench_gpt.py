@@ -15,20 +15,21 @@ from jaxprop.bench.harness import Harness, installed_impls
 from jaxprop.bench.steps import jax_step
 from jaxprop.bench.workloads import GPT_LOSS, gpt_setup
 
-TINY = Config(impls=installed_impls(), repeats=1, warmup=1, backends=("cpu",)).quick()
+TINY = Config(impls=installed_impls(), repeats=1, warmup=1).quick()
 
 
 @pytest.fixture(scope="module")
 def tiny():
     """The tiny workload's model, params and ids, and one call of each JAX gradient step it
-    times (hand-written, then ``jax.grad``): ``(params, x, t, [(loss, grads), (loss, grads)])``."""
+    times (hand-written, then ``jax.grad``) on the default device (a GPU's at the bench's
+    highest matmul precision): ``(params, x, t, [(loss, grads), (loss, grads)])``."""
     model, x, t = gpt_setup(TINY)
     # params drawn on the host: model.init would compile a program per shape (seconds)
     rng = np.random.default_rng(0)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0)))
     params = jax.tree.map(lambda s: (0.5 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
     with Harness(TINY) as bench:
-        dev = bench.devices["cpu:0"]
+        dev = bench.devices[f"{jax.default_backend()}:0"]
         steps = [jax_step(bench, impl, model, GPT_LOSS, params, x, t, "float32", dev, "grad")[0]
                  for impl in ("jaxprop", "jax.grad")]
         return params, x, t, [step() for step in steps]
