@@ -4,8 +4,8 @@ A **cell** is one (workload, dtype, batch, width) and every implementation measu
 implementation is an :class:`Entry` and becomes one record (``RECORD_KEYS``). The ratio columns
 compare records of the same cell: ``vs_numpy`` is NumPy's time / this time (how many times
 faster than NumPy), ``vs_jax_grad`` is ``jax.grad``'s time / this time on the same device and
-variant, ``vs_torch`` PyTorch's likewise (in cells that ask for it). ``tokens_per_s`` is filled in for sequence workloads
-(an :class:`Entry` with ``tokens``).
+variant, ``vs_torch`` PyTorch's likewise (in cells that ask for it). ``tokens_per_s`` is
+filled in for sequence workloads (an :class:`Entry` with ``tokens``).
 """
 
 from __future__ import annotations
