@@ -6,7 +6,7 @@
 # Run from anywhere (it works from the repository root it sits in); nothing is fetched. Uses
 # $PYTHON (default python3) with jax (CUDA plugin), optax, chex, rich, matplotlib, scikit-learn,
 # pytest, pytest-xdist, hypothesis and, optionally, torch installed; jaxprop itself is taken from
-# this checkout (PYTHONPATH), installed or not. Writes at most 8 files to OUTDIR:
+# this checkout (PYTHONPATH), installed or not. Writes at most 11 files to OUTDIR:
 #
 #   summary.txt        what ran, each step's exit code and seconds, skips, and the targets
 #   devices_tests.txt  1. `jaxprop devices --verbose`, then the suite's fast subset on the GPU
@@ -16,6 +16,9 @@
 #   bench.md              highest / f32 (TF32) / bf16; jaxprop, jax.grad, torch, NumPy on host
 #   speed.txt          4. XOR populations (1,000 and 10,000 networks x 10,000 epochs) and
 #   speed.json            digits training time per epoch (benchmarks/device_speed.py)
+#   bench_gpt.txt      5. `jaxprop bench --workloads gpt --backends gpu`: a GPT training step
+#   bench_gpt.json        (4 blocks, 256 features, context 128, batch 16; Adam), hand-written
+#   bench_gpt.md          vs jax.grad vs torch, tokens/s and roofline share; 3 rounds, highest
 #
 # Each step runs under its own `timeout`; a failed or timed-out step is recorded and the next
 # one runs. The whole script stops starting steps after DEVICE_CHECK_BUDGET seconds (default
@@ -85,8 +88,8 @@ say "default backend: ${BACKEND:-unknown}"
 if [ "$BACKEND" != "gpu" ] && [ "$QUICK" != "1" ]; then
     say "no GPU: JAX's default backend is '${BACKEND:-unknown}'"
     say "skipped: the test subset on the GPU, jaxprop check on the GPU, the bench GPU rows," \
-        "the XOR populations and the digits timing (set DEVICE_CHECK_QUICK=1 to run them" \
-        "with tiny sizes on this device)"
+        "the XOR populations, the digits timing and the gpt training step (set" \
+        "DEVICE_CHECK_QUICK=1 to run them with tiny sizes on this device)"
     say "finished in $(elapsed)s"
     exit 0
 fi
@@ -95,7 +98,8 @@ fi
 #    float32 checks, so they run under highest matmul precision (the GPU default is TF32).
 TESTS="tests/test_precision.py tests/test_layers.py tests/test_losses.py tests/test_gradcheck.py
        tests/test_protocol.py tests/test_no_autodiff.py tests/test_bridge.py
-       tests/test_per_example.py tests/test_vmap.py tests/test_train.py tests/test_spec.py"
+       tests/test_per_example.py tests/test_vmap.py tests/test_train.py tests/test_spec.py
+       tests/test_bench_gpt.py"
 WORKERS=4
 if [ "$QUICK" = "1" ]; then TESTS="tests/test_precision.py"; WORKERS=2; fi
 TESTS=$(for f in $TESTS; do [ -f "$f" ] && echo "$f"; done)  # files renamed since: left out
@@ -123,11 +127,18 @@ if [ "$QUICK" = "1" ]; then SPEED=(--quick); fi
 step speed 90 "$OUT/speed.txt" "$PY" benchmarks/device_speed.py "${SPEED[@]}" \
     --json "$OUT/speed.json"
 
+# 5. The gpt training step on the GPU (float32 matmuls at highest precision, the bench's
+#    default): fewer rounds than the CPU table, to fit the budget.
+GPT=(--workloads gpt --backends gpu --repeats 3 --warmup 1)
+if [ "$QUICK" = "1" ]; then GPT=(--workloads gpt --quick --backends "$BACKEND"); fi
+step bench-gpt 75 "$OUT/bench_gpt.txt" "$PY" -m jaxprop bench "${GPT[@]}" \
+    --json "$OUT/bench_gpt.json" --markdown "$OUT/bench_gpt.md"
+
 # The targets, as measured.
 "$PY" - "$OUT" >> "$SUMMARY" 2>&1 <<'EOF'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-for name in ("bench.json", "speed.json"):
+for name in ("bench.json", "speed.json", "bench_gpt.json"):
     path = out / name
     if not path.exists():
         print(f"targets: {name} missing")

@@ -11,7 +11,7 @@ import sys
 import jax
 import pytest
 
-from jaxprop.bench import Bench, Config
+from jaxprop.bench import RECORD_KEYS, Bench, Config, report
 from jaxprop.bench import gpu
 from jaxprop.cli import main
 from jaxprop.device import describe
@@ -59,6 +59,9 @@ def test_gpu_workload_rows_on_the_cpu_when_asked():
     assert all(r["roofline_ratio"] > 0 for r in records if r["impl"] in ("jaxprop", "jax.grad"))
     names = [t["target"] for t in gpu.targets(records)]
     assert len([n for n in names if n.endswith(": vs jax.grad")]) == 2
+    # the rows carry every record key, so the report can print them (it groups by variant)
+    assert all(tuple(r) == RECORD_KEYS and r["variant"] == "gradient" for r in records)
+    assert len(report.groups(records)) == 1 + len(config.precisions)
     # without --backends cpu the CPU is left out, with a note
     plain = Bench(Config(workloads=("gpu",), impls=("jaxprop",), repeats=1, warmup=1).quick())
     if not HAS_GPU:
@@ -83,7 +86,7 @@ def test_device_check_says_what_it_skips_and_exits_0_without_a_gpu(tmp_path):
     assert "done devices: exit 0" in summary
     assert "default backend: cpu" in (out / "devices_tests.txt").read_text()
     files = sorted(p.name for p in out.rglob("*"))
-    assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files)
+    assert len(files) <= 11 and all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files)
 
 
 def test_device_check_needs_one_argument():

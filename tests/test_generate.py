@@ -93,3 +93,34 @@ def test_a_model_without_sequence_logits_is_refused():
     params, _, _ = mlp.init(jax.random.key(0), (4,))
     with pytest.raises(ValueError, match="generate"):
         jp.generate(mlp, params, np.array([1, 2]), 2, temperature=0, context=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt():
+    """A two-block GPT with N(0, 0.5^2) params drawn on the host (no init programs)."""
+    model = jp.gpt(V, blocks=2, features=8, heads=2, context=5)
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0)))
+    return model, jax.tree.map(lambda s: (0.5 * rng.standard_normal(s.shape)).astype(s.dtype),
+                               shapes)
+
+
+@pytest.mark.parametrize("shape, kw", [
+    ((3, 2), dict(temperature=0)),  # cached steps, then sliding ones
+    pytest.param((2, 7), dict(temperature=0), marks=pytest.mark.long),  # cropped: sliding only
+    pytest.param((3,), dict(temperature=0.7, key=jax.random.key(2)), marks=pytest.mark.long),
+])
+def test_kv_cache_gives_the_tokens_of_no_cache(tiny_gpt, shape, kw):
+    """A KV cache changes the work, not the tokens: greedy (temperature 0), and sampled with
+    the same key; prompts shorter than the window and longer."""
+    model, params = tiny_gpt
+    prompt = np.random.default_rng(1).integers(0, V, shape)
+    plain = jp.generate(model, params, prompt, 8, context=5, **kw)
+    cached = jp.generate(model, params, prompt, 8, context=5, cache=True, **kw)
+    np.testing.assert_array_equal(cached, plain)
+
+
+def test_kv_cache_needs_layers_that_can_run_one_position_at_a_time(model_params):
+    model, params = model_params  # a layer that mixes positions, without decode
+    with pytest.raises(ValueError, match=r"cache=True.*cumsum-table.*one position"):
+        jp.generate(model, params, np.array([1, 2]), 3, temperature=0, context=4, cache=True)

@@ -4,7 +4,8 @@ A **cell** is one (workload, dtype, batch, width) and every implementation measu
 implementation is an :class:`Entry` and becomes one record (``RECORD_KEYS``). The ratio columns
 compare records of the same cell: ``vs_numpy`` is NumPy's time / this time (how many times
 faster than NumPy), ``vs_jax_grad`` is ``jax.grad``'s time / this time on the same device and
-variant.
+variant, ``vs_torch`` PyTorch's likewise (in cells that ask for it). ``tokens_per_s`` is
+filled in for sequence workloads (an :class:`Entry` with ``tokens``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ ISOLATION = ("process", "shared")
 RECORD_KEYS = (
     "workload", "impl", "variant", "device", "dtype", "batch", "width", "median_s", "min_s",
     "max_s", "compile_s", "samples_per_s", "gflops", "roofline_ratio", "vs_numpy",
-    "vs_jax_grad", "process", "peak_bytes",
+    "vs_jax_grad", "process", "peak_bytes", "tokens_per_s", "vs_torch",
 )
 # What a target measures (the words after its cell in the target's name); the units of targets.
 VS_NUMPY, VS_JAX_GRAD, ROOFLINE = "vs NumPy", "vs jax.grad", "roofline"
@@ -100,6 +101,13 @@ class Config:
     cnn_batch: int = 256
     cnn_channels: tuple[int, int] = (32, 64)
     cnn_dense: int = 128
+    # the gpt workload (workloads.gpt): jp.gpt's sizes, batch of token sequences
+    gpt_vocab: int = 96
+    gpt_blocks: int = 4
+    gpt_features: int = 256
+    gpt_heads: int = 4
+    gpt_context: int = 128
+    gpt_batch: int = 16
     quick_run: bool = False
 
     def quick(self) -> "Config":
@@ -109,16 +117,18 @@ class Config:
             widths=(32, 64),
             batches=(1, 16), digits_epochs=2, roofline_sizes=(512,), dp_devices=(1, 2),
             dp_batch=64, gpu_widths=(32, 64), gpu_batch=16, cnn_side=12, cnn_batch=8,
-            cnn_channels=(4, 8), cnn_dense=16, quick_run=True,
+            cnn_channels=(4, 8), cnn_dense=16, gpt_vocab=11, gpt_blocks=1, gpt_features=16,
+            gpt_heads=2, gpt_context=8, gpt_batch=4, quick_run=True,
         )
 
 
 class Entry(NamedTuple):
     """One implementation in a cell: its labels, who runs which job, and what a call does.
 
-    ``flops``/``samples`` are per call; ``per`` divides the times (a call of ``per`` epochs
-    reported per epoch); ``step_flops`` decides whether the roofline applies; ``fixed`` is an
-    already measured list of seconds (fresh processes) instead of a job.
+    ``flops``/``samples`` (and ``tokens`` for sequence models) are per call; ``per`` divides the
+    times (a call of ``per`` epochs reported per epoch); ``step_flops`` decides whether the
+    roofline applies; ``fixed`` is an already measured list of seconds (fresh processes) instead
+    of a job.
     """
 
     impl: str
@@ -134,6 +144,7 @@ class Entry(NamedTuple):
     per: int = 1
     peak: Callable | None = None
     fixed: list | None = None
+    tokens: float | None = None
 
 
 def jax_devices(backends=None) -> dict[str, jax.Device]:
@@ -273,7 +284,7 @@ class Harness:
     # -- cells --------------------------------------------------------------------------------
 
     def cell(self, workload: str, dtype: str, batch, width, entries: list[Entry], *,
-             roofline: bool = True) -> list[dict]:
+             roofline: bool = True, vs_torch: bool = False) -> list[dict]:
         """Time ``entries`` in alternating rounds, then add one record each to ``records``.
 
         Entries with ``fixed`` times are already measured; the ratio columns are filled in.
@@ -286,6 +297,8 @@ class Harness:
           entries: the implementations measured on this cell, one :class:`Entry` each.
           roofline: fill in ``roofline_ratio`` from the device's best matmul rate
             (:meth:`peak`) for entries on a JAX device.
+          vs_torch: fill in ``vs_torch`` too (its column fits the 80 columns of a cell without
+            NumPy, not the MLP tables').
 
         Returns:
           the cell's records, one per entry, in the order of ``entries``.
@@ -302,7 +315,7 @@ class Harness:
             recs.append(self._record(workload, e, dtype, batch, width, timing, peak))
         for e in timed:
             e.runner.drop(e.job)
-        self._ratios(recs)
+        self._ratios(recs, vs_torch)
         self.records.extend(recs)
         return recs
 
@@ -323,21 +336,26 @@ class Harness:
             roofline_ratio=gflops / peak if gflops and peak and applies else None,
             vs_numpy=None, vs_jax_grad=None, process=process,
             peak_bytes=e.peak() if e.peak else None,
+            tokens_per_s=e.tokens / e.per / timing.median if e.tokens else None, vs_torch=None,
         )
         self.log(f"{workload} {e.impl} ({e.variant}) {e.device} {dtype} batch {batch} "
                  f"width {width}: {timing.median * 1e3:.3f} ms")
         return rec
 
     @staticmethod
-    def _ratios(recs: list[dict]) -> None:
+    def _ratios(recs: list[dict], vs_torch: bool = False) -> None:
         numpy = next((r for r in recs if r["impl"] == "numpy"), None)
         for r in recs:
             if numpy is not None and r is not numpy and r["impl"] != "matmul":
                 r["vs_numpy"] = numpy["median_s"] / r["median_s"]
-            ref = next((g for g in recs if g["impl"] == "jax.grad" and g["device"] == r["device"]
-                        and g["variant"] == r["variant"]), None)
-            if ref is not None and r is not ref and r["impl"] == "jaxprop":
-                r["vs_jax_grad"] = ref["median_s"] / r["median_s"]
+            if r["impl"] != "jaxprop":
+                continue
+            refs = {"vs_jax_grad": "jax.grad", **({"vs_torch": "torch"} if vs_torch else {})}
+            for key, impl in refs.items():
+                ref = next((g for g in recs if g["impl"] == impl and g["device"] == r["device"]
+                            and g["variant"] == r["variant"]), None)
+                if ref is not None:
+                    r[key] = ref["median_s"] / r["median_s"]
 
     def jax_peak(self, dname: str) -> Callable:
         dev = self.devices[dname]

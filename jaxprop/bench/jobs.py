@@ -176,10 +176,39 @@ def torch_cnn(*, text, params, x, t, device="cpu"):
     return (lambda: net.loss_and_grad(xt, tt)), torch_impl.sync(device)
 
 
+def torch_gpt(*, params, heads, x, t, step="adam", device="cpu"):
+    """One ``torch.optim.Adam`` training step (learning rate 1e-3, ``step="adam"``) or one
+    loss-and-gradient (``step="grad"``) of ``jp.gpt``'s network in PyTorch
+    (:class:`~jaxprop.bench.torch_impl.TorchGPT`, float32).
+
+    ``x: (batch, T)`` token ids, ``t: (batch, T)`` the next ids.
+
+    Args:
+      params: ``jp.gpt``'s params tree as NumPy arrays (copied into tensors; Adam's steps train
+        them in place).
+      heads: the attention heads.
+      x: the input ids.
+      t: the target ids.
+      step: ``"adam"`` or ``"grad"``: what one call does.
+      device: the torch device (``"cpu"``, ``"cuda:0"``).
+
+    Returns:
+      ``(call, sync)``: the call to time and a sync that waits for ``device``.
+    """
+    if step not in ("grad", "adam"):
+        raise ValueError(f"step must be 'grad' or 'adam', not {step!r}")
+    from jaxprop.bench import torch_impl
+
+    net = torch_impl.TorchGPT(params, heads, device)
+    xt, tt = net.to_tensor(x), net.to_tensor(t)
+    call = (lambda: net.loss_and_grad(xt, tt)) if step == "grad" else net.adam_step_fn(xt, tt)
+    return call, torch_impl.sync(device)
+
+
 FACTORIES = {
     "numpy-grad": numpy_grad, "numpy-xor": numpy_xor, "torch-mlp": torch_mlp,
     "torch-xor": torch_xor, "torch-epochs": torch_epochs,
-    "numpy-cnn": numpy_cnn, "torch-cnn": torch_cnn,
+    "numpy-cnn": numpy_cnn, "torch-cnn": torch_cnn, "torch-gpt": torch_gpt,
 }
 
 

@@ -123,6 +123,10 @@ def targets(records) -> list[dict]:
             one["median_s"] / pop["median_s"], 1.0)
     for dev in sorted({r["device"] for r in records if r["impl"] == "jaxprop"}):
         _mlp_targets(records, dev, add)
+    for r in records:  # the gpt training step, on every device (issue 20: >= 1.0x on the CPU)
+        if r["workload"] == "gpt" and r["impl"] == "jaxprop":
+            add(f"gpt {r['dtype']} {r['device']} batch {r['batch']}: {VS_JAX_GRAD}",
+                r["vs_jax_grad"], 1.0)
     return out + cnn.targets(records) + gpu.targets(records)
 
 
@@ -157,28 +161,36 @@ def _ratio(v):
     return f"{v:.2f}x" if v < 10 else f"{v:.0f}x"
 
 
+def _count(v):
+    """A rate in at most 6 characters: ``2,483``, ``412k``, ``12.3M``."""
+    return f"{v:,.0f}" if v < 1e4 else f"{v / 1e3:.0f}k" if v < 1e6 else f"{v / 1e6:.1f}M"
+
+
 COLUMNS = [  # (title, key, format)
     ("batch", "batch", str), ("width", "width", str), ("impl", "impl", str),
     ("ms", "median_s", lambda v: f"{v * 1e3:.3f}" if v < 1 else f"{v * 1e3:,.0f}"),
     ("compile", "compile_s", lambda v: f"{v:.2f}"),
     ("vs NumPy", "vs_numpy", _ratio),
     ("vs jax.grad", "vs_jax_grad", _ratio),
+    ("vs torch", "vs_torch", _ratio),
     ("GFLOP/s", "gflops", lambda v: f"{v:,.0f}" if v >= 1000 else f"{v:.1f}" if v >= 1
      else f"{v:.3f}"),
     ("roof", "roofline_ratio", lambda v: f"{v:.0%}"),
+    ("tok/s", "tokens_per_s", lambda v: _count(v)),
     ("MiB", "peak_bytes", lambda v: f"{v / 2**20:,.0f}"),
 ]
 TEXT_COLUMNS = ("impl",)
 GROUP_KEYS = ("workload", "variant", "device", "dtype")
-# columns shown only where they tell something: batch and width where they vary in a group,
-# peak memory where it was measured
+# columns shown only where they tell something: batch and width where they vary in a group;
+# the speed-ups over NumPy and torch, tokens/s (sequence models) and peak memory where they
+# were measured
 VARYING = ("batch", "width")
-MEASURED = ("peak_bytes",)
+MEASURED = ("vs_numpy", "vs_torch", "tokens_per_s", "peak_bytes")
 LEGEND = ("ms: median milliseconds per call (per epoch for train-digits, per whole run for "
-          "XOR). vs NumPy, vs jax.grad: speed-ups, NumPy's or jax.grad's time / this row's "
-          "(> 1: this row is faster). roof: roofline, GFLOP/s / the best matmul's (n/a: a "
-          "tiny step). compile: seconds. MiB: peak device memory. min/max ms, samples/s, "
-          "process: in the JSON.")
+          "XOR). vs NumPy, vs jax.grad, vs torch: speed-ups, NumPy's, jax.grad's or torch's "
+          "time / this row's (> 1: this row is faster). roof: roofline, GFLOP/s / the best "
+          "matmul's (n/a: a tiny step). compile: seconds. tok/s: tokens per second (gpt). "
+          "MiB: peak device memory. min/max ms, samples/s, process: in the JSON.")
 
 
 def _cells(record, columns=COLUMNS):
@@ -203,7 +215,7 @@ def groups(records) -> list[tuple[str, list, list[dict]]]:
     for key, rows in grouped.items():
         columns = [c for c in COLUMNS
                    if (c[1] not in VARYING or len({r[c[1]] for r in rows}) > 1)
-                   and (c[1] not in MEASURED or any(r[c[1]] is not None for r in rows))]
+                   and (c[1] not in MEASURED or any(r.get(c[1]) is not None for r in rows))]
         fixed = [f"{k} {rows[0][k]}" for k in VARYING
                  if len({r[k] for r in rows}) == 1 and rows[0][k] is not None]
         title = " · ".join([*key, *fixed])

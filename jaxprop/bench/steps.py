@@ -59,8 +59,8 @@ def jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step):
       model: the model.
       loss: the loss name or :class:`~jaxprop.Loss`.
       params0: the starting params (never donated).
-      x: the inputs, cast to ``dtype``.
-      t: the targets, cast to ``dtype``.
+      x: the inputs, cast to ``dtype`` (integer token ids stay integers).
+      t: the targets, likewise (integer labels stay integers).
       dtype: the working dtype's name.
       dev: the JAX device.
       step: ``"grad"`` for one gradient, ``"adam"`` for an Adam training step (lr 1e-3).
@@ -68,7 +68,7 @@ def jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step):
     Returns:
       ``(call, compile_seconds)``.
     """
-    params, xd, td = jax.device_put((params0, x.astype(dtype), t.astype(dtype)), dev)
+    params, xd, td = jax.device_put((params0, _cast(x, dtype), _cast(t, dtype)), dev)
     with bench.precision(dtype):
         if step == "grad":
             fn = jp.loss_and_grad_fn(model, loss) if impl == "jaxprop" else \
@@ -87,6 +87,11 @@ def jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step):
         return value, state
 
     return call, c
+
+
+def _cast(a, dtype):
+    """``a`` in ``dtype``, or unchanged when it holds integers (token ids, class labels)."""
+    return a if jnp.issubdtype(a.dtype, jnp.integer) else a.astype(dtype)
 
 
 def _autodiff_loss_and_grad(model, loss):

@@ -1,4 +1,4 @@
-"""The same MLP and CNN in PyTorch (autograd), for the optional ``torch`` implementation.
+"""The same MLP, CNN and GPT in PyTorch (autograd), for the optional ``torch`` implementation.
 
 Import this module only when torch is installed (``pip install 'jaxprop[bench]'``). The benchmark
 imports it in its own worker process (:mod:`jaxprop.bench.worker`), so torch's threads never share
@@ -6,6 +6,8 @@ a process with XLA's.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -163,3 +165,71 @@ class TorchCNN:
                 x = x @ p[0] + p[1]
         value = -(t * torch.log_softmax(x, dim=-1)).sum() / x.shape[0]
         return value, torch.autograd.grad(value, self.leaves)
+
+
+class TorchGPT:
+    """``jp.gpt``'s network in plain PyTorch (the same params, copied): pre-LN blocks of causal
+    self-attention and a tanh-GELU MLP, the loss the mean cross-entropy over every token.
+
+    ``np_params`` is ``jp.gpt``'s params tree as NumPy arrays: ``[{"table"}, {"table"},
+    [[[ln, attention], [ln, dense, (), dense]], ...], ln, dense]``.
+    """
+
+    def __init__(self, np_params, heads: int, device: str):
+        emb, pos, blocks, ln_f, head = np_params
+        self.heads, self.device = heads, device
+        tensor = lambda a: torch.tensor(np.asarray(a, np.float32), device=device,  # noqa: E731
+                                        requires_grad=True)
+        as_dict = lambda p: {k: tensor(v) for k, v in p.items()}  # noqa: E731
+        self.emb, self.pos = tensor(emb["table"]), tensor(pos["table"])
+        self.blocks = [(as_dict(ln1), as_dict(attn), as_dict(ln2), as_dict(fc), as_dict(proj))
+                       for (ln1, attn), (ln2, fc, _, proj) in blocks]
+        self.ln_f, self.head = as_dict(ln_f), as_dict(head)
+        self.leaves = [self.emb, self.pos] + [
+            t for p in (*[q for b in self.blocks for q in b], self.ln_f, self.head)
+            for t in p.values()]
+
+    def to_tensor(self, a):
+        return torch.tensor(np.asarray(a), dtype=torch.long, device=self.device)
+
+    @staticmethod
+    def _ln(x, p):
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], p["scale"], p["offset"], 1e-5)
+
+    def _attention(self, x, p):
+        B, T, D = x.shape
+        H = self.heads
+        d = p["W_o"].shape[0] // H
+        qkv = (x @ p["W_qkv"] + p["b_qkv"]).reshape(B, T, 3, H, d).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, d)
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        att = torch.softmax(s.masked_fill(~causal, float("-inf")), dim=-1)
+        o = (att @ v).transpose(1, 2).reshape(B, T, H * d)
+        return o @ p["W_o"] + p["b_o"]
+
+    def value(self, ids, targets):
+        x = self.emb[ids] + self.pos[:ids.shape[1]]
+        for ln1, attn, ln2, fc, proj in self.blocks:
+            x = x + self._attention(self._ln(x, ln1), attn)
+            h = torch.nn.functional.gelu(self._ln(x, ln2) @ fc["W"] + fc["b"], approximate="tanh")
+            x = x + h @ proj["W"] + proj["b"]
+        logits = self._ln(x, self.ln_f) @ self.head["W"] + self.head["b"]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 targets.reshape(-1))
+
+    def loss_and_grad(self, ids, targets):
+        value = self.value(ids, targets)
+        return value, torch.autograd.grad(value, self.leaves)
+
+    def adam_step_fn(self, ids, targets, lr=1e-3):
+        opt = torch.optim.Adam(self.leaves, lr=lr)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            value = self.value(ids, targets)
+            value.backward()
+            opt.step()
+            return value
+
+        return step

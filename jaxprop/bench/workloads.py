@@ -434,6 +434,62 @@ def cnn(bench) -> None:
     cnn_workload.run(bench)
 
 
+# --------------------------------------------------------------------------------------------
+# GPT: a training step of a small decoder-only transformer on token ids
+
+GPT_LOSS = "sparse_softmax_cross_entropy"
+
+
+def gpt_setup(cfg):
+    """The gpt workload's model and data: ``jp.gpt(cfg.gpt_vocab, blocks=cfg.gpt_blocks,
+    features=cfg.gpt_features, heads=cfg.gpt_heads, context=cfg.gpt_context)``, random ids
+    ``x, t: (cfg.gpt_batch, cfg.gpt_context)`` (int32; every token's target random too).
+
+    Returns:
+      ``(model, x, t)``.
+    """
+    model = jp.gpt(cfg.gpt_vocab, blocks=cfg.gpt_blocks, features=cfg.gpt_features,
+                   heads=cfg.gpt_heads, context=cfg.gpt_context)
+    rng = np.random.default_rng(0)
+    x, t = (rng.integers(0, cfg.gpt_vocab, (cfg.gpt_batch, cfg.gpt_context)).astype(np.int32)
+            for _ in range(2))
+    return model, x, t
+
+
+def gpt(bench) -> None:
+    """One Adam training step (lr 1e-3) of ``jp.gpt`` (4 blocks, 256 features, 4 heads, context
+    128, a vocabulary of 96) on a batch of 16 sequences, ``sparse_softmax_cross_entropy`` over
+    every token: the hand-written backward (``make_train_step``), ``jax.grad`` of the same
+    forward and loss in the same step, and PyTorch (the same network and weights, plain torch
+    ops, ``torch.optim.Adam``) on the same devices. Tokens/s is ``batch x context`` per step;
+    GFLOP/s count 3x the traced forward pass (:func:`~jaxprop.bench.flops.step_flops`)."""
+    cfg = bench.config
+    model, x, t = gpt_setup(cfg)
+    params0, state0 = model.init_with_state(jax.random.key(0))
+    flops = step_flops(model, params0, state0, x)
+    work = dict(flops=flops, samples=x.shape[0], step_flops=flops, tokens=x.size)
+    entries = []
+    for dname, dev in bench.devices.items():
+        for impl in ("jaxprop", "jax.grad"):
+            if bench.has(impl):
+                call, c = jax_step(bench, impl, model, GPT_LOSS, params0, x, t, "float32", dev,
+                                   "adam")
+                entries.append(Entry(impl, "adam step", dname, bench.jax, bench.jax_job(call),
+                                     cfg.warmup, c, **work, peak=bench.jax_peak(dname)))
+    if bench.has("torch"):
+        runner = bench.library("torch")
+        params = jax.tree.map(np.asarray, params0)
+        for dname, tdev in bench.torch_devices():
+            if dname not in bench.devices:  # --backends: the same devices as the JAX rows
+                continue
+            job = bench.job(runner, "torch-gpt", params=params, heads=cfg.gpt_heads, x=x, t=t,
+                            device=tdev)
+            # torch's first calls per shape are slow (oneDNN kernel set-up): warm up longer
+            entries.append(Entry("torch", "adam step", dname, runner, job, max(cfg.warmup, 4),
+                                 **work))
+    bench.cell("gpt", "float32", x.shape[0], cfg.gpt_features, entries, vs_torch=True)
+
+
 def gpu(bench) -> None:
     """The GPU rows (:mod:`jaxprop.bench.gpu`): the MLP gradient at widths 1024, 4096 and 8192
     per precision policy, on accelerators (or the CPU when ``--backends cpu`` names it)."""
@@ -455,10 +511,11 @@ WORKLOADS: dict[str, Callable] = {
     "custom": custom,
     "cnn": cnn,
     "gpu": gpu,
+    "gpt": gpt,
 }
 # What `jaxprop bench` runs when no --workloads are given (custom: when --sizes is).
 DEFAULT_WORKLOADS = ("xor", "xor-population", "mlp", "width-sweep", "batch-sweep",
-                     "train-digits", "data-parallel", "cnn", "gpu")
+                     "train-digits", "data-parallel", "cnn", "gpu", "gpt")
 
 
 def workload_names(config, names=None) -> tuple[str, ...]:

@@ -16,6 +16,11 @@ numbers in training (Dropout) and is ignored by the others, as is ``train``.
 ReLU a boolean mask). ``backward`` receives ``dy = dL/dy`` with the shape of ``y`` and returns
 ``dL/dparams`` (the pytree structure, shapes and dtypes of ``params``) and ``dL/dx`` (the shape
 of ``x``).
+
+Sequence models can also run one position at a time with a cache (``jp.generate(cache=True)``,
+a KV cache): a layer that acts on each position alone says so (``positionwise``), one that
+mixes positions (attention, position embeddings) gives ``init_cache`` and ``decode``; composites
+(``serial``, ``Residual``) chain their layers' (:func:`decoder`).
 """
 
 from __future__ import annotations
@@ -64,6 +69,14 @@ class Layer:
         ``0..integer_inputs-1`` (an Embedding's vocabulary size); ``None`` (the default) for a
         layer on floating inputs. Such a layer's ``backward`` returns ``dx=None``; ``serial``
         takes it only first, and data checks give it integer ``x`` (docs/layers.md).
+      positionwise: True when each position of a sequence ``(..., T, D)`` is mapped alone (Dense,
+        LayerNorm, activations, Dropout in evaluation, Embedding): one position at a time is
+        then its ``forward`` on that position, with no cache.
+      init_cache: ``(params, n, context) -> cache``, the empty cache of :attr:`decode`.
+      decode: ``(params, state, cache, x, pos) -> (y, cache)``: evaluation-mode output at the
+        one position ``pos`` (a traced int) of ``n`` sequences, ``x: (n, 1, D) -> y: (n, 1,
+        D')``, given the positions before it as kept in ``cache``; ``None`` for a layer that
+        cannot (or is ``positionwise``).
 
     Layers compare and hash by identity, so they can be static arguments of ``jax.jit``.
     """
@@ -79,6 +92,9 @@ class Layer:
     is_activation: bool = False
     preferred_init: str | None = None
     integer_inputs: int | None = None
+    positionwise: bool = False
+    init_cache: Callable[..., Any] | None = None
+    decode: Callable[..., tuple[Array, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"Layer({self.name})"
@@ -90,6 +106,21 @@ class Layer:
         from jaxprop.core.summary import summarize  # imports this module
 
         return summarize(self, in_shape)
+
+
+def decoder(layer: Layer):
+    """``(init_cache, decode)`` of ``layer`` (see :class:`Layer`), or ``None`` when it cannot
+    run one position at a time: a ``positionwise`` layer's are its ``forward`` and no cache."""
+    if layer.decode is not None and layer.init_cache is not None:
+        return layer.init_cache, layer.decode
+    if not layer.positionwise:
+        return None
+
+    def decode(params, state, cache, x, pos):
+        del pos
+        return layer.forward(params, state, x, train=False)[0], cache
+
+    return (lambda params, n, context: ()), decode
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,7 +233,8 @@ def Dense(
         x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
         return {"W": matmul(x2.T, dy2), "b": dy2.sum(axis=0)}, matmul(dy, W.T)
 
-    return Layer(init, forward, backward, f"Dense({out_dim})", spec=f"dense({out_dim})")
+    return Layer(init, forward, backward, f"Dense({out_dim})", spec=f"dense({out_dim})",
+                 positionwise=True)
 
 
 def _dense_params(params):
@@ -258,7 +290,7 @@ def elementwise(name: str, forward: Callable, backward: Callable, *,
         return (), backward(residuals, dy)
 
     return Layer(init, fwd, bwd, name, output_range=output_range, spec=name,
-                 is_activation=True, preferred_init=preferred_init)
+                 is_activation=True, preferred_init=preferred_init, positionwise=True)
 
 
 def Sigmoid() -> Layer:
@@ -487,4 +519,5 @@ def Dropout(rate: float) -> Layer:
         del params
         return (), dy if scale is None else dy * scale
 
-    return Layer(init, forward, backward, f"Dropout({rate:g})", spec=f"dropout({rate!r})")
+    return Layer(init, forward, backward, f"Dropout({rate:g})", spec=f"dropout({rate!r})",
+                 positionwise=True)

@@ -30,7 +30,7 @@ from jaxprop.core.checks import (
     checked_backward,
     layer_label,
 )
-from jaxprop.core.layers import Dense, Flatten, Layer, get_initializer
+from jaxprop.core.layers import Dense, Flatten, Layer, decoder, get_initializer
 from jaxprop.core.layers import activation as activation_layer
 from jaxprop.core.validate import is_int
 
@@ -260,12 +260,27 @@ def serial(*layers: Layer, in_shape: Sequence[int] | None = None) -> Model:
 
     spec = "-".join(layer.spec for layer in layers) if all(layer.spec for layer in layers) \
         else None
+    decoders = [decoder(layer) for layer in layers]
+    can_decode = all(decoders)
+
+    def init_cache(params, n, context):
+        return [start(p, n, context) for (start, _), p in zip(decoders, params)]
+
+    def decode(params, state, cache, x, pos):
+        # one position through every layer, each with its own cache
+        new = []
+        for (_, step), p, s, c in zip(decoders, params, model.layer_states(state), cache):
+            x, c = step(p, s, c, x, pos)
+            new.append(c)
+        return x, new
+
     model = Model(
         init=init, forward=forward, backward=backward,
         name=" -> ".join(layer.name for layer in layers),
         couples_batch=any(layer.couples_batch for layer in layers),
         output_range=layers[-1].output_range, spec=spec, sublayers=layers, in_shape=own_shape,
         integer_inputs=layers[0].integer_inputs,
+        init_cache=init_cache if can_decode else None, decode=decode if can_decode else None,
     )
     return model
 
@@ -383,11 +398,18 @@ def Residual(block: Layer) -> Layer:
         dparams, dx = block.backward(params, residuals, dy)
         return dparams, dy + dx  # the identity path, plus the path through the block
 
+    inner = decoder(block)
+
+    def decode(params, state, cache, x, pos):
+        y, cache = inner[1](params, state, cache, x, pos)
+        return x + y, cache
+
     # The text of a one-layer serial would rebuild the bare layer (different params): no spec.
     one_layer_model = isinstance(block, Model) and len(block.layers) == 1
     spec = f"residual({block.spec})" if block.spec and not one_layer_model else None
     return Layer(init, forward, backward, f"Residual({block.name})",
-                 couples_batch=block.couples_batch, spec=spec, sublayers=(block,))
+                 couples_batch=block.couples_batch, spec=spec, sublayers=(block,),
+                 init_cache=inner and inner[0], decode=inner and decode)
 
 
 # The most copies Repeat makes (each is a layer of its own with its own params).

@@ -98,7 +98,7 @@ def LayerNorm(eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
         return grads, _normalized_dx(g, res, axes=-1)
 
     spec = "layernorm" if eps == 1e-5 else f"layernorm(eps={eps!r})"
-    return Layer(init, forward, backward, "LayerNorm", spec=spec)
+    return Layer(init, forward, backward, "LayerNorm", spec=spec, positionwise=True)
 
 
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:

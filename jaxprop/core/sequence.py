@@ -77,7 +77,7 @@ def Embedding(vocab_size: int, features: int, *, init: str | Callable | None = N
         return {"table": dtable}, None  # integer ids: no dx
 
     return Layer(init_, forward, backward, name, spec=f"embed({vocab},{features})",
-                 integer_inputs=vocab)
+                 integer_inputs=vocab, positionwise=True)
 
 
 def PositionalEmbedding(max_len: int, *, init: str | Callable | None = None,
@@ -129,7 +129,12 @@ def PositionalEmbedding(max_len: int, *, init: str | Callable | None = None,
         dtable = jnp.pad(d, ((0, params["table"].shape[0] - d.shape[0]), (0, 0)))
         return {"table": dtable}, dy
 
-    return Layer(init_, forward, backward, name, spec=f"posembed({max_len})")
+    def decode(params, state, cache, x, pos):
+        # one position: y = x + table[pos]
+        return x + jax.lax.dynamic_slice_in_dim(params["table"], pos, 1), cache
+
+    return Layer(init_, forward, backward, name, spec=f"posembed({max_len})",
+                 init_cache=lambda params, n, context: (), decode=decode)
 
 
 def CausalSelfAttention(num_heads: int, *, head_dim: int | None = None, dropout: float = 0.0,
@@ -238,9 +243,33 @@ def CausalSelfAttention(num_heads: int, *, head_dim: int | None = None, dropout:
             grads.update(b_qkv=jnp.sum(flat(dqkv), axis=0), b_o=jnp.sum(flat(dy), axis=0))
         return grads, dqkv @ W_qkv.T
 
+    def init_cache(params, n, context):
+        # the keys and values of every position so far: k, v (n, H, context, d)
+        d = params["W_o"].shape[0] // heads
+        empty = jnp.zeros((n, heads, context, d), params["W_o"].dtype)
+        return empty, empty
+
+    def decode(params, state, cache, x, pos):
+        # position pos alone (n, 1, D): its q, k, v; k, v written into the cache at pos; q
+        # attends to the cached positions 0..pos (evaluation: no dropout)
+        W_o = params["W_o"]
+        d = W_o.shape[0] // heads
+        qkv = x @ params["W_qkv"] + (params["b_qkv"] if use_bias else 0)
+        qkv = jnp.swapaxes(qkv.reshape(x.shape[0], 1, 3, heads, d), 1, 3)  # (n, H, 3, 1, d)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (n, H, 1, d)
+        keys, values = (jax.lax.dynamic_update_slice_in_dim(c, a, pos, axis=2)
+                        for c, a in zip(cache, (k, v)))
+        s = jnp.einsum("nhid,nhjd->nhij", q, keys) / math.sqrt(d)  # (n, H, 1, context)
+        seen = jnp.arange(keys.shape[2]) <= pos
+        p = jax.nn.softmax(jnp.where(seen, s, -jnp.inf), axis=-1)
+        o = jnp.einsum("nhij,nhjd->nhid", p, values)  # (n, H, 1, d)
+        o = jnp.swapaxes(o, 1, 2).reshape(x.shape[0], 1, heads * d)
+        return o @ W_o + (params["b_o"] if use_bias else 0), (keys, values)
+
     args = [str(heads)] + ([] if head_dim is None else [f"head_dim={head_dim}"]) + (
         [] if rate == 0 else [f"dropout={rate!r}"]) + ([] if use_bias else ["bias=0"])
-    return Layer(init, forward, backward, name, spec=f"attention({','.join(args)})")
+    return Layer(init, forward, backward, name, spec=f"attention({','.join(args)})",
+                 init_cache=init_cache, decode=decode)
 
 
 def gpt(vocab: int, *, blocks: int, features: int, heads: int, context: int,

@@ -7,8 +7,12 @@ the rest filled with token 0 and never read; each step samples the token after t
 filled, writes it into the next position and, once the window is full, slides it one position
 to the left. Causality makes the unused positions harmless, so the result equals running the
 model on the exact sequence so far. Every step is the same compiled program (one ``lax.scan``
-over the steps, compiled once per model, window, batch and token count); there is no KV cache,
-so a step costs one forward pass over the window.
+over the steps, compiled once per model, window, batch and token count). Without a cache a
+step costs one forward pass over the window. With ``cache=True`` (a KV cache: every layer
+``positionwise`` or with its own ``decode``, e.g. a ``jp.gpt``) the prompt runs through once,
+position by position, and each new token costs one position's pass (attention reads the keys
+and values kept for the positions before it) until the window is full; a full window slides,
+which moves every position, so from then on each step is a whole forward pass again.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprop.core.cache import remember
+from jaxprop.core.layers import decoder
 from jaxprop.core.validate import check_int, is_number
 
 
 def generate(model, params, prompt_ids, tokens: int, *, temperature: float = 1.0, key=None,
-             context: int, state=None):
+             context: int, state=None, cache: bool = False):
     """``tokens`` new tokens after ``prompt_ids``, sampled from ``model``, one per step.
 
     ``prompt_ids: (P,)`` or ``(n, P)`` int -> ``(tokens,)`` or ``(n, tokens)`` int32: the new
@@ -43,6 +48,9 @@ def generate(model, params, prompt_ids, tokens: int, *, temperature: float = 1.0
       context: the window the model sees (at most the longest sequence it accepts, e.g. a
         GPT's ``context``).
       state: the model's state (``None`` for a model without state).
+      cache: keep each layer's keys and values (a KV cache, see the module docstring): the
+        same tokens, fewer FLOPs; ``ValueError`` for a model with a layer that cannot run one
+        position at a time.
 
     Returns:
       the generated token ids, int32.
@@ -54,6 +62,10 @@ def generate(model, params, prompt_ids, tokens: int, *, temperature: float = 1.0
     if temperature > 0 and key is None:
         raise ValueError("generate: sampling at a temperature above 0 needs a key "
                          "(jax.random.key(seed)); temperature=0 is greedy")
+    if cache and decoder(model) is None:
+        raise ValueError(f"generate(cache=True): {model.name} has a layer that cannot run one "
+                         "position at a time (neither positionwise nor with decode); use "
+                         "cache=False")
     prompt = np.asarray(prompt_ids)
     single = prompt.ndim == 1
     if prompt.ndim not in (1, 2) or not np.issubdtype(prompt.dtype, np.integer):
@@ -72,7 +84,7 @@ def generate(model, params, prompt_ids, tokens: int, *, temperature: float = 1.0
     window = np.zeros((n, context), np.int32)
     window[:, :filled] = prompt
     greedy = temperature == 0
-    run = _sampler(model, tokens, greedy)
+    run = (_cached_sampler if cache else _sampler)(model, tokens, greedy)
     key = jax.random.key(0) if key is None else key
     out = run(params, state, jnp.asarray(window), jnp.int32(filled),
               jnp.float32(1.0 if greedy else temperature), key)
@@ -95,14 +107,19 @@ def _vocab_size(model, params, state, n, context) -> int:
     return int(y.shape[-1])
 
 
-@remember(maxsize=16)
-def _sampler(model, tokens: int, greedy: bool):
-    """The jitted ``(params, state, window, filled, temperature, key) -> (n, tokens)``."""
-
+def _next_token(greedy: bool):
     def next_token(logits, temperature, key):
         if greedy:
             return jnp.argmax(logits, axis=-1).astype(jnp.int32)
         return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)
+
+    return next_token
+
+
+@remember(maxsize=16)
+def _sampler(model, tokens: int, greedy: bool):
+    """The jitted ``(params, state, window, filled, temperature, key) -> (n, tokens)``."""
+    next_token = _next_token(greedy)
 
     def run(params, state, window, filled, temperature, key):
         context = window.shape[1]
@@ -119,6 +136,52 @@ def _sampler(model, tokens: int, greedy: bool):
             return (window, jnp.minimum(filled + 1, context)), token
 
         _, out = jax.lax.scan(step, (window, filled), jax.random.split(key, tokens))
+        return out.T  # (tokens, n) -> (n, tokens)
+
+    return jax.jit(run)
+
+
+@remember(maxsize=16)
+def _cached_sampler(model, tokens: int, greedy: bool):
+    """:func:`_sampler` with a KV cache: the same ``(params, state, window, filled,
+    temperature, key) -> (n, tokens)``, one position's pass per token until the window is
+    full."""
+    next_token = _next_token(greedy)
+    init_cache, decode = decoder(model)
+
+    def run(params, state, window, filled, temperature, key):
+        n, context = window.shape
+
+        def at(window, pos, cache):  # the logits after position pos, and the cache
+            x = jax.lax.dynamic_slice_in_dim(window, pos, 1, axis=1)
+            y, cache = decode(params, state, cache, x, pos)
+            return y[:, 0].astype(jnp.float32), cache
+
+        def prefill(pos, carry):
+            return at(window, pos, carry[1])
+
+        vocab = jax.eval_shape(lambda: at(window, 0, init_cache(params, n, context)))[0]
+        start = (jnp.zeros(vocab.shape, vocab.dtype), init_cache(params, n, context))
+        logits, cache = jax.lax.fori_loop(0, filled, prefill, start)
+
+        def step(carry, step_key):
+            window, filled, cache, logits = carry
+            token = next_token(logits, temperature, step_key)
+
+            def cached(cache):  # room left: write the token at `filled`, one position's pass
+                w = jax.lax.dynamic_update_index_in_dim(window, token, filled, axis=1)
+                return (w, *at(w, filled, cache))
+
+            def slide(cache):  # a full window moves every position: a whole forward pass
+                w = jnp.roll(window, -1, axis=1).at[:, -1].set(token)
+                y = model.forward(params, state, w, train=False)[0]
+                return w, y[:, -1].astype(jnp.float32), cache
+
+            window, logits, cache = jax.lax.cond(filled < context, cached, slide, cache)
+            return (window, jnp.minimum(filled + 1, context), cache, logits), token
+
+        _, out = jax.lax.scan(step, (window, filled, cache, logits),
+                              jax.random.split(key, tokens))
         return out.T  # (tokens, n) -> (n, tokens)
 
     return jax.jit(run)
