@@ -195,3 +195,42 @@ def test_no_false_alarm_and_always_caught_at_20_seeds(dtype):
         x, w = rng.standard_normal((4, 8)), rng.standard_normal((8, 3)) / 3
         assert jp.check_vjp(tanh_layer(), x, w, dtype=dtype, seed=seed).ok
         assert not jp.check_vjp(tanh_layer(bug=True), x, w, dtype=dtype, seed=seed).ok
+
+
+def clipped_exp(bug=False):
+    """exp(min(x, 5)) with a hand-written VJP; ``bug``: the slope kept where x > 5."""
+    @jax.custom_vjp
+    def f(x):
+        return jnp.exp(jnp.minimum(x, 5.0))
+
+    def fwd(x):
+        return f(x), x
+
+    def bwd(x, g):
+        slope = jnp.exp(jnp.minimum(x, 5.0))
+        return (g * (slope if bug else jnp.where(x > 5.0, 0.0, slope)),)
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shapes_are_drawn_wide_too_and_the_report_names_the_draw(seed):
+    shape = jax.ShapeDtypeStruct((16,), jnp.float32)
+    report = jp.check_vjp(clipped_exp(bug=True), shape, seed=seed)
+    assert not report.ok and "at wide x10 arguments" in report.verdict(), report.verdict()
+    assert jp.check_vjp(clipped_exp(bug=True), shape, seed=seed, draws="normal").ok  # no x > 5
+    good = jp.check_vjp(clipped_exp(), shape, seed=seed)
+    assert good.ok and "at 2 draws" in good.verdict(), good.verdict()
+    assert good.settings["draws"] == ["normal", "wide x10"]
+
+
+@pytest.mark.long
+def test_wide_draw_catches_a_rule_wrong_only_beyond_5_at_20_seeds():
+    shape = jax.ShapeDtypeStruct((16,), jnp.float32)
+    caught = sum(not jp.check_vjp(clipped_exp(bug=True), shape, seed=s).ok for s in range(20))
+    alarms = sum(not jp.check_vjp(clipped_exp(), shape, seed=s).ok for s in range(20))
+    normal_only = sum(not jp.check_vjp(clipped_exp(bug=True), shape, seed=s,
+                                       draws="normal").ok for s in range(20))
+    print(f"caught {caught}/20, false alarms {alarms}/20; N(0, 1) alone: {normal_only}/20")
+    assert caught == 20 and alarms == 0

@@ -20,6 +20,11 @@ One error measure for every entry ``i``, with the tolerances of the rule's dtype
 differences); an entry agrees when ``error_i <= 1``. The reports name the argument, the leaf
 (its path) and the worst disagreeing elements.
 
+Where the arguments are given as shapes (``jax.ShapeDtypeStruct``), the check runs at several
+of :func:`~jaxprop.check_layer`'s input draws (``draws=``; default :data:`FUNCTION_DRAWS`: N(0, 1)
+and wide x10; ``"kinks"`` adds values near the kinks and saturation points) and fails at the
+first draw that disagrees, naming it; arrays given as arrays are the point itself.
+
 Reverse mode: a random cotangent ``ct`` (N(0, 1), in the output's dtype) and every floating
 argument leaf's ``ct^T J``. Forward mode: one random tangent per floating argument leaf (zero
 elsewhere), and every floating output leaf's ``J t``.
@@ -28,6 +33,7 @@ elsewhere), and every floating output leaf's ``J t``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 from typing import Callable
 
@@ -36,7 +42,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprop.core.validate import is_int
-from jaxprop.tools.gradcheck import FD_EPS, FD_NOISE_ULPS, FD_STEPS, central_differences
+from jaxprop.core.registry import lookup
+from jaxprop.tools.gradcheck import (
+    DRAWS,
+    FD_EPS,
+    FD_NOISE_ULPS,
+    FD_STEPS,
+    Draw,
+    central_differences,
+)
 from jaxprop.tools.gradcheck_report import FunctionReport, LeafDiff
 
 # rtol of the rule under test, per dtype (about 100 ulps in float32, 4 in float16/bfloat16,
@@ -49,6 +63,10 @@ ATOL_FRAC = {"float64": 1e-2, "float32": 1e-1, "float16": 1.0, "bfloat16": 1.0}
 AUTODIFF_SLACK = 4.0
 FD_RTOL = 1e-6  # finite differences in float64 (at least this, whatever the rule's dtype)
 MAX_FD_COORDS = 128
+# Where ShapeDtypeStruct arguments are drawn by default (check_layer's DRAWS but near-kink: its
+# mix of large and small entries in every argument, weights included, makes sums that cancel,
+# whose float32 rounding an honest rule cannot avoid; draws=("kinks",) asks for it)
+FUNCTION_DRAWS = ("normal", "wide")
 
 
 def _name(fn) -> str:
@@ -70,12 +88,12 @@ def _is_float(a) -> bool:
     return jnp.issubdtype(jnp.result_type(a), jnp.floating)
 
 
-def _prepare(args, dtype, rng: np.random.Generator) -> tuple:
+def _prepare(args, dtype, rng: np.random.Generator, draw: Draw = DRAWS["normal"]) -> tuple:
     """The arguments to check at: arrays as given (a ``jax.ShapeDtypeStruct`` drawn from
-    N(0, 1)), floating leaves cast to ``dtype`` when given; ``ValueError`` for non-arrays."""
+    ``draw``), floating leaves cast to ``dtype`` when given; ``ValueError`` for non-arrays."""
     def leaf(a):
         if isinstance(a, jax.ShapeDtypeStruct):
-            a = np.asarray(rng.standard_normal(a.shape)).astype(a.dtype) if _is_float(a) \
+            a = np.asarray(draw.sample(rng, a.shape)).astype(a.dtype) if _is_float(a) \
                 else np.zeros(a.shape, a.dtype)
         try:
             a = jnp.asarray(a)
@@ -192,40 +210,65 @@ def _x64(dtype_name: str):
 
 
 def check_vjp(fn: Callable, *args, reference: Callable | None = None, dtype=None,
-              seed: int = 0, max_fd_coords: int = MAX_FD_COORDS) -> FunctionReport:
+              seed: int = 0, max_fd_coords: int = MAX_FD_COORDS,
+              draws=FUNCTION_DRAWS) -> FunctionReport:
     """Check ``fn``'s reverse-mode rule (a ``jax.custom_vjp``, or whatever JAX does for ``fn``)
     at ``args``: ``ct^T J`` for a random cotangent, every floating argument leaf.
 
     Args:
       fn: the function; a ``jax.custom_vjp`` is checked against autodiff of ``fn.fun``.
-      *args: the point: arrays or pytrees of arrays (a ``jax.ShapeDtypeStruct``: N(0, 1)).
+      *args: the point: arrays or pytrees of arrays; a ``jax.ShapeDtypeStruct`` is drawn
+        from each of ``draws`` in turn.
       reference: a function computing the same value whose autodiff is right (default: see
         the module docstring).
       dtype: cast the floating arguments to this dtype first (float64, float32, float16 or
         bfloat16); default: as given.
       seed: draws the cotangent, the arguments of ``ShapeDtypeStruct``s and sampled coordinates.
       max_fd_coords: finite differences on at most this many random coordinates per leaf.
+      draws: where ``ShapeDtypeStruct`` arguments are drawn (names of
+        :data:`~jaxprop.tools.gradcheck.DRAWS`: ``"normal"``, ``"wide"``, ``"kinks"``; default
+        :data:`FUNCTION_DRAWS`, the first two): one check per draw, the report of the first
+        that fails (else of the one with the largest error).
 
     Returns:
       a :class:`~jaxprop.tools.gradcheck_report.FunctionReport` (``.ok``, ``.verdict()``,
       ``.details()``). Raises ``ValueError`` for bad arguments or a failing ``fn``.
     """
-    return _check("vjp", fn, args, reference, dtype, seed, max_fd_coords)
+    return _check("vjp", fn, args, reference, dtype, seed, max_fd_coords, draws)
 
 
 def check_jvp(fn: Callable, *args, reference: Callable | None = None, dtype=None,
-              seed: int = 0, max_fd_coords: int = MAX_FD_COORDS) -> FunctionReport:
+              seed: int = 0, max_fd_coords: int = MAX_FD_COORDS,
+              draws=FUNCTION_DRAWS) -> FunctionReport:
     """Check ``fn``'s forward-mode rule (a ``jax.custom_jvp``, or whatever JAX does for ``fn``)
     at ``args``: ``J t`` for a random tangent on each floating argument leaf in turn.
 
-    Arguments as :func:`check_vjp` (a ``jax.custom_jvp`` is checked against ``jax.jvp`` of
+    Arguments and draws as :func:`check_vjp` (a ``jax.custom_jvp`` is checked against ``jax.jvp`` of
     ``fn.fun``; ``max_fd_coords`` is unused: a difference along the tangent gives every output
     entry at once).
     """
-    return _check("jvp", fn, args, reference, dtype, seed, max_fd_coords)
+    return _check("jvp", fn, args, reference, dtype, seed, max_fd_coords, draws)
 
 
-def _check(mode, fn, args, reference, dtype, seed, max_fd_coords) -> FunctionReport:
+def _check(mode, fn, args, reference, dtype, seed, max_fd_coords, draws) -> FunctionReport:
+    """One check per draw where an argument is a ``ShapeDtypeStruct``, else one at ``args``."""
+    shapes = any(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree.leaves(
+        args, is_leaf=lambda a: isinstance(a, jax.ShapeDtypeStruct)))
+    names = (draws,) if isinstance(draws, str) else tuple(draws)
+    chosen = [lookup(DRAWS, name, "input draw") for name in names] if shapes else [None]
+    if not chosen:
+        raise ValueError("draws is empty: give at least one of " + ", ".join(DRAWS))
+    reports = []
+    for draw in chosen:
+        reports.append(_check_at(mode, fn, args, reference, dtype, seed, max_fd_coords, draw))
+        if not reports[-1].ok:
+            return reports[-1]
+    worst = max(reports, key=lambda r: max((leaf.error for leaf in r.leaves), default=0.0))
+    return dataclasses.replace(worst, settings={
+        **worst.settings, "draws": [r.draw for r in reports if r.draw]})
+
+
+def _check_at(mode, fn, args, reference, dtype, seed, max_fd_coords, draw) -> FunctionReport:
     if not callable(fn):
         raise ValueError(f"check_{mode} takes a function, got {type(fn).__name__}")
     if not args:
@@ -238,7 +281,7 @@ def _check(mode, fn, args, reference, dtype, seed, max_fd_coords) -> FunctionRep
             raise ValueError(f"dtype must be one of {', '.join(RTOL)}, got {name}")
     rng = np.random.default_rng(seed)
     with _x64(None if dtype is None else jnp.dtype(dtype).name):
-        args = _prepare(args, dtype, rng)
+        args = _prepare(args, dtype, rng, draw or DRAWS["normal"])
         dtype_name = _dtype_name(args)
         try:
             y = jax.eval_shape(fn, *args)
@@ -252,7 +295,7 @@ def _check(mode, fn, args, reference, dtype, seed, max_fd_coords) -> FunctionRep
     return FunctionReport(
         mode=mode, function=_name(fn), reference=ref_name, dtype=dtype_name, rtol=rtol,
         atol_frac=atol_frac, leaves=tuple(leaves), settings={"seed": seed},
-        autodiff_slack=slack)
+        autodiff_slack=slack, draw=None if draw is None else draw.name)
 
 
 def _in_dtype(run, dtype_name: str, fd: bool):

@@ -476,6 +476,7 @@ class FunctionReport:
     leaves: tuple[LeafDiff, ...]
     settings: dict[str, Any] = field(default_factory=dict)
     autodiff_slack: float | None = None  # atol += this x |autodiff in dtype - reference|
+    draw: str | None = None  # the input draw of ShapeDtypeStruct arguments (None: as given)
 
     @property
     def ok(self) -> bool:
@@ -493,12 +494,15 @@ class FunctionReport:
         if self.ok:
             worst = max(leaf.error for leaf in self.leaves)
             n = len(self.leaves)
-            return fit(f"OK: {what}: {n} lea{'f agrees' if n == 1 else 'ves agree'} (worst "
+            draws = self.settings.get("draws") or ()
+            at = f" at {len(draws)} draws" if len(draws) > 1 else ""
+            return fit(f"OK: {what}: {n} lea{'f agrees' if n == 1 else 'ves agree'}{at} (worst "
                         f"error {worst:.1e} <= 1)")
         first = self.failures[0]
         more = f" (+{len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+        at = f" at {self.draw} arguments" if self.draw else ""
         return fit(f"FAILED: {what}: {first.where}: {first.n_bad} of {first.n_checked} "
-                    f"entries disagree, error {first.error:.1e}{more}")
+                    f"entries disagree, error {first.error:.1e}{at}{more}")
 
     def tolerance(self) -> str:
         """The measure and the tolerance used, in one line."""
@@ -510,8 +514,9 @@ class FunctionReport:
 
     def details(self) -> str:
         """What was compared with what, the tolerance, and every leaf that disagrees."""
+        at = f", arguments drawn {self.draw}" if self.draw else ""
         lines = [f"checked {self.function}'s {self.mode} rule in {self.dtype} against "
-                 f"{self.reference}", self.tolerance()]
+                 f"{self.reference}{at}", self.tolerance()]
         for leaf in self.leaves:
             sampled = f" (finite differences on {leaf.n_checked} of {leaf.size})" \
                 if leaf.n_checked < leaf.size else ""
