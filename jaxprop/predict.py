@@ -123,10 +123,10 @@ def _check_class_names(path: Path, model, names) -> None:
 
 
 def generate_text(run: str | Path, prompt: str, tokens: int, *, temperature: float = 1.0,
-                  seed: int = 0) -> str:
+                  seed: int = 0, cache: bool = False) -> str:
     """The ``tokens`` characters a sequence run's model (``--dataset text``, ``reverse``,
     ``sort``) writes after ``prompt``, sampled by :func:`jaxprop.generate` with
-    ``jax.random.key(seed)`` (``temperature`` 0: greedy).
+    ``jax.random.key(seed)`` (``temperature`` 0: greedy; ``cache``: with a KV cache).
 
     ``ValueError`` in one line for a run that is not of a sequence model, an empty prompt, or
     characters the run's vocabulary lacks (listing them).
@@ -151,7 +151,7 @@ def generate_text(run: str | Path, prompt: str, tokens: int, *, temperature: flo
                          f"lacks: {''.join(missing)!r} (it knows {len(vocab)}: {vocab!r})")
     out = generate(predictor.model, predictor.params, encode(prompt, vocab), tokens,
                    temperature=temperature, key=jax.random.key(seed),
-                   context=input_shape(predictor)[0], state=predictor.state)
+                   context=input_shape(predictor)[0], state=predictor.state, cache=cache)
     return decode(out, vocab)
 
 

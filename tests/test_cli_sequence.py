@@ -124,6 +124,9 @@ def test_the_digit_tasks_are_solved(tmp_path, capsys, task):
                  "--temperature", "0"]) == 0
     want = "62951413" if task == "reverse" else "11234569"
     assert capsys.readouterr().out.strip() == "31415926=" + want
+    assert main(["generate", "--run", str(out), "--prompt", "31415926=", "--tokens", "8",
+                 "--temperature", "0", "--cache"]) == 0  # a KV cache: the same answer
+    assert capsys.readouterr().out.strip() == "31415926=" + want
 
 
 @pytest.mark.long
@@ -145,6 +148,13 @@ def test_a_text_run_beats_the_unigram_baseline_resumes_and_generates(tmp_path, c
     assert main(["train", "--resume", str(out), "--epochs", "4", "--no-plots"]) == 0
     assert json.loads((out / "metrics.json").read_text())["epoch"] == 4
     capsys.readouterr()
+    assert main(["generate", "--run", str(out), "--prompt", "the c", "--tokens", "20",
+                 "--temperature", "0.5", "--seed", "3"]) == 0
+    sampled = capsys.readouterr().out
+    assert sampled.startswith("the c")
+    assert main(["generate", "--run", str(out), "--prompt", "the c", "--tokens", "20",
+                 "--temperature", "0.5", "--seed", "3", "--cache"]) == 0
+    assert capsys.readouterr().out == sampled  # the KV cache draws the same text
     assert main(["generate", "--run", str(out), "--prompt", "the c", "--tokens", "20",
                  "--temperature", "0"]) == 0
     assert capsys.readouterr().out.startswith("the cat sat on")  # (4 short epochs)
