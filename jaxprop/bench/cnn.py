@@ -31,7 +31,7 @@ import jaxprop as jp
 from jaxprop.bench.flops import step_flops
 from jaxprop.bench.harness import VS_JAX_GRAD, VS_NUMPY, Entry, target
 from jaxprop.bench.numpy_cnn import from_jaxprop
-from jaxprop.bench.steps import jax_step
+from jaxprop.bench.steps import jax_entries
 
 LOSS = "softmax_cross_entropy"
 
@@ -61,13 +61,7 @@ def run(bench) -> None:
         runner = bench.library("numpy")
         job = bench.job(runner, "numpy-cnn", text=text, params=from_jaxprop(params0), x=x, t=t)
         entries.append(Entry("numpy", "gradient", "cpu:0", runner, job, cfg.warmup, **work))
-    for dname, dev in bench.devices.items():
-        for impl in ("jaxprop", "jax.grad"):
-            if bench.has(impl):
-                call, c = jax_step(bench, impl, model, LOSS, params0, x, t, "float32", dev,
-                                   "grad")
-                entries.append(Entry(impl, "gradient", dname, bench.jax, bench.jax_job(call),
-                                     cfg.warmup, c, **work, peak=bench.jax_peak(dname)))
+    entries += jax_entries(bench, model, LOSS, params0, x, t, "float32", "grad", **work)
     if bench.has("torch"):
         runner = bench.library("torch")
         for dname, tdev in bench.torch_devices():

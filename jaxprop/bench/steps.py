@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 import jaxprop as jp
+from jaxprop.bench.harness import Entry
 from jaxprop.bench.timing import compile_jax
 from jaxprop.core.losses import get_loss
 from jaxprop.train import make_train_step
@@ -99,3 +100,22 @@ def _autodiff_loss_and_grad(model, loss):
     state: what ``jp.loss_and_grad_fn`` returns, differentiated by JAX."""
     grad_fn = autodiff_grad_fn(model, loss)
     return lambda params, x, t: grad_fn(params, None, x, t)[:2]
+
+
+def jax_entries(bench, model, loss, params0, x, t, dtype, step, *, skip=None, **work) -> list:
+    """The ``jaxprop`` and ``jax.grad`` rows of a cell: a :func:`jax_step` per implementation
+    the run asks for on each device (``skip(device)``: true for a device to leave out), as
+    :class:`~jaxprop.bench.harness.Entry` records with ``work`` (flops, samples, ...) and the
+    device's peak."""
+    variant = "gradient" if step == "grad" else "adam step"
+    entries = []
+    for dname, dev in bench.devices.items():
+        if skip is not None and skip(dev):
+            continue
+        for impl in ("jaxprop", "jax.grad"):
+            if bench.has(impl):
+                call, c = jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step)
+                entries.append(Entry(impl, variant, dname, bench.jax, bench.jax_job(call),
+                                     bench.config.warmup, c, **work,
+                                     peak=bench.jax_peak(dname)))
+    return entries

@@ -42,6 +42,21 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def adam_step_fn(params, value, lr=1e-3):
+    """A no-argument Adam step on ``params`` (torch tensors) minimising ``value()``; it returns
+    the loss before the step."""
+    opt = torch.optim.Adam(params, lr=lr)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = value()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
 class TorchMLP:
     """``params``: ``[W1, b1, W2, b2, ...]`` leaf tensors with ``requires_grad``."""
 
@@ -93,16 +108,7 @@ class TorchMLP:
                     p -= lr * g
 
     def adam_step_fn(self, x, t, lr=1e-3):
-        opt = torch.optim.Adam(self.params, lr=lr)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            value = self.value(x, t)
-            value.backward()
-            opt.step()
-            return value
-
-        return step
+        return adam_step_fn(self.params, lambda: self.value(x, t), lr)
 
     def adam_epochs(self, x, t, *, lr, batch_size, epochs):
         """``epochs`` epochs of shuffled minibatches with Adam, in place.
@@ -223,13 +229,4 @@ class TorchGPT:
         return value, torch.autograd.grad(value, self.leaves)
 
     def adam_step_fn(self, ids, targets, lr=1e-3):
-        opt = torch.optim.Adam(self.leaves, lr=lr)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            value = self.value(ids, targets)
-            value.backward()
-            opt.step()
-            return value
-
-        return step
+        return adam_step_fn(self.leaves, lambda: self.value(ids, targets), lr)

@@ -29,7 +29,7 @@ from jaxprop.bench import gpu as gpu_workload
 from jaxprop.bench import numpy_baseline as nb
 from jaxprop.bench.flops import mlp_flops, step_flops
 from jaxprop.bench.harness import Config, Entry, Harness
-from jaxprop.bench.steps import grad_fn_for, jax_step
+from jaxprop.bench.steps import grad_fn_for, jax_entries
 from jaxprop.bench.timing import command_seconds, fresh_process
 from jaxprop.core.losses import get_loss
 from jaxprop.data import xor as xor_data
@@ -287,15 +287,8 @@ def mlp_cell(bench, workload: str, sizes, batch: int, dtype: str, *, step: str =
                         output_activation=output_activation, loss=loss,
                         params=_np_params(params0), x=x, t=t)
         entries.append(Entry("numpy", "gradient", "cpu:0", runner, job, cfg.warmup, **work))
-    for dname, dev in bench.devices.items():
-        if not bench.supports(dev, dtype):
-            continue
-        for impl in ("jaxprop", "jax.grad"):
-            if bench.has(impl):
-                call, c = jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step)
-                entries.append(Entry(impl, "gradient" if step == "grad" else "adam step",
-                                     dname, bench.jax, bench.jax_job(call), cfg.warmup, c,
-                                     **work, peak=bench.jax_peak(dname)))
+    entries += jax_entries(bench, model, loss, params0, x, t, dtype, step,
+                           skip=lambda dev: not bench.supports(dev, dtype), **work)
     if bench.has("torch") and own and np_ok:
         runner = bench.library("torch")
         for dname, tdev in bench.torch_devices():
@@ -468,14 +461,7 @@ def gpt(bench) -> None:
     params0, state0 = model.init_with_state(jax.random.key(0))
     flops = step_flops(model, params0, state0, x)
     work = dict(flops=flops, samples=x.shape[0], step_flops=flops, tokens=x.size)
-    entries = []
-    for dname, dev in bench.devices.items():
-        for impl in ("jaxprop", "jax.grad"):
-            if bench.has(impl):
-                call, c = jax_step(bench, impl, model, GPT_LOSS, params0, x, t, "float32", dev,
-                                   "adam")
-                entries.append(Entry(impl, "adam step", dname, bench.jax, bench.jax_job(call),
-                                     cfg.warmup, c, **work, peak=bench.jax_peak(dname)))
+    entries = jax_entries(bench, model, GPT_LOSS, params0, x, t, "float32", "adam", **work)
     if bench.has("torch"):
         runner = bench.library("torch")
         params = jax.tree.map(np.asarray, params0)
@@ -576,16 +562,8 @@ def compare(model, loss, x, t, *, impls=("jaxprop", "jax.grad"), step: str = "gr
 
 
 def _user_cell(bench, model, loss, x, t, dtype, step):
-    cfg = bench.config
     params0 = model.init(jax.random.key(0))  # (refuses a model with state)
     flops = step_flops(model, params0, model.init_with_state(jax.random.key(0))[1], x)
-    entries = []
-    for dname, dev in bench.devices.items():
-        for impl in ("jaxprop", "jax.grad"):
-            if bench.has(impl):
-                call, c = jax_step(bench, impl, model, loss, params0, x, t, dtype, dev, step)
-                entries.append(Entry(impl, "gradient" if step == "grad" else "adam step",
-                                     dname, bench.jax, bench.jax_job(call), cfg.warmup, c,
-                                     flops=flops, samples=x.shape[0], step_flops=flops,
-                                     peak=bench.jax_peak(dname)))
+    entries = jax_entries(bench, model, loss, params0, x, t, dtype, step, flops=flops,
+                          samples=x.shape[0], step_flops=flops)
     return bench.cell("your model", dtype, x.shape[0], None, entries)

@@ -860,15 +860,19 @@ def check_loss(loss: str | Loss, out_shape: Sequence[int] = (3,), *, batch: int 
 # A model: layer by layer, then end to end
 
 
-def _layer_points(model: Model, params, state, x, key, train, prefix: str = ""):
+def layer_points(model: Model, params, state, x, key, train, prefix: str = "", trace=None):
     """``(index, layer, params, state, x, key)`` for every layer at the input that reaches it,
-    recursing into nested models (index ``"2.1"``)."""
-    outputs, _, _ = model.forward_trace(params, state, x, key=key, train=train)
+    recursing into nested models (index ``"2.1"``). ``trace(model, params, state, x, key)``
+    gives a model's per-layer outputs (default: its ``forward_trace``, op by op)."""
+    if trace is None:
+        outputs = model.forward_trace(params, state, x, key=key, train=train)[0]
+    else:
+        outputs = trace(model, params, state, x, key)
     for i, (layer, p, s, k) in enumerate(zip(model.layers, params, model.layer_states(state),
                                               model.layer_keys(key))):
         xi = x if i == 0 else outputs[i - 1]
         if isinstance(layer, Model):
-            yield from _layer_points(layer, p, s, xi, k, train, f"{prefix}{i}.")
+            yield from layer_points(layer, p, s, xi, k, train, f"{prefix}{i}.", trace)
         else:
             yield f"{prefix}{i}", layer, p, s, xi, k
 
@@ -910,7 +914,7 @@ def check_model_layers(model: Model, params, x, *, state=None, key=None, train: 
     points = [("given params", params)]
     if perturb_params:
         points.append(("perturbed params", perturb(params, seed)))
-    checker = _Checker(lambda p, s, x_, k: _layer_points(model, p, s, x_, k, train),
+    checker = _Checker(lambda p, s, x_, k: layer_points(model, p, s, x_, k, train),
                        dtype=dtype, train=train, fd_rtol=fd_rtol, fd_eps=fd_eps,
                        fd_directions=fd_directions, jitter=JITTER)
     checks = []

@@ -35,7 +35,7 @@ from jaxprop.core.backprop import loss_and_grad_fn
 from jaxprop.core.checks import params_dtype, validate_data
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import Model
-from jaxprop.tools.gradcheck import leaf_names
+from jaxprop.tools.gradcheck import layer_points, leaf_names
 from jaxprop.train.compile import FAST_COMPILE
 from jaxprop.train.precision import is_float
 
@@ -173,17 +173,16 @@ def _rms_scale(tree) -> float:
                         for a in jax.tree.leaves(tree) if np.size(a)])
 
 
-def _layer_points(model: Model, params, state, x, key, train, prefix=""):
-    """``(where, layer, params, state, x, key)`` for every leaf layer, on its actual input."""
-    outputs = _fast_jit(lambda p, s, x_, k: model.forward_trace(p, s, x_, key=k, train=train)[0])(
-        params, state, x, key)
-    for i, (layer, p, s, k) in enumerate(zip(model.layers, params, model.layer_states(state),
-                                              model.layer_keys(key))):
-        xi = x if i == 0 else outputs[i - 1]
-        if isinstance(layer, Model):
-            yield from _layer_points(layer, p, s, xi, k, train, f"{prefix}{i}.")
-        else:
-            yield f"layer {prefix}{i} {layer.name}", layer, p, s, xi, k
+def _layer_points(model: Model, params, state, x, key, train):
+    """``(where, layer, params, state, x, key)`` for every leaf layer, on its actual input (each
+    model's outputs by one fast-compiled program)."""
+    def trace(m, p, s, x_, k):
+        return _fast_jit(lambda p_, s_, x__, k_: m.forward_trace(p_, s_, x__, key=k_,
+                                                                 train=train)[0])(p, s, x_, k)
+
+    for index, layer, p, s, xi, k in layer_points(model, params, state, x, key, train,
+                                                  trace=trace):
+        yield f"layer {index} {layer.name}", layer, p, s, xi, k
 
 
 def _backward_pair(layer, state, key, train, ids=None):
