@@ -699,12 +699,14 @@ def _check_units(text: str, model, params, outputs) -> None:
 def _dense_chain(model, params, in_ndim: int) -> list[LayerSpec] | None:
     """The :class:`LayerSpec` of each Dense layer (the activation after it, else
     ``identity``) when the model is such a chain on flat inputs, else ``None``."""
+    if in_ndim != 1:
+        return None
     layers, i, n = [], 0, len(model.layers)
     while i < n:
         p = params[i]
         dense = (isinstance(p, dict) and set(p) == {"W", "b"} and np.ndim(p["W"]) == 2
                  and not model.layers[i].is_activation)
-        if in_ndim != 1 or not dense:
+        if not dense:
             return None
         act = model.layers[i + 1] if i + 1 < n and model.layers[i + 1].is_activation else None
         layers.append(LayerSpec(p["W"], p["b"], act.spec if act else "identity"))
