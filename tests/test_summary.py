@@ -144,3 +144,10 @@ def test_a_repeat_row_says_how_many_copies():
     assert [(r["layer"], r["depth"]) for r in rows] == [
         ("2 x (…)", 0), ("serial", 1), ("Dense(4)", 2), ("relu", 2), ("serial", 1),
         ("Dense(4)", 2), ("relu", 2), ("Dense(1)", 0)]
+
+
+def test_a_serial_that_starts_with_a_repeat_is_labelled_serial():
+    block = jp.serial(jp.Repeat(2, jp.serial(jp.Dense(4), jp.activation("relu"))), jp.Dense(3))
+    rows = jp.serial(block, jp.Dense(1), in_shape=(4,)).summary().rows
+    assert [r["layer"] for r in rows if r["depth"] <= 1] == ["serial", "2 x (…)", "Dense(3)",
+                                                            "Dense(1)"]

@@ -196,15 +196,23 @@ def CausalSelfAttention(num_heads: int, *, head_dim: int | None = None, dropout:
             params.update(b_qkv=jnp.zeros((3 * hd,), dtype), b_o=jnp.zeros((D,), dtype))
         return params, (), in_shape
 
+    def split_heads(params, x):  # (..., T, D) -> q, k, v, each (..., H, T, d)
+        d = params["W_o"].shape[0] // heads
+        qkv = x @ params["W_qkv"] + (params["b_qkv"] if use_bias else 0)
+        qkv = qkv.reshape(*x.shape[:-1], 3, heads, d)  # (..., T, 3, H, d)
+        return tuple(jnp.swapaxes(qkv[..., i, :, :], -3, -2) for i in range(3))
+
+    def merge_heads(o):  # (..., H, T, d) -> (..., T, H d)
+        *lead, H, T, d = o.shape
+        return jnp.moveaxis(o, -3, -2).reshape(*lead, T, H * d)
+
     def forward(params, state, x, *, key=None, train=True):
         W_qkv, W_o = params["W_qkv"], params["W_o"]
         if x.ndim < 2 or x.shape[-1] != W_qkv.shape[0]:
             raise ValueError(f"{name}: input has shape {tuple(x.shape)}, expected "
                              f"(..., T, {W_qkv.shape[0]})")
         T, d = x.shape[-2], W_o.shape[0] // heads
-        qkv = x @ W_qkv + (params["b_qkv"] if use_bias else 0)
-        qkv = qkv.reshape(*x.shape[:-1], 3, heads, d)  # (..., T, 3, H, d)
-        q, k, v = (jnp.swapaxes(qkv[..., i, :, :], -3, -2) for i in range(3))  # (..., H, T, d)
+        q, k, v = split_heads(params, x)  # (..., H, T, d)
         scale = 1 / math.sqrt(d)
         s = jnp.einsum("...id,...jd->...ij", q, k) * scale
         causal = jnp.tril(jnp.ones((T, T), bool))
@@ -216,7 +224,7 @@ def CausalSelfAttention(num_heads: int, *, head_dim: int | None = None, dropout:
                                  "key=..., or train=False to evaluate")
             keep = jax.random.bernoulli(key, 1 - rate, p.shape).astype(p.dtype) / (1 - rate)
         o = jnp.einsum("...ij,...jd->...id", p if keep is None else p * keep, v)
-        o = jnp.moveaxis(o, -3, -2).reshape(*x.shape[:-1], heads * d)  # (..., T, H d)
+        o = merge_heads(o)  # (..., T, H d)
         y = o @ W_o + (params["b_o"] if use_bias else 0)
         return y, (x, q, k, v, p, keep, o), state
 
@@ -252,19 +260,15 @@ def CausalSelfAttention(num_heads: int, *, head_dim: int | None = None, dropout:
     def decode(params, state, cache, x, pos):
         # position pos alone (n, 1, D): its q, k, v; k, v written into the cache at pos; q
         # attends to the cached positions 0..pos (evaluation: no dropout)
-        W_o = params["W_o"]
-        d = W_o.shape[0] // heads
-        qkv = x @ params["W_qkv"] + (params["b_qkv"] if use_bias else 0)
-        qkv = jnp.swapaxes(qkv.reshape(x.shape[0], 1, 3, heads, d), 1, 3)  # (n, H, 3, 1, d)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (n, H, 1, d)
+        q, k, v = split_heads(params, x)  # (n, H, 1, d)
+        d = q.shape[-1]
         keys, values = (jax.lax.dynamic_update_slice_in_dim(c, a, pos, axis=2)
                         for c, a in zip(cache, (k, v)))
         s = jnp.einsum("nhid,nhjd->nhij", q, keys) / math.sqrt(d)  # (n, H, 1, context)
         seen = jnp.arange(keys.shape[2]) <= pos
         p = jax.nn.softmax(jnp.where(seen, s, -jnp.inf), axis=-1)
-        o = jnp.einsum("nhij,nhjd->nhid", p, values)  # (n, H, 1, d)
-        o = jnp.swapaxes(o, 1, 2).reshape(x.shape[0], 1, heads * d)
-        return o @ W_o + (params["b_o"] if use_bias else 0), (keys, values)
+        o = merge_heads(jnp.einsum("nhij,nhjd->nhid", p, values))  # (n, 1, H d)
+        return o @ params["W_o"] + (params["b_o"] if use_bias else 0), (keys, values)
 
     args = [str(heads)] + ([] if head_dim is None else [f"head_dim={head_dim}"]) + (
         [] if rate == 0 else [f"dropout={rate!r}"]) + ([] if use_bias else ["bias=0"])

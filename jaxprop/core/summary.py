@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import re
 
 import jax
 import jax.numpy as jnp
@@ -179,9 +178,10 @@ def _transparent(layer: Layer, parent: Layer | None = None) -> bool:
 
 def _label(layer: Layer) -> str:
     """The layer's name; for a block, with its sublayers' names (listed under it) elided."""
-    if isinstance(layer, Model):  # a Repeat is named "4 x (block)": "4 x (…)"
-        copies = re.match(r"^(\d+) x \(", layer.name)
-        return f"{copies.group(1)} x (…)" if copies else "serial"
+    if isinstance(layer, Model):  # a Repeat of 4 copies is named "4 x (block)": "4 x (…)"
+        n = len(layer.sublayers)  # (a serial whose first layer is a Repeat is not one)
+        repeat = n and layer.name == f"{n} x ({layer.sublayers[0].name})"
+        return f"{n} x (…)" if repeat else "serial"
     name = layer.name
     for sub in layer.sublayers:
         name = name.replace(sub.name, "…")

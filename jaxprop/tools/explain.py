@@ -402,21 +402,26 @@ def build_model(spec: Spec):
     :func:`jaxprop.serial`; ``pairs`` holds each spec layer's ``(dense, activation)`` Layer
     objects, the keys of the trace."""
     model, pairs = _chain(_layout(spec))
-    params = [{"W": ls.W, "b": ls.b} if layer is dense else ()
-              for ls, (dense, act) in zip(spec.layers, pairs) for layer in (dense, act)]
-    return model, params, pairs
+    return model, _params(spec), pairs
+
+
+def _params(spec: Spec) -> list:
+    """The params of :func:`build_model`'s model: ``{"W", "b"}`` of each Dense layer, ``()``
+    of the activation after it."""
+    return [p for ls in spec.layers for p in ({"W": ls.W, "b": ls.b}, ())]
 
 
 def explain(spec: Spec | str | os.PathLike | Mapping, steps: int | None = None) -> dict:
     """Run ``steps`` (default: the spec's) gradient-descent steps and record every quantity.
 
-    Returns ``{"steps": [{"loss": L, "layers": [{"z", "a", "da", "delta", "dW", "db",
+    Returns ``{"steps": [{"loss": L, "layers": [{"z", "a", "da", "delta", "dadz", "dW", "db",
     "W_after", "b_after"}, ...]}, ...], "final_loss": L}``: nested lists of Python floats, one
     entry per Dense layer; ``z``, ``a``, ``da``, ``delta`` are ``(batch, out)``, ``dW``/``W_after`` ``(in, out)``,
     ``db``/``b_after`` ``(out,)``. Each step's ``loss`` is the loss before its update;
     ``final_loss`` is the loss after the last update. ``da = dL/da`` (the next layer's
-    ``W @ delta``, or the loss gradient for the last layer) and ``delta = dL/dz``.
-    Computed in float64 inside ``jax.enable_x64(True)``, leaving the global setting untouched.
+    ``W @ delta``, or the loss gradient for the last layer), ``delta = dL/dz`` and ``dadz``
+    the activation's ``da/dz`` (:func:`local_derivative`: ``(batch, out)``, or ``(batch, out,
+    out)`` for one that couples its units, softmax). Computed in float64 inside ``jax.enable_x64(True)``, leaving the global setting untouched.
 
     For a :class:`TableSpec` (:func:`from_model`) each step's ``layers`` has one entry per
     layer of the model: ``{"layer": its spec, "output": (batch, *shape), "doutput": dL/d
@@ -461,7 +466,7 @@ def _descend(spec: Spec, n_steps: int) -> tuple[list[dict], float]:
 
     x = jnp.asarray(spec.input, dtype=jnp.float64)
     t = jnp.asarray(spec.target, dtype=jnp.float64)
-    params = [jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), p) for p in build_model(spec)[1]]
+    params = [jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), p) for p in _params(spec)]
     step = _compiled_step(_layout(spec), spec.loss, spec.learning_rate, spec.update_biases)
     steps_out, coupled = [], None
     for i in range(n_steps):
@@ -694,12 +699,14 @@ def _check_units(text: str, model, params, outputs) -> None:
 def _dense_chain(model, params, in_ndim: int) -> list[LayerSpec] | None:
     """The :class:`LayerSpec` of each Dense layer (the activation after it, else
     ``identity``) when the model is such a chain on flat inputs, else ``None``."""
+    if in_ndim != 1:
+        return None
     layers, i, n = [], 0, len(model.layers)
     while i < n:
         p = params[i]
         dense = (isinstance(p, dict) and set(p) == {"W", "b"} and np.ndim(p["W"]) == 2
                  and not model.layers[i].is_activation)
-        if in_ndim != 1 or not dense:
+        if not dense:
             return None
         act = model.layers[i + 1] if i + 1 < n and model.layers[i + 1].is_activation else None
         layers.append(LayerSpec(p["W"], p["b"], act.spec if act else "identity"))

@@ -28,7 +28,7 @@ def render_html(spec, result: dict) -> str:
     data = json.dumps(v, separators=(",", ":")).replace("</", "<\\/")
     title = html.escape(v["description"] or "a worked example")
     template, js = (_TABLE_TEMPLATE, _TABLE_JS) if tables else (_TEMPLATE, _JS)
-    js += _STEPPER_JS  # after "use strict"; its functions are hoisted
+    js = _COMMON_JS + js + _STEPPER_JS  # the stepper's functions are hoisted
     return (template.replace("%TITLE%", title).replace("%CSS%", _CSS)
             .replace("%JS%", js).replace("%DATA%", data))
 
@@ -107,8 +107,16 @@ tr.focus td { background: #fef3c7; }
 footer { color: var(--mute); font-size: 13px; margin-top: 14px; max-width: 1100px; }
 """
 
+# both pages start alike: the data and two formatters
+_COMMON_JS = r"""
+"use strict";
+const D = JSON.parse(document.getElementById("data").textContent);
+const f6 = v => v.toFixed(6);
+const esc = s => String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));
+"""
+
 # both pages step alike: phases within a training step, the slider over the steps, the buttons,
-# the arrow keys and the URL fragment (each page defines D, S, PHASES, draw and readHash)
+# the arrow keys and the URL fragment (each page defines S, PHASES, draw and readHash)
 _STEPPER_JS = r"""
 function readStepHash() {  // #step=N&phase=P: the kept step nearest N
   const h = new URLSearchParams(location.hash.slice(1));
@@ -147,12 +155,8 @@ function setupStepper() {
 """
 
 _JS = r"""
-"use strict";
-const D = JSON.parse(document.getElementById("data").textContent);
 const L = D.widths.length - 1;             // number of Dense layers
-const f6 = v => v.toFixed(6);
 const fm = v => v < 0 ? `(${f6(v)})` : f6(v);   // a factor of a product
-const esc = s => String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));
 const nameOf = (k, j) => D.names[k][j];    // k = 0 inputs, k = l + 1 layer l's units
 const coupled = r => Array.isArray(r.dadz[0][0]);   // dadz the Jacobian (softmax), not f′(z)
 if (!D.article_sign) document.getElementById("signnote").remove();
@@ -420,10 +424,6 @@ the step, ∂L/∂p and after: p ← p − η·∂L/∂p.</footer>
 """ + _TAIL
 
 _TABLE_JS = r"""
-"use strict";
-const D = JSON.parse(document.getElementById("data").textContent);
-const f6 = v => v.toFixed(6);
-const esc = s => String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));
 const NL = D.steps[0].layers.length, B = D.input.length;
 const PHASES = [{kind: "start"}];
 for (let l = 0; l < NL; l++) PHASES.push({kind: "fwd", l});

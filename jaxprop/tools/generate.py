@@ -160,9 +160,9 @@ def _cached_sampler(model, tokens: int, greedy: bool):
         def prefill(pos, carry):
             return at(window, pos, carry[1])
 
-        vocab = jax.eval_shape(lambda: at(window, 0, init_cache(params, n, context)))[0]
-        start = (jnp.zeros(vocab.shape, vocab.dtype), init_cache(params, n, context))
-        logits, cache = jax.lax.fori_loop(0, filled, prefill, start)
+        # the prompt, position by position (it holds at least one token: position 0)
+        start = at(window, 0, init_cache(params, n, context))
+        logits, cache = jax.lax.fori_loop(1, filled, prefill, start)
 
         def step(carry, step_key):
             window, filled, cache, logits = carry
