@@ -261,7 +261,7 @@ def _sequence_model(cfg: dict, ds):
     shape, want = ds.example_shape, (*ds.example_shape, ds.num_classes)
     text = cfg.get("model")
     if text:
-        model = serial(*parse_model(text, shape).layers, in_shape=shape)
+        model = parse_model(text, shape)
     else:
         blocks, features, heads = gpt_sizes(cfg)
         model = gpt(ds.num_classes, blocks=blocks, features=features, heads=heads,

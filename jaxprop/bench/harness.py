@@ -147,6 +147,25 @@ class Entry(NamedTuple):
     tokens: float | None = None
 
 
+def fill_ratios(recs: list[dict], *, vs_torch: bool = False) -> None:
+    """Fill in the ratio columns of one cell's records, in place: ``vs_numpy`` (every row but
+    NumPy's and the matmul's, when the cell has a NumPy row), ``vs_jax_grad`` and, with
+    ``vs_torch``, ``vs_torch`` (jaxprop's rows, against the row of that impl on the same device
+    and variant)."""
+    numpy = next((r for r in recs if r["impl"] == "numpy"), None)
+    refs = {"vs_jax_grad": "jax.grad", **({"vs_torch": "torch"} if vs_torch else {})}
+    for r in recs:
+        if numpy is not None and r is not numpy and r["impl"] != "matmul":
+            r["vs_numpy"] = numpy["median_s"] / r["median_s"]
+        if r["impl"] != "jaxprop":
+            continue
+        for key, impl in refs.items():
+            ref = next((g for g in recs if g["impl"] == impl and g["device"] == r["device"]
+                        and g["variant"] == r["variant"]), None)
+            if ref is not None:
+                r[key] = ref["median_s"] / r["median_s"]
+
+
 def jax_devices(backends=None) -> dict[str, jax.Device]:
     """``{"cpu:0": device, "gpu:0": device, ...}``: the first device of every backend present."""
     out = {}
@@ -315,7 +334,7 @@ class Harness:
             recs.append(self._record(workload, e, dtype, batch, width, timing, peak))
         for e in timed:
             e.runner.drop(e.job)
-        self._ratios(recs, vs_torch)
+        fill_ratios(recs, vs_torch=vs_torch)
         self.records.extend(recs)
         return recs
 
@@ -341,21 +360,6 @@ class Harness:
         self.log(f"{workload} {e.impl} ({e.variant}) {e.device} {dtype} batch {batch} "
                  f"width {width}: {timing.median * 1e3:.3f} ms")
         return rec
-
-    @staticmethod
-    def _ratios(recs: list[dict], vs_torch: bool = False) -> None:
-        numpy = next((r for r in recs if r["impl"] == "numpy"), None)
-        for r in recs:
-            if numpy is not None and r is not numpy and r["impl"] != "matmul":
-                r["vs_numpy"] = numpy["median_s"] / r["median_s"]
-            if r["impl"] != "jaxprop":
-                continue
-            refs = {"vs_jax_grad": "jax.grad", **({"vs_torch": "torch"} if vs_torch else {})}
-            for key, impl in refs.items():
-                ref = next((g for g in recs if g["impl"] == impl and g["device"] == r["device"]
-                            and g["variant"] == r["variant"]), None)
-                if ref is not None:
-                    r[key] = ref["median_s"] / r["median_s"]
 
     def jax_peak(self, dname: str) -> Callable:
         dev = self.devices[dname]

@@ -176,7 +176,7 @@ COLUMNS = [  # (title, key, format)
     ("GFLOP/s", "gflops", lambda v: f"{v:,.0f}" if v >= 1000 else f"{v:.1f}" if v >= 1
      else f"{v:.3f}"),
     ("roof", "roofline_ratio", lambda v: f"{v:.0%}"),
-    ("tok/s", "tokens_per_s", lambda v: _count(v)),
+    ("tok/s", "tokens_per_s", _count),
     ("MiB", "peak_bytes", lambda v: f"{v / 2**20:,.0f}"),
 ]
 TEXT_COLUMNS = ("impl",)

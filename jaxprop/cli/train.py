@@ -337,15 +337,15 @@ def validate_config(cfg: dict) -> None:
                          "files; jaxprop never downloads)")
     if cfg["dataset"] == "csv" and not cfg["csv"]:
         raise ValueError("--dataset csv needs --csv PATH")
+    # cfg.get: configs saved before --text lack "text"
     for flag, key, allowed in (("--data-dir", "data_dir", ("mnist", "fashion-mnist")),
                                ("--csv", "csv", ("csv",)), ("--label-column", "label_column",
-                                                            ("csv",))):
-        if cfg[key] is not None and cfg["dataset"] not in allowed:
+                                                            ("csv",)),
+                               ("--text", "text", ("text",))):
+        if cfg.get(key) is not None and cfg["dataset"] not in allowed:
             raise ValueError(f"{flag} applies only to --dataset {'/'.join(allowed)}")
     if cfg.get("task") == "regression" and cfg["dataset"] != "csv":
         raise ValueError("--task regression applies only to --dataset csv")
-    if cfg.get("text") is not None and cfg["dataset"] != "text":
-        raise ValueError("--text applies only to --dataset text")
     for key in SEQUENCE_OPTIONS:
         value = cfg.get(key)
         if value is None:

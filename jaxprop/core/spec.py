@@ -299,7 +299,7 @@ def format_layer(name: str, args: Sequence = (), kwargs: dict | None = None) -> 
     return f"{name}({','.join(parts)})" if parts else name
 
 
-def _usage(name: str, factory: Callable) -> str:
+def _signature_usage(name: str, factory: Callable) -> str:
     """``"swish[(beta)]"`` from the factory's signature (``name(...)`` when it has none)."""
     try:
         params = list(inspect.signature(factory).parameters.values())
@@ -351,7 +351,7 @@ def register_layer(name: str, factory: Callable[..., Layer], *,
     if USER_LAYERS.get(name, module) != module:
         raise ValueError(f"register_layer: {name!r} is already registered by module "
                          f"{USER_LAYERS[name]!r}; choose another name")
-    usage = usage or _usage(name, factory)
+    usage = usage or _signature_usage(name, factory)
 
     def build(*args, **kwargs) -> Layer:
         layer = factory(*args, **kwargs)
