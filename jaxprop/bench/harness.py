@@ -244,12 +244,16 @@ class Harness:
         return self.jax.add(f"job{self._jobs}", call, sync)
 
     def torch_devices(self) -> list[tuple[str, str]]:
+        """``(name, torch device)`` for torch's rows: those of the JAX rows' devices (what
+        ``--backends`` chose) that torch has."""
         runner = self.library("torch")
         if isinstance(runner, Worker):
-            return runner.info("torch-devices")
-        from jaxprop.bench import torch_impl
+            found = runner.info("torch-devices")
+        else:
+            from jaxprop.bench import torch_impl
 
-        return torch_impl.devices()
+            found = torch_impl.devices()
+        return [(name, dev) for name, dev in found if name in self.devices]
 
     def precision(self, dtype: str):
         return jax.default_matmul_precision(

@@ -466,8 +466,6 @@ def gpt(bench) -> None:
         runner = bench.library("torch")
         params = jax.tree.map(np.asarray, params0)
         for dname, tdev in bench.torch_devices():
-            if dname not in bench.devices:  # --backends: the same devices as the JAX rows
-                continue
             job = bench.job(runner, "torch-gpt", params=params, heads=cfg.gpt_heads, x=x, t=t,
                             device=tdev)
             # torch's first calls per shape are slow (oneDNN kernel set-up): warm up longer

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 
 from jaxprop.core.checks import check_labels_fit, checked_backward, require_model, validate_data
 from jaxprop.core.layers import Layer
@@ -108,7 +109,27 @@ def hvp(model: Layer, loss: str | Loss, params, x, t, v, *, state=None, key=None
 
     Returns:
       ``(loss, grads, hvp)``; ``grads`` and ``hvp`` have the structure of ``params``.
+
+    Jit-compiled once per (model, loss, shapes); inputs are validated as for
+    :func:`value_and_grad`, and ``v`` must have the params' structure and shapes (cast to
+    their dtypes).
     """
+    require_model(model, "hvp")
+    loss = get_loss(loss)
+    x, t = validate_data(params, x, t, loss=loss, model=model)
+    if loss.integer_labels:
+        check_labels_fit(model, params, state, x, t)
+    p_leaves, p_tree = jax.tree.flatten(params)
+    v_leaves, v_tree = jax.tree.flatten(v)
+    if v_tree != p_tree or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(v_leaves, p_leaves)):
+        raise ValueError("hvp: v must have the structure and shapes of params (e.g. "
+                         "jax.tree.map(jnp.ones_like, params))")
+    v = p_tree.unflatten([jnp.asarray(a, jnp.result_type(b)) for a, b in zip(v_leaves, p_leaves)])
+    return _hvp(model, loss, params, x, t, v, state, key, train=train)
+
+
+@partial(jax.jit, static_argnums=(0, 1), static_argnames=("train",))
+def _hvp(model, loss, params, x, t, v, state, key, train):
     fn = loss_and_grad_fn(model, loss)
     (value, grads), (_, hv) = jax.jvp(
         lambda p: fn(p, x, t, state=state, key=key, train=train), (params,), (v,))
