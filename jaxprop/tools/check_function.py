@@ -32,7 +32,6 @@ elsewhere), and every floating output leaf's ``J t``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 from typing import Callable
@@ -50,6 +49,7 @@ from jaxprop.tools.gradcheck import (
     FD_STEPS,
     Draw,
     central_differences,
+    x64_for,
 )
 from jaxprop.tools.gradcheck_report import FunctionReport, LeafDiff
 
@@ -204,11 +204,6 @@ def _fd_coords(n: int, max_coords: int, rng: np.random.Generator) -> np.ndarray:
     return np.arange(n) if n <= max_coords else np.sort(rng.choice(n, max_coords, replace=False))
 
 
-def _x64(dtype_name: str):
-    on = dtype_name == "float64" and not jax.config.jax_enable_x64
-    return jax.enable_x64(True) if on else contextlib.nullcontext()
-
-
 def check_vjp(fn: Callable, *args, reference: Callable | None = None, dtype=None,
               seed: int = 0, max_fd_coords: int = MAX_FD_COORDS,
               draws=FUNCTION_DRAWS) -> FunctionReport:
@@ -252,6 +247,16 @@ def check_jvp(fn: Callable, *args, reference: Callable | None = None, dtype=None
 
 def _check(mode, fn, args, reference, dtype, seed, max_fd_coords, draws) -> FunctionReport:
     """One check per draw where an argument is a ``ShapeDtypeStruct``, else one at ``args``."""
+    if not callable(fn):
+        raise ValueError(f"check_{mode} takes a function, got {type(fn).__name__}")
+    if not args:
+        raise ValueError(f"check_{mode} needs the arguments to check at: check_{mode}(fn, x, ...)")
+    if not is_int(max_fd_coords) or max_fd_coords < 1:
+        raise ValueError(f"max_fd_coords must be a positive int, got {max_fd_coords!r}")
+    if dtype is not None:
+        name = jnp.dtype(dtype).name
+        if name not in RTOL:
+            raise ValueError(f"dtype must be one of {', '.join(RTOL)}, got {name}")
     shapes = any(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree.leaves(
         args, is_leaf=lambda a: isinstance(a, jax.ShapeDtypeStruct)))
     names = (draws,) if isinstance(draws, str) else tuple(draws)
@@ -269,18 +274,8 @@ def _check(mode, fn, args, reference, dtype, seed, max_fd_coords, draws) -> Func
 
 
 def _check_at(mode, fn, args, reference, dtype, seed, max_fd_coords, draw) -> FunctionReport:
-    if not callable(fn):
-        raise ValueError(f"check_{mode} takes a function, got {type(fn).__name__}")
-    if not args:
-        raise ValueError(f"check_{mode} needs the arguments to check at: check_{mode}(fn, x, ...)")
-    if not is_int(max_fd_coords) or max_fd_coords < 1:
-        raise ValueError(f"max_fd_coords must be a positive int, got {max_fd_coords!r}")
-    if dtype is not None:
-        name = jnp.dtype(dtype).name
-        if name not in RTOL:
-            raise ValueError(f"dtype must be one of {', '.join(RTOL)}, got {name}")
     rng = np.random.default_rng(seed)
-    with _x64(None if dtype is None else jnp.dtype(dtype).name):
+    with x64_for(None if dtype is None else jnp.dtype(dtype).name):
         args = _prepare(args, dtype, rng, draw or DRAWS["normal"])
         dtype_name = _dtype_name(args)
         try:
@@ -289,7 +284,7 @@ def _check_at(mode, fn, args, reference, dtype, seed, max_fd_coords, draw) -> Fu
             raise ValueError(f"{_name(fn)} fails on these arguments: {type(e).__name__}: "
                              f"{e}") from e
         run = _vjp_leaves if mode == "vjp" else _jvp_leaves
-        leaves, ref_name, fd = run(fn, args, y, reference, rng, max_fd_coords)
+        leaves, ref_name, fd = run(fn, args, y, reference, rng, max_fd_coords, dtype_name)
     rtol, atol_frac = _tolerance(dtype_name, fd)
     slack = AUTODIFF_SLACK if not fd and dtype_name != "float64" else None
     return FunctionReport(
@@ -310,9 +305,8 @@ def _in_dtype(run, dtype_name: str, fd: bool):
         return None
 
 
-def _vjp_leaves(fn, args, y, reference, rng, max_fd_coords):
+def _vjp_leaves(fn, args, y, reference, rng, max_fd_coords, dtype_name):
     names = _arg_names(fn, len(args))
-    dtype_name = _dtype_name(args)
     ct = _random_like(y, rng)
     with jax.default_matmul_precision("highest"):
         hand = jax.vjp(fn, *args)[1](ct)
@@ -346,10 +340,7 @@ def _vjp_fd(fn, args64, ct64, rng, max_fd_coords):
     leaves = jax.tree.leaves(args64)
     coords = [_fd_coords(a.size, max_fd_coords, rng) if _is_float(a) else np.zeros(0, int)
               for a in leaves]
-    y64 = fn(*args64)
-    noise = FD_NOISE_ULPS * float(np.finfo(np.float64).eps) * (1.0 + sum(
-        float(jnp.sum(jnp.abs(c * y))) for c, y in zip(jax.tree.leaves(ct64),
-                                                      jax.tree.leaves(y64)) if _is_float(y)))
+    noise = _fd_noise(fn(*args64), ct64)
     h = FD_EPS
 
     def phi(args):
@@ -361,13 +352,13 @@ def _vjp_fd(fn, args64, ct64, rng, max_fd_coords):
     return [(d, c) for d, c in zip(diffs, coords)], [noise / (h * s) for s in FD_STEPS]
 
 
-def _jvp_leaves(fn, args, y, reference, rng, max_fd_coords):
+def _jvp_leaves(fn, args, y, reference, rng, max_fd_coords, dtype_name):
     del max_fd_coords  # a difference along the tangent gives every output entry
     names = _arg_names(fn, len(args))
-    dtype_name = _dtype_name(args)
     flat, treedef = jax.tree.flatten(args)
     with jax.enable_x64(True):
-        ref_fn, ref_name = _reference("jvp", fn, reference, _to64(args))
+        a64 = _to64(args)  # the point in float64, for every tangent
+        ref_fn, ref_name = _reference("jvp", fn, reference, a64)
     fd = ref_fn is None
     rtol, atol_frac = _tolerance(dtype_name, fd)
     in_names = [w for i, a in enumerate(args)
@@ -383,7 +374,7 @@ def _jvp_leaves(fn, args, y, reference, rng, max_fd_coords):
         with jax.default_matmul_precision("highest"):
             hand = jax.tree.leaves(jax.jvp(fn, args, t_args)[1])
             with jax.enable_x64(True):
-                a64, t64 = _to64(args), _to64(t_args)
+                t64 = _to64(t_args)
                 if not fd:
                     refs = [r[None] for r in jax.tree.leaves(jax.jvp(ref_fn, a64, t64)[1])]
                     noises = [0.0]

@@ -66,8 +66,9 @@ finite differences along directions: one entry per direction)::
 (for directions, ``scale`` is the root mean square of the directional derivatives, ~ ``||r||``),
 so ``rel_err <= rtol`` exactly when ``|g_i - r_i| <= rtol * |r_i| + atol`` for every ``i``
 (``numpy.allclose(g, r, rtol, atol)``). Reports show one measure, ``error = rel_err / rtol =
-max_i |g_i - r_i| / (rtol |r_i| + atol)``: at most 1 agrees, whatever the reference. The small ``atol`` (a fraction of the quantity's own
-scale) keeps entries that are zero up to rounding -- sums that cancel -- from failing on noise.
+max_i |g_i - r_i| / (rtol |r_i| + atol)``: at most 1 agrees, whatever the reference. The small
+``atol`` (a fraction of the quantity's own scale) keeps entries that are zero up to rounding --
+sums that cancel -- from failing on noise.
 Against autodiff, ``atol`` also has a floor of ``CANCEL_ULPS * eps(dtype)`` times the largest
 entry of the whole gradient (of the layer, end to end: of all leaves), for entries that are 0
 exactly but come out of sums that cancel (a bias before BatchNorm), where a leaf's own scale is
@@ -138,7 +139,7 @@ CANCEL_ULPS = 1000  # atol floor vs autodiff, in ulps of the largest entry (_can
 JITTER = 1e-3  # per-layer checks in a model: inputs moved by JITTER * rms (see check_model_layers)
 
 FD_REFERENCE = "finite differences float64"
-DEFAULT_BATCH = 8  # examples per draw in check_layer/check_loss and `jaxprop check`
+DEFAULT_BATCH = 8  # examples per draw in check_layer and `jaxprop check`
 WIDE_SCALE = 10.0  # the "wide" draw: N(0, WIDE_SCALE**2)
 LARGE = 80.0  # near-kink draws reach -LARGE (exp(-x) overflows float32 at 88.7)
 
@@ -272,7 +273,14 @@ def _host_rng(key) -> np.random.Generator:
 # Layers at one point: one compiled program per dtype
 
 
-def _once(fn):
+def x64_for(dtype_name: str | None):
+    """``jax.enable_x64(True)`` for ``"float64"`` while x64 is off, else a no-op context."""
+    if dtype_name == "float64" and not jax.config.jax_enable_x64:
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def jit_once(fn):
     """``jax.jit(fn)`` for a program that runs once or twice: compiled fast on CPU (as
     ``train/compile.py`` does for tiny trainings), where compiling costs more than running."""
     return jax.jit(fn, compiler_options=FAST_COMPILE if jax.default_backend() == "cpu" else None)
@@ -376,7 +384,7 @@ class _Program:
         self.layers: dict[str, Layer] = {}
         self.names: dict[str, list[str]] = {}
         self.errors: dict[str, str] = {}
-        self._jit = _once(self._run)
+        self._jit = jit_once(self._run)
 
     def _run(self, params, state, x, key, noise):
         self.order, self.layers, self.names, self.errors = [], {}, {}, {}
@@ -697,7 +705,7 @@ def check_layer(
                        fd_rtol=fd_rtol, fd_eps=fd_eps, fd_directions=fd_directions)
     checks = []
     for draw in plan:
-        xd = (x if draw is None else _random_input(layer, (batch, *in_shape), host)
+        xd = (x if draw is None else _random_ids(layer, (batch, *in_shape), host)
               if layer.integer_inputs else draw_inputs(draw, host, batch, in_shape))
         _refuse_non_finite(xd, "x", "inputs")
         scale = PERTURB_SCALE if draw is None else draw.perturb_scale
@@ -761,12 +769,10 @@ def _input_dtype(layer: Layer, dtype):
     return jnp.int32 if layer.integer_inputs else dtype
 
 
-def _random_input(layer: Layer, shape, host):
-    """Inputs of ``shape`` for checking ``layer``: N(0, 1) floats, or integer ids drawn
-    uniformly from ``0..integer_inputs-1`` for a layer on ids (an Embedding)."""
-    if layer.integer_inputs:
-        return jnp.asarray(host.integers(0, layer.integer_inputs, shape), jnp.int32)
-    return jnp.asarray(host.standard_normal(shape), jnp.float32)
+def _random_ids(layer: Layer, shape, host):
+    """Inputs of ``shape`` for a layer on ids (an Embedding): integer ids drawn uniformly from
+    ``0..integer_inputs-1`` (float inputs come from the draws: :func:`draw_inputs`)."""
+    return jnp.asarray(host.integers(0, layer.integer_inputs, shape), jnp.int32)
 
 
 def _shape(in_shape) -> tuple[int, ...]:
@@ -943,7 +949,7 @@ def central_differences(loss_fn, params, coords_l: list[np.ndarray], h: float,
             1, min(128, FD_MEMORY // max(1, leaves[i].nbytes))))) if cs.size else cs
             for i, cs in enumerate(coords)]
 
-    out = _once(run)(leaves, [jnp.asarray(c) for c in coords_l])
+    out = jit_once(run)(leaves, [jnp.asarray(c) for c in coords_l])
     return [np.asarray(o, np.float64).reshape(-1, len(steps)).T for o in out]
 
 
@@ -1028,9 +1034,7 @@ def check_gradients(
     # checked before anything compiles (a bfloat16 model fails here, not inside NumPy)
     dtype_name = None if dtype is None else _validate_common(
         dtype, fd_directions, what="" if given else " (the params' dtype)")
-    x64 = jax.enable_x64(True) if dtype_name == "float64" and not jax.config.jax_enable_x64 \
-        else contextlib.nullcontext()  # dtype=float64 asked for: float64 arrays need x64
-    with x64:
+    with x64_for(dtype_name):  # dtype=float64 asked for: float64 arrays need x64
         params, x, t, state, dtype_name = _prepare(model, loss, params, x, t, state,
                                                    dtype_name if given else None,
                                                    dtype_name, fd_directions)
@@ -1112,13 +1116,13 @@ def _end_to_end(model, loss, params, x, t, hand, run, *, grad_rtol, grad_atol_fr
         return loss.value(model.forward(p, state, x, key=run["key"], train=run["train"])[0], t)
 
     with jax.default_matmul_precision("highest"):
-        ref = _once(jax.grad(ref_loss))(params, x, t, run["state"])
+        ref = jit_once(jax.grad(ref_loss))(params, x, t, run["state"])
         hand_l = [np.asarray(a) for a in jax.tree.leaves(hand)]
         ref_l = [np.asarray(a) for a in jax.tree.leaves(ref)]
         with jax.enable_x64(True):
             to64 = lambda tree: _cast(tree, jnp.float64)  # noqa: E731
             p64, x64, t64, s64 = to64(params), to64(x), to64(t), to64(run["state"])
-            value64, hand64 = _once(functools.partial(
+            value64, hand64 = jit_once(functools.partial(
                 loss_and_grad_fn(model, loss), train=run["train"]))(p64, x64, t64, state=s64,
                                                                     key=run["key"])
             hand64_l = [np.asarray(a) for a in jax.tree.leaves(hand64)]

@@ -72,7 +72,8 @@ class LayerCheck:
     """The backward pass of one layer at one point. ``index`` is its position in the model
     (``"3"``, ``"2.1"`` inside a nested model; ``""`` for a layer checked alone); ``point`` says
     which params (``"given params"``, ``"perturbed params"``, ``"random params"``) and, in
-    :func:`~jaxprop.check_layer`, which inputs (``draw``); ``error`` is set when ``backward`` returned something malformed (or raised)."""
+    :func:`~jaxprop.check_layer`, which inputs (``draw``); ``error`` is set when ``backward``
+    returned something malformed (or raised)."""
 
     index: str
     name: str
@@ -278,10 +279,6 @@ class LayerReport(_LayerFailures):
 def problems(layers: Sequence[LayerCheck]) -> list[str]:
     """One line per failing layer check: ``"layer 2 (scale): dx disagrees with ..."``."""
     return [f"{lc.label}: {lc.problem()}" for lc in _failing(layers)]
-
-
-def _problem_text(layers: Sequence[LayerCheck]) -> str:
-    return "".join(f"  {line}\n" for line in problems(layers))
 
 
 def _tolerance_text(layers: Sequence[LayerCheck]) -> str:

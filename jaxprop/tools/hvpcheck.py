@@ -25,7 +25,6 @@ per quantity (a leaf of ``dparams``, ``dx``, a leaf of ``H v``), with ``rtol`` t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import jax
 import jax.numpy as jnp
@@ -35,8 +34,8 @@ from jaxprop.core.backprop import loss_and_grad_fn
 from jaxprop.core.checks import params_dtype, validate_data
 from jaxprop.core.losses import Loss, get_loss
 from jaxprop.core.network import Model
-from jaxprop.tools.gradcheck import layer_points, leaf_names
-from jaxprop.train.compile import FAST_COMPILE
+from jaxprop.tools.gradcheck import jit_once, layer_points, leaf_names, x64_for
+from jaxprop.tools.gradcheck_report import fit
 from jaxprop.train.precision import is_float
 
 TOLERANCES = {"float32": 1e-3, "float64": 1e-8, "fd": 1e-5}
@@ -45,6 +44,8 @@ DIRECTIONS = 2
 FD_H = 1e-5  # relative to max(1, rms) of the point
 JITTER = 1e-3
 FD_REFERENCE = "finite differences float64"
+_LEGEND = ("error = max|hand - ref| / (rtol * max(max|ref| of the quantity, "
+           f"{ATOL_FRAC:g} * largest |ref| of the check)); <= 1 agrees")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,9 +90,8 @@ class HvpReport:
                     f"agree (worst error {worst:.1e} <= 1)")
         bad = self.failures()[0]
         more = f" (+{len(self.failures()) - 1} more)" if len(self.failures()) > 1 else ""
-        line = (f"second order FAILED: {bad.where}: {bad.quantity} disagrees with "
-                f"{bad.reference} (error {bad.error:.1e}){more}")
-        return line if len(line) <= 120 else line[:117] + "..."
+        return fit(f"second order FAILED: {bad.where}: {bad.quantity} disagrees with "
+                   f"{bad.reference} (error {bad.error:.1e}){more}")
 
     def by_place(self) -> str:
         """One line per place (a layer, or end to end): its worst error and where it came
@@ -108,14 +108,11 @@ class HvpReport:
             lines.append("failing comparisons:")
             lines += [f"FAIL {c.where}: {c.quantity} vs {c.reference}: {c.error:.2e}"
                       for c in self.failures()]
-        lines.append("error = max|hand - ref| / (rtol * max(max|ref| of the quantity, "
-                     f"{ATOL_FRAC:g} * largest |ref| of the check)); <= 1 agrees")
+        lines.append(_LEGEND)
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        lines = [self.verdict(),
-                 "error = max|hand - ref| / (rtol * max(max|ref| of the quantity, "
-                 f"{ATOL_FRAC:g} * largest |ref| of the check)); <= 1 agrees"]
+        lines = [self.verdict(), _LEGEND]
         width = max(len(f"{c.where}: {c.quantity}") for c in self.checks) if self.checks else 0
         for c in self.checks:
             mark = "ok  " if c.ok else "FAIL"
@@ -158,11 +155,6 @@ def _jitter(x, rng: np.random.Generator):
     return jnp.asarray(v + JITTER * rms * rng.standard_normal(v.shape), x.dtype)
 
 
-def _fast_jit(fn):
-    """``jax.jit(fn)`` compiled fast on CPU (it runs once: compiling costs more than running)."""
-    return jax.jit(fn, compiler_options=FAST_COMPILE if jax.default_backend() == "cpu" else None)
-
-
 def _cast(tree, dtype):
     """The floating leaves of ``tree`` in ``dtype``, converted on the host (nothing compiles)."""
     return jax.tree.map(lambda a: jnp.asarray(np.asarray(a), dtype) if is_float(a) else a, tree)
@@ -177,8 +169,8 @@ def _layer_points(model: Model, params, state, x, key, train):
     """``(where, layer, params, state, x, key)`` for every leaf layer, on its actual input (each
     model's outputs by one fast-compiled program)."""
     def trace(m, p, s, x_, k):
-        return _fast_jit(lambda p_, s_, x__, k_: m.forward_trace(p_, s_, x__, key=k_,
-                                                                 train=train)[0])(p, s, x_, k)
+        return jit_once(lambda p_, s_, x__, k_: m.forward_trace(p_, s_, x__, key=k_,
+                                                                train=train)[0])(p, s, x_, k)
 
     for index, layer, p, s, xi, k in layer_points(model, params, state, x, key, train,
                                                   trace=trace):
@@ -300,9 +292,7 @@ def check_hvp(model: Model, loss: str | Loss, params, x, t, *, state=None, key=N
     x, t = validate_data(params, x, t, loss=loss, model=model)
     checks = []
     for name in dict.fromkeys((dtype_name, "float64")):
-        x64 = jax.enable_x64(True) if name == "float64" and not jax.config.jax_enable_x64 \
-            else contextlib.nullcontext()
-        with x64, jax.default_matmul_precision("highest"):
+        with x64_for(name), jax.default_matmul_precision("highest"):
             run = tuple(_cast(a, jnp.dtype(name)) for a in (params, state, x, t))
             checks += _pass(model, loss, *run, key, train, name, rng, directions, layers, fd)
     return HvpReport(tuple(checks), dtype_name, {
@@ -339,6 +329,6 @@ def _pass(model, loss, params, state, x, t, key, train, dtype_name, rng, directi
     steps = tuple(FD_H * _rms_scale(params) / d for d in (1, 100)) if fd else ()
     items.append(_Item("end to end", [f"H v {n}" for n in leaf_names(model, params)], hand,
                        ref, (params,), _stacked((params,), rng, directions), steps))
-    program = _fast_jit(lambda pr, tg: _derivatives(items, pr, tg))
+    program = jit_once(lambda pr, tg: _derivatives(items, pr, tg))
     results = program([it.primals for it in items], [it.tangents for it in items])
     return [c for item, res in zip(items, results) for c in _comparisons(item, *res, dtype_name)]
