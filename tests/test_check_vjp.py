@@ -178,6 +178,8 @@ USER = textwrap.dedent('''
     (["--function", "{path}:missing", "--args", "f32[3]"], 2, "has no attribute 'missing'"),
     (["--function", "{path}:logsumexp", "--args", "f32[3]", "--loss", "mse"], 2,
      "does not go with --function"),
+    (["--function", "{path}:logsumexp", "--args", "f32[3]", "--order", "2"], 2,
+     "not with --function"),
 ])
 def test_cli_function(tmp_path, capsys, argv, code, shown):
     path = tmp_path / "my_functions.py"
@@ -234,3 +236,11 @@ def test_wide_draw_catches_a_rule_wrong_only_beyond_5_at_20_seeds():
                                        draws="normal").ok for s in range(20))
     print(f"caught {caught}/20, false alarms {alarms}/20; N(0, 1) alone: {normal_only}/20")
     assert caught == 20 and alarms == 0
+
+
+def test_bad_draws_are_refused_in_one_line():
+    shape = jax.ShapeDtypeStruct((4,), jnp.float32)
+    with pytest.raises(ValueError, match="input draw"):
+        jp.check_vjp(clipped_exp(), shape, draws="nope")
+    with pytest.raises(ValueError, match="draws is empty"):
+        jp.check_vjp(clipped_exp(), shape, draws=())

@@ -117,23 +117,30 @@ def Poly2(bug=False):
     return jp.Layer(init, forward, backward, name="poly2")
 
 
-def LoopDense(bug=False):
-    """Dense(3) whose dW sums per-example outer products in a Python loop; the slip:
-    ``range(1, n)`` forgets example 0 -- one row of the batch."""
+def _dense(name, width, backward):
+    """Dense(width), ``y = x @ W + b`` (the residual: ``x``), with a hand-written
+    ``backward(params, x, dy)`` -- the planted Dense layers differ only there."""
 
     def init(key, in_shape):
-        w = jax.random.normal(key, (in_shape[-1], 3)) / np.sqrt(in_shape[-1])
-        return {"W": w, "b": jnp.zeros((3,))}, (), (3,)
+        w = jax.random.normal(key, (in_shape[-1], width)) / np.sqrt(in_shape[-1])
+        return {"W": w, "b": jnp.zeros((width,))}, (), (width,)
 
     def forward(params, state, x, *, key=None, train=True):
         return x @ params["W"] + params["b"], x, state
+
+    return jp.Layer(init, forward, backward, name=name)
+
+
+def LoopDense(bug=False):
+    """Dense(3) whose dW sums per-example outer products in a Python loop; the slip:
+    ``range(1, n)`` forgets example 0 -- one row of the batch."""
 
     def backward(params, x, dy):
         first = 1 if bug else 0
         dW = sum(jnp.outer(x[i], dy[i]) for i in range(first, x.shape[0]))
         return {"W": dW, "b": dy.sum(0)}, dy @ params["W"].T
 
-    return jp.Layer(init, forward, backward, name="loop_dense")
+    return _dense("loop_dense", 3, backward)
 
 
 def Diff(bug=False):
@@ -155,13 +162,6 @@ def HalfDense(bug=False):
     """Dense(4) that computes dx in float16 "to save memory" (the slip: a float16 round trip
     inside a float32/float64 backward: dx only, everywhere)."""
 
-    def init(key, in_shape):
-        w = jax.random.normal(key, (in_shape[-1], 4)) / np.sqrt(in_shape[-1])
-        return {"W": w, "b": jnp.zeros((4,))}, (), (4,)
-
-    def forward(params, state, x, *, key=None, train=True):
-        return x @ params["W"] + params["b"], x, state
-
     def backward(params, x, dy):
         W = params["W"]
         dx = dy @ W.T
@@ -169,25 +169,18 @@ def HalfDense(bug=False):
             dx = (dy.astype(jnp.float16) @ W.T.astype(jnp.float16)).astype(x.dtype)
         return {"W": x.T @ dy, "b": dy.sum(0)}, dx
 
-    return jp.Layer(init, forward, backward, name="half_dense")
+    return _dense("half_dense", 4, backward)
 
 
 def DecayDense(bug=False):
     """Dense(4); the slip: b's gradient scaled by 0.999 (a decay factor left in the backward):
     1e-3 relative, in one parameter leaf."""
 
-    def init(key, in_shape):
-        w = jax.random.normal(key, (in_shape[-1], 4)) / np.sqrt(in_shape[-1])
-        return {"W": w, "b": jnp.zeros((4,))}, (), (4,)
-
-    def forward(params, state, x, *, key=None, train=True):
-        return x @ params["W"] + params["b"], x, state
-
     def backward(params, x, dy):
         db = dy.sum(0) * (0.999 if bug else 1.0)
         return {"W": x.T @ dy, "b": db}, dy @ params["W"].T
 
-    return jp.Layer(init, forward, backward, name="decay_dense")
+    return _dense("decay_dense", 4, backward)
 
 
 # -- planted custom_vjp/custom_jvp functions (jp.check_vjp, jp.check_jvp) -----------------

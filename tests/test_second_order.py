@@ -246,3 +246,15 @@ def test_cli_order_2_prints_one_line_per_place_and_names_the_layer(tmp_path, cap
     verdict = next(line for line in out.splitlines() if line.startswith("second order"))
     assert verdict.startswith("second order FAILED: layer 1 FrozenTanh: d(dx)"), verdict
     assert len(verdict) <= 120 and "FAIL layer 1 FrozenTanh" in out
+
+
+def test_hvp_refuses_bad_input_in_one_line():
+    model = jp.mlp([3, 4, 2], "tanh", "identity")
+    params = model.init(jax.random.key(0))
+    x, t = _data()
+    with pytest.raises(ValueError, match="v must have the structure and shapes of params"):
+        jp.hvp(model, "mse", params, x, t, params[:1])
+    with pytest.raises(ValueError, match="last axis of the input must be 3"):
+        jp.hvp(model, "mse", params, jnp.ones((5, 4)), t, params)
+    with pytest.raises(ValueError, match="NaN"):
+        jp.hvp(model, "mse", params, x.at[0, 0].set(jnp.nan), t, params)

@@ -288,6 +288,9 @@ def _check_options(args) -> None:
                                  "(--args gives its arguments)")
         if args.eval:
             raise ValueError("--eval does not go with --function")
+        if args.order == 2:
+            raise ValueError("--order 2 checks a model's second derivatives; not with "
+                             "--function (give --model)")
     mode, unused = (("--layer", _NOT_WITH_LAYER) if args.layer is not None else
                     ("--model", _NOT_WITH_MODEL) if args.model is not None else (None, ()))
     for name, why in unused:
